@@ -1,0 +1,52 @@
+"""condukt-egress: per-session, audited, policy-controlled egress for agent sandbox pods.
+
+Declare one :class:`SandboxEgress` per session in a Pulumi program; it mints a
+per-session CA, delivers it and the policy to the ``condukt-egress`` sidecar in
+an immutable Secret, and locks the pod's egress with a NetworkPolicy so the
+sidecar is the only way out. Inject the sidecar into the session's workload::
+
+    import pulumi_kubernetes as k8s
+    from condukt_egress import SandboxEgress, SandboxEgressArgs, EgressPolicy, allow
+
+    policy = EgressPolicy(rules=[allow("api.github.com", "*.openai.com")])
+    egress = SandboxEgress("s-42", SandboxEgressArgs(session_id="42", policy=policy))
+    k8s.core.v1.Pod("ws", metadata={"labels": egress.pod_labels},
+                    spec=egress.inject({"containers": [{"name": "ws", "image": "python:3.13-slim"}]}),
+                    opts=egress.workload_options())
+
+Errors all derive from :class:`EgressError` (see :mod:`condukt_egress.errors`).
+"""
+
+from condukt_egress.args import CaKeyAlgorithm, SandboxEgressArgs, TrustBundle, UnproxiedEgress
+from condukt_egress.component import SandboxEgress
+from condukt_egress.errors import (
+    AutomationError,
+    ConfigError,
+    ControlChannelError,
+    EgressError,
+    PolicyError,
+)
+from condukt_egress.naming import SessionNames, session_names
+from condukt_egress.policy import DENY_ALL, EgressPolicy, Rule, Verdict, allow, decide, deny
+
+__all__ = [
+    "DENY_ALL",
+    "AutomationError",
+    "CaKeyAlgorithm",
+    "ConfigError",
+    "ControlChannelError",
+    "EgressError",
+    "EgressPolicy",
+    "PolicyError",
+    "Rule",
+    "SandboxEgress",
+    "SandboxEgressArgs",
+    "SessionNames",
+    "TrustBundle",
+    "UnproxiedEgress",
+    "Verdict",
+    "allow",
+    "decide",
+    "deny",
+    "session_names",
+]

@@ -1,0 +1,155 @@
+"""``SandboxEgress``: the Pulumi component declaring one session's egress control.
+
+This is the only module that declares resources. It mints the per-session CA
+with pulumi-tls and declares the Secret and the NetworkPolicy that the pure
+builders in :mod:`condukt_egress.manifests` describe. Workloads get the
+sidecar through :meth:`SandboxEgress.inject` (a pure pod-spec function) and
+depend on the component through :meth:`SandboxEgress.workload_options`, so
+Pulumi creates the Secret and NetworkPolicy first and deletes them last.
+
+Example:
+    >>> egress = SandboxEgress("s-42", SandboxEgressArgs(session_id="42"))  # doctest: +SKIP
+    >>> k8s.core.v1.Pod("ws", metadata={"labels": egress.pod_labels},
+    ...     spec=egress.inject(spec), opts=egress.workload_options())  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Final
+
+import pulumi
+import pulumi_kubernetes as k8s
+import pulumi_tls as tls
+
+from condukt_egress import manifests
+from condukt_egress.args import SandboxEgressArgs
+from condukt_egress.ca import CA_ALLOWED_USES, CA_ORGANIZATION, key_spec
+from condukt_egress.naming import SessionNames
+
+__all__ = ["TYPE_TOKEN", "SandboxEgress"]
+
+TYPE_TOKEN: Final = "condukt-egress:index:SandboxEgress"
+
+
+class SandboxEgress(pulumi.ComponentResource):
+    """One session's CA, Secret and NetworkPolicy, and the way to inject its sidecar.
+
+    Attributes:
+        args: The validated session options.
+        names: Names and labels derived from the session id (plain values).
+        pod_labels: Labels every session pod must carry (plain dict).
+        ca_key: The CA's pulumi-tls private key (its PEM outputs are secrets).
+        ca_cert: The CA's pulumi-tls self-signed certificate.
+        secret: The Secret with ``policy.json``, ``ca.pem``, ``ca-key.pem``, ``bundle.pem``.
+        network_policy: The NetworkPolicy selecting the session pods.
+        secret_name: Name of the Secret, as an Output that depends on it.
+        network_policy_name: Name of the NetworkPolicy, as an Output that depends on it.
+        ca_cert_pem: The CA certificate PEM.
+    """
+
+    args: SandboxEgressArgs
+    names: SessionNames
+    pod_labels: dict[str, str]
+    secret_name: pulumi.Output[str]
+    network_policy_name: pulumi.Output[str]
+    ca_cert_pem: pulumi.Output[str]
+
+    def __init__(
+        self,
+        name: str,
+        args: SandboxEgressArgs,
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        """Declare the session's resources as children of this component.
+
+        Args:
+            name: The Pulumi resource name of the component.
+            args: The session; validated when constructed, so bad input has
+                already failed before any resource is registered.
+            opts: Options of the component.
+        """
+        if not isinstance(args, SandboxEgressArgs):
+            raise TypeError(
+                f"args must be SandboxEgressArgs, got {type(args).__name__}; "
+                "build it with SandboxEgressArgs(session_id=..., ...)"
+            )
+        super().__init__(TYPE_TOKEN, name, None, opts)
+        self.args = args
+        self.names = args.names
+        self.pod_labels = dict(self.names.pod_labels)
+        child = pulumi.ResourceOptions(parent=self)
+
+        spec = key_spec(args.ca_key_algorithm)
+        self.ca_key = tls.PrivateKey(
+            f"{name}-ca-key",
+            algorithm=spec.algorithm,
+            ecdsa_curve=spec.ecdsa_curve,
+            rsa_bits=spec.rsa_bits,
+            opts=child,
+        )
+        self.ca_cert = tls.SelfSignedCert(
+            f"{name}-ca",
+            private_key_pem=self.ca_key.private_key_pem,
+            is_ca_certificate=True,
+            set_subject_key_id=True,
+            allowed_uses=list(CA_ALLOWED_USES),
+            validity_period_hours=args.ca_validity_hours,
+            subject=tls.SelfSignedCertSubjectArgs(
+                common_name=self.names.ca_common_name,
+                organization=CA_ORGANIZATION,
+            ),
+            opts=child,
+        )
+        self.ca_cert_pem = self.ca_cert.cert_pem
+
+        # The sidecar needs PKCS#8; private_key_pem is SEC1 for ECDSA keys.
+        string_data = pulumi.Output.secret(
+            pulumi.Output.all(self.ca_cert.cert_pem, self.ca_key.private_key_pem_pkcs8).apply(
+                lambda pems: manifests.secret_data(args, pems[0], pems[1])
+            )
+        )
+        secret = manifests.secret_manifest(args, string_data)
+        self.secret = k8s.core.v1.Secret(
+            f"{name}-secret",
+            metadata=secret["metadata"],
+            type=secret["type"],
+            immutable=secret["immutable"],
+            string_data=secret["stringData"],
+            opts=pulumi.ResourceOptions(
+                parent=self, additional_secret_outputs=["data", "stringData"]
+            ),
+        )
+        policy = manifests.network_policy_manifest(args)
+        self.network_policy = k8s.networking.v1.NetworkPolicy(
+            f"{name}-network-policy",
+            metadata=policy["metadata"],
+            spec=policy["spec"],
+            opts=child,
+        )
+        self.secret_name = self.secret.metadata.apply(lambda m: str(m["name"]))
+        self.network_policy_name = self.network_policy.metadata.apply(lambda m: str(m["name"]))
+        self.register_outputs(
+            {
+                "secretName": self.secret_name,
+                "networkPolicyName": self.network_policy_name,
+                "podLabels": self.pod_labels,
+                "caCertPem": self.ca_cert_pem,
+            }
+        )
+
+    def inject(self, pod_spec: Mapping[str, Any]) -> dict[str, Any]:
+        """Return ``pod_spec`` with this session's sidecar injected and hardened.
+
+        Pure: see :func:`condukt_egress.manifests.inject`. Use Kubernetes
+        (camelCase) field names, as in YAML.
+        """
+        return manifests.inject(pod_spec, self.args)
+
+    def workload_options(self) -> pulumi.ResourceOptions:
+        """Options a session workload must use so it is created after, and
+        deleted before, the Secret and the NetworkPolicy.
+
+        Merge them into your own with ``pulumi.ResourceOptions.merge``.
+        """
+        return pulumi.ResourceOptions(depends_on=[self.secret, self.network_policy])

@@ -1,0 +1,149 @@
+"""Safe, collision-free Kubernetes names and labels from any session id.
+
+Session ids come from agent platforms and may be anything: long, unicode,
+upper case, full of punctuation. Truncating them (as the original glue did)
+let two ids that share a prefix overwrite each other's CA and policy. Here
+every name keeps a readable prefix of the id *and* a hash of the whole id, so
+names are valid DNS-1123 labels / label values for any input and differ for
+any two ids.
+
+Example:
+    >>> n = session_names("Agent Run #42")
+    >>> n.label_value
+    'agent-run-42-...'  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from typing import Final
+
+from condukt_egress.errors import ConfigError
+
+__all__ = [
+    "ANNOTATION_SESSION_ID",
+    "LABEL_MANAGED_BY",
+    "LABEL_SESSION",
+    "MAX_SESSION_ID_LENGTH",
+    "SessionNames",
+    "session_names",
+    "validate_session_id",
+]
+
+LABEL_SESSION: Final = "egress.condukt.dev/session"
+"""Label key every object and pod of a session carries; value from :class:`SessionNames`."""
+
+ANNOTATION_SESSION_ID: Final = "egress.condukt.dev/session-id"
+"""Annotation holding the raw, unmodified session id."""
+
+LABEL_MANAGED_BY: Final = "app.kubernetes.io/managed-by"
+MANAGED_BY: Final = "condukt-egress"
+
+MAX_SESSION_ID_LENGTH: Final = 1024
+"""Ids longer than this are refused: no platform needs more, and it bounds annotations."""
+
+_HASH_CHARS: Final = 16  # 64 bits of SHA-256: collisions need ~4e9 ids for even odds.
+_PREFIX_CHARS: Final = 24
+_NAME_PREFIX: Final = "condukt-egress-"
+_DNS_LABEL: Final = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+
+
+@dataclass(frozen=True)
+class SessionNames:
+    """Every name derived from one session id.
+
+    Attributes:
+        session_id: The raw id, unchanged.
+        base: ``<readable-prefix>-<hash>`` (or ``<hash>``); a valid DNS-1123 label.
+        secret: Name of the Secret holding the CA and the policy.
+        network_policy: Name of the session's NetworkPolicy.
+        pod: Name of the workspace Pod the stack program declares.
+        label_key: Session label key, :data:`LABEL_SESSION`.
+        label_value: Session label value (same as ``base``).
+        ca_common_name: Subject CN of the session CA (at most 64 characters).
+    """
+
+    session_id: str
+    base: str
+    secret: str
+    network_policy: str
+    pod: str
+    label_key: str
+    label_value: str
+    ca_common_name: str
+
+    @property
+    def pod_labels(self) -> dict[str, str]:
+        """Labels a session pod must carry for the NetworkPolicy to select it."""
+        return {self.label_key: self.label_value}
+
+
+def validate_session_id(session_id: object) -> str:
+    """Return ``session_id`` if it is usable, else raise :class:`ConfigError`.
+
+    Any non-empty string up to :data:`MAX_SESSION_ID_LENGTH` characters is
+    accepted; the names derived from it are made safe by :func:`session_names`.
+    """
+    if not isinstance(session_id, str):
+        raise ConfigError(
+            "session_id",
+            f"must be a string, got {type(session_id).__name__} {session_id!r}; "
+            "pass the session id as text, e.g. session_id='42'",
+        )
+    if not session_id.strip():
+        raise ConfigError(
+            "session_id",
+            f"must not be empty or blank (got {session_id!r}); "
+            "pass the agent platform's id for this session",
+        )
+    if len(session_id) > MAX_SESSION_ID_LENGTH:
+        raise ConfigError(
+            "session_id",
+            f"is {len(session_id)} characters long, more than {MAX_SESSION_ID_LENGTH}; "
+            "use a shorter id (a UUID or a hash of the long one)",
+        )
+    return session_id
+
+
+def _readable_prefix(session_id: str) -> str:
+    lowered = session_id.lower()
+    cleaned = re.sub(r"[^a-z0-9]+", "-", lowered.encode("ascii", "ignore").decode())
+    return cleaned.strip("-")[:_PREFIX_CHARS].strip("-")
+
+
+def session_names(session_id: str) -> SessionNames:
+    """Derive every name and label of a session from its id.
+
+    Args:
+        session_id: Any string accepted by :func:`validate_session_id`.
+
+    Returns:
+        The names; all valid DNS-1123 labels (so also valid label values), and
+        distinct for distinct ids because they embed a hash of the full id.
+
+    Raises:
+        ConfigError: The id is empty, blank, too long or not a string.
+    """
+    validate_session_id(session_id)
+    # surrogatepass keeps the encoding injective for any Python str.
+    digest = hashlib.sha256(session_id.encode("utf-8", "surrogatepass")).hexdigest()
+    hash_part = digest[:_HASH_CHARS]
+    prefix = _readable_prefix(session_id)
+    base = f"{prefix}-{hash_part}" if prefix else hash_part
+    name = f"{_NAME_PREFIX}{base}"
+    names = SessionNames(
+        session_id=session_id,
+        base=base,
+        secret=name,
+        network_policy=name,
+        pod=f"workspace-{base}",
+        label_key=LABEL_SESSION,
+        label_value=base,
+        ca_common_name=f"condukt-egress session {base}",
+    )
+    for value in (names.base, names.secret, names.pod):
+        if not _DNS_LABEL.match(value) or len(value) > 63:  # pragma: no cover - invariant
+            raise AssertionError(f"derived name {value!r} is not a DNS-1123 label")
+    return names

@@ -1,0 +1,89 @@
+from typing import Any
+
+import pytest
+
+from condukt_egress.args import SandboxEgressArgs, UnproxiedEgress
+from condukt_egress.errors import ConfigError, PolicyError
+from condukt_egress.policy import DENY_ALL, EgressPolicy
+
+
+def test_defaults_are_safe() -> None:
+    args = SandboxEgressArgs(session_id="42")
+    assert args.egress_policy == DENY_ALL
+    assert args.allow_plain_http is False
+    assert args.native_sidecar is True
+    assert args.trust_bundle == "session-ca"
+    assert args.ca_key_algorithm == "ecdsa-p256"
+    assert args.unsafe_allowed_capabilities == ()
+
+
+def test_policy_document_form_is_accepted() -> None:
+    args = SandboxEgressArgs(
+        session_id="42", policy={"rules": [{"allow": ["API.github.com"]}], "default": "deny"}
+    )
+    assert isinstance(args.policy, EgressPolicy)
+    assert args.egress_policy.evaluate("api.github.com").action == "allow"
+
+
+def test_policy_errors_name_the_policy_field() -> None:
+    with pytest.raises(PolicyError, match=r"^policy\.rules\[0\]"):
+        SandboxEgressArgs(session_id="42", policy={"rules": [{"allow": ["https://x.com"]}]})
+
+
+def test_integral_floats_from_stack_config_are_accepted() -> None:
+    args = SandboxEgressArgs(session_id="42", proxy_port=15001.0, ca_validity_hours=48.0)  # type: ignore[arg-type]
+    assert args.proxy_port == 15001
+    assert isinstance(args.proxy_port, int)
+    assert args.ca_validity_hours == 48
+
+
+@pytest.mark.parametrize(
+    ("options", "field", "fix"),
+    [
+        ({"namespace": "Agents"}, "namespace", "lower-case"),
+        ({"namespace": ""}, "namespace", "at most 63"),
+        ({"image": "ghcr.io/x y"}, "image", "without spaces"),
+        ({"allow_plain_http": "yes"}, "allow_plain_http", "true or false"),
+        ({"trust_bundle": "public_roots"}, "trust_bundle", "did you mean 'public-roots'"),
+        ({"ca_key_algorithm": "ed25519"}, "ca_key_algorithm", "'ecdsa-p256'"),
+        ({"proxy_port": 0}, "proxy_port", "from 1 to 65535"),
+        ({"proxy_port": 443}, "proxy_port", "redirected"),
+        ({"control_port": 15001}, "control_port", "its own port"),
+        ({"proxy_port": True}, "proxy_port", "from 1 to 65535"),
+        ({"sidecar_uid": 0}, "sidecar_uid", "non-root"),
+        ({"sidecar_gid": 1.5}, "sidecar_gid", "non-root"),
+        ({"node_local_dns": "fd00::10"}, "node_local_dns", "no IPv6"),
+        ({"node_local_dns": "nodelocal"}, "node_local_dns", "IPv4 address"),
+        ({"cluster_cidrs": ["fd00::/8"]}, "cluster_cidrs", "no IPv6"),
+        ({"cluster_cidrs": ["10.96.0.1/12"]}, "cluster_cidrs", "IPv4 CIDR"),
+        ({"cluster_cidrs": "10.96.0.0/12"}, "cluster_cidrs", "must be a list"),
+        ({"ca_validity_hours": 0}, "ca_validity_hours", "from 1 to 8760"),
+        ({"dns_pod_labels": {}}, "dns_pod_labels", "non-empty"),
+        ({"unsafe_allowed_capabilities": ["net raw"]}, "unsafe_allowed_capabilities", "NET_RAW"),
+        ({"unproxied_egress": [{"cidr": "10.0.0.5/32"}]}, "unproxied_egress", "'ports'"),
+        ({"unproxied_egress": [{"cidr": "10.0.0.5/32", "ports": []}]}, "unproxied_egress.ports", "ports=[5432]"),
+        ({"unproxied_egress": [{"cidr": "10.0.0.5/32", "ports": [1], "proto": "TCP"}]}, "unproxied_egress", "accepted keys"),
+        ({"sidecar_resources": {"request": {}}}, "sidecar_resources", "'requests' and 'limits'"),
+        ({"policy": ["allow"]}, "policy", "document form"),
+    ],
+)
+def test_bad_options_name_the_field_and_the_fix(
+    options: dict[str, Any], field: str, fix: str
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        SandboxEgressArgs(session_id="42", **options)
+    assert info.value.field == field
+    assert str(info.value).startswith(f"{field}: ")
+    assert fix in str(info.value)
+
+
+def test_unproxied_egress_is_normalised() -> None:
+    args = SandboxEgressArgs(
+        session_id="42", unproxied_egress=[{"cidr": "10.0.0.5/32", "ports": [5432.0]}]
+    )
+    assert args.unproxied_egress == (UnproxiedEgress("10.0.0.5/32", (5432,), "TCP"),)
+
+
+def test_capabilities_are_normalised() -> None:
+    args = SandboxEgressArgs(session_id="42", unsafe_allowed_capabilities=["cap_net_raw"])
+    assert args.unsafe_allowed_capabilities == ("NET_RAW",)

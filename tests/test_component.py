@@ -1,0 +1,213 @@
+"""SandboxEgress and the stack program under Pulumi's mocks."""
+
+from typing import Any
+
+import pulumi
+import pulumi_kubernetes as k8s
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+from condukt_egress import SandboxEgress, SandboxEgressArgs, manifests
+from condukt_egress.component import TYPE_TOKEN
+from condukt_egress.errors import ConfigError, PolicyError
+from condukt_egress.program import session_program
+from tests.k8s_schema import assert_valid
+from tests.pulumi_harness import Recorder, run
+from tests.security_properties import assert_network_policy, assert_session_secure
+
+SECRET = "kubernetes:core/v1:Secret"
+NETWORK_POLICY = "kubernetes:networking.k8s.io/v1:NetworkPolicy"
+POD = "kubernetes:core/v1:Pod"
+POLICY_DOC = {
+    "rules": [{"deny": ["*.internal.example.com"]}, {"allow": ["api.github.com"]}],
+    "default": "deny",
+}
+
+
+def as_object(reg: Any, api_version: str, kind: str) -> dict[str, Any]:
+    obj = {k: v for k, v in reg.inputs.items() if k not in ("apiVersion", "kind")}
+    return {"apiVersion": api_version, "kind": kind, **obj}
+
+
+def declare(args: SandboxEgressArgs) -> Any:
+    egress = SandboxEgress("s", args)
+    pod = manifests.workspace_pod_manifest(args, "python:3.13-slim")
+    k8s.core.v1.Pod("ws", metadata=pod["metadata"], spec=pod["spec"], opts=egress.workload_options())
+    return egress.ca_cert_pem
+
+
+@pytest.fixture(scope="module")
+def recorded() -> Recorder:
+    args = SandboxEgressArgs(session_id="Agent Run 42", namespace="agents", policy=POLICY_DOC)
+    return run(lambda: declare(args))
+
+
+def test_component_children_are_parented(recorded: Recorder) -> None:
+    component = recorded.one(TYPE_TOKEN)
+    children = [r for r in recorded.registrations if r.type not in (TYPE_TOKEN, POD)]
+    assert {r.type for r in children} == {
+        "tls:index/privateKey:PrivateKey",
+        "tls:index/selfSignedCert:SelfSignedCert",
+        SECRET,
+        NETWORK_POLICY,
+    }
+    assert all(r.parent == component.urn for r in children)
+
+
+def test_ca_profile(recorded: Recorder) -> None:
+    key = recorded.one("tls:index/privateKey:PrivateKey").inputs
+    assert (key["algorithm"], key["ecdsaCurve"]) == ("ECDSA", "P256")
+    cert = recorded.one("tls:index/selfSignedCert:SelfSignedCert").inputs
+    assert cert["isCaCertificate"] is True
+    assert cert["setSubjectKeyId"] is True
+    assert sorted(cert["allowedUses"]) == ["cert_signing", "crl_signing", "digital_signature"]
+    assert cert["validityPeriodHours"] == 24
+    assert cert["subject"]["organization"] == "condukt-egress"
+    assert len(cert["subject"]["commonName"]) <= 64
+
+
+def test_secret_has_a_pkcs8_key_a_real_ca_and_stays_secret(recorded: Recorder) -> None:
+    reg = recorded.one(SECRET)
+    assert "stringData" in reg.secret_inputs
+    data = reg.inputs["stringData"]
+    key = serialization.load_pem_private_key(data["ca-key.pem"].encode(), None)
+    assert isinstance(key, ec.EllipticCurvePrivateKey)
+    assert data["ca-key.pem"].startswith("-----BEGIN PRIVATE KEY-----")
+    cert = x509.load_pem_x509_certificate(data["ca.pem"].encode())
+    assert cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca is True
+    assert cert.extensions.get_extension_for_class(x509.KeyUsage).value.key_cert_sign is True
+    assert data["bundle.pem"] == data["ca.pem"]
+    assert reg.inputs["immutable"] is True
+    assert_valid(as_object(reg, "v1", "Secret"))
+
+
+def test_network_policy_is_the_builders(recorded: Recorder) -> None:
+    reg = recorded.one(NETWORK_POLICY)
+    obj = as_object(reg, "networking.k8s.io/v1", "NetworkPolicy")
+    assert_valid(obj)
+    args = SandboxEgressArgs(session_id="Agent Run 42", namespace="agents", policy=POLICY_DOC)
+    assert obj == manifests.network_policy_manifest(args)
+    assert_network_policy(obj, args.names.pod_labels, plain_http=False)
+
+
+def test_workload_depends_on_secret_and_network_policy(recorded: Recorder) -> None:
+    pod = recorded.one(POD)
+    assert recorded.one(SECRET).urn in pod.dependencies
+    assert recorded.one(NETWORK_POLICY).urn in pod.dependencies
+    obj = as_object(pod, "v1", "Pod")
+    assert_valid(obj)
+    assert_session_secure(obj["spec"])
+
+
+def test_exactly_one_network_policy_selects_the_session_pod(recorded: Recorder) -> None:
+    pod_labels = recorded.one(POD).inputs["metadata"]["labels"]
+    selecting = [
+        r for r in recorded.of_type(NETWORK_POLICY)
+        if r.inputs["spec"]["podSelector"]["matchLabels"].items() <= pod_labels.items()
+    ]
+    assert len(selecting) == 1
+
+
+@pytest.mark.parametrize(("algorithm", "expected"), [("ecdsa-p384", "P384"), ("rsa-3072", 3072)])
+def test_ca_key_options(algorithm: str, expected: object) -> None:
+    args = SandboxEgressArgs(session_id="1", ca_key_algorithm=algorithm)  # type: ignore[arg-type]
+    rec = run(lambda: SandboxEgress("s", args).ca_cert_pem)
+    key = rec.one("tls:index/privateKey:PrivateKey").inputs
+    assert key.get("ecdsaCurve", key.get("rsaBits")) == expected
+    pem = rec.one(SECRET).inputs["stringData"]["ca-key.pem"]
+    loaded = serialization.load_pem_private_key(pem.encode(), None)
+    assert isinstance(loaded, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey)
+
+
+def test_two_sessions_in_one_program_do_not_collide() -> None:
+    def program() -> None:
+        for sid in ("x" * 60 + "a", "x" * 60 + "b"):
+            SandboxEgress(f"s-{sid[-1]}", SandboxEgressArgs(session_id=sid))
+
+    rec = run(program)
+    names = [r.inputs["metadata"]["name"] for r in rec.of_type(SECRET)]
+    assert len(set(names)) == 2
+
+
+def test_component_rejects_untyped_args() -> None:
+    with pytest.raises(TypeError, match="SandboxEgressArgs"):
+        run(lambda: SandboxEgress("s", {"session_id": "1"}))  # type: ignore[arg-type]
+
+
+# --- the stack program (__main__.py) ----------------------------------------
+
+
+def test_stack_program_with_config() -> None:
+    rec = run(
+        session_program,
+        config={
+            "sessionId": "sess-1",
+            "namespace": "agents",
+            "policy": POLICY_DOC,
+            "allowPlainHttp": "true",
+            "trustBundle": "public-roots",
+            "nativeSidecar": "false",
+            "workspaceImage": "node:22",
+            "sidecarImage": "ghcr.io/tuist/condukt-egress:1.11.0",
+        },
+    )
+    pod = rec.one(POD)
+    obj = as_object(pod, "v1", "Pod")
+    assert_valid(obj)
+    assert_session_secure(obj["spec"])
+    assert obj["metadata"]["namespace"] == "agents"
+    assert obj["spec"]["containers"][0]["image"] == "node:22"
+    assert obj["spec"]["containers"][-1]["image"] == "ghcr.io/tuist/condukt-egress:1.11.0"
+    assert rec.one(SECRET).urn in pod.dependencies
+    netpol = as_object(rec.one(NETWORK_POLICY), "networking.k8s.io/v1", "NetworkPolicy")
+    assert_network_policy(netpol, SandboxEgressArgs(session_id="sess-1").names.pod_labels, plain_http=True)
+    assert netpol["spec"]["podSelector"]["matchLabels"].items() <= obj["metadata"]["labels"].items()
+    bundle = rec.one(SECRET).inputs["stringData"]["bundle.pem"]
+    assert bundle.count("BEGIN CERTIFICATE") > 100
+
+
+def test_stack_program_defaults_deny_everything() -> None:
+    rec = run(session_program, config={"sessionId": "sess-2"})
+    import json
+
+    policy = json.loads(rec.one(SECRET).inputs["stringData"]["policy.json"])
+    assert policy["rules"] == []
+    assert policy["default"] == "deny"
+    pod = as_object(rec.one(POD), "v1", "Pod")
+    assert pod["metadata"]["namespace"] == "default"
+    assert pod["spec"]["containers"][0]["image"] == "python:3.13-slim"
+
+
+@pytest.mark.parametrize(
+    ("config", "error", "needle"),
+    [
+        ({}, ConfigError, "config sessionId: is required: run `pulumi config set sessionId"),
+        ({"sessionId": "1", "namespace": "Bad_NS"}, ConfigError, "config namespace: must be a Kubernetes namespace"),
+        ({"sessionId": "1", "allowPlainHttp": "maybe"}, ConfigError, "config allowPlainHttp: must be true or false"),
+        ({"sessionId": "1", "trustBundle": "mozilla"}, ConfigError, "config trustBundle: must be one of"),
+        ({"sessionId": "1", "policy": {"rules": [{"allow": ["x.com:443"]}]}}, PolicyError, "policy.rules[0]"),
+        ({"sessionId": "1", "policy": ["allow"]}, ConfigError, "config policy: must be an object"),
+    ],
+)
+def test_bad_stack_config_fails_before_any_resource(config: dict[str, Any], error: type[Exception], needle: str) -> None:
+    recorder = Recorder()
+    with pytest.raises(error) as info:
+        run(session_program, config=config, recorder=recorder)
+    assert needle in str(info.value)
+    assert recorder.registrations == [], "a partial session was declared"
+
+
+def test_outputs_are_exported() -> None:
+    rec = run(session_program, config={"sessionId": "sess-3", "namespace": "agents"})
+    outputs = rec.stack_outputs
+    names = SandboxEgressArgs(session_id="sess-3").names
+    assert outputs["sessionId"] == "sess-3"
+    assert outputs["namespace"] == "agents"
+    assert outputs["secretName"] == names.secret
+    assert outputs["networkPolicyName"] == names.network_policy
+    assert outputs["podName"] == names.pod
+    assert outputs["podLabels"] == names.pod_labels
+    assert outputs["controlPort"] == 15002
+    assert outputs["caCertPem"].startswith("-----BEGIN CERTIFICATE-----")

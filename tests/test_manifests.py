@@ -1,0 +1,316 @@
+import copy
+import json
+from typing import Any
+
+import certifi
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from condukt_egress import contract, manifests
+from condukt_egress.args import SandboxEgressArgs
+from condukt_egress.errors import ConfigError
+from condukt_egress.naming import ANNOTATION_SESSION_ID
+from condukt_egress.policy import EgressPolicy, allow, decide, deny
+from tests.k8s_schema import assert_valid
+from tests.security_properties import assert_network_policy, assert_session_secure
+
+CA_PEM = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
+KEY_PEM = "-----BEGIN PRIVATE KEY-----\nMIGH\n-----END PRIVATE KEY-----\n"
+POLICY = EgressPolicy(
+    rules=[deny("*.internal.example.com"), allow("api.github.com", "*.openai.com"), decide()],
+)
+
+
+def session(**options: Any) -> SandboxEgressArgs:
+    return SandboxEgressArgs(session_id="Agent Run 42", namespace="agents", policy=POLICY, **options)
+
+
+def workspace_spec() -> dict[str, Any]:
+    return {
+        "containers": [
+            {
+                "name": "workspace",
+                "image": "python:3.13-slim",
+                "env": [{"name": "HOME", "value": "/work"}],
+                "volumeMounts": [{"name": "work", "mountPath": "/work"}],
+            }
+        ],
+        "volumes": [{"name": "work", "emptyDir": {}}],
+    }
+
+
+# --- Secret -----------------------------------------------------------------
+
+
+def test_secret_carries_exactly_the_sidecar_files() -> None:
+    secret = manifests.secret_manifest(session(), manifests.secret_data(session(), CA_PEM, KEY_PEM))
+    assert_valid(secret)
+    data = secret["stringData"]
+    assert set(data) == {"policy.json", "ca.pem", "ca-key.pem", "bundle.pem"}
+    assert json.loads(data["policy.json"]) == POLICY.to_wire()
+    assert data["ca-key.pem"] == KEY_PEM
+    assert secret["immutable"] is True
+    assert secret["metadata"]["annotations"][ANNOTATION_SESSION_ID] == "Agent Run 42"
+
+
+def test_default_bundle_is_the_session_ca_alone() -> None:
+    assert manifests.bundle_pem(session(), CA_PEM) == CA_PEM
+
+
+def test_public_roots_bundle_prepends_certifi() -> None:
+    bundle = manifests.bundle_pem(session(trust_bundle="public-roots"), CA_PEM)
+    assert bundle.startswith(certifi.contents())
+    assert bundle.endswith(CA_PEM)
+
+
+def test_sec1_key_is_refused() -> None:
+    sec1 = "-----BEGIN EC PRIVATE KEY-----\nMHc\n-----END EC PRIVATE KEY-----\n"
+    with pytest.raises(ConfigError, match="PKCS#8.*private_key_pem_pkcs8"):
+        manifests.secret_data(session(), CA_PEM, sec1)
+
+
+# --- NetworkPolicy ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("plain_http", [False, True])
+def test_network_policy_leaves_only_the_proxy_path(plain_http: bool) -> None:
+    args = session(allow_plain_http=plain_http)
+    policy = manifests.network_policy_manifest(args)
+    assert_valid(policy)
+    assert_network_policy(policy, args.names.pod_labels, plain_http=plain_http)
+
+
+def test_network_policy_options() -> None:
+    args = session(
+        dns_namespace="dns",
+        dns_pod_labels={"app": "coredns"},
+        node_local_dns="169.254.20.10",
+        cluster_cidrs=["100.96.0.0/11", "10.0.0.0/8"],
+        unproxied_egress=[{"cidr": "10.1.2.3/32", "ports": [5432]}],
+    )
+    policy = manifests.network_policy_manifest(args)
+    assert_valid(policy)
+    assert_network_policy(policy, args.names.pod_labels, plain_http=False, dns_labels={"app": "coredns"})
+    dns, web, db = policy["spec"]["egress"]
+    assert dns["to"][0]["namespaceSelector"]["matchLabels"] == {"kubernetes.io/metadata.name": "dns"}
+    assert {"ipBlock": {"cidr": "169.254.20.10/32"}} in dns["to"]
+    excepted = web["to"][0]["ipBlock"]["except"]
+    assert "100.96.0.0/11" in excepted
+    assert excepted.count("10.0.0.0/8") == 1
+    assert db == {"to": [{"ipBlock": {"cidr": "10.1.2.3/32"}}], "ports": [{"protocol": "TCP", "port": 5432}]}
+
+
+# --- Injection --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_injected_pod_is_valid_and_secure(native: bool) -> None:
+    args = session(native_sidecar=native)
+    pod = manifests.workspace_pod_manifest(args, "python:3.13-slim")
+    assert_valid(pod)
+    spec = pod["spec"]
+    assert_session_secure(spec)
+    init_names = [c["name"] for c in spec["initContainers"]]
+    names = [c["name"] for c in spec["containers"]]
+    if native:
+        assert init_names == [manifests.NETFILTER_CONTAINER, manifests.SIDECAR_CONTAINER]
+        assert spec["initContainers"][1]["restartPolicy"] == "Always"
+        assert names == ["workspace"]
+    else:
+        assert init_names == [manifests.NETFILTER_CONTAINER]
+        assert names == ["workspace", manifests.SIDECAR_CONTAINER]
+        assert "restartPolicy" not in spec["containers"][1]
+    assert pod["metadata"]["labels"][args.names.label_key] == args.names.label_value
+
+
+def test_sidecar_flags_match_the_contract() -> None:
+    spec = manifests.inject(workspace_spec(), session(proxy_port=16001, control_port=16002, sidecar_uid=2000, sidecar_gid=2001))
+    netfilter, sidecar = spec["initContainers"][:2]
+    assert netfilter["command"] == ["condukt-egress"]
+    assert netfilter["args"] == ["netfilter-setup", "--proxy-port", "16001", "--sidecar-uid", "2000"]
+    assert netfilter["securityContext"]["runAsUser"] == 0
+    assert sidecar["args"] == [
+        "proxy",
+        "--listen", "0.0.0.0:16001",
+        "--control-listen", "0.0.0.0:16002",
+        "--policy-file", "/etc/condukt/policy.json",
+        "--ca-cert-path", "/etc/condukt/ca.pem",
+        "--ca-key-path", "/etc/condukt/ca-key.pem",
+        "--session-id", "Agent Run 42",
+    ]  # fmt: skip
+    assert sidecar["securityContext"]["runAsUser"] == 2000
+    assert sidecar["securityContext"]["runAsGroup"] == 2001
+    assert sidecar["startupProbe"]["tcpSocket"] == {"port": 16001}
+    assert sidecar["resources"]["limits"]
+    assert_session_secure(spec, uid=2000, gid=2001)
+
+
+def test_workspace_trusts_the_ca_through_files_and_env() -> None:
+    spec = manifests.inject(workspace_spec(), session())
+    workspace = spec["containers"][0]
+    mounts = {m["mountPath"]: m for m in workspace["volumeMounts"]}
+    for path in manifests.TRUST_BUNDLE_PATHS:
+        assert mounts[path]["subPath"] == contract.BUNDLE_FILE
+        assert mounts[path]["name"] == manifests.TRUST_VOLUME
+    env = {e["name"]: e["value"] for e in workspace["env"]}
+    assert env["HOME"] == "/work"
+    assert env["NODE_EXTRA_CA_CERTS"] == "/etc/condukt/ca.pem"
+    assert env["SSL_CERT_FILE"] == "/etc/condukt/bundle.pem"
+    assert len([n for n, _ in manifests.CA_ENV_VARS]) == 6
+    trust = next(v for v in spec["volumes"] if v["name"] == manifests.TRUST_VOLUME)
+    assert {i["key"] for i in trust["secret"]["items"]} == {"ca.pem", "bundle.pem"}
+
+
+def test_user_ca_env_value_wins() -> None:
+    spec = workspace_spec()
+    spec["containers"][0]["env"].append({"name": "SSL_CERT_FILE", "value": "/mine.pem"})
+    out = manifests.inject(spec, session())
+    values = [e["value"] for e in out["containers"][0]["env"] if e["name"] == "SSL_CERT_FILE"]
+    assert values == ["/mine.pem"]
+
+
+def test_injection_does_not_modify_its_input_and_is_idempotent() -> None:
+    spec = workspace_spec()
+    before = copy.deepcopy(spec)
+    once = manifests.inject(spec, session())
+    assert spec == before
+    assert manifests.inject(once, session()) == once
+
+
+def test_pod_hygiene_defaults_and_explicit_user_choice() -> None:
+    out = manifests.inject(workspace_spec(), session())
+    assert out["automountServiceAccountToken"] is False
+    assert out["enableServiceLinks"] is False
+    spec = workspace_spec() | {"automountServiceAccountToken": True}
+    assert manifests.inject(spec, session())["automountServiceAccountToken"] is True
+
+
+def test_stricter_user_settings_are_kept() -> None:
+    spec = workspace_spec()
+    spec["containers"][0]["securityContext"] = {
+        "runAsUser": 1000,
+        "runAsNonRoot": True,
+        "readOnlyRootFilesystem": True,
+        "seccompProfile": {"type": "Localhost", "localhostProfile": "agent.json"},
+        "capabilities": {"drop": ["NET_RAW"]},
+    }
+    context = manifests.inject(spec, session())["containers"][0]["securityContext"]
+    assert context["seccompProfile"] == {"type": "Localhost", "localhostProfile": "agent.json"}
+    assert context["runAsUser"] == 1000
+    assert context["readOnlyRootFilesystem"] is True
+    assert context["capabilities"]["drop"] == ["ALL", "NET_RAW"]
+    assert context["allowPrivilegeEscalation"] is False
+
+
+def test_config_digest_follows_the_policy() -> None:
+    a = manifests.inject(workspace_spec(), session())
+    b = manifests.inject(workspace_spec(), SandboxEgressArgs(session_id="Agent Run 42", namespace="agents", policy=EgressPolicy(rules=[allow("example.com")])))
+    env = lambda spec: spec["initContainers"][1]["env"]  # noqa: E731
+    assert env(a) != env(b)
+    assert env(a)[0]["name"] == manifests.CONFIG_DIGEST_ENV
+
+
+@pytest.mark.parametrize(
+    ("mutate", "field", "fix"),
+    [
+        (lambda s: s.update(hostNetwork=True), "spec.hostNetwork", "remove hostNetwork"),
+        (lambda s: s.update(hostPID=True), "spec.hostPID", "remove hostPID"),
+        (lambda s: s.update(hostIPC=True), "spec.hostIPC", "remove hostIPC"),
+        (lambda s: s.update(shareProcessNamespace=True), "spec.shareProcessNamespace", "remove"),
+        (lambda s: s.update(securityContext={"runAsUser": 1337}), "spec.securityContext.runAsUser", "another uid"),
+        (lambda s: s.update(securityContext={"fsGroup": 1337}), "spec.securityContext.fsGroup", "another group"),
+        (lambda s: s.update(securityContext={"supplementalGroups": [5, 1337]}), "spec.securityContext.supplementalGroups", "remove it"),
+        (lambda s: s["containers"][0].update(securityContext={"privileged": True}), "spec.containers[0] (container 'workspace').securityContext.privileged", "remove it"),
+        (lambda s: s["containers"][0].update(securityContext={"runAsUser": 1337.0}), "spec.containers[0] (container 'workspace').securityContext.runAsUser", "another uid"),
+        (lambda s: s["containers"][0].update(securityContext={"runAsGroup": 1337}), "spec.containers[0] (container 'workspace').securityContext.runAsGroup", "another group"),
+        (lambda s: s["containers"][0].update(securityContext={"allowPrivilegeEscalation": True}), "spec.containers[0] (container 'workspace').securityContext.allowPrivilegeEscalation", "set it to false"),
+        (lambda s: s["containers"][0].update(securityContext={"capabilities": {"add": ["NET_ADMIN"]}}), "spec.containers[0] (container 'workspace').securityContext.capabilities.add", "unsafe_allowed_capabilities"),
+        (lambda s: s["containers"][0].update(securityContext={"capabilities": {"add": ["CAP_SETUID"]}}), "spec.containers[0] (container 'workspace').securityContext.capabilities.add", "defeat the egress redirect"),
+        (lambda s: s["containers"][0].update(securityContext={"capabilities": {"add": ["CHOWN"]}}), "spec.containers[0] (container 'workspace').securityContext.capabilities.add", "no capability at all"),
+        (lambda s: s["containers"][0].update(securityContext={"seccompProfile": {"type": "Unconfined"}}), "spec.containers[0] (container 'workspace').securityContext.seccompProfile.type", "RuntimeDefault"),
+        (lambda s: s.update(initContainers=[{"name": "setup", "image": "x", "securityContext": {"privileged": True}}]), "spec.initContainers[0] (container 'setup').securityContext.privileged", "remove it"),
+        (lambda s: s["containers"].append({"name": "condukt-egress", "image": "evil"}), "spec.containers[1].name", "rename yours"),
+        (lambda s: s["volumes"].append({"name": "condukt-egress-trust", "emptyDir": {}}), "volume 'condukt-egress-trust'", "rename yours"),
+        (lambda s: s["containers"][0]["volumeMounts"].append({"name": "work", "mountPath": "/etc/ssl/cert.pem"}), "spec.containers[0] (container 'workspace').volumeMounts", "move your mount"),
+        (lambda s: s["containers"][0]["volumeMounts"].append({"name": "condukt-egress-config", "mountPath": "/k"}), "spec.containers[0] (container 'workspace').volumeMounts", "holds the CA key"),
+        (lambda s: s.update(containers=[]), "spec.containers", "declare the workspace container"),
+    ],
+)
+def test_bypass_and_clashes_are_refused(mutate: Any, field: str, fix: str) -> None:
+    spec = workspace_spec()
+    mutate(spec)
+    with pytest.raises(ConfigError) as info:
+        manifests.inject(spec, session())
+    assert info.value.field == field
+    assert fix in str(info.value)
+
+
+def test_escape_hatch_allows_only_the_listed_capability() -> None:
+    spec = workspace_spec()
+    spec["containers"][0]["securityContext"] = {"capabilities": {"add": ["NET_BIND_SERVICE"]}}
+    out = manifests.inject(spec, session(unsafe_allowed_capabilities=["NET_BIND_SERVICE"]))
+    assert out["containers"][0]["securityContext"]["capabilities"]["add"] == ["NET_BIND_SERVICE"]
+    spec["containers"][0]["securityContext"] = {"capabilities": {"add": ["NET_RAW"]}}
+    with pytest.raises(ConfigError, match="NET_RAW"):
+        manifests.inject(spec, session(unsafe_allowed_capabilities=["NET_BIND_SERVICE"]))
+
+
+def test_user_init_containers_run_after_the_redirect_and_trust_the_ca() -> None:
+    spec = workspace_spec() | {"initContainers": [{"name": "setup", "image": "python:3.13-slim"}]}
+    out = manifests.inject(spec, session())
+    assert [c["name"] for c in out["initContainers"]] == [
+        manifests.NETFILTER_CONTAINER, manifests.SIDECAR_CONTAINER, "setup",
+    ]  # fmt: skip
+    setup = out["initContainers"][2]
+    assert any(m["mountPath"] == "/etc/ssl/cert.pem" for m in setup["volumeMounts"])
+
+
+# --- Properties -------------------------------------------------------------
+
+names = st.from_regex(r"[a-z][a-z0-9-]{0,10}[a-z0-9]", fullmatch=True).filter(
+    lambda n: not n.startswith("condukt-egress")
+)
+env_vars = st.lists(
+    st.fixed_dictionaries({"name": st.from_regex(r"[A-Z][A-Z0-9_]{0,8}", fullmatch=True), "value": st.text(max_size=8)}),
+    max_size=4,
+    unique_by=lambda e: e["name"],
+)
+user_containers = st.lists(
+    st.fixed_dictionaries(
+        {"name": names, "image": st.sampled_from(["python:3.13-slim", "node:22"]), "env": env_vars},
+        optional={
+            "securityContext": st.fixed_dictionaries(
+                {},
+                optional={
+                    "runAsUser": st.integers(0, 5000).filter(lambda u: u != 1337),
+                    "readOnlyRootFilesystem": st.booleans(),
+                    "capabilities": st.fixed_dictionaries({"drop": st.lists(st.sampled_from(["NET_RAW", "ALL", "MKNOD"]), unique=True)}),
+                },
+            )
+        },
+    ),
+    min_size=1,
+    max_size=3,
+    unique_by=lambda c: c["name"],
+)
+
+
+@given(user_containers, st.booleans(), st.booleans())
+@settings(max_examples=60, deadline=None)
+def test_injection_properties(containers: list[dict[str, Any]], native: bool, plain_http: bool) -> None:
+    args = session(native_sidecar=native, allow_plain_http=plain_http)
+    spec = {"containers": containers, "volumes": [{"name": "work", "emptyDir": {}}]}
+    once = manifests.inject(spec, args)
+    # Idempotent.
+    assert manifests.inject(once, args) == once
+    # Nothing of the user's is lost.
+    out_by_name = {c["name"]: c for c in once["containers"] + once["initContainers"]}
+    for container in containers:
+        out = out_by_name[container["name"]]
+        out_env = {e["name"]: e["value"] for e in out["env"]}
+        for env in container["env"]:
+            assert out_env[env["name"]] == env["value"]
+    assert {"name": "work", "emptyDir": {}} in once["volumes"]
+    assert_session_secure(once)
+    assert_valid({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "spec": once}, ("1.29.0",))

@@ -1,0 +1,71 @@
+import re
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from condukt_egress.errors import ConfigError
+from condukt_egress.naming import MAX_SESSION_ID_LENGTH, session_names
+
+DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+
+session_ids = st.text(min_size=1, max_size=MAX_SESSION_ID_LENGTH).filter(lambda s: s.strip())
+
+
+@given(session_ids)
+@settings(max_examples=300)
+def test_names_are_valid_kubernetes_names_for_any_id(session_id: str) -> None:
+    n = session_names(session_id)
+    for value in (n.secret, n.network_policy, n.pod, n.label_value, n.base):
+        assert DNS_LABEL.match(value), value
+        assert len(value) <= 63
+    assert LABEL_VALUE.match(n.label_value)
+    assert len(n.ca_common_name) <= 64
+    assert n.session_id == session_id
+
+
+@given(session_ids, session_ids)
+@settings(max_examples=300)
+def test_distinct_ids_give_distinct_names_and_labels(a: str, b: str) -> None:
+    if a == b:
+        assert session_names(a) == session_names(b)
+        return
+    na, nb = session_names(a), session_names(b)
+    assert na.secret != nb.secret
+    assert na.network_policy != nb.network_policy
+    assert na.label_value != nb.label_value
+    assert na.pod != nb.pod
+
+
+def test_long_ids_sharing_a_prefix_do_not_collide() -> None:
+    # The original glue truncated to 50 characters: these two overwrote each other.
+    a = "x" * 60 + "-alpha"
+    b = "x" * 60 + "-beta"
+    assert session_names(a).secret != session_names(b).secret
+
+
+def test_names_keep_a_readable_prefix() -> None:
+    n = session_names("Agent Run #42")
+    assert n.label_value.startswith("agent-run-42-")
+    assert n.secret == f"condukt-egress-{n.label_value}"
+
+
+def test_names_are_stable() -> None:
+    # Changing the derivation would orphan every running session's objects.
+    assert session_names("42").label_value == "42-73475cb40a568e8d"
+
+
+@pytest.mark.parametrize(
+    ("bad", "needle"),
+    [
+        ("", "must not be empty"),
+        ("   ", "must not be empty"),
+        ("x" * (MAX_SESSION_ID_LENGTH + 1), "use a shorter id"),
+        (42, "must be a string"),
+    ],
+)
+def test_bad_session_ids_name_the_field_and_fix(bad: object, needle: str) -> None:
+    with pytest.raises(ConfigError, match=r"^session_id: ") as info:
+        session_names(bad)  # type: ignore[arg-type]
+    assert needle in str(info.value)
