@@ -10,9 +10,9 @@ sidecar is the only way out. Inject the sidecar into the session's workload::
 
     policy = EgressPolicy(rules=[allow("api.github.com", "*.openai.com")])
     egress = SandboxEgress("s-42", SandboxEgressArgs(session_id="42", policy=policy))
+    spec = {"containers": [{"name": "ws", "image": "python:3.13-slim"}]}
     k8s.core.v1.Pod("ws", metadata={"labels": egress.pod_labels},
-                    spec=egress.inject({"containers": [{"name": "ws", "image": "python:3.13-slim"}]}),
-                    opts=egress.workload_options())
+                    spec=egress.inject(spec), opts=egress.workload_options())
 
 Errors all derive from :class:`EgressError` (see :mod:`condukt_egress.errors`).
 """

@@ -113,9 +113,7 @@ class UnproxiedEgress:
             raise ConfigError(
                 "unproxied_egress", f"each entry needs 'cidr' and 'ports', got {dict(value)!r}"
             )
-        return cls(
-            cidr=value["cidr"], ports=value["ports"], protocol=value.get("protocol", "TCP")
-        )
+        return cls(cidr=value["cidr"], ports=value["ports"], protocol=value.get("protocol", "TCP"))
 
 
 @dataclass(frozen=True)
@@ -168,9 +166,7 @@ class SandboxEgressArgs:
     sidecar_uid: int = contract.DEFAULT_SIDECAR_UID
     sidecar_gid: int = contract.DEFAULT_SIDECAR_UID
     dns_namespace: str = "kube-system"
-    dns_pod_labels: Mapping[str, str] = field(
-        default_factory=lambda: dict(DEFAULT_DNS_POD_LABELS)
-    )
+    dns_pod_labels: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_DNS_POD_LABELS))
     node_local_dns: str | None = None
     cluster_cidrs: Sequence[str] = ()
     unproxied_egress: Sequence[UnproxiedEgress | Mapping[str, Any]] = ()
@@ -189,9 +185,7 @@ class SandboxEgressArgs:
         set_(self, "image", _image(self.image))
         for name in ("allow_plain_http", "native_sidecar"):
             if not isinstance(getattr(self, name), bool):
-                raise ConfigError(
-                    name, f"must be true or false, got {getattr(self, name)!r}"
-                )
+                raise ConfigError(name, f"must be true or false, got {getattr(self, name)!r}")
         _choice("trust_bundle", self.trust_bundle, get_args(TrustBundle))
         _choice("ca_key_algorithm", self.ca_key_algorithm, get_args(CaKeyAlgorithm))
         set_(self, "proxy_port", _port("proxy_port", self.proxy_port))
@@ -217,26 +211,35 @@ class SandboxEgressArgs:
         set_(
             self,
             "cluster_cidrs",
-            tuple(_ipv4_network("cluster_cidrs", c) for c in _seq("cluster_cidrs", self.cluster_cidrs)),
+            tuple(
+                _ipv4_network("cluster_cidrs", c) for c in _seq("cluster_cidrs", self.cluster_cidrs)
+            ),
         )
         set_(
             self,
             "unproxied_egress",
-            tuple(UnproxiedEgress.from_value(u) for u in _seq("unproxied_egress", self.unproxied_egress)),
+            tuple(
+                UnproxiedEgress.from_value(u)
+                for u in _seq("unproxied_egress", self.unproxied_egress)
+            ),
         )
         hours = self.ca_validity_hours
-        if not _is_int(hours) or not 1 <= int(hours) <= MAX_CA_VALIDITY_HOURS:
+        whole_hours = _whole(hours)
+        if whole_hours is None or not 1 <= whole_hours <= MAX_CA_VALIDITY_HOURS:
             raise ConfigError(
                 "ca_validity_hours",
                 f"must be a whole number of hours from 1 to {MAX_CA_VALIDITY_HOURS}, got "
                 f"{hours!r}; the default 24 fits a session",
             )
-        set_(self, "ca_validity_hours", int(hours))
+        set_(self, "ca_validity_hours", whole_hours)
         set_(self, "sidecar_resources", _resources(self.sidecar_resources))
         set_(
             self,
             "unsafe_allowed_capabilities",
-            tuple(_capability(c) for c in _seq("unsafe_allowed_capabilities", self.unsafe_allowed_capabilities)),
+            tuple(
+                _capability(c)
+                for c in _seq("unsafe_allowed_capabilities", self.unsafe_allowed_capabilities)
+            ),
         )
 
     @property
@@ -249,12 +252,6 @@ class SandboxEgressArgs:
     def names(self) -> SessionNames:
         """Names and labels derived from ``session_id``."""
         return session_names(self.session_id)
-
-
-def _is_int(value: object) -> bool:
-    if isinstance(value, bool):
-        return False
-    return isinstance(value, int) or (isinstance(value, float) and value.is_integer())
 
 
 def _seq(name: str, value: object) -> Sequence[Any]:
@@ -310,25 +307,38 @@ def _image(value: object) -> str:
     return value
 
 
+def _whole(value: object) -> int | None:
+    """``value`` as an int if it is a whole number (stack config gives floats), else None."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    if isinstance(value, float) and not value.is_integer():
+        return None
+    return int(value)
+
+
 def _port(name: str, value: object) -> int:
-    if not _is_int(value) or not 1 <= int(value) <= 65535:  # type: ignore[call-overload]
+    port = _whole(value)
+    if port is None or not 1 <= port <= 65535:
         raise ConfigError(name, f"must be a port number from 1 to 65535, got {value!r}")
-    return int(value)  # type: ignore[call-overload]
+    return port
 
 
 def _id(name: str, value: object) -> int:
-    if not _is_int(value) or not 1 <= int(value) <= 2**31 - 1:  # type: ignore[call-overload]
+    id_ = _whole(value)
+    if id_ is None or not 1 <= id_ <= 2**31 - 1:
         raise ConfigError(
             name,
             f"must be a non-root id from 1 to 2147483647, got {value!r}; the image's "
             f"default is {contract.DEFAULT_SIDECAR_UID}",
         )
-    return int(value)  # type: ignore[call-overload]
+    return id_
 
 
 def _labels(name: str, value: object) -> dict[str, str]:
     if not isinstance(value, Mapping) or not value:
-        raise ConfigError(name, f"must be a non-empty mapping of label keys to values, got {value!r}")
+        raise ConfigError(
+            name, f"must be a non-empty mapping of label keys to values, got {value!r}"
+        )
     out: dict[str, str] = {}
     for key, val in value.items():
         key_name = key.rsplit("/", 1)[-1] if isinstance(key, str) else ""
@@ -344,7 +354,9 @@ def _ipv4_address(name: str, value: object) -> str:
     try:
         addr = ipaddress.ip_address(value)  # type: ignore[arg-type]
     except ValueError:
-        raise ConfigError(name, f"must be an IPv4 address like 169.254.20.10, got {value!r}") from None
+        raise ConfigError(
+            name, f"must be an IPv4 address like 169.254.20.10, got {value!r}"
+        ) from None
     if addr.version != 4:
         raise ConfigError(
             name, f"must be IPv4, got {value!r}: the NetworkPolicy allows no IPv6 at all"

@@ -21,8 +21,8 @@ from cryptography.x509.oid import NameOID
 from pulumi.runtime import mocks as pulumi_mocks
 from pulumi.runtime import rpc
 
-SECRET_SIG = rpc._special_sig_key  # noqa: SLF001 - the wire marker of a secret value
-SECRET_VALUE_SIG = rpc._special_secret_sig  # noqa: SLF001
+SECRET_SIG = rpc._special_sig_key
+SECRET_VALUE_SIG = rpc._special_secret_sig
 
 
 @dataclass
@@ -70,9 +70,7 @@ def unwrap(value: Any) -> Any:
 
 
 def _curve(name: str | None) -> ec.EllipticCurve:
-    return {"P256": ec.SECP256R1(), "P384": ec.SECP384R1(), "P224": ec.SECP224R1()}[
-        name or "P224"
-    ]
+    return {"P256": ec.SECP256R1(), "P384": ec.SECP384R1(), "P224": ec.SECP224R1()}[name or "P224"]
 
 
 class SessionMocks(pulumi.runtime.Mocks):
@@ -112,6 +110,7 @@ class SessionMocks(pulumi.runtime.Mocks):
 
 def _self_signed(inputs: Mapping[str, Any]) -> str:
     key = serialization.load_pem_private_key(inputs["privateKeyPem"].encode(), None)
+    assert isinstance(key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey)
     subject = inputs.get("subject") or {}
     name = x509.Name(
         [
@@ -125,7 +124,7 @@ def _self_signed(inputs: Mapping[str, Any]) -> str:
         x509.CertificateBuilder()
         .subject_name(name)
         .issuer_name(name)
-        .public_key(key.public_key())  # type: ignore[union-attr]
+        .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now)
         .not_valid_after(now + datetime.timedelta(hours=int(inputs["validityPeriodHours"])))
@@ -150,10 +149,10 @@ def _self_signed(inputs: Mapping[str, Any]) -> str:
     )
     if inputs.get("setSubjectKeyId"):
         builder = builder.add_extension(
-            x509.SubjectKeyIdentifier.from_public_key(key.public_key()),  # type: ignore[arg-type]
+            x509.SubjectKeyIdentifier.from_public_key(key.public_key()),
             critical=False,
         )
-    cert = builder.sign(key, hashes.SHA256())  # type: ignore[arg-type]
+    cert = builder.sign(key, hashes.SHA256())
     return cert.public_bytes(serialization.Encoding.PEM).decode()
 
 
@@ -175,7 +174,7 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
         self.recorder = recorder
 
     def RegisterResource(self, request: Any) -> Any:  # noqa: N802 - gRPC method name
-        response = super().RegisterResource(request)
+        response = super().RegisterResource(request)  # type: ignore[no-untyped-call]
         if request.type != "pulumi:pulumi:Stack":
             self.recorder.registrations.append(
                 Registration(
@@ -193,7 +192,7 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
 
     def RegisterResourceOutputs(self, request: Any) -> Any:  # noqa: N802 - gRPC method name
         self.recorder.outputs[request.urn] = rpc.deserialize_properties(request.outputs)
-        return super().RegisterResourceOutputs(request)
+        return super().RegisterResourceOutputs(request)  # type: ignore[no-untyped-call]
 
 
 def run(
@@ -211,8 +210,9 @@ def run(
     recorder = recorder if recorder is not None else Recorder()
     mocks = SessionMocks()
     factory = monitor_factory or RecordingMonitor
-    pulumi.runtime.set_mocks(mocks, project=project, stack="test", preview=False,
-                             monitor=factory(mocks, recorder))
+    pulumi.runtime.set_mocks(
+        mocks, project=project, stack="test", preview=False, monitor=factory(mocks, recorder)
+    )
     import json  # noqa: PLC0415
 
     values = {
@@ -221,7 +221,7 @@ def run(
     }
     pulumi.runtime.set_all_config(values)
 
-    @pulumi.runtime.test  # type: ignore[misc]
+    @pulumi.runtime.test  # type: ignore[untyped-decorator]
     def _run() -> Any:
         result = program()
         root = pulumi.runtime.get_root_resource()

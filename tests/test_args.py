@@ -61,8 +61,16 @@ def test_integral_floats_from_stack_config_are_accepted() -> None:
         ({"dns_pod_labels": {}}, "dns_pod_labels", "non-empty"),
         ({"unsafe_allowed_capabilities": ["net raw"]}, "unsafe_allowed_capabilities", "NET_RAW"),
         ({"unproxied_egress": [{"cidr": "10.0.0.5/32"}]}, "unproxied_egress", "'ports'"),
-        ({"unproxied_egress": [{"cidr": "10.0.0.5/32", "ports": []}]}, "unproxied_egress.ports", "ports=[5432]"),
-        ({"unproxied_egress": [{"cidr": "10.0.0.5/32", "ports": [1], "proto": "TCP"}]}, "unproxied_egress", "accepted keys"),
+        (
+            {"unproxied_egress": [{"cidr": "10.0.0.5/32", "ports": []}]},
+            "unproxied_egress.ports",
+            "ports=[5432]",
+        ),
+        (
+            {"unproxied_egress": [{"cidr": "10.0.0.5/32", "ports": [1], "proto": "TCP"}]},
+            "unproxied_egress",
+            "accepted keys",
+        ),
         ({"sidecar_resources": {"request": {}}}, "sidecar_resources", "'requests' and 'limits'"),
         ({"policy": ["allow"]}, "policy", "document form"),
     ],

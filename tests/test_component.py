@@ -1,8 +1,8 @@
 """SandboxEgress and the stack program under Pulumi's mocks."""
 
+import json
 from typing import Any
 
-import pulumi
 import pulumi_kubernetes as k8s
 import pytest
 from cryptography import x509
@@ -34,7 +34,9 @@ def as_object(reg: Any, api_version: str, kind: str) -> dict[str, Any]:
 def declare(args: SandboxEgressArgs) -> Any:
     egress = SandboxEgress("s", args)
     pod = manifests.workspace_pod_manifest(args, "python:3.13-slim")
-    k8s.core.v1.Pod("ws", metadata=pod["metadata"], spec=pod["spec"], opts=egress.workload_options())
+    k8s.core.v1.Pod(
+        "ws", metadata=pod["metadata"], spec=pod["spec"], opts=egress.workload_options()
+    )
     return egress.ca_cert_pem
 
 
@@ -104,7 +106,8 @@ def test_workload_depends_on_secret_and_network_policy(recorded: Recorder) -> No
 def test_exactly_one_network_policy_selects_the_session_pod(recorded: Recorder) -> None:
     pod_labels = recorded.one(POD).inputs["metadata"]["labels"]
     selecting = [
-        r for r in recorded.of_type(NETWORK_POLICY)
+        r
+        for r in recorded.of_type(NETWORK_POLICY)
         if r.inputs["spec"]["podSelector"]["matchLabels"].items() <= pod_labels.items()
     ]
     assert len(selecting) == 1
@@ -162,7 +165,9 @@ def test_stack_program_with_config() -> None:
     assert obj["spec"]["containers"][-1]["image"] == "ghcr.io/tuist/condukt-egress:1.11.0"
     assert rec.one(SECRET).urn in pod.dependencies
     netpol = as_object(rec.one(NETWORK_POLICY), "networking.k8s.io/v1", "NetworkPolicy")
-    assert_network_policy(netpol, SandboxEgressArgs(session_id="sess-1").names.pod_labels, plain_http=True)
+    assert_network_policy(
+        netpol, SandboxEgressArgs(session_id="sess-1").names.pod_labels, plain_http=True
+    )
     assert netpol["spec"]["podSelector"]["matchLabels"].items() <= obj["metadata"]["labels"].items()
     bundle = rec.one(SECRET).inputs["stringData"]["bundle.pem"]
     assert bundle.count("BEGIN CERTIFICATE") > 100
@@ -170,8 +175,6 @@ def test_stack_program_with_config() -> None:
 
 def test_stack_program_defaults_deny_everything() -> None:
     rec = run(session_program, config={"sessionId": "sess-2"})
-    import json
-
     policy = json.loads(rec.one(SECRET).inputs["stringData"]["policy.json"])
     assert policy["rules"] == []
     assert policy["default"] == "deny"
@@ -184,14 +187,32 @@ def test_stack_program_defaults_deny_everything() -> None:
     ("config", "error", "needle"),
     [
         ({}, ConfigError, "config sessionId: is required: run `pulumi config set sessionId"),
-        ({"sessionId": "1", "namespace": "Bad_NS"}, ConfigError, "config namespace: must be a Kubernetes namespace"),
-        ({"sessionId": "1", "allowPlainHttp": "maybe"}, ConfigError, "config allowPlainHttp: must be true or false"),
-        ({"sessionId": "1", "trustBundle": "mozilla"}, ConfigError, "config trustBundle: must be one of"),
-        ({"sessionId": "1", "policy": {"rules": [{"allow": ["x.com:443"]}]}}, PolicyError, "policy.rules[0]"),
+        (
+            {"sessionId": "1", "namespace": "Bad_NS"},
+            ConfigError,
+            "config namespace: must be a Kubernetes namespace",
+        ),
+        (
+            {"sessionId": "1", "allowPlainHttp": "maybe"},
+            ConfigError,
+            "config allowPlainHttp: must be true or false",
+        ),
+        (
+            {"sessionId": "1", "trustBundle": "mozilla"},
+            ConfigError,
+            "config trustBundle: must be one of",
+        ),
+        (
+            {"sessionId": "1", "policy": {"rules": [{"allow": ["x.com:443"]}]}},
+            PolicyError,
+            "policy.rules[0]",
+        ),
         ({"sessionId": "1", "policy": ["allow"]}, ConfigError, "config policy: must be an object"),
     ],
 )
-def test_bad_stack_config_fails_before_any_resource(config: dict[str, Any], error: type[Exception], needle: str) -> None:
+def test_bad_stack_config_fails_before_any_resource(
+    config: dict[str, Any], error: type[Exception], needle: str
+) -> None:
     recorder = Recorder()
     with pytest.raises(error) as info:
         run(session_program, config=config, recorder=recorder)
