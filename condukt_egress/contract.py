@@ -10,6 +10,39 @@ from __future__ import annotations
 
 from typing import Final
 
+__all__ = [
+    "BINARY",
+    "BUNDLE_FILE",
+    "CA_CERT_FILE",
+    "CA_KEY_FILE",
+    "CONFIG_DIR",
+    "CONTROL_QUEUE_FRAMES",
+    "DEFAULT_ACTIONS",
+    "DEFAULT_CONTROL_PORT",
+    "DEFAULT_DECIDE_TIMEOUT_MS",
+    "DEFAULT_IMAGE",
+    "DEFAULT_MAX_BODY_CAPTURE",
+    "DEFAULT_PROXY_PORT",
+    "DEFAULT_SIDECAR_UID",
+    "EVENT_KINDS",
+    "FRAME_DECISION",
+    "FRAME_DECISION_REQUEST",
+    "FRAME_EVENT",
+    "MODE_NETFILTER_SETUP",
+    "MODE_PROXY",
+    "NETFILTER_CAPABILITIES",
+    "POLICY_FILE",
+    "REASON_DECIDER_DENY",
+    "REASON_DECIDER_PREFIX",
+    "REASON_DECIDER_TIMEOUT",
+    "REASON_DEFAULT_DENY",
+    "REASON_MATCHED_DENY_LIST",
+    "REDIRECTED_PORTS",
+    "RULE_TYPES",
+    "netfilter_args",
+    "proxy_args",
+]
+
 DEFAULT_IMAGE: Final = "ghcr.io/tuist/condukt-egress:1.5.1"
 """The published sidecar image pinned by default."""
 
