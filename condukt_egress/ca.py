@@ -2,20 +2,38 @@
 
 Both ways of minting the session CA (pulumi-tls in the component, the
 ``cryptography`` package in ``render``) read their profile from here, so a
-rendered CA and a deployed one differ only in key material.
+rendered CA and a deployed one differ only in key material and in one thing
+pulumi-tls cannot do: :func:`generate_ca` back-dates ``NotBefore`` by
+:data:`CA_CLOCK_SKEW`, so a node whose clock runs a little behind the machine
+that rendered the session still accepts the CA.
+
+Example:
+    >>> from condukt_egress import SandboxEgressArgs
+    >>> ca = generate_ca(SandboxEgressArgs(session_id="42"))
+    >>> ca.key_pem.startswith("-----BEGIN PRIVATE KEY-----")
+    True
 """
 
 from __future__ import annotations
 
+import datetime
 from dataclasses import dataclass
 from typing import Final
 
-from condukt_egress.args import CaKeyAlgorithm
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import NameOID
+
+from condukt_egress.args import CaKeyAlgorithm, SandboxEgressArgs
 
 __all__ = [
     "CA_ALLOWED_USES",
+    "CA_CLOCK_SKEW",
     "CA_ORGANIZATION",
+    "CaMaterial",
     "KeySpec",
+    "generate_ca",
     "key_spec",
 ]
 
@@ -24,6 +42,17 @@ CA_ORGANIZATION: Final = "condukt-egress"
 
 CA_ALLOWED_USES: Final = ("cert_signing", "crl_signing", "digital_signature")
 """pulumi-tls names of the CA's key usages (keyCertSign, cRLSign, digitalSignature)."""
+
+CA_CLOCK_SKEW: Final = datetime.timedelta(minutes=5)
+"""How far :func:`generate_ca` back-dates ``NotBefore`` (Kerberos' usual skew
+tolerance); ``NotAfter`` stays ``ca_validity_hours`` from now, as in pulumi-tls."""
+
+_KEY_USAGE_FLAGS: Final = {
+    "cert_signing": "key_cert_sign",
+    "crl_signing": "crl_sign",
+    "digital_signature": "digital_signature",
+}
+"""pulumi-tls use name -> ``cryptography.x509.KeyUsage`` argument."""
 
 
 @dataclass(frozen=True)
@@ -54,3 +83,93 @@ _KEY_SPECS: Final[dict[str, KeySpec]] = {
 def key_spec(algorithm: CaKeyAlgorithm) -> KeySpec:
     """Return the pulumi-tls key parameters of a :data:`CaKeyAlgorithm`."""
     return _KEY_SPECS[algorithm]
+
+
+@dataclass(frozen=True)
+class CaMaterial:
+    """A session CA as the Secret carries it.
+
+    Attributes:
+        cert_pem: The self-signed CA certificate, PEM.
+        key_pem: Its private key, PKCS#8 PEM (the only form the sidecar loads).
+    """
+
+    cert_pem: str
+    key_pem: str
+
+
+_CURVES: Final = {"P256": ec.SECP256R1, "P384": ec.SECP384R1}
+
+
+def _private_key(spec: KeySpec) -> ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey:
+    if spec.algorithm == "ECDSA":
+        return ec.generate_private_key(_CURVES[str(spec.ecdsa_curve)]())
+    return rsa.generate_private_key(public_exponent=65537, key_size=int(spec.rsa_bits or 0))
+
+
+def _digest(spec: KeySpec) -> hashes.SHA256 | hashes.SHA384:
+    """The digest Go's ``x509.CreateCertificate`` (so pulumi-tls) picks for a key."""
+    return hashes.SHA384() if spec.ecdsa_curve == "P384" else hashes.SHA256()
+
+
+def generate_ca(args: SandboxEgressArgs, *, now: datetime.datetime | None = None) -> CaMaterial:
+    """Mint a session CA with ``cryptography``, in the pulumi-tls profile.
+
+    The profile: key from :func:`key_spec`; subject O :data:`CA_ORGANIZATION`
+    and CN ``args.names.ca_common_name``; basic constraints CA:TRUE (critical,
+    no path length); key usage :data:`CA_ALLOWED_USES` (critical); a subject
+    key identifier; a random serial; valid for ``args.ca_validity_hours``
+    from ``now``, with ``NotBefore`` back-dated by :data:`CA_CLOCK_SKEW`.
+
+    Args:
+        args: The session; its CA options are already validated.
+        now: The issuing time (UTC); the current time by default.
+
+    Returns:
+        The certificate and its PKCS#8 key, both PEM.
+    """
+    issued = now or datetime.datetime.now(datetime.UTC)
+    spec = key_spec(args.ca_key_algorithm)
+    key = _private_key(spec)
+    # Go's pkix.Name order (O before CN), as pulumi-tls writes the subject.
+    subject = x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, CA_ORGANIZATION),
+            x509.NameAttribute(NameOID.COMMON_NAME, args.names.ca_common_name),
+        ]
+    )
+    usages = dict.fromkeys(_KEY_USAGE_FLAGS.values(), False)
+    usages.update({_KEY_USAGE_FLAGS[use]: True for use in CA_ALLOWED_USES})
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(issued - CA_CLOCK_SKEW)
+        .not_valid_after(issued + datetime.timedelta(hours=args.ca_validity_hours))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                encipher_only=False,
+                decipher_only=False,
+                **usages,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .sign(key, _digest(spec))
+    )
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    return CaMaterial(
+        cert_pem=cert.public_bytes(serialization.Encoding.PEM).decode("ascii"),
+        key_pem=key_pem.decode("ascii"),
+    )

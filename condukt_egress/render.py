@@ -1,0 +1,146 @@
+"""Offline rendering: one session as plain Kubernetes objects, ready for kubectl.
+
+``render`` is the component without the Pulumi engine: the same builders of
+:mod:`condukt_egress.manifests` produce the Secret, the NetworkPolicy and the
+workspace Pod, and a CA minted by :func:`condukt_egress.ca.generate_ca` takes
+the place of pulumi-tls. The objects come in apply order (Secret and
+NetworkPolicy before the Pod, so the pod never runs unrestricted), as a
+multi-document YAML stream or a JSON ``List``; ``kubectl apply -f -`` accepts
+both.
+
+Example:
+    >>> from condukt_egress import SandboxEgressArgs
+    >>> from condukt_egress.ca import generate_ca
+    >>> args = SandboxEgressArgs(session_id="42", namespace="agents")
+    >>> objects = render_session(args, generate_ca(args), "python:3.13-slim")
+    >>> [o["kind"] for o in objects]
+    ['Secret', 'NetworkPolicy', 'Pod']
+    >>> text = serialise(objects, "yaml")
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from typing import Any, Final, Literal, get_args
+
+import yaml
+
+from condukt_egress import manifests
+from condukt_egress.args import SandboxEgressArgs
+from condukt_egress.ca import CaMaterial
+from condukt_egress.errors import ConfigError
+
+try:
+    from yaml import CSafeDumper as _BaseDumper
+except ImportError:  # pragma: no cover - PyYAML built without libyaml
+    from yaml import SafeDumper as _BaseDumper  # type: ignore[assignment]
+
+__all__ = ["FORMATS", "Format", "render_session", "serialise", "to_json", "to_yaml"]
+
+JSON = dict[str, Any]
+
+Format = Literal["yaml", "json"]
+"""Output formats: a multi-document YAML stream or a JSON ``v1/List``."""
+FORMATS: Final = get_args(Format)
+
+YAML_HEADER: Final = (
+    "# A condukt-egress session: Secret, NetworkPolicy, workspace Pod, in apply order.\n"
+    "# The Secret holds the session CA's PRIVATE KEY: keep this file secret.\n"
+)
+
+
+def render_session(args: SandboxEgressArgs, ca: CaMaterial, workspace_image: str) -> list[JSON]:
+    """Every object of one session, as the component and the stack program declare it.
+
+    Args:
+        args: The session.
+        ca: Its CA (certificate and PKCS#8 key).
+        workspace_image: Image of the workspace container.
+
+    Returns:
+        The Secret, the NetworkPolicy and the workspace Pod, in that (apply) order.
+
+    Raises:
+        ConfigError: The key is not PKCS#8, the workspace image is empty, or a
+            text option cannot be written as UTF-8 (Kubernetes stores UTF-8).
+    """
+    for field, value in (
+        ("session_id", args.session_id),
+        ("image", args.image),
+        ("workspace_image", workspace_image),
+    ):
+        _utf8(field, value)
+    data = manifests.secret_data(args, ca.cert_pem, ca.key_pem)
+    return [
+        manifests.secret_manifest(args, data),
+        manifests.network_policy_manifest(args),
+        manifests.workspace_pod_manifest(args, workspace_image),
+    ]
+
+
+def _utf8(field: str, value: object) -> None:
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise ConfigError(
+                field,
+                f"contains {value[exc.start]!r}, an unpaired surrogate that is not valid "
+                "Unicode text; Kubernetes stores UTF-8, so pass well-formed text",
+            ) from None
+
+
+class _KubeDumper(_BaseDumper):
+    """A safe dumper whose output kubectl's YAML 1.1 parser reads back unchanged.
+
+    Go's YAML 1.1 reads a bare ``y``/``n`` as a boolean, which PyYAML does not,
+    so they are declared booleans here: the emitter then quotes such strings
+    (a namespace ``y`` or a session id ``n`` stays a string). Multi-line text
+    (the PEMs) is written as a literal block, to be read by a person.
+    """
+
+
+def _represent_str(dumper: _KubeDumper, value: str) -> yaml.ScalarNode:
+    style = "|" if "\n" in value else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_KubeDumper.add_representer(str, _represent_str)
+_KubeDumper.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:y|Y|n|N)$"), list("yYnN")
+)
+
+
+def to_yaml(objects: Sequence[JSON]) -> str:
+    """A multi-document YAML stream (one ``---`` document per object)."""
+    body = yaml.dump_all(
+        objects,
+        Dumper=_KubeDumper,
+        explicit_start=True,
+        sort_keys=False,
+        allow_unicode=True,
+        default_flow_style=False,
+        width=1 << 20,
+    )
+    return YAML_HEADER + body
+
+
+def to_json(objects: Sequence[JSON]) -> str:
+    """A ``v1/List`` holding the objects, indented, with a final newline."""
+    document = {"apiVersion": "v1", "kind": "List", "items": list(objects)}
+    return json.dumps(document, indent=2, ensure_ascii=False) + "\n"
+
+
+def serialise(objects: Sequence[JSON], fmt: Format) -> str:
+    """Write the objects in ``fmt`` (``yaml`` or ``json``).
+
+    Raises:
+        ConfigError: ``fmt`` is neither, naming the accepted values.
+    """
+    if fmt == "yaml":
+        return to_yaml(objects)
+    if fmt == "json":
+        return to_json(objects)
+    raise ConfigError("format", f"must be one of {', '.join(FORMATS)}, got {fmt!r}")

@@ -1,0 +1,227 @@
+"""The ``render`` and ``explain`` commands, through click and as a real process."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from condukt_egress.cli import _commands, cli, main
+from tests.k8s_schema import assert_valid
+from tests.security_properties import assert_network_policy, assert_session_secure
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE = ROOT / "examples" / "policy.yaml"
+assert _commands  # importing it registers the subcommands, as main() does
+
+
+def invoke(*argv: str) -> tuple[int, str, str]:
+    result = CliRunner().invoke(cli, list(argv))
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return result.exit_code, result.stdout, result.stderr
+
+
+def main_exit(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    """Run ``main`` (the console script) and return its exit status and stderr."""
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    code = info.value.code
+    return (code if isinstance(code, int) else 1), capsys.readouterr().err
+
+
+# --- render ------------------------------------------------------------------
+
+
+def test_render_prints_a_ready_to_apply_session_and_warns_about_the_key() -> None:
+    code, out, err = invoke(
+        "render", "--session-id", "demo", "--namespace", "agents", "--policy", str(EXAMPLE)
+    )
+    assert code == 0
+    objects = list(yaml.safe_load_all(out))
+    assert [o["kind"] for o in objects] == ["Secret", "NetworkPolicy", "Pod"]
+    for obj in objects:
+        assert_valid(obj)
+    secret, policy, pod = objects
+    assert_network_policy(policy, policy["spec"]["podSelector"]["matchLabels"], plain_http=False)
+    assert policy["spec"]["podSelector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
+    assert_session_secure(pod["spec"])
+    assert json.loads(secret["stringData"]["policy.json"])["rules"][1]["hosts"][0] == (
+        "api.github.com"
+    )
+    assert "private key" in err
+    assert secret["metadata"]["name"] in err
+    assert "no --policy" not in err
+
+
+def test_render_without_policy_says_everything_is_denied() -> None:
+    code, out, err = invoke("render", "--session-id", "demo", "--format", "json")
+    assert code == 0
+    document = json.loads(out)
+    assert document["kind"] == "List"
+    policy = json.loads(document["items"][0]["stringData"]["policy.json"])
+    assert (policy["rules"], policy["default"]) == ([], "deny")
+    assert "denies every host" in err
+
+
+def test_render_options_reach_the_objects() -> None:
+    code, out, _ = invoke(
+        "render",
+        "--session-id",
+        "demo",
+        "--allow-plain-http",
+        "--no-native-sidecar",
+        "--trust-bundle",
+        "public-roots",
+        "--ca-key-algorithm",
+        "rsa-2048",
+        "--sidecar-image",
+        "ghcr.io/tuist/condukt-egress:1.11.0",
+        "--workspace-image",
+        "node:22",
+    )
+    assert code == 0
+    secret, policy, pod = yaml.safe_load_all(out)
+    labels = policy["spec"]["podSelector"]["matchLabels"]
+    assert_network_policy(policy, labels, plain_http=True)
+    spec = pod["spec"]
+    assert [c["name"] for c in spec["containers"]] == ["workspace", "condukt-egress"]
+    assert spec["containers"][0]["image"] == "node:22"
+    assert spec["containers"][1]["image"] == "ghcr.io/tuist/condukt-egress:1.11.0"
+    assert secret["stringData"]["bundle.pem"].count("BEGIN CERTIFICATE") > 100
+    assert "BEGIN PRIVATE KEY" in secret["stringData"]["ca-key.pem"]
+
+
+def test_render_to_a_file_only_its_owner_can_read(tmp_path: Path) -> None:
+    target = tmp_path / "session.yaml"
+    target.write_text("old")
+    target.chmod(0o644)
+    code, out, err = invoke("render", "--session-id", "demo", "--output", str(target))
+    assert code == 0
+    assert out == ""
+    assert target.stat().st_mode & 0o777 == 0o600
+    assert next(o["kind"] for o in yaml.safe_load_all(target.read_text())) == "Secret"
+    assert str(target) in err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--namespace", "Bad_NS"], "ConfigError: --namespace: must be a Kubernetes namespace"),
+        (["--sidecar-image", "a b"], "ConfigError: --sidecar-image: must be a container image"),
+        (["--workspace-image", " "], "ConfigError: --workspace-image: must be a container image"),
+        (["--ca-validity-hours", "0"], "ConfigError: --ca-validity-hours: must be a whole number"),
+        (["--policy", "/nonexistent/policy.yaml"], "PolicyError: /nonexistent/policy.yaml: cannot"),
+    ],
+)
+def test_bad_render_input_is_one_line_naming_the_flag(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, err = main_exit(["render", "--session-id", "demo", *argv], capsys)
+    assert code == 1
+    assert err.startswith(message)
+    assert len(err.strip().splitlines()) == 1
+    assert "Traceback" not in err
+
+
+def test_bad_policy_file_names_the_rule(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("rules:\n  - allow: [https://api.github.com]\n")
+    code, err = main_exit(["render", "--session-id", "demo", "--policy", str(policy)], capsys)
+    assert code == 1
+    assert err.startswith(f"PolicyError: {policy}: rules[0].allow[0]")
+
+
+def test_unknown_choice_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    code, err = main_exit(["render", "--session-id", "1", "--trust-bundle", "mozilla"], capsys)
+    assert code == 2
+    assert "'--trust-bundle'" in err
+    assert "session-ca" in err
+
+
+def test_python_m_render_is_a_stream_kubectl_reads(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONWARNINGS": "error"}
+    done = subprocess.run(
+        [sys.executable, "-m", "condukt_egress", "render", "--session-id", "run-42",
+         "--namespace", "agents", "--policy", str(EXAMPLE)],
+        capture_output=True, text=True, check=False, timeout=60, env=env, cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    objects = list(yaml.safe_load_all(done.stdout))
+    assert [o["kind"] for o in objects] == ["Secret", "NetworkPolicy", "Pod"]
+    assert all(o["metadata"]["namespace"] == "agents" for o in objects)
+    assert "private key" in done.stderr
+
+
+def test_python_m_error_exits_1_without_traceback(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "condukt_egress", "render", "--session-id", "1",
+         "--namespace", "UPPER"],
+        capture_output=True, text=True, check=False, timeout=60, cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 1
+    assert done.stdout == ""
+    assert done.stderr.startswith("ConfigError: --namespace: ")
+    assert "Traceback" not in done.stderr
+
+
+# --- explain -----------------------------------------------------------------
+
+
+def test_explain_gives_one_line_per_host_with_the_rule_or_the_default() -> None:
+    code, out, _ = invoke(
+        "explain", "--policy", str(EXAMPLE),
+        "db.internal.example.com", "API.GitHub.com", "example.org", "pypi.org:443",
+    )  # fmt: skip
+    assert code == 0
+    assert out.splitlines() == [
+        "db.internal.example.com: deny by rules[0] (deny): matched_deny_list",
+        "API.GitHub.com: allow by rules[1] (allow)",
+        "example.org: deny by default: default_deny",
+        "pypi.org:443: deny by default: default_deny (note: patterns match a bare host name, "
+        "never a scheme, port, path or final dot)",
+    ]
+
+
+def test_explain_decide_and_json(tmp_path: Path) -> None:
+    policy = tmp_path / "policy.json"
+    policy.write_text(json.dumps({"rules": [{"allow": "a.com"}, {"decide": {"timeout_ms": 1500}}]}))
+    code, out, _ = invoke("explain", "--policy", str(policy), "--json", "a.com", "b.com")
+    assert code == 0
+    assert [json.loads(line) for line in out.splitlines()] == [
+        {"host": "a.com", "action": "allow", "rule": {"index": 0, "kind": "allow"}, "reason": None},
+        {
+            "host": "b.com",
+            "action": "decide",
+            "rule": {"index": 1, "kind": "decide"},
+            "reason": None,
+        },
+    ]
+    code, out, _ = invoke("explain", "--policy", str(policy), "b.com")
+    assert out == (
+        "b.com: decide by rules[1] (decide): the control-channel peer is asked; "
+        "no answer within 1500 ms denies\n"
+    )
+
+
+def test_explain_default_allow(tmp_path: Path) -> None:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("rules: [{deny: [x.com]}]\ndefault: allow\n")
+    assert invoke("explain", "--policy", str(policy), "y.com")[1] == "y.com: allow by default\n"
+
+
+def test_explain_needs_hosts_and_a_valid_policy(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, err = main_exit(["explain", "--policy", str(EXAMPLE)], capsys)
+    assert code == 2
+    assert "HOST..." in err
+    bad = tmp_path / "policy.yaml"
+    bad.write_text("default: maybe\n")
+    code, err = main_exit(["explain", "--policy", str(bad), "a.com"], capsys)
+    assert code == 1
+    assert err.startswith(f"PolicyError: {bad}: default: expected 'allow' or 'deny'")

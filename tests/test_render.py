@@ -1,0 +1,211 @@
+"""``render``: the component's objects without the engine, serialised for kubectl."""
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import certifi
+import pytest
+import yaml
+from click.testing import CliRunner
+from cryptography import x509
+
+from condukt_egress.args import SandboxEgressArgs
+from condukt_egress.ca import CaMaterial, generate_ca
+from condukt_egress.cli import cli
+from condukt_egress.cli import render as render_cli
+from condukt_egress.errors import ConfigError
+from condukt_egress.program import CONFIG_KEYS, session_program
+from condukt_egress.render import render_session, serialise, to_json, to_yaml
+from tests.k8s_schema import assert_valid
+from tests.pulumi_harness import run
+from tests.security_properties import assert_network_policy, assert_session_secure
+
+POLICY_DOC = {
+    "rules": [{"deny": ["*.internal.example.com"]}, {"allow": ["api.github.com", "*.openai.com"]}],
+    "default": "deny",
+}
+CA_FILES = ("ca.pem", "ca-key.pem", "bundle.pem")
+KINDS = {
+    "kubernetes:core/v1:Secret": ("v1", "Secret"),
+    "kubernetes:networking.k8s.io/v1:NetworkPolicy": ("networking.k8s.io/v1", "NetworkPolicy"),
+    "kubernetes:core/v1:Pod": ("v1", "Pod"),
+}
+FULL_CONFIG = {
+    "sessionId": "Agent Run 42",
+    "namespace": "agents",
+    "policy": POLICY_DOC,
+    "workspaceImage": "node:22",
+    "sidecarImage": "ghcr.io/tuist/condukt-egress:1.11.0",
+    "allowPlainHttp": "true",
+    "trustBundle": "public-roots",
+    "nativeSidecar": "false",
+}
+
+
+@pytest.fixture(scope="module")
+def ca() -> CaMaterial:
+    return generate_ca(SandboxEgressArgs(session_id="Agent Run 42"))
+
+
+def session(**options: Any) -> SandboxEgressArgs:
+    return SandboxEgressArgs(
+        session_id="Agent Run 42", namespace="agents", policy=POLICY_DOC, **options
+    )
+
+
+# --- the objects -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {},
+        {"allow_plain_http": True, "trust_bundle": "public-roots", "native_sidecar": False},
+    ],
+)
+def test_rendered_objects_are_valid_and_secure(ca: CaMaterial, options: dict[str, Any]) -> None:
+    args = session(**options)
+    secret, policy, pod = render_session(args, ca, "python:3.13-slim")
+    assert [o["kind"] for o in (secret, policy, pod)] == ["Secret", "NetworkPolicy", "Pod"]
+    for obj in (secret, policy, pod):
+        assert_valid(obj)
+        assert obj["metadata"]["namespace"] == "agents"
+    assert_network_policy(policy, args.names.pod_labels, plain_http=args.allow_plain_http)
+    assert_session_secure(pod["spec"])
+    assert policy["spec"]["podSelector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
+    mounted = {v["secret"]["secretName"] for v in pod["spec"]["volumes"] if "secret" in v}
+    assert mounted == {secret["metadata"]["name"]}
+    assert secret["stringData"]["ca-key.pem"] == ca.key_pem
+
+
+def test_a_non_pkcs8_key_is_refused(ca: CaMaterial) -> None:
+    sec1 = CaMaterial(ca.cert_pem, ca.key_pem.replace("PRIVATE KEY", "EC PRIVATE KEY"))
+    with pytest.raises(ConfigError, match="ca_key_pem: must be a PKCS#8 PEM key"):
+        render_session(session(), sec1, "python:3.13-slim")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "image", "field"),
+    [
+        ({"session_id": "run-\ud800"}, "python:3.13-slim", "session_id"),
+        ({"session_id": "1"}, "python:\udfff", "workspace_image"),
+        ({"session_id": "1"}, " ", "workspace_image"),
+    ],
+)
+def test_text_kubernetes_cannot_store_is_refused(
+    ca: CaMaterial, kwargs: dict[str, Any], image: str, field: str
+) -> None:
+    with pytest.raises(ConfigError, match=rf"^{field}: "):
+        render_session(SandboxEgressArgs(**kwargs), ca, image)
+
+
+# --- one source of truth: render == the stack program under mocks -------------
+
+
+def _flags(config: dict[str, Any], tmp_path: Path) -> list[str]:
+    """The render flags for a stack config: ``sessionId`` -> ``--session-id`` and so on."""
+    argv = ["render"]
+    for key, value in config.items():
+        flag = "--" + re.sub(r"[A-Z]", lambda m: "-" + m.group(0).lower(), key)
+        if key == "policy":
+            path = tmp_path / "policy.yaml"
+            path.write_text(yaml.safe_dump(value))
+            argv += [flag, str(path)]
+        elif value in ("true", "false"):
+            argv.append(flag if value == "true" else flag.replace("--", "--no-", 1))
+        else:
+            argv += [flag, value]
+    return argv
+
+
+def test_render_has_a_flag_for_every_stack_config_key(tmp_path: Path) -> None:
+    options = {opt for param in render_cli.render.params for opt in param.opts}
+    options |= {opt for param in render_cli.render.params for opt in param.secondary_opts}
+    flags = _flags(dict.fromkeys(CONFIG_KEYS, "x"), tmp_path)
+    assert {f for f in flags if f.startswith("--")} <= options
+
+
+def _declared(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    recorder = run(session_program, config=config)
+    objects = {}
+    for reg in recorder.registrations:
+        if reg.type in KINDS:
+            api_version, kind = KINDS[reg.type]
+            objects[kind] = {"apiVersion": api_version, "kind": kind, **reg.inputs}
+    return objects
+
+
+def _without_ca(secret: dict[str, Any]) -> dict[str, Any]:
+    data = secret["stringData"]
+    ca = data["ca.pem"]
+    x509.load_pem_x509_certificate(ca.encode())
+    assert data["bundle.pem"].endswith(ca)
+    rest = {k: v for k, v in data.items() if k not in CA_FILES}
+    return {**secret, "stringData": rest, "bundle_prefix": data["bundle.pem"][: -len(ca)]}
+
+
+@pytest.mark.parametrize("config", [{"sessionId": "sess-1"}, FULL_CONFIG], ids=["defaults", "all"])
+def test_render_declares_what_the_component_declares(
+    config: dict[str, Any], tmp_path: Path
+) -> None:
+    result = CliRunner().invoke(cli, _flags(config, tmp_path))
+    assert result.exit_code == 0, result.output
+    rendered = {o["kind"]: o for o in yaml.safe_load_all(result.stdout)}
+    declared = _declared(config)
+    assert set(rendered) == set(declared) == {"Secret", "NetworkPolicy", "Pod"}
+    assert rendered["NetworkPolicy"] == declared["NetworkPolicy"]
+    assert rendered["Pod"] == declared["Pod"]
+    assert _without_ca(rendered["Secret"]) == _without_ca(declared["Secret"])
+    public_roots = config.get("trustBundle") == "public-roots"
+    prefix = _without_ca(rendered["Secret"])["bundle_prefix"]
+    assert (prefix.rstrip("\n") == certifi.contents().rstrip("\n")) is public_roots
+
+
+# --- serialisation -----------------------------------------------------------
+
+
+class Yaml11Loader(yaml.SafeLoader):
+    """Reads scalars like kubectl's YAML 1.1 parser: a bare y/n is a boolean."""
+
+    bool_values = {**yaml.SafeLoader.bool_values, "y": True, "n": False}  # noqa: RUF012
+
+
+Yaml11Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:y|Y|n|N)$"), list("yYnN")
+)
+
+TRICKY = ["y", "N", "yes", "off", "null", "~", "1:20", "017", "0x1F", "1e3", ".inf", "- a", "#"]
+
+
+@pytest.mark.parametrize("text", TRICKY)
+def test_yaml_reads_back_unchanged_under_yaml_1_1(ca: CaMaterial, text: str) -> None:
+    namespace = text if re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", text) else "agents"
+    args = SandboxEgressArgs(session_id=text, namespace=namespace, policy=POLICY_DOC)
+    objects = render_session(args, ca, "python:3.13-slim")
+    stream = to_yaml(objects)
+    assert list(yaml.load_all(stream, Loader=Yaml11Loader)) == objects
+    assert list(yaml.safe_load_all(stream)) == objects
+
+
+def test_yaml_is_readable_and_warns_about_the_key(ca: CaMaterial) -> None:
+    stream = to_yaml(render_session(session(), ca, "python:3.13-slim"))
+    assert stream.startswith("# ")
+    assert "PRIVATE KEY" in stream.split("---", 1)[0]
+    assert "  ca-key.pem: |\n    -----BEGIN PRIVATE KEY-----\n" in stream
+    assert len(re.findall(r"^---$", stream, re.MULTILINE)) == 3  # one document per object
+
+
+def test_json_is_a_list_of_the_objects(ca: CaMaterial) -> None:
+    objects = render_session(session(trust_bundle="public-roots"), ca, "python:3.13-slim")
+    document = json.loads(to_json(objects))
+    assert (document["apiVersion"], document["kind"]) == ("v1", "List")
+    assert document["items"] == objects
+    assert serialise(objects, "json") == to_json(objects)
+
+
+def test_unknown_format_is_refused(ca: CaMaterial) -> None:
+    objects = render_session(session(), ca, "python:3.13-slim")
+    with pytest.raises(ConfigError, match=r"^format: must be one of yaml, json, got 'toml'"):
+        serialise(objects, "toml")  # type: ignore[arg-type]
