@@ -1,0 +1,87 @@
+"""Run sandbox sessions from a Python service: one Pulumi stack per session.
+
+Agent platforms do not shell out to ``pulumi up``; they import this. Every
+stack runs the shared program :func:`condukt_egress.program.session_program`
+inline, with the same stack config a ``pulumi up`` user sets, so both create
+the same session. State goes to a local file backend (no Pulumi Cloud login);
+secrets (the session CA key, a kubeconfig) are encrypted with a passphrase you
+supply. The ``pulumi`` CLI (3.181+) must be installed.
+
+Example::
+
+    from pathlib import Path
+    from condukt_egress.automation import KubernetesSettings, SessionSpec, SessionStacks
+
+    stacks = SessionStacks(
+        state_dir="/var/lib/agents/pulumi",
+        passphrase=secret_store["pulumi-passphrase"],
+        kubernetes=KubernetesSettings(context="agents-cluster"),
+    )
+    out = stacks.up(SessionSpec("run-42", namespace="agents",
+                                policy={"rules": [{"allow": ["api.github.com"]}]}))
+    print(out.pod_name, out.pod_labels, out.ca_cert_pem)
+    stacks.destroy("run-42")
+
+Errors (all :class:`~condukt_egress.errors.AutomationError`, so all
+:class:`~condukt_egress.errors.EgressError`)::
+
+    AutomationError
+    ├── PulumiCliError           no `pulumi` CLI on PATH, or too old
+    ├── PassphraseRequiredError  no passphrase given or in the environment
+    ├── SessionNotFoundError     no stack for that session id
+    ├── SessionBusyError         an operation on that session is already running
+    └── SessionOperationError    up/preview/refresh/destroy failed (after a failed
+                                 up the stack stays destroyable)
+
+Bad options raise :class:`~condukt_egress.errors.ConfigError` /
+:class:`~condukt_egress.errors.PolicyError` when the :class:`SessionSpec` is
+built, before any stack exists.
+"""
+
+from condukt_egress.automation._errors import (
+    PassphraseRequiredError,
+    PulumiCliError,
+    SessionBusyError,
+    SessionNotFoundError,
+    SessionOperationError,
+)
+from condukt_egress.automation._spec import (
+    KUBERNETES_CONFIG_KEYS,
+    PROJECT_NAME,
+    STACK_PREFIX,
+    KubernetesSettings,
+    SessionOutputs,
+    SessionSpec,
+    SessionSummary,
+    stack_config,
+    stack_name,
+)
+from condukt_egress.automation._stacks import (
+    MIN_PULUMI_VERSION,
+    AsyncSessionStacks,
+    OnOutput,
+    SessionStacks,
+    default_state_dir,
+)
+
+__all__ = [
+    "KUBERNETES_CONFIG_KEYS",
+    "MIN_PULUMI_VERSION",
+    "PROJECT_NAME",
+    "STACK_PREFIX",
+    "AsyncSessionStacks",
+    "KubernetesSettings",
+    "OnOutput",
+    "PassphraseRequiredError",
+    "PulumiCliError",
+    "SessionBusyError",
+    "SessionNotFoundError",
+    "SessionOperationError",
+    "SessionOutputs",
+    "SessionSpec",
+    "SessionStacks",
+    "SessionSummary",
+    "default_state_dir",
+    "stack_config",
+    "stack_name",
+]

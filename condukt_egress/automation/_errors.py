@@ -1,0 +1,145 @@
+"""Errors of the Automation API layer, and the classifier that produces them.
+
+Every failure a service can meet when it drives session stacks becomes one of
+these, each a :class:`~condukt_egress.errors.AutomationError` whose message says
+what to do next. The Pulumi SDK's own ``CommandError`` is kept as ``__cause__``.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from pulumi.automation import CommandError, ConcurrentUpdateError, StackNotFoundError
+
+from condukt_egress.errors import AutomationError
+
+__all__ = [
+    "PassphraseRequiredError",
+    "PulumiCliError",
+    "SessionBusyError",
+    "SessionNotFoundError",
+    "SessionOperationError",
+    "translate",
+]
+
+_DETAIL_LINES: Final = 12
+
+
+class PulumiCliError(AutomationError):
+    """The ``pulumi`` CLI is missing, not runnable, or too old for inline programs."""
+
+
+class PassphraseRequiredError(AutomationError):
+    """No passphrase for the passphrase secrets provider was given or found."""
+
+
+class SessionNotFoundError(AutomationError):
+    """No stack exists for the session id (or it holds no session).
+
+    Attributes:
+        session_id: The session asked for.
+        stack_name: The stack name derived from it.
+    """
+
+    def __init__(self, session_id: str, stack_name: str, message: str) -> None:
+        self.session_id = session_id
+        self.stack_name = stack_name
+        super().__init__(f"session {session_id!r} (stack {stack_name}): {message}")
+
+
+class SessionBusyError(AutomationError):
+    """Another operation on the same session is running (this process or another).
+
+    Attributes:
+        session_id: The session.
+        stack_name: Its stack.
+    """
+
+    def __init__(self, session_id: str, stack_name: str, message: str) -> None:
+        self.session_id = session_id
+        self.stack_name = stack_name
+        super().__init__(f"session {session_id!r} (stack {stack_name}): {message}")
+
+
+class SessionOperationError(AutomationError):
+    """``up``, ``preview``, ``refresh`` or ``destroy`` of a session failed.
+
+    After a failed ``up`` the stack keeps what was created and stays
+    destroyable: call ``destroy(session_id)``, or fix the cause and ``up`` again.
+
+    Attributes:
+        session_id: The session.
+        stack_name: Its stack.
+        operation: ``up``, ``preview``, ``refresh``, ``destroy`` or ``install plugins``.
+        details: The engine's last error lines (may be empty).
+    """
+
+    def __init__(
+        self, session_id: str, stack_name: str, operation: str, message: str, details: str = ""
+    ) -> None:
+        self.session_id = session_id
+        self.stack_name = stack_name
+        self.operation = operation
+        self.details = details
+        text = f"session {session_id!r} (stack {stack_name}): {operation} failed: {message}"
+        super().__init__(f"{text}\n{details}" if details else text)
+
+
+_HINTS: Final = {
+    "up": (
+        "the stack keeps whatever was created and stays destroyable; fix the cause and call "
+        "up(spec) again, or call destroy(session_id) to remove it"
+    ),
+    "preview": "nothing was changed; fix the cause shown below and preview again",
+    "refresh": "the state was not changed; fix the cause shown below and refresh again",
+    "destroy": (
+        "some resources may remain; fix the cause and call destroy(session_id) again "
+        "(run refresh(session_id) first if objects were deleted outside Pulumi)"
+    ),
+}
+
+
+def error_lines(text: str, limit: int = _DETAIL_LINES) -> str:
+    """The engine's error lines from a ``CommandError`` text, else its last lines."""
+    lines = [line.rstrip() for line in text.splitlines() if line.strip()]
+    errors = [line for line in lines if "error" in line.lower()]
+    return "\n".join((errors or lines)[-limit:])
+
+
+def translate(
+    exc: CommandError,
+    *,
+    operation: str,
+    session_id: str,
+    stack_name: str,
+    backend_url: str,
+    work_dir: str,
+) -> AutomationError:
+    """Turn the SDK's ``CommandError`` for one session into our error with a next step.
+
+    Args:
+        exc: What the Automation API raised.
+        operation: The operation that ran (``up``, ``destroy``...).
+        session_id: The session's id.
+        stack_name: The session's stack.
+        backend_url: The state backend, named in the lock-release hint.
+        work_dir: The session's workspace directory, named in the same hint.
+    """
+    if isinstance(exc, StackNotFoundError):
+        return SessionNotFoundError(
+            session_id,
+            stack_name,
+            f"no such stack in {backend_url}; start the session with up(spec) "
+            "(list() shows the sessions that exist)",
+        )
+    if isinstance(exc, ConcurrentUpdateError):
+        return SessionBusyError(
+            session_id,
+            stack_name,
+            "another update of this stack is running (the backend holds its lock); wait for it "
+            "to finish and retry. If the process that held it died, release the lock with "
+            f"`PULUMI_BACKEND_URL={backend_url} pulumi cancel --yes {stack_name}` run in "
+            f"{work_dir}, then call refresh(session_id)",
+        )
+    hint = _HINTS.get(operation, "fix the cause shown below and retry")
+    return SessionOperationError(session_id, stack_name, operation, hint, error_lines(str(exc)))

@@ -1,0 +1,637 @@
+"""``SessionStacks``: start, inspect and end sandbox sessions as Pulumi stacks.
+
+One stack per session, all in one project (``condukt-egress``), all running the
+shared program :func:`condukt_egress.program.session_program` inline, so a
+service creates exactly the stack ``pulumi up`` creates from the same config.
+
+Each session gets its own workspace directory (``<state_dir>/workspaces/<stack>``
+holding ``Pulumi.yaml`` and ``Pulumi.<stack>.yaml``) and every CLI call gets its
+environment from the workspace options, never from a changed ``os.environ``,
+so many sessions run at once from one process, each isolated.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import shutil
+import subprocess
+import tempfile
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Final
+
+import yaml
+from pulumi.automation import (
+    CommandError,
+    InvalidVersionError,
+    LocalWorkspace,
+    LocalWorkspaceOptions,
+    ProjectBackend,
+    ProjectRuntimeInfo,
+    ProjectSettings,
+    PulumiCommand,
+    Stack,
+    StackNotFoundError,
+)
+
+from condukt_egress.automation._errors import (
+    PassphraseRequiredError,
+    PulumiCliError,
+    SessionBusyError,
+    SessionNotFoundError,
+    SessionOperationError,
+    error_lines,
+    translate,
+)
+from condukt_egress.automation._spec import (
+    KUBERNETES_CONFIG_KEYS,
+    PROJECT_NAME,
+    STACK_PREFIX,
+    KubernetesSettings,
+    SessionOutputs,
+    SessionSpec,
+    SessionSummary,
+    stack_config,
+    stack_name,
+)
+from condukt_egress.errors import AutomationError
+from condukt_egress.program import session_program
+
+__all__ = [
+    "MIN_PULUMI_VERSION",
+    "AsyncSessionStacks",
+    "OnOutput",
+    "SessionStacks",
+    "default_state_dir",
+]
+
+MIN_PULUMI_VERSION: Final = (3, 181)
+"""Oldest ``pulumi`` CLI accepted: the first to run inline programs for refresh and destroy."""
+
+OnOutput = Callable[[str, str], None]
+"""Progress callback: ``(session_id, line)`` for each line the engine prints."""
+
+_LOG: Final = logging.getLogger("condukt_egress.automation")
+_PLUGINS: Final = (("kubernetes", "pulumi_kubernetes"), ("tls", "pulumi_tls"))
+_INSTALL_HINT: Final = (
+    "install it (https://www.pulumi.com/docs/iac/download-install/, e.g. "
+    "`curl -fsSL https://get.pulumi.com | sh`) and put it on PATH, or pass "
+    "pulumi_root=<directory holding bin/pulumi>"
+)
+_PROJECT_DIR: Final = "_project"  # workspace for list(); stack names start with "session-"
+
+
+def default_state_dir() -> Path:
+    """``$XDG_STATE_HOME/condukt-egress``, or ``~/.local/state/condukt-egress``."""
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "condukt-egress"
+
+
+def _passphrase_env(passphrase: str | None, env: Mapping[str, str]) -> dict[str, str]:
+    """The secrets-provider variable to pass: explicit, then ``env``, then ``os.environ``."""
+    if passphrase is not None:
+        if not isinstance(passphrase, str) or not passphrase:
+            raise PassphraseRequiredError(
+                "passphrase: must be a non-empty string; it encrypts the session CA key in "
+                "the stack state, so pass the same secret every time (e.g. from a secret store)"
+            )
+        return {"PULUMI_CONFIG_PASSPHRASE": passphrase}
+    for source in (env, os.environ):
+        if source.get("PULUMI_CONFIG_PASSPHRASE"):
+            return {"PULUMI_CONFIG_PASSPHRASE": source["PULUMI_CONFIG_PASSPHRASE"]}
+        if source.get("PULUMI_CONFIG_PASSPHRASE_FILE"):
+            path = Path(source["PULUMI_CONFIG_PASSPHRASE_FILE"]).expanduser().resolve()
+            return {"PULUMI_CONFIG_PASSPHRASE_FILE": str(path)}
+    raise PassphraseRequiredError(
+        "passphrase: none given; the session stacks encrypt their secrets (the CA key) with a "
+        "passphrase and none is invented for you. Pass SessionStacks(passphrase=...), or set "
+        "PULUMI_CONFIG_PASSPHRASE or PULUMI_CONFIG_PASSPHRASE_FILE in env= or the environment"
+    )
+
+
+def _changes(summary: Mapping[Any, int] | None) -> dict[str, int]:
+    """An engine change summary keyed by operation name (``create``, ``same``...)."""
+    return {str(getattr(op, "value", op)): int(n) for op, n in (summary or {}).items()}
+
+
+def _write_if_changed(path: Path, text: str) -> None:
+    """Replace ``path`` atomically, so a concurrent reader never sees a torn file."""
+    if path.exists() and path.read_text(encoding="utf-8") == text:
+        return
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    os.replace(tmp, path)
+
+
+class SessionStacks:
+    """Start, inspect and end sandbox sessions, one Pulumi stack each.
+
+    Thread-safe: many sessions may run at once from one process. The same
+    session twice at once raises :class:`SessionBusyError` (in this process
+    at once, across processes through the backend's lock). Every method
+    blocks; :class:`AsyncSessionStacks` wraps them for asyncio.
+
+    Example:
+        >>> stacks = SessionStacks(passphrase="from-your-secret-store")  # doctest: +SKIP
+        >>> out = stacks.up(SessionSpec("run-42", namespace="agents"))  # doctest: +SKIP
+        >>> out.pod_name, out.pod_labels  # doctest: +SKIP
+        >>> stacks.destroy("run-42")  # doctest: +SKIP
+
+    Attributes:
+        state_dir: Root of the local state: ``backend/`` (file backend) and
+            ``workspaces/<stack>/`` (per-session project and stack config).
+        backend_url: Where stack state lives; ``file://<state_dir>/backend``
+            unless given.
+        kubernetes: The Kubernetes provider settings every session gets.
+    """
+
+    def __init__(
+        self,
+        state_dir: str | os.PathLike[str] | None = None,
+        passphrase: str | None = None,
+        *,
+        backend_url: str | None = None,
+        kubernetes: KubernetesSettings | None = None,
+        env: Mapping[str, str] | None = None,
+        pulumi_home: str | os.PathLike[str] | None = None,
+        pulumi_root: str | os.PathLike[str] | None = None,
+        install_plugins: bool = True,
+        on_output: OnOutput | None = None,
+        logger: logging.Logger | None = None,
+    ) -> None:
+        """Hold the project settings; touches neither the CLI nor the disk.
+
+        Args:
+            state_dir: Local state root; default :func:`default_state_dir`.
+            passphrase: Passphrase of the secrets provider. Default: from
+                ``env`` or the environment (``PULUMI_CONFIG_PASSPHRASE`` or
+                ``PULUMI_CONFIG_PASSPHRASE_FILE``); with none, this refuses.
+            backend_url: Another Pulumi backend (e.g. ``s3://bucket``) instead of
+                the local file backend. No Pulumi Cloud login is ever needed
+                for the default.
+            kubernetes: Provider settings (kubeconfig, context, or a render
+                directory); default: the provider's own defaults.
+            env: Extra environment for every CLI call (e.g. cloud credentials).
+                ``PULUMI_BACKEND_URL`` and the passphrase are always ours.
+            pulumi_home: ``PULUMI_HOME`` (plugins, workspace selections);
+                default ``~/.pulumi``.
+            pulumi_root: Directory holding ``bin/pulumi``; default: ``pulumi`` on PATH.
+            install_plugins: Install the kubernetes and tls plugins matching the
+                installed SDKs before the first ``up``/``preview``.
+            on_output: Progress callback ``(session_id, line)``; default: log
+                each line at INFO on ``logger``.
+            logger: Logger for progress when ``on_output`` is None; default
+                ``condukt_egress.automation``.
+
+        Raises:
+            PassphraseRequiredError: No passphrase given or found.
+            ConfigError: Invalid ``kubernetes`` settings (raised by them).
+        """
+        root = Path(state_dir) if state_dir is not None else default_state_dir()
+        self.state_dir = root.expanduser().resolve()
+        self._file_backend = backend_url is None
+        self.backend_url = backend_url or f"file://{self.state_dir / 'backend'}"
+        if kubernetes is not None and not isinstance(kubernetes, KubernetesSettings):
+            raise TypeError(
+                f"kubernetes must be KubernetesSettings, got {type(kubernetes).__name__}; "
+                "build it with KubernetesSettings(context=...)"
+            )
+        self.kubernetes = kubernetes or KubernetesSettings()
+        self._extra_env = {str(k): str(v) for k, v in (env or {}).items()}
+        self._secret_env = _passphrase_env(passphrase, self._extra_env)
+        self._pulumi_home = str(Path(pulumi_home).expanduser().resolve()) if pulumi_home else None
+        self._pulumi_root = str(Path(pulumi_root).expanduser().resolve()) if pulumi_root else None
+        self._install_plugins = install_plugins
+        self._on_output = on_output
+        self._logger = logger or _LOG
+        self._guard = threading.Lock()
+        self._busy: dict[str, str] = {}
+        self._cli_lock = threading.Lock()
+        self._command: PulumiCommand | None = None
+        self._plugins_lock = threading.Lock()
+        self._plugins_ready = False
+
+    def __repr__(self) -> str:
+        return f"SessionStacks(state_dir={str(self.state_dir)!r}, backend_url={self.backend_url!r})"
+
+    # --- settings (pure) ---------------------------------------------------
+
+    def environment(self) -> dict[str, str]:
+        """The environment every CLI call of these stacks gets on top of ``os.environ``.
+
+        Contains the passphrase (or its file): do not log it.
+        """
+        env = dict(self._extra_env)
+        env.update(self._secret_env)
+        env["PULUMI_BACKEND_URL"] = self.backend_url
+        env["PULUMI_SKIP_UPDATE_CHECK"] = "true"
+        return env
+
+    def project_settings(self) -> ProjectSettings:
+        """The ``Pulumi.yaml`` of every session workspace (same project as the repo's)."""
+        return ProjectSettings(
+            name=PROJECT_NAME,
+            runtime=ProjectRuntimeInfo(name="python"),
+            description="condukt-egress sandbox sessions, one stack each (Automation API).",
+            backend=ProjectBackend(url=self.backend_url),
+        )
+
+    def work_dir(self, session_id: str) -> Path:
+        """The workspace directory of a session: ``<state_dir>/workspaces/<stack>``."""
+        return self.state_dir / "workspaces" / stack_name(session_id)
+
+    def workspace_options(self, session_id: str) -> LocalWorkspaceOptions:
+        """The Automation API options of a session's workspace (CLI filled in on use)."""
+        return LocalWorkspaceOptions(
+            work_dir=str(self.work_dir(session_id)),
+            pulumi_home=self._pulumi_home,
+            program=session_program,
+            env_vars=self.environment(),
+            secrets_provider="passphrase",
+        )
+
+    # --- operations ----------------------------------------------------------
+
+    def pulumi_version(self) -> str:
+        """Find and check the ``pulumi`` CLI now, e.g. when a service starts.
+
+        Raises:
+            PulumiCliError: Not found, not runnable, or older than 3.181.
+        """
+        return str(self._cli().version or "unknown")
+
+    def up(self, spec: SessionSpec, *, on_output: OnOutput | None = None) -> SessionOutputs:
+        """Create or update a session's stack and return its outputs.
+
+        Raises:
+            PulumiCliError: No usable ``pulumi`` CLI.
+            SessionBusyError: Another operation on this session is running.
+            SessionOperationError: The update failed; the stack stays destroyable.
+        """
+        _check_spec(spec)
+        with self._session(spec.session_id, "up") as name:
+            workspace, _ = self._workspace(spec.session_id)
+            self._ensure_plugins(workspace, spec.session_id)
+            stack = Stack.create_or_select(name, workspace)
+            self._configure(stack, spec)
+            sink = self._sink(spec.session_id, on_output)
+            result = stack.up(color="never", on_output=sink, on_error=sink)
+            outputs = SessionOutputs.from_stack_outputs(
+                name, {key: out.value for key, out in result.outputs.items()}
+            )
+            if outputs is None:
+                raise SessionOperationError(
+                    spec.session_id,
+                    name,
+                    "up",
+                    "the update succeeded but the stack exports no session; the workspace must "
+                    "run condukt_egress.program.session_program",
+                )
+            return outputs
+
+    def preview(self, spec: SessionSpec, *, on_output: OnOutput | None = None) -> dict[str, int]:
+        """Preview ``up(spec)``: the planned changes by operation (``create``: 6, ...).
+
+        A stack created only for the preview is removed again.
+        """
+        _check_spec(spec)
+        with self._session(spec.session_id, "preview") as name:
+            workspace, new_dir = self._workspace(spec.session_id)
+            self._ensure_plugins(workspace, spec.session_id)
+            try:
+                stack, created = Stack.select(name, workspace), False
+            except StackNotFoundError:
+                stack, created = Stack.create(name, workspace), True
+            try:
+                self._configure(stack, spec)
+                sink = self._sink(spec.session_id, on_output)
+                return _changes(
+                    stack.preview(color="never", on_output=sink, on_error=sink).change_summary
+                )
+            finally:
+                if created:
+                    self._forget(workspace, name, new_dir)
+
+    def refresh(self, session_id: str, *, on_output: OnOutput | None = None) -> dict[str, int]:
+        """Adopt the cluster's real state into the session's stack; returns the changes."""
+        with self._session(session_id, "refresh") as name:
+            stack = self._select(session_id, name)
+            sink = self._sink(session_id, on_output)
+            result = stack.refresh(color="never", on_output=sink, on_error=sink)
+            return _changes(result.summary.resource_changes)
+
+    def destroy(
+        self, session_id: str, remove_stack: bool = True, *, on_output: OnOutput | None = None
+    ) -> dict[str, int]:
+        """Delete a session's resources (workload first, NetworkPolicy and Secret last).
+
+        Args:
+            session_id: The session.
+            remove_stack: Also remove the stack, its history and its workspace
+                directory (default). ``False`` keeps an empty stack.
+            on_output: Progress callback for this call.
+
+        Raises:
+            SessionNotFoundError: No stack for this session.
+            SessionBusyError: Another operation on this session is running.
+            SessionOperationError: The destroy failed; call it again.
+        """
+        with self._session(session_id, "destroy") as name:
+            stack = self._select(session_id, name)
+            sink = self._sink(session_id, on_output)
+            result = stack.destroy(
+                color="never", on_output=sink, on_error=sink, remove=remove_stack
+            )
+            if remove_stack:
+                shutil.rmtree(self.work_dir(session_id), ignore_errors=True)
+            return _changes(result.summary.resource_changes)
+
+    def get(self, session_id: str) -> SessionOutputs:
+        """The outputs of a running session (does not wait for a running update).
+
+        Raises:
+            SessionNotFoundError: No stack, or a stack that holds no session.
+        """
+        with self._session(session_id, "get", exclusive=False) as name:
+            workspace, new_dir = self._workspace(session_id)
+            try:
+                raw = workspace.stack_outputs(name)
+            except StackNotFoundError:
+                if new_dir:
+                    shutil.rmtree(workspace.work_dir, ignore_errors=True)
+                raise
+            outputs = SessionOutputs.from_stack_outputs(
+                name, {key: out.value for key, out in raw.items()}
+            )
+            if outputs is None:
+                raise SessionNotFoundError(
+                    session_id,
+                    name,
+                    "the stack exists but holds no session (its first up failed, or it was "
+                    "destroyed without removal); call up(spec), or destroy(session_id)",
+                )
+            return outputs
+
+    def list(self) -> Sequence[SessionSummary]:
+        """Every session stack in the backend (this project, ``session-*`` stacks)."""
+        project_dir = self.state_dir / "workspaces" / _PROJECT_DIR
+        command = self._cli()
+        self._prepare(project_dir)
+        workspace = LocalWorkspace(
+            work_dir=str(project_dir),
+            pulumi_home=self._pulumi_home,
+            env_vars=self.environment(),
+            pulumi_command=command,
+        )
+        try:
+            stacks = workspace.list_stacks()
+        except CommandError as exc:
+            raise AutomationError(
+                f"listing session stacks in {self.backend_url} failed; check the backend is "
+                f"reachable and the passphrase is right:\n{error_lines(str(exc))}"
+            ) from exc
+        out = []
+        for summary in stacks:
+            name = summary.name.rsplit("/", 1)[-1]
+            if name.startswith(STACK_PREFIX):
+                out.append(
+                    SessionSummary(
+                        session_id=self._recorded_session_id(name),
+                        stack_name=name,
+                        resource_count=summary.resource_count,
+                        update_in_progress=summary.update_in_progress,
+                        last_update=summary.last_update,
+                    )
+                )
+        return out
+
+    # --- internals -----------------------------------------------------------
+
+    @contextmanager
+    def _session(self, session_id: str, operation: str, *, exclusive: bool = True) -> Iterator[str]:
+        """Claim the session for ``operation`` and translate CLI failures."""
+        name = stack_name(session_id)
+        if exclusive:
+            with self._guard:
+                running = self._busy.get(name)
+                if running is not None:
+                    raise SessionBusyError(
+                        session_id,
+                        name,
+                        f"cannot {operation}: {running} is already running for this session in "
+                        "this process; wait for it to return, then retry",
+                    )
+                self._busy[name] = operation
+        try:
+            yield name
+        except CommandError as exc:
+            raise translate(
+                exc,
+                operation=operation,
+                session_id=session_id,
+                stack_name=name,
+                backend_url=self.backend_url,
+                work_dir=str(self.work_dir(session_id)),
+            ) from exc
+        finally:
+            if exclusive:
+                with self._guard:
+                    del self._busy[name]
+
+    def _cli(self) -> PulumiCommand:
+        """The ``pulumi`` CLI, found and version-checked once."""
+        with self._cli_lock:
+            if self._command is not None:
+                return self._command
+            where = f"in {self._pulumi_root}/bin" if self._pulumi_root else "on PATH"
+            try:
+                command = PulumiCommand(root=self._pulumi_root)
+            except (FileNotFoundError, PermissionError, NotADirectoryError):
+                raise PulumiCliError(
+                    f"the `pulumi` CLI was not found {where}; {_INSTALL_HINT}"
+                ) from None
+            except subprocess.CalledProcessError as exc:
+                raise PulumiCliError(
+                    f"`pulumi version` failed (exit {exc.returncode}); reinstall the CLI: "
+                    f"{_INSTALL_HINT}"
+                ) from exc
+            except InvalidVersionError as exc:
+                raise PulumiCliError(f"unusable `pulumi` CLI: {exc}") from exc
+            version = command.version
+            if version is not None and (version.major, version.minor) < MIN_PULUMI_VERSION:
+                raise PulumiCliError(
+                    f"the `pulumi` CLI is {version}; session stacks need "
+                    f"{'.'.join(map(str, MIN_PULUMI_VERSION))} or newer (inline programs for "
+                    f"refresh and destroy); upgrade it: {_INSTALL_HINT}"
+                )
+            self._command = command
+            return command
+
+    def _prepare(self, work_dir: Path) -> bool:
+        """Create ``work_dir`` with ``Pulumi.yaml``; True if the directory is new."""
+        created = not work_dir.exists()
+        self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if self._file_backend:
+            (self.state_dir / "backend").mkdir(exist_ok=True, mode=0o700)
+        work_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        text = yaml.safe_dump(self.project_settings().to_dict(), sort_keys=False)
+        _write_if_changed(work_dir / "Pulumi.yaml", text)
+        return created
+
+    def _workspace(self, session_id: str) -> tuple[LocalWorkspace, bool]:
+        """The session's workspace; True if its directory was created now."""
+        command = self._cli()
+        created = self._prepare(self.work_dir(session_id))
+        options = self.workspace_options(session_id)
+        workspace = LocalWorkspace(
+            work_dir=options.work_dir,
+            pulumi_home=options.pulumi_home,
+            program=options.program,
+            env_vars=options.env_vars,
+            secrets_provider=options.secrets_provider,
+            pulumi_command=command,
+        )
+        return workspace, created
+
+    def _select(self, session_id: str, name: str) -> Stack:
+        """Select an existing session stack, or raise :class:`SessionNotFoundError`."""
+        workspace, new_dir = self._workspace(session_id)
+        try:
+            return Stack.select(name, workspace)
+        except StackNotFoundError:
+            if new_dir:
+                shutil.rmtree(workspace.work_dir, ignore_errors=True)
+            raise
+
+    def _forget(self, workspace: LocalWorkspace, name: str, new_dir: bool) -> None:
+        """Remove a stack made only for a preview (best effort, logged on failure)."""
+        try:
+            workspace.remove_stack(name)
+        except CommandError as exc:
+            self._logger.warning(
+                "could not remove preview stack %s: %s", name, error_lines(str(exc))
+            )
+            return
+        if new_dir:
+            shutil.rmtree(workspace.work_dir, ignore_errors=True)
+
+    def _configure(self, stack: Stack, spec: SessionSpec) -> None:
+        """Set the session's full stack config; drop provider keys no longer wanted."""
+        wanted = stack_config(spec, self.kubernetes)
+        current = stack.get_all_config()
+        stack.set_all_config(wanted)
+        stale = [key for key in KUBERNETES_CONFIG_KEYS if key in current and key not in wanted]
+        if stale:
+            stack.remove_all_config(stale)
+
+    def _ensure_plugins(self, workspace: LocalWorkspace, session_id: str) -> None:
+        """Install the resource plugins matching the installed SDKs, once per instance."""
+        if not self._install_plugins:
+            return
+        with self._plugins_lock:
+            if self._plugins_ready:
+                return
+            for plugin, dist in _PLUGINS:
+                version = f"v{metadata.version(dist)}"
+                try:
+                    workspace.install_plugin(plugin, version)
+                except CommandError as exc:
+                    raise SessionOperationError(
+                        session_id,
+                        stack_name(session_id),
+                        "install plugins",
+                        f"could not install the {plugin} {version} resource plugin; allow the "
+                        f"download, or run `pulumi plugin install resource {plugin} {version}` "
+                        "and pass install_plugins=False",
+                        error_lines(str(exc)),
+                    ) from exc
+            self._plugins_ready = True
+
+    def _sink(self, session_id: str, on_output: OnOutput | None) -> Callable[[str], None]:
+        """A line consumer for the SDK; never lets a callback error stall the CLI pipe."""
+        callback = on_output or self._on_output
+        logger = self._logger
+
+        def sink(line: str) -> None:
+            if callback is None:
+                logger.info("session %s: %s", session_id, line)
+                return
+            try:
+                callback(session_id, line)
+            except Exception:
+                logger.exception("on_output callback failed for session %s", session_id)
+
+        return sink
+
+    def _recorded_session_id(self, name: str) -> str | None:
+        """The raw session id stored in a stack's config here, if this state has it."""
+        path = self.state_dir / "workspaces" / name / f"Pulumi.{name}.yaml"
+        try:
+            doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except (OSError, yaml.YAMLError):
+            return None
+        value = (doc.get("config") or {}).get(f"{PROJECT_NAME}:sessionId")
+        if isinstance(value, str) and stack_name(value) == name:
+            return value
+        return None
+
+
+def _check_spec(spec: object) -> None:
+    if not isinstance(spec, SessionSpec):
+        raise TypeError(
+            f"spec must be SessionSpec, got {type(spec).__name__}; "
+            "build it with SessionSpec(session_id=..., ...)"
+        )
+
+
+class AsyncSessionStacks:
+    """:class:`SessionStacks` for asyncio: each call runs in a worker thread.
+
+    Cancelling an awaiting task does not stop the engine: the operation runs
+    to its end in its thread (and keeps the session busy until then).
+
+    Example:
+        >>> stacks = AsyncSessionStacks(SessionStacks(passphrase=...))  # doctest: +SKIP
+        >>> outputs = await stacks.up(SessionSpec("run-42"))  # doctest: +SKIP
+    """
+
+    def __init__(self, stacks: SessionStacks) -> None:
+        self.stacks = stacks
+
+    async def up(self, spec: SessionSpec, *, on_output: OnOutput | None = None) -> SessionOutputs:
+        """See :meth:`SessionStacks.up`."""
+        return await asyncio.to_thread(self.stacks.up, spec, on_output=on_output)
+
+    async def preview(
+        self, spec: SessionSpec, *, on_output: OnOutput | None = None
+    ) -> dict[str, int]:
+        """See :meth:`SessionStacks.preview`."""
+        return await asyncio.to_thread(self.stacks.preview, spec, on_output=on_output)
+
+    async def refresh(
+        self, session_id: str, *, on_output: OnOutput | None = None
+    ) -> dict[str, int]:
+        """See :meth:`SessionStacks.refresh`."""
+        return await asyncio.to_thread(self.stacks.refresh, session_id, on_output=on_output)
+
+    async def destroy(
+        self, session_id: str, remove_stack: bool = True, *, on_output: OnOutput | None = None
+    ) -> dict[str, int]:
+        """See :meth:`SessionStacks.destroy`."""
+        return await asyncio.to_thread(
+            self.stacks.destroy, session_id, remove_stack, on_output=on_output
+        )
+
+    async def get(self, session_id: str) -> SessionOutputs:
+        """See :meth:`SessionStacks.get`."""
+        return await asyncio.to_thread(self.stacks.get, session_id)
+
+    async def list(self) -> Sequence[SessionSummary]:
+        """See :meth:`SessionStacks.list`."""
+        return await asyncio.to_thread(self.stacks.list)

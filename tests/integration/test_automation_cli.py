@@ -1,0 +1,202 @@
+"""SessionStacks against the real ``pulumi`` CLI and engine.
+
+No cluster is needed: the Kubernetes provider renders manifests into a
+directory (``kubernetes:renderYamlToDirectory``). Needs the CLI (3.181+) on
+PATH and network access to download the kubernetes and tls plugins on the
+first run; skips with the reason otherwise. Every test removes its stacks in
+``finally``.
+"""
+
+from __future__ import annotations
+
+import shutil
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager, suppress
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from condukt_egress import contract
+from condukt_egress.automation import (
+    KubernetesSettings,
+    SessionBusyError,
+    SessionNotFoundError,
+    SessionOperationError,
+    SessionOutputs,
+    SessionSpec,
+    SessionStacks,
+)
+from tests.k8s_schema import assert_valid
+from tests.security_properties import assert_network_policy, assert_session_secure
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(
+        shutil.which("pulumi") is None,
+        reason="the `pulumi` CLI is not on PATH; install it (https://www.pulumi.com/docs/iac/"
+        "download-install/) to run the Automation API integration tests",
+    ),
+]
+
+PASSPHRASE = "condukt-egress integration tests"
+POLICY = {"rules": [{"allow": ["api.github.com"]}], "default": "deny"}
+UNREACHABLE_KUBECONFIG = """\
+apiVersion: v1
+kind: Config
+clusters: [{name: nowhere, cluster: {server: "https://127.0.0.1:9"}}]
+contexts: [{name: nowhere, context: {cluster: nowhere, user: nobody}}]
+current-context: nowhere
+users: [{name: nobody, user: {token: not-a-token}}]
+"""
+
+
+@pytest.fixture
+def render_dir(tmp_path: Path) -> Path:
+    return (tmp_path / "rendered").resolve()
+
+
+@pytest.fixture
+def stacks(tmp_path: Path, render_dir: Path) -> SessionStacks:
+    return SessionStacks(
+        tmp_path / "state",
+        passphrase=PASSPHRASE,
+        kubernetes=KubernetesSettings(render_yaml_to_directory=render_dir),
+    )
+
+
+@contextmanager
+def removed_afterwards(stacks: SessionStacks, *session_ids: str) -> Iterator[None]:
+    """Destroy and remove every named session's stack, whatever happened."""
+    try:
+        yield
+    finally:
+        for session_id in session_ids:
+            with suppress(SessionNotFoundError):
+                stacks.destroy(session_id, remove_stack=True)
+
+
+def rendered(render_dir: Path) -> dict[tuple[str, str], dict[str, Any]]:
+    """Every rendered object by (kind, name)."""
+    objects: dict[tuple[str, str], dict[str, Any]] = {}
+    for path in sorted(render_dir.rglob("*.yaml")):
+        for doc in yaml.safe_load_all(path.read_text()):
+            if doc:
+                objects[(doc["kind"], doc["metadata"]["name"])] = doc
+    return objects
+
+
+def test_up_renders_a_secure_session_then_destroy_removes_it(
+    stacks: SessionStacks, render_dir: Path
+) -> None:
+    spec = SessionSpec("integration run 1", namespace="agents", policy=POLICY)
+    names = spec.args.names
+    with removed_afterwards(stacks, spec.session_id):
+        outputs = stacks.up(spec)
+
+        assert outputs.pod_name == names.pod
+        assert outputs.secret_name == names.secret
+        assert outputs.pod_labels == names.pod_labels
+        assert outputs.ca_cert_pem.startswith("-----BEGIN CERTIFICATE-----")
+        assert stacks.get(spec.session_id) == outputs
+        assert [s.session_id for s in stacks.list()] == [spec.session_id]
+
+        objects = rendered(render_dir)
+        secret = objects[("Secret", names.secret)]
+        keys = set(secret.get("stringData") or {}) | set(secret.get("data") or {})
+        assert {contract.POLICY_FILE, contract.CA_CERT_FILE, contract.CA_KEY_FILE} <= keys
+        netpol = objects[("NetworkPolicy", names.network_policy)]
+        assert_valid(netpol)
+        assert_network_policy(netpol, names.pod_labels, plain_http=False)
+        pod = objects[("Pod", names.pod)]
+        assert_valid(pod)
+        assert_session_secure(pod["spec"])
+        assert pod["metadata"]["namespace"] == "agents"
+
+        assert stacks.up(spec) == outputs, "a second up must change nothing"
+        assert stacks.refresh(spec.session_id).get("create", 0) == 0
+
+        changes = stacks.destroy(spec.session_id)
+        assert changes.get("delete", 0) >= 5
+        assert rendered(render_dir) == {}
+        assert stacks.list() == []
+        with pytest.raises(SessionNotFoundError):
+            stacks.get(spec.session_id)
+
+
+def test_preview_changes_nothing_and_leaves_no_stack(
+    stacks: SessionStacks, render_dir: Path
+) -> None:
+    spec = SessionSpec("integration preview")
+    with removed_afterwards(stacks, spec.session_id):
+        changes = stacks.preview(spec)
+        assert changes.get("create", 0) >= 5
+        assert stacks.list() == []
+        assert not render_dir.exists() or rendered(render_dir) == {}
+
+
+def test_many_sessions_at_once(stacks: SessionStacks, render_dir: Path) -> None:
+    ids = [f"integration concurrent {i}" for i in range(3)]
+    with removed_afterwards(stacks, *ids):
+        with ThreadPoolExecutor(len(ids)) as pool:
+            outputs = list(pool.map(lambda sid: stacks.up(SessionSpec(sid)), ids))
+
+        assert [o.session_id for o in outputs] == ids
+        assert len({o.pod_name for o in outputs}) == len(ids)
+        assert len({o.ca_cert_pem for o in outputs}) == len(ids)
+        assert sorted(s.session_id or "" for s in stacks.list()) == sorted(ids)
+        pods = {name for kind, name in rendered(render_dir) if kind == "Pod"}
+        assert pods == {o.pod_name for o in outputs}
+
+        with ThreadPoolExecutor(len(ids)) as pool:
+            list(pool.map(stacks.destroy, ids))
+        assert stacks.list() == []
+
+
+def test_same_session_twice_at_once_is_busy(stacks: SessionStacks) -> None:
+    spec = SessionSpec("integration busy")
+    started, release = threading.Event(), threading.Event()
+    results: list[SessionOutputs | BaseException] = []
+
+    def hold(_session_id: str, _line: str) -> None:
+        started.set()
+        release.wait(120)
+
+    def first() -> None:
+        try:
+            results.append(stacks.up(spec, on_output=hold))
+        except BaseException as exc:  # reported by the assertion below
+            results.append(exc)
+
+    with removed_afterwards(stacks, spec.session_id):
+        thread = threading.Thread(target=first)
+        thread.start()
+        try:
+            assert started.wait(300), "the first up printed nothing"
+            with pytest.raises(SessionBusyError, match="already running"):
+                stacks.up(spec)
+        finally:
+            release.set()
+            thread.join()
+        assert len(results) == 1
+        assert isinstance(results[0], SessionOutputs), results[0]
+
+
+def test_failed_up_stays_destroyable(tmp_path: Path) -> None:
+    stacks = SessionStacks(
+        tmp_path / "state",
+        passphrase=PASSPHRASE,
+        kubernetes=KubernetesSettings(kubeconfig=UNREACHABLE_KUBECONFIG),
+    )
+    spec = SessionSpec("integration unreachable")
+    with removed_afterwards(stacks, spec.session_id):
+        with pytest.raises(SessionOperationError) as info:
+            stacks.up(spec)
+        assert info.value.operation == "up"
+        assert "destroy(session_id)" in str(info.value)
+        assert [s.session_id for s in stacks.list()] == [spec.session_id]
+        stacks.destroy(spec.session_id)
+        assert stacks.list() == []
