@@ -201,6 +201,8 @@ def test_explain_decide_and_json(tmp_path: Path) -> None:
             "reason": None,
         },
     ]
+    code, same, _ = invoke("explain", "--policy", str(policy), "--format", "json", "a.com", "b.com")
+    assert same == out
     code, out, _ = invoke("explain", "--policy", str(policy), "b.com")
     assert out == (
         "b.com: decide by rules[1] (decide): the control-channel peer is asked; "

@@ -2,9 +2,9 @@
 
 Evaluates a policy file exactly like the sidecar (:meth:`EgressPolicy.evaluate`),
 so a policy can be debugged before any pod exists. One line per host; with
-``--json`` one object per line, ``{"host", "action", "rule": {"index", "kind"}
-| null, "reason"}`` (``rule`` is null when the default applied, as in the
-``events`` command's output). Always exits 0 once the policy loads.
+``--format json`` (or ``--json``) one object per line, ``{"host", "action",
+"rule": {"index", "kind"} | null, "reason"}`` (``rule`` is null when the
+default applied, as in the ``events`` command's output). Always exits 0 once the policy loads.
 
 Example:
     $ condukt-egress explain --policy examples/policy.yaml api.github.com example.org
@@ -65,14 +65,22 @@ def verdict_line(host: str, verdict: Verdict, policy: EgressPolicy) -> str:
     metavar="FILE",
     help="Egress policy document (.yaml, .yml or .json).",
 )
-@click.option("--json", "as_json", is_flag=True, help="One JSON object per host and line.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="One readable line, or one JSON object, per host.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Shorthand for --format json.")
 @click.argument("hosts", nargs=-1, required=True, metavar="HOST...")
-def explain(*, policy_file: Path, as_json: bool, hosts: tuple[str, ...]) -> None:
+def explain(*, policy_file: Path, fmt: str, as_json: bool, hosts: tuple[str, ...]) -> None:
     """Show what the policy does with each HOST: the verdict and the rule or the default."""
     policy = EgressPolicy.load(policy_file)
     for host in hosts:
         verdict = policy.evaluate(host)
-        if as_json:
+        if as_json or fmt == "json":
             click.echo(json.dumps(verdict_object(host, verdict), ensure_ascii=False))
         else:
             click.echo(verdict_line(host, verdict, policy))
