@@ -2,3 +2,9 @@
 
 Add one line per new subcommand module here.
 """
+
+from condukt_egress.cli import (
+    events,  # noqa: F401  (registers `events`)
+    explain,  # noqa: F401  (registers `explain`)
+    render,  # noqa: F401  (registers `render`)
+)

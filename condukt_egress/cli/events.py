@@ -1,0 +1,525 @@
+r"""``condukt-egress events``: watch a sidecar's traffic live and answer its decisions.
+
+A thin layer over :class:`~condukt_egress.control.ControlClient`: it builds a
+target from the flags, prints each frame as a readable line or a JSON object,
+and prints a summary on stderr when it stops (``--count``, ``--duration``,
+the channel closing with ``--no-reconnect``, Ctrl-C or SIGTERM; all exit 0).
+
+Output schema of ``--output json`` (version 1; one object per line, keys
+always present, ``null`` when unknown; times are RFC 3339 UTC)::
+
+    {"type": "event", "at", "kind", "session_id", "request_id", "scheme", "host",
+     "port", "method", "path", "status", "reason", "rule": {"index", "kind"} | null,
+     "remote_addr", "bytes_in", "bytes_out", "started_at", "finished_at",
+     "headers": {name: value} | null}
+    {"type": "decision_request", "at", "request_id", "session_id", "host", "port",
+     "scheme"}
+    {"type": "decision", "at", "request_id", "host", "port", "action", "reason",
+     "decided_by": "decider" | "cache" | "fail_closed", "failure", "elapsed_ms"}
+
+Example:
+    condukt-egress events --namespace agents --session-id run-42 --kind request_denied
+    condukt-egress events --connect 127.0.0.1:15002 -o json --decider mypkg.policy:decide
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import json
+import os
+import signal
+import sys
+from collections import Counter
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any, Final, TextIO
+
+import click
+
+from condukt_egress.cli import cli
+from condukt_egress.contract import DEFAULT_CONTROL_PORT, EVENT_KINDS
+from condukt_egress.control import ControlClient, Decider, DecisionSent, Target, TcpTarget
+from condukt_egress.errors import PolicyError
+from condukt_egress.events import DecisionRequest, Event, Frame
+from condukt_egress.redaction import Redactor
+
+__all__ = ["events"]
+
+_KINDS: Final = (*EVENT_KINDS, "decision_request", "decision")
+_TOP_HOSTS: Final = 20
+
+
+@cli.command("events")
+@click.option(
+    "--connect", metavar="HOST:PORT", help="A reachable control port (e.g. kubectl port-forward)."
+)
+@click.option(
+    "-n", "--namespace", metavar="NS", help="Namespace of the session pod (port-forward path)."
+)
+@click.option("--pod", metavar="NAME", help="The session pod, by name.")
+@click.option("--session-id", metavar="ID", help="The session pod, by its session label.")
+@click.option("--context", metavar="NAME", help="Kubeconfig context.")
+@click.option(
+    "--kubeconfig",
+    type=click.Path(dir_okay=False),
+    help="Kubeconfig file [default: $KUBECONFIG, ~/.kube/config, in-cluster].",
+)
+@click.option(
+    "--port",
+    type=click.IntRange(1, 65535),
+    default=DEFAULT_CONTROL_PORT,
+    show_default=True,
+    help="The sidecar's control port inside the pod.",
+)
+@click.option(
+    "-o", "--output", type=click.Choice(["text", "json"]), default="text", show_default=True
+)
+@click.option(
+    "--kind",
+    "kinds",
+    multiple=True,
+    type=click.Choice(_KINDS),
+    help="Show only these kinds (repeatable).",
+)
+@click.option(
+    "--host",
+    "hosts",
+    multiple=True,
+    metavar="GLOB",
+    help="Show only hosts matching the policy glob (* one label, ** any); repeatable.",
+)
+@click.option("--count", type=click.IntRange(min=1), help="Stop after N shown records.")
+@click.option(
+    "--duration", type=click.FloatRange(min=0, min_open=True), help="Stop after S seconds."
+)
+@click.option("--decider", metavar="MODULE:FUNCTION", help="Answer decision requests.")
+@click.option(
+    "--decide-timeout-ms",
+    type=click.IntRange(min=2),
+    help="The sidecar's decide_timeout_ms [default: --policy's, else 5000].",
+)
+@click.option(
+    "--cache-ttl",
+    type=click.FloatRange(min=0),
+    default=60.0,
+    show_default=True,
+    help="Seconds to reuse a decider's answer per host (0: ask every time).",
+)
+@click.option("--no-reconnect", is_flag=True, help="Stop when the channel drops.")
+@click.option(
+    "--policy",
+    "policy_file",
+    type=click.Path(dir_okay=False),
+    help="Policy file whose redact patterns (and decide timeout) apply.",
+)
+@click.option("--show-secrets", is_flag=True, help="Show credential headers unredacted.")
+def events(  # noqa: PLR0917
+    connect: str | None,
+    namespace: str | None,
+    pod: str | None,
+    session_id: str | None,
+    context: str | None,
+    kubeconfig: str | None,
+    port: int,
+    output: str,
+    kinds: Sequence[str],
+    hosts: Sequence[str],
+    count: int | None,
+    duration: float | None,
+    decider: str | None,
+    decide_timeout_ms: int | None,
+    cache_ttl: float,
+    no_reconnect: bool,
+    policy_file: str | None,
+    show_secrets: bool,
+) -> None:
+    """Show live what a session's workspace tries to reach; answer `decide` requests.
+
+    Reach the sidecar with --connect HOST:PORT, or with --namespace and --pod
+    or --session-id through the Kubernetes port-forward API. Credentials in
+    headers and query strings are shown as [REDACTED] unless --show-secrets.
+    """
+    target = _target(connect, namespace, pod, session_id, context, kubeconfig, port)
+    redact: tuple[str, ...] = ()
+    if policy_file is not None:
+        policy = _load_policy(policy_file)
+        redact = tuple(policy.redact)
+        decide_timeout_ms = decide_timeout_ms or policy.decide_timeout_ms
+    view = View(
+        output=output,
+        redactor=Redactor(redact, enabled=not show_secrets),
+        kinds=frozenset(kinds),
+        hosts=tuple(hosts),
+        count=count,
+    )
+    options: dict[str, Any] = {"cache_ttl": cache_ttl, "reconnect": not no_reconnect}
+    if decide_timeout_ms is not None:
+        options["decide_timeout_ms"] = decide_timeout_ms
+    client = ControlClient(
+        target,
+        decider=_load_decider(decider) if decider else None,
+        on_notice=_notice,
+        on_decision=view.decision,
+        **options,
+    )
+    asyncio.run(_watch(client, view, duration))
+
+
+# -- flags ---------------------------------------------------------------------------
+
+
+def _target(  # noqa: PLR0917
+    connect: str | None,
+    namespace: str | None,
+    pod: str | None,
+    session_id: str | None,
+    context: str | None,
+    kubeconfig: str | None,
+    port: int,
+) -> Target:
+    if connect is not None:
+        for flag, value in (
+            ("--namespace", namespace),
+            ("--pod", pod),
+            ("--session-id", session_id),
+            ("--context", context),
+            ("--kubeconfig", kubeconfig),
+        ):
+            if value is not None:
+                raise click.UsageError(
+                    f"{flag} is for the port-forward path; drop it or drop --connect"
+                )
+        host, port_number = _parse_host_port(connect)
+        return TcpTarget(host, port_number)
+    if namespace is None:
+        if pod or session_id:
+            flag = "--pod" if pod else "--session-id"
+            raise click.UsageError(f"{flag} needs --namespace NS (the pod's namespace)")
+        raise click.UsageError(
+            "say where the sidecar is: --connect HOST:PORT, or --namespace NS with "
+            "--pod NAME or --session-id ID"
+        )
+    if (pod is None) == (session_id is None):
+        raise click.UsageError(
+            "with --namespace, give exactly one of --pod NAME and --session-id ID"
+        )
+    from condukt_egress.portforward import PortForwardTarget  # noqa: PLC0415  (kubernetes is slow)
+
+    return PortForwardTarget(
+        namespace=namespace,
+        pod=pod,
+        session_id=session_id,
+        port=port,
+        kubeconfig=kubeconfig,
+        context=context,
+    )
+
+
+def _parse_host_port(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise click.BadParameter(
+            f"{text!r} is not HOST:PORT; write e.g. 127.0.0.1:{DEFAULT_CONTROL_PORT} "
+            f"or [::1]:{DEFAULT_CONTROL_PORT}",
+            param_hint="'--connect'",
+        )
+    return host, int(port)
+
+
+def _load_policy(path: str) -> Any:
+    from condukt_egress.policy import EgressPolicy  # noqa: PLC0415
+
+    try:
+        return EgressPolicy.load(path)
+    except PolicyError as exc:
+        raise click.BadParameter(str(exc), param_hint="'--policy'") from exc
+
+
+def _load_decider(spec: str) -> Decider:
+    module_name, sep, attr = spec.partition(":")
+    hint = "'--decider'"
+    if not sep or not module_name or not attr:
+        raise click.BadParameter(
+            f"{spec!r} is not MODULE:FUNCTION; write e.g. mypkg.policy:decide", param_hint=hint
+        )
+    if os.getcwd() not in sys.path:  # like `python -m`: deciders next to you import
+        sys.path.insert(0, os.getcwd())
+    try:
+        target: Any = importlib.import_module(module_name)
+    except Exception as exc:
+        raise click.BadParameter(
+            f"cannot import module {module_name!r}: {type(exc).__name__}: {exc}; "
+            "check the name and that it is on PYTHONPATH",
+            param_hint=hint,
+        ) from exc
+    for part in attr.split("."):
+        try:
+            target = getattr(target, part)
+        except AttributeError:
+            raise click.BadParameter(
+                f"module {module_name!r} has no attribute {attr!r}", param_hint=hint
+            ) from None
+    if not callable(target):
+        raise click.BadParameter(
+            f"{spec} is a {type(target).__name__}, not a function taking a decision request",
+            param_hint=hint,
+        )
+    decider: Decider = target
+    return decider
+
+
+# -- running ---------------------------------------------------------------------------
+
+
+def _notice(message: str) -> None:
+    click.echo(f"condukt-egress: {_clean(message)}", err=True)
+
+
+async def _watch(client: ControlClient, view: View, duration: float | None) -> None:
+    """Run until a stop condition; print the summary unless nothing ever connected."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+
+    started = loop.time()
+    reader = asyncio.ensure_future(client.run(view.frame))
+    stopper = asyncio.ensure_future(stop.wait())
+    counted = asyncio.ensure_future(view.finished.wait())
+    waiting = (reader, stopper, counted)
+    try:
+        await asyncio.wait(waiting, timeout=duration, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in waiting:
+            task.cancel()
+        await asyncio.gather(*waiting, return_exceptions=True)
+        await client.aclose()
+    error = None if reader.cancelled() else reader.exception()
+    if error is not None and client.stats.connects == 0:
+        raise error
+    view.summary(client, loop.time() - started)
+    if error is not None:
+        raise error
+
+
+# -- display ---------------------------------------------------------------------------
+
+
+class View:
+    """Filters, formats and counts what is shown; the only writer to stdout."""
+
+    def __init__(
+        self,
+        *,
+        output: str,
+        redactor: Redactor,
+        kinds: frozenset[str],
+        hosts: tuple[str, ...],
+        count: int | None,
+        out: TextIO | None = None,
+    ) -> None:
+        self.output = output
+        self.redactor = redactor
+        self.kinds = kinds
+        self.hosts = hosts
+        self.count = count
+        self.out = out or sys.stdout
+        self.shown = 0
+        self.by_kind: Counter[str] = Counter()
+        self.by_host: Counter[str] = Counter()
+        self.actions: Counter[str] = Counter()
+        self.finished = asyncio.Event()
+        self._matches: Callable[[str, str], bool] | None = None
+
+    @property
+    def done(self) -> bool:
+        """Whether ``--count`` records have been shown."""
+        return self.count is not None and self.shown >= self.count
+
+    def frame(self, frame: Frame) -> bool:
+        """Show a frame from the sidecar if the filters let it through; say if shown."""
+        if isinstance(frame, Event):
+            if not self._wanted(frame.kind, frame.request.host):
+                return False
+            record = self._event(frame)
+            self.by_kind[frame.kind] += 1
+            self.by_host[frame.request.host.lower()] += 1
+        elif isinstance(frame, DecisionRequest):
+            if not self._wanted("decision_request", frame.host):
+                return False
+            record = self._decision_request(frame)
+            self.by_kind["decision_request"] += 1
+        else:
+            return False
+        self._emit(record)
+        return True
+
+    def decision(self, sent: DecisionSent) -> None:
+        """Show an answer the client sent (``on_decision`` callback)."""
+        self.actions[f"{sent.decision.action} ({sent.decided_by})"] += 1
+        if self.done or not self._wanted("decision", sent.request.host):
+            return
+        self.by_kind["decision"] += 1
+        self._emit(
+            {
+                "type": "decision",
+                "at": _now(),
+                "request_id": sent.request.id,
+                "host": sent.request.host,
+                "port": sent.request.port,
+                "action": sent.decision.action,
+                "reason": sent.decision.reason,
+                "decided_by": sent.decided_by,
+                "failure": sent.failure,
+                "elapsed_ms": round(sent.seconds * 1000, 3),
+            }
+        )
+
+    def summary(self, client: ControlClient, seconds: float) -> None:
+        """Print counts per kind and per host, and what was skipped, on stderr."""
+        stats = client.stats
+        lines = [f"summary: {self.shown} shown in {seconds:.1f} s"]
+        if self.by_kind:
+            lines.append("  by kind: " + _counts(self.by_kind))
+        if self.by_host:
+            top = Counter(dict(self.by_host.most_common(_TOP_HOSTS)))
+            rest = len(self.by_host) - len(top)
+            lines.append("  by host: " + _counts(top) + (f", and {rest} more" if rest else ""))
+        if self.actions:
+            lines.append("  decisions: " + _counts(self.actions))
+        extra = {
+            "malformed lines": stats.malformed_lines,
+            "over-long lines": stats.oversized_lines,
+            "unknown frames": stats.unknown_frames,
+            "decider failures": stats.decider_failures,
+            "decisions lost": stats.decisions_lost,
+            "reconnects": stats.reconnects,
+        }
+        if any(extra.values()):
+            lines.append("  " + ", ".join(f"{k} {v}" for k, v in extra.items() if v))
+        for text in lines:
+            click.echo(_clean(text), err=True)
+
+    # -- helpers
+
+    def _wanted(self, kind: str, host: str) -> bool:
+        if self.done or (self.kinds and kind not in self.kinds):
+            return False
+        if not self.hosts:
+            return True
+        if self._matches is None:
+            from condukt_egress.policy import host_matches  # noqa: PLC0415
+
+            self._matches = host_matches
+        return any(self._matches(pattern, host) for pattern in self.hosts)
+
+    def _event(self, event: Event) -> dict[str, Any]:
+        request = event.request
+        rule = event.matched_rule
+        return {
+            "type": "event",
+            "at": event.at_text,
+            "kind": event.kind,
+            "session_id": request.session_id,
+            "request_id": request.id,
+            "scheme": request.scheme,
+            "host": request.host,
+            "port": request.port,
+            "method": request.method,
+            "path": self.redactor.path(request.path),
+            "status": request.response_status,
+            "reason": event.reason,
+            "rule": None if rule is None else {"index": rule.index, "kind": rule.kind},
+            "remote_addr": request.remote_addr,
+            "bytes_in": request.bytes_in,
+            "bytes_out": request.bytes_out,
+            "started_at": _iso(request.started_at),
+            "finished_at": None if request.finished_at is None else _iso(request.finished_at),
+            "headers": self.redactor.headers(request.request_headers),
+        }
+
+    def _decision_request(self, request: DecisionRequest) -> dict[str, Any]:
+        return {
+            "type": "decision_request",
+            "at": _now(),
+            "request_id": request.id,
+            "session_id": request.session_id,
+            "host": request.host,
+            "port": request.port,
+            "scheme": request.scheme,
+        }
+
+    def _emit(self, record: dict[str, Any]) -> None:
+        self.shown += 1
+        if self.output == "json":
+            text = json.dumps(record, ensure_ascii=False, separators=(",", ":"))
+        else:
+            text = _text_line(record)
+        self.out.write(text + "\n")
+        self.out.flush()
+        if self.done:
+            self.finished.set()
+
+
+def _text_line(r: dict[str, Any]) -> str:
+    """One readable line: time, kind, method, host:port, path, status, reason, rule."""
+    at = _short_time(r["at"])
+    where = f"{r['host']}:{r['port']}"
+    if r["type"] == "event":
+        rule = r["rule"]
+        parts = [
+            at,
+            f"{r['kind']:<16}",
+            r["method"] or "-",
+            where,
+            r["path"] or "-",
+            "-" if r["status"] is None else str(r["status"]),
+            f"reason={r['reason']}" if r["reason"] else "",
+            f"rule=#{rule['index']}:{rule['kind']}" if rule else "",
+        ]
+    elif r["type"] == "decision_request":
+        parts = [at, f"{'decision_request':<16}", r["scheme"], where, f"id={r['request_id']}"]
+    else:
+        parts = [
+            at,
+            f"{'decision':<16}",
+            r["action"],
+            where,
+            f"by={r['decided_by']}",
+            f"reason={r['reason']}" if r["reason"] else "",
+            f"({r['elapsed_ms']:.1f} ms)",
+            f"id={r['request_id']}",
+        ]
+    return _clean(" ".join(p for p in parts if p))
+
+
+def _clean(text: str) -> str:
+    """Escape control characters: hosts and paths come from untrusted traffic."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
+
+
+def _counts(counter: Counter[str]) -> str:
+    return ", ".join(f"{key} {value}" for key, value in counter.most_common())
+
+
+def _iso(moment: datetime) -> str:
+    return moment.isoformat().replace("+00:00", "Z")
+
+
+def _now() -> str:
+    return _iso(datetime.now(UTC))
+
+
+def _short_time(text: str) -> str:
+    """``2026-11-28T19:37:07.123456789Z`` -> ``2026-11-28T19:37:07.123Z``."""
+    head, dot, frac = text.partition(".")
+    if not dot:
+        return text
+    digits = frac.rstrip("Zz")
+    return f"{head}.{(digits + '000')[:3]}Z"

@@ -1,0 +1,303 @@
+"""``condukt-egress events`` end to end: a subprocess against the sidecar double."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from condukt_egress.cli import _register, cli
+from tests.sidecar_double import (
+    ThreadedDouble,
+    all_kinds,
+    decision_request_frame,
+    event_frame,
+    line,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+SECRET = "sk-live-123"
+
+
+@pytest.fixture
+def double() -> Iterator[ThreadedDouble]:
+    d = ThreadedDouble()
+    try:
+        yield d
+    finally:
+        d.close()
+
+
+def spawn(*args: str) -> subprocess.Popen[str]:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "condukt_egress", "events", *args],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def finish(proc: subprocess.Popen[str]) -> tuple[int, str, str]:
+    try:
+        out, err = proc.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate()
+        pytest.fail(f"command did not stop\nstdout:\n{out}\nstderr:\n{err}")
+    return proc.returncode, out, err
+
+
+def test_text_output_shows_events_live_answers_decisions_and_survives_junk(
+    double: ThreadedDouble,
+) -> None:
+    proc = spawn(
+        "--connect",
+        f"127.0.0.1:{double.port}",
+        "--count",
+        "7",
+        "--decider",
+        "tests.sidecar_double:allow_example_org",
+    )
+    d = double.double
+    double.run(d.wait_for_peer())
+    kinds = all_kinds()
+    stream = b"".join(line(k) for k in kinds[:3])
+    double.run(d.send_split(stream, [5, 100, 3, 250]))
+    double.run(d.send(b"garbage\n", b"\xff\xfe\r\n", b"\n", kinds[3], kinds[4]))
+    answer = double.run(d.ask(decision_request_frame("api.example.org", request_id="7b0c-ok")))
+    assert answer == {"type": "decision", "id": "7b0c-ok", "action": "allow"}
+    code, out, err = finish(proc)
+    assert code == 0, err
+    rows = out.splitlines()
+    assert len(rows) == 7  # 5 events, 1 decision request, 1 decision
+    assert [row.split()[1] for row in rows[:5]] == [k["kind"] for k in kinds]
+    closed = rows[2]
+    assert closed.startswith("2026-11-28T19:37:07.123Z request_closed")
+    assert "GET api.example.com:443 /v1/models 200" in closed
+    assert "reason=matched_deny_list rule=#0:deny" in rows[3]
+    assert "decision_request https api.example.org:443 id=7b0c-ok" in rows[5]
+    assert "decision         allow api.example.org:443 by=decider" in rows[6]
+    assert SECRET not in out
+    assert "connected to 127.0.0.1:" in err
+    assert "skipped line" in err
+    assert "summary: 7 shown" in err
+    assert "by kind: " in err
+    assert "by host: api.example.com 4, evil.example 1" in err
+    assert "malformed lines 2" in err
+
+
+def test_json_output_follows_the_documented_schema_and_redacts(
+    double: ThreadedDouble, tmp_path: Path
+) -> None:
+    policy = tmp_path / "policy.json"
+    policy.write_text(json.dumps({"rules": [], "default": "deny", "redact": ["x-tenant-*"]}))
+    proc = spawn(
+        "--connect", f"127.0.0.1:{double.port}", "-o", "json", "--count", "1",
+        "--policy", str(policy),
+    )  # fmt: skip
+    headers = {"authorization": f"Bearer {SECRET}", "x-tenant-key": "t1", "accept": "*/*"}
+    frame = event_frame(
+        "request_closed", method="POST", path=f"/v1?api_key={SECRET}&q=1", headers=headers,
+        status=201, rule=(2, "decide"), finished_at="2026-11-28T19:37:08.5Z",
+    )  # fmt: skip
+    double.run(double.double.send(frame))
+    code, out, err = finish(proc)
+    assert code == 0, err
+    (record,) = [json.loads(row) for row in out.splitlines()]
+    assert record == {
+        "type": "event",
+        "at": "2026-11-28T19:37:07.123456789Z",
+        "kind": "request_closed",
+        "session_id": "s-1",
+        "request_id": frame["request"]["id"],
+        "scheme": "https",
+        "host": "api.example.com",
+        "port": 443,
+        "method": "POST",
+        "path": "/v1?api_key=[REDACTED]&q=1",
+        "status": 201,
+        "reason": None,
+        "rule": {"index": 2, "kind": "decide"},
+        "remote_addr": "10.0.0.7:40312",
+        "bytes_in": 0,
+        "bytes_out": 0,
+        "started_at": "2026-11-28T19:37:07.100000Z",
+        "finished_at": "2026-11-28T19:37:08.500000Z",
+        "headers": {"authorization": "[REDACTED]", "x-tenant-key": "[REDACTED]", "accept": "*/*"},
+    }
+
+
+def test_show_secrets_shows_credentials(double: ThreadedDouble) -> None:
+    proc = spawn("--connect", f"127.0.0.1:{double.port}", "-o", "json", "--count", "1",
+                 "--show-secrets")  # fmt: skip
+    frame = event_frame("request_closed", headers={"cookie": SECRET})
+    double.run(double.double.send(frame))
+    code, out, _err = finish(proc)
+    assert code == 0
+    assert json.loads(out)["headers"] == {"cookie": SECRET}
+
+
+def test_kind_and_host_filters(double: ThreadedDouble) -> None:
+    proc = spawn(
+        "--connect", f"127.0.0.1:{double.port}", "-o", "json", "--count", "2",
+        "--kind", "request_denied", "--host", "*.example.org",
+    )  # fmt: skip
+    double.run(
+        double.double.send(
+            event_frame("request_denied", host="a.b.example.org", reason="default_deny"),
+            event_frame("request_opened", host="x.example.org"),
+            event_frame("request_denied", host="other.com", reason="default_deny"),
+            event_frame("request_denied", host="x.example.org", reason="default_deny"),
+            event_frame("request_denied", host="Y.EXAMPLE.ORG", reason="default_deny"),
+        )
+    )
+    code, out, _err = finish(proc)
+    assert code == 0
+    assert [json.loads(row)["host"] for row in out.splitlines()] == [
+        "x.example.org",
+        "Y.EXAMPLE.ORG",
+    ]
+
+
+def test_a_failing_decider_denies_through_the_command(double: ThreadedDouble) -> None:
+    proc = spawn("--connect", f"127.0.0.1:{double.port}", "--decider",
+                 "tests.sidecar_double:broken", "--kind", "decision", "--count", "1")  # fmt: skip
+    answer = double.run(double.double.ask(decision_request_frame("x.io", request_id="b-1")))
+    assert answer == {
+        "type": "decision",
+        "id": "b-1",
+        "action": "deny",
+        "reason": "condukt-egress: decider failed",
+    }
+    code, out, err = finish(proc)
+    assert code == 0
+    assert "deny x.io:443 by=fail_closed" in out
+    assert "decider failed for x.io:443 (id b-1): raised RuntimeError" in err
+    assert "decider failures 1" in err
+
+
+def test_reconnects_after_the_channel_drops(double: ThreadedDouble) -> None:
+    proc = spawn("--connect", f"127.0.0.1:{double.port}", "--count", "2")
+    d = double.double
+    double.run(d.send(event_frame("request_opened", request_id="one")))
+    double.run(d.send(b'{"type":"event","kind":"requ'))
+    double.run(d.drop_peer())
+    double.run(d.wait_for_peer())
+    double.run(d.send(event_frame("request_opened", request_id="two")))
+    code, out, err = finish(proc)
+    assert code == 0, err
+    assert len(out.splitlines()) == 2
+    assert "dropped (closed by the sidecar); reconnecting in" in err
+    assert "reconnected to 127.0.0.1:" in err
+    assert "reconnects 1" in err
+
+
+def test_no_reconnect_stops_with_the_summary(double: ThreadedDouble) -> None:
+    proc = spawn("--connect", f"127.0.0.1:{double.port}", "--no-reconnect")
+    double.run(double.double.send(event_frame("request_opened")))
+    double.run(double.double.drop_peer())
+    code, out, err = finish(proc)
+    assert code == 0
+    assert len(out.splitlines()) == 1
+    assert "closed (closed by the sidecar)" in err
+    assert "summary: 1 shown" in err
+
+
+def test_ctrl_c_exits_cleanly_with_the_summary(double: ThreadedDouble) -> None:
+    proc = spawn("--connect", f"127.0.0.1:{double.port}")
+    double.run(double.double.send(event_frame("request_opened")))
+    assert proc.stdout is not None
+    assert "request_opened" in proc.stdout.readline()
+    proc.send_signal(signal.SIGINT)
+    code, _out, err = finish(proc)
+    assert code == 0
+    assert "Traceback" not in err
+    assert "summary: 1 shown" in err
+
+
+def test_duration_stops_a_quiet_channel(double: ThreadedDouble) -> None:
+    code, out, err = finish(spawn("--connect", f"127.0.0.1:{double.port}", "--duration", "0.3"))
+    assert code == 0
+    assert out == ""
+    assert "summary: 0 shown" in err
+
+
+def test_an_unreachable_target_is_one_line_and_exit_1() -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    code, out, err = finish(spawn("--connect", f"127.0.0.1:{port}"))
+    assert code == 1
+    assert out == ""
+    assert err.strip().splitlines()[-1] == (
+        f"ControlChannelError: cannot connect to the control channel at 127.0.0.1:{port}: "
+        "Connection refused"
+    )
+    assert "summary" not in err
+    assert "Traceback" not in err
+
+
+def test_port_forward_without_credentials_is_one_line_and_exit_1(tmp_path: Path) -> None:
+    missing = tmp_path / "nope"
+    code, _out, err = finish(
+        spawn("--namespace", "agents", "--pod", "p", "--kubeconfig", str(missing))
+    )
+    assert code == 1
+    assert err.strip().startswith("ControlChannelError: cannot load Kubernetes credentials")
+    assert len(err.strip().splitlines()) == 1
+
+
+# -- bad flags ------------------------------------------------------------------------
+
+
+def _invoke(*args: str) -> Any:
+    _register()
+    return CliRunner().invoke(cli, ["events", *args])
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        ((), "--connect HOST:PORT, or --namespace NS with --pod NAME or --session-id ID"),
+        (("--connect", "localhost"), "'--connect': 'localhost' is not HOST:PORT; write e.g."),
+        (("--connect", "h:99999"), "'--connect'"),
+        (("--connect", "h:1", "--pod", "p"), "--pod is for the port-forward path"),
+        (("--pod", "p"), "--pod needs --namespace NS"),
+        (("--session-id", "s"), "--session-id needs --namespace NS"),
+        (("-n", "ns"), "give exactly one of --pod NAME and --session-id ID"),
+        (("-n", "ns", "--pod", "p", "--session-id", "s"), "exactly one of --pod"),
+        (("--connect", "h:1", "--decider", "nocolon"), "'--decider': 'nocolon' is not MODULE:FUNC"),
+        (("--connect", "h:1", "--decider", "no_such_mod_xyz:f"), "cannot import module"),
+        (("--connect", "h:1", "--decider", "tests.sidecar_double:nope"), "has no attribute 'nope'"),
+        (("--connect", "h:1", "--decider", "tests.sidecar_double:not_callable"), "not a function"),
+        (("--connect", "h:1", "--kind", "request_exploded"), "'--kind'"),
+        (("--connect", "h:1", "--count", "0"), "'--count'"),
+        (("--connect", "h:1", "--duration", "0"), "'--duration'"),
+        (("--connect", "h:1", "-o", "yaml"), "'-o' / '--output'"),
+    ],
+)
+def test_bad_flags_name_the_flag_and_the_fix(args: tuple[str, ...], expected: str) -> None:
+    result = _invoke(*args)
+    assert result.exit_code == 2, result.output
+    assert expected in result.output
+
+
+def test_a_bad_policy_file_names_the_flag(tmp_path: Path) -> None:
+    policy = tmp_path / "p.json"
+    policy.write_text('{"rules": [{"type": "allow", "hosts": ["https://x.com"]}]}')
+    result = _invoke("--connect", "h:1", "--policy", str(policy))
+    assert result.exit_code == 2
+    assert "Invalid value for '--policy'" in result.output
+    assert "rules[0]" in result.output
