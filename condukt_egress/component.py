@@ -3,19 +3,21 @@
 This is the only module that declares resources. It mints the per-session CA
 with pulumi-tls and declares the Secret and the NetworkPolicy that the pure
 builders in :mod:`condukt_egress.manifests` describe. Workloads get the
-sidecar through :meth:`SandboxEgress.inject` (a pure pod-spec function) and
-depend on the component through :meth:`SandboxEgress.workload_options`, so
-Pulumi creates the Secret and NetworkPolicy first and deletes them last.
+sidecar through :meth:`SandboxEgress.workload_options` (the transform of
+:mod:`condukt_egress.transform` plus a dependency on the Secret and the
+NetworkPolicy, so Pulumi creates them first and deletes them last), through
+:meth:`SandboxEgress.register_stack_transform`, or through the pure
+:meth:`SandboxEgress.inject`.
 
 Example:
     >>> egress = SandboxEgress("s-42", SandboxEgressArgs(session_id="42"))  # doctest: +SKIP
-    >>> k8s.core.v1.Pod("ws", metadata={"labels": egress.pod_labels},
-    ...     spec=egress.inject(spec), opts=egress.workload_options())  # doctest: +SKIP
+    >>> k8s.batch.v1.Job("agent", spec=job_spec,
+    ...     opts=egress.workload_options())  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Final
 
 import pulumi
@@ -26,10 +28,11 @@ from condukt_egress import manifests
 from condukt_egress.args import SandboxEgressArgs
 from condukt_egress.ca import CA_ALLOWED_USES, CA_ORGANIZATION, key_spec
 from condukt_egress.naming import SessionNames
+from condukt_egress.transform import workload_transform
 
 __all__ = ["TYPE_TOKEN", "SandboxEgress"]
 
-TYPE_TOKEN: Final = "condukt-egress:index:SandboxEgress"
+TYPE_TOKEN: Final = "condukt-egress:index:SandboxEgress"  # noqa: S105 - a type, no secret
 
 
 class SandboxEgress(pulumi.ComponentResource):
@@ -104,7 +107,7 @@ class SandboxEgress(pulumi.ComponentResource):
         self.ca_cert_pem = self.ca_cert.cert_pem
 
         # The sidecar needs PKCS#8; private_key_pem is SEC1 for ECDSA keys.
-        string_data = pulumi.Output.secret(
+        string_data: pulumi.Output[dict[str, str]] = pulumi.Output.secret(
             pulumi.Output.all(self.ca_cert.cert_pem, self.ca_key.private_key_pem_pkcs8).apply(
                 lambda pems: manifests.secret_data(args, pems[0], pems[1])
             )
@@ -128,6 +131,7 @@ class SandboxEgress(pulumi.ComponentResource):
             opts=child,
         )
         self.secret_name = self.secret.metadata.apply(lambda m: str(m["name"]))
+        self._transform = workload_transform(args, self._workload_dependencies)
         self.network_policy_name = self.network_policy.metadata.apply(lambda m: str(m["name"]))
         self.register_outputs(
             {
@@ -146,10 +150,47 @@ class SandboxEgress(pulumi.ComponentResource):
         """
         return manifests.inject(pod_spec, self.args)
 
-    def workload_options(self) -> pulumi.ResourceOptions:
-        """Options a session workload must use so it is created after, and
-        deleted before, the Secret and the NetworkPolicy.
+    @property
+    def transform(
+        self,
+    ) -> Callable[[pulumi.ResourceTransformArgs], pulumi.ResourceTransformResult | None]:
+        """The resource transform that injects this session into any workload.
 
-        Merge them into your own with ``pulumi.ResourceOptions.merge``.
+        Pass it as ``ResourceOptions(transforms=[egress.transform])`` on a
+        Pod, Deployment, StatefulSet, DaemonSet, ReplicaSet, Job or CronJob
+        (or on a component or chart, to reach its children): the pod template
+        gets the session label and the sidecar, the containers are hardened,
+        bypass configurations are refused, and the workload depends on the
+        Secret and NetworkPolicy. Other resources pass through untouched.
+        See :mod:`condukt_egress.transform`.
         """
-        return pulumi.ResourceOptions(depends_on=[self.secret, self.network_policy])
+        return self._transform
+
+    def workload_options(self) -> pulumi.ResourceOptions:
+        """Options that make a workload (or a component/chart of them) a session workload.
+
+        They carry :attr:`transform` and a dependency on the Secret and the
+        NetworkPolicy, so Pulumi creates those first and deletes them last.
+        Merge them into your own with ``pulumi.ResourceOptions.merge``.
+
+        Example:
+            >>> opts = egress.workload_options()  # doctest: +SKIP
+            >>> k8s.batch.v1.Job("agent", spec=..., opts=opts)  # doctest: +SKIP
+        """
+        return pulumi.ResourceOptions(
+            depends_on=self._workload_dependencies(), transforms=[self.transform]
+        )
+
+    def register_stack_transform(self) -> None:
+        """Inject this session into every workload declared after this call, stack-wide.
+
+        For programs where every pod of the stack is a session pod (one stack
+        per session). The engine may ignore a dependency added by a stack
+        transform, so give each workload ``depends_on=[egress]`` (or use
+        :meth:`workload_options`) when the creation order matters: without it
+        a pod can start before its NetworkPolicy exists.
+        """
+        pulumi.runtime.register_resource_transform(self.transform)
+
+    def _workload_dependencies(self) -> list[pulumi.Resource]:
+        return [self.secret, self.network_policy]

@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import posixpath
 from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
@@ -38,6 +39,7 @@ __all__ = [
     "TRUST_VOLUME",
     "WORKSPACE_TRUST_DIR",
     "bundle_pem",
+    "check",
     "config_digest",
     "inject",
     "network_policy_manifest",
@@ -114,6 +116,7 @@ any); this set only makes the message say why."""
 
 _FORBIDDEN_POD_FIELDS: Final = ("hostNetwork", "hostPID", "hostIPC", "shareProcessNamespace")
 _OURS: Final = (NETFILTER_CONTAINER, SIDECAR_CONTAINER)
+_OUR_VOLUMES: Final = (CONFIG_VOLUME, TRUST_VOLUME)
 
 
 def object_metadata(args: SandboxEgressArgs, name: str) -> JSON:
@@ -345,7 +348,9 @@ def _volumes(args: SandboxEgressArgs) -> list[JSON]:
 
 
 def _trust_mounts() -> list[JSON]:
-    mounts: list[JSON] = [{"name": TRUST_VOLUME, "mountPath": WORKSPACE_TRUST_DIR, "readOnly": True}]
+    mounts: list[JSON] = [
+        {"name": TRUST_VOLUME, "mountPath": WORKSPACE_TRUST_DIR, "readOnly": True}
+    ]
     mounts += [
         {"name": TRUST_VOLUME, "mountPath": p, "subPath": contract.BUNDLE_FILE, "readOnly": True}
         for p in TRUST_BUNDLE_PATHS
@@ -361,7 +366,8 @@ def _where(kind: str, index: int, container: Mapping[str, Any]) -> str:
     return f"spec.{kind}[{index}] (container {container.get('name')!r})"
 
 
-def _check_pod(spec: Mapping[str, Any], args: SandboxEgressArgs) -> None:
+def _refuse_pod(spec: Mapping[str, Any], args: SandboxEgressArgs) -> None:
+    """Refuse pod-level settings that bypass or expose the sidecar."""
     for name in _FORBIDDEN_POD_FIELDS:
         if spec.get(name):
             raise ConfigError(
@@ -369,6 +375,12 @@ def _check_pod(spec: Mapping[str, Any], args: SandboxEgressArgs) -> None:
                 "is true; a session pod must not share the node's or its containers' "
                 f"namespaces, which would bypass or expose the egress sidecar: remove {name}",
             )
+    if spec.get("ephemeralContainers"):
+        raise ConfigError(
+            "spec.ephemeralContainers",
+            "is set; ephemeral containers are added by `kubectl debug`, never declared, and "
+            "condukt-egress cannot harden them: remove ephemeralContainers",
+        )
     context = spec.get("securityContext") or {}
     if context.get("runAsUser") == args.sidecar_uid:
         raise ConfigError(
@@ -387,21 +399,46 @@ def _check_pod(spec: Mapping[str, Any], args: SandboxEgressArgs) -> None:
             "spec.securityContext.supplementalGroups",
             f"contains the sidecar gid {args.sidecar_gid}; remove it",
         )
-    seccomp = (context.get("seccompProfile") or {}).get("type")
-    if seccomp == "Unconfined":
+    if (context.get("seccompProfile") or {}).get("type") == "Unconfined":
         raise ConfigError(
             "spec.securityContext.seccompProfile.type",
             "is Unconfined; use RuntimeDefault (or a Localhost profile) or leave it unset",
         )
+    if (context.get("windowsOptions") or {}).get("hostProcess"):
+        raise ConfigError(
+            "spec.securityContext.windowsOptions.hostProcess",
+            "is true; a host process runs in the node's network: remove it",
+        )
+    for index, volume in enumerate(spec.get("volumes") or ()):
+        where = f"spec.volumes[{index}] (volume {volume.get('name')!r})"
+        if volume.get("name") in _OUR_VOLUMES:
+            continue  # ours, from an earlier injection: compared in _merge_volumes
+        if volume.get("hostPath") is not None:
+            raise ConfigError(
+                f"{where}.hostPath",
+                "is set; a node path (e.g. the container runtime socket) lets the workspace "
+                "escape the pod and its egress control: use an emptyDir or a "
+                "PersistentVolumeClaim",
+            )
+        if _names_session_secret(volume, args):
+            raise ConfigError(
+                where,
+                f"mounts the session Secret {args.names.secret!r}, which holds the CA key; "
+                f"only the condukt-egress volumes may reference it: remove the volume",
+            )
 
 
-def _harden(container: JSON, where: str, args: SandboxEgressArgs) -> None:
-    """Make a workspace container unable to bypass the sidecar, or refuse it.
+def _names_session_secret(volume: Mapping[str, Any], args: SandboxEgressArgs) -> bool:
+    secret = args.names.secret
+    if (volume.get("secret") or {}).get("secretName") == secret:
+        return True
+    sources = (volume.get("projected") or {}).get("sources") or ()
+    return any((s.get("secret") or {}).get("name") == secret for s in sources)
 
-    Stricter user settings are kept: we only fill in what is missing and
-    refuse what is unsafe.
-    """
-    context: JSON = dict(container.get("securityContext") or {})
+
+def _refuse_container(container: Mapping[str, Any], where: str, args: SandboxEgressArgs) -> None:
+    """Refuse a user container that could bypass the sidecar or read the CA key."""
+    context = container.get("securityContext") or {}
     if context.get("privileged"):
         raise ConfigError(
             f"{where}.securityContext.privileged",
@@ -428,8 +465,12 @@ def _harden(container: JSON, where: str, args: SandboxEgressArgs) -> None:
             f"{where}.securityContext.seccompProfile.type",
             "is Unconfined; use RuntimeDefault (or a Localhost profile) or leave it unset",
         )
-    capabilities: JSON = dict(context.get("capabilities") or {})
-    for cap in capabilities.get("add") or ():
+    if (context.get("windowsOptions") or {}).get("hostProcess"):
+        raise ConfigError(
+            f"{where}.securityContext.windowsOptions.hostProcess",
+            "is true; a host process runs in the node's network: remove it",
+        )
+    for cap in (context.get("capabilities") or {}).get("add") or ():
         normal = str(cap).upper().removeprefix("CAP_")
         if normal in args.unsafe_allowed_capabilities:
             continue
@@ -443,42 +484,76 @@ def _harden(container: JSON, where: str, args: SandboxEgressArgs) -> None:
             f"adds {cap!r}: {why}. Remove it, or, accepting that risk, list it in "
             "SandboxEgressArgs.unsafe_allowed_capabilities",
         )
+    secret = args.names.secret
+    for index, env in enumerate(container.get("env") or ()):
+        ref = ((env.get("valueFrom") or {}).get("secretKeyRef") or {}).get("name")
+        if ref == secret:
+            raise ConfigError(
+                f"{where}.env[{index}] ({env.get('name')!r}).valueFrom.secretKeyRef",
+                f"reads the session Secret {secret!r}, which holds the CA key: remove it",
+            )
+    for index, source in enumerate(container.get("envFrom") or ()):
+        if (source.get("secretRef") or {}).get("name") == secret:
+            raise ConfigError(
+                f"{where}.envFrom[{index}].secretRef",
+                f"imports the session Secret {secret!r}, which holds the CA key: remove it",
+            )
+    for mount in container.get("volumeMounts") or ():
+        if mount.get("name") == CONFIG_VOLUME:
+            raise ConfigError(
+                f"{where}.volumeMounts",
+                f"mounts {CONFIG_VOLUME!r}, which holds the CA key; only the sidecar may",
+            )
+
+
+def _harden(container: JSON, pod_context: Mapping[str, Any]) -> None:
+    """Fill in what a workspace container needs to be unable to bypass the sidecar.
+
+    Only missing settings are filled in; stricter user settings are kept (a
+    pod-level seccomp profile is inherited rather than overridden).
+    """
+    context: JSON = dict(container.get("securityContext") or {})
+    capabilities: JSON = dict(context.get("capabilities") or {})
     drop = list(capabilities.get("drop") or [])
     if "ALL" not in drop:
         drop.insert(0, "ALL")
     capabilities["drop"] = drop
     context["capabilities"] = capabilities
     context.setdefault("allowPrivilegeEscalation", False)
-    context.setdefault("seccompProfile", {"type": "RuntimeDefault"})
+    if not pod_context.get("seccompProfile"):
+        context.setdefault("seccompProfile", {"type": "RuntimeDefault"})
     container["securityContext"] = context
 
 
-def _merge_named(
-    existing: Iterable[Mapping[str, Any]],
-    ours: Iterable[JSON],
-    field_: str,
-    describe: str,
-) -> list[JSON]:
-    """Append ``ours`` to ``existing`` by name; equal duplicates are ours, others clash."""
+def _merge_volumes(existing: Iterable[Mapping[str, Any]], ours: Iterable[JSON]) -> list[JSON]:
+    """Append ``ours`` to ``existing``; an equal volume of the same name is ours already."""
     result = [dict(item) for item in existing]
-    by_name = {item.get("name"): item for item in result}
-    for item in ours:
-        current = by_name.get(item["name"])
+    by_name = {item.get("name"): (index, item) for index, item in enumerate(result)}
+    for volume in ours:
+        index, current = by_name.get(volume["name"], (-1, None))
         if current is None:
-            result.append(item)
-        elif current != item:
+            result.append(volume)
+        elif current != volume:
             raise ConfigError(
-                f"{field_} {item['name']!r}",
-                f"clashes with the {describe} condukt-egress injects under the same name; "
-                "rename yours",
+                f"spec.volumes[{index}].name",
+                f"your volume {volume['name']!r} clashes with the volume condukt-egress "
+                "injects under the same name; rename yours",
             )
     return result
+
+
+def _under(path: str, directory: str) -> bool:
+    normal = posixpath.normpath(path or "/")
+    return normal == directory or normal.startswith(directory + "/")
 
 
 def _with_trust(container: JSON, where: str) -> None:
     mounts = [dict(m) for m in container.get("volumeMounts") or ()]
     for ours in _trust_mounts():
-        clash = next((m for m in mounts if m.get("mountPath") == ours["mountPath"]), None)
+        clash = next(
+            (m for m in mounts if posixpath.normpath(str(m.get("mountPath"))) == ours["mountPath"]),
+            None,
+        )
         if clash is None:
             mounts.append(ours)
         elif clash != ours:
@@ -489,10 +564,13 @@ def _with_trust(container: JSON, where: str) -> None:
                 "move your mount elsewhere",
             )
     for mount in mounts:
-        if mount.get("name") == CONFIG_VOLUME:
+        path = str(mount.get("mountPath"))
+        if mount.get("name") != TRUST_VOLUME and _under(path, WORKSPACE_TRUST_DIR):
             raise ConfigError(
                 f"{where}.volumeMounts",
-                f"mounts {CONFIG_VOLUME!r}, which holds the CA key; only the sidecar may",
+                f"mounts volume {mount.get('name')!r} at {path!r}, inside {WORKSPACE_TRUST_DIR!r} "
+                f"where condukt-egress mounts the session trust volume ({TRUST_VOLUME!r}); "
+                "move your mount elsewhere",
             )
     container["volumeMounts"] = mounts
     env = [dict(e) for e in container.get("env") or ()]
@@ -500,6 +578,57 @@ def _with_trust(container: JSON, where: str) -> None:
     # An explicit user value of a CA variable wins (documented): they chose it.
     env += [e for e in _ca_env() if e["name"] not in present]
     container["env"] = env
+
+
+def _user_containers(
+    spec: Mapping[str, Any], args: SandboxEgressArgs, ours: Mapping[str, tuple[str, JSON]]
+) -> Iterable[tuple[str, str, JSON]]:
+    """Yield ``(list, where, container)`` for each user container; check ours are ours."""
+    for kind in ("initContainers", "containers"):
+        for index, raw in enumerate(spec.get(kind) or ()):
+            container = dict(raw)
+            name = container.get("name")
+            if name in _OURS:
+                expected_kind, expected = ours.get(name, ("", {}))
+                if kind != expected_kind or container != expected:
+                    raise ConfigError(
+                        f"spec.{kind}[{index}].name",
+                        f"your container {name!r} clashes with the container condukt-egress "
+                        "injects under that name; rename yours",
+                    )
+                continue  # ours, from an earlier injection: rebuilt by inject
+            where = _where(kind, index, container)
+            _refuse_container(container, where, args)
+            yield kind, where, container
+
+
+def check(pod_spec: Mapping[str, Any], args: SandboxEgressArgs) -> None:
+    """Refuse a (possibly partial) pod spec that could bypass the sidecar; change nothing.
+
+    This is every refusal of :func:`inject` without the injection, for specs
+    that are merged into a pod rather than declaring one (``*Patch`` workloads).
+
+    Raises:
+        ConfigError: As :func:`inject`; the message names the field and the fix.
+    """
+    _refuse_pod(pod_spec, args)
+    for kind in ("initContainers", "containers"):
+        for index, container in enumerate(pod_spec.get(kind) or ()):
+            if container.get("name") in _OURS:
+                raise ConfigError(
+                    f"spec.{kind}[{index}].name",
+                    f"{container.get('name')!r} is a condukt-egress container; a patch may not "
+                    "change it: remove it from the patch",
+                )
+    for _ in _user_containers(pod_spec, args, {}):
+        pass
+    for index, volume in enumerate(pod_spec.get("volumes") or ()):
+        if volume.get("name") in _OUR_VOLUMES:
+            raise ConfigError(
+                f"spec.volumes[{index}].name",
+                f"{volume.get('name')!r} is a condukt-egress volume; a patch may not change it: "
+                "remove it from the patch",
+            )
 
 
 def inject(pod_spec: Mapping[str, Any], args: SandboxEgressArgs) -> JSON:
@@ -521,47 +650,30 @@ def inject(pod_spec: Mapping[str, Any], args: SandboxEgressArgs) -> JSON:
 
     Raises:
         ConfigError: The spec could bypass the sidecar (privileged, host
-            namespaces, sidecar uid/gid, added capabilities) or clashes with
-            a name or path condukt-egress uses. The message names the field.
+            namespaces or paths, ephemeral containers, sidecar uid/gid, added
+            capabilities, references to the session Secret) or clashes with a
+            name or path condukt-egress uses. The message names the field.
     """
     spec: JSON = copy.deepcopy(dict(pod_spec))
-    _check_pod(spec, args)
+    _refuse_pod(spec, args)
     ours_init = [netfilter_container(args)]
     ours_main: list[JSON] = []
     (ours_init if args.native_sidecar else ours_main).append(sidecar_container(args))
-    all_ours = {c["name"]: c for c in ours_init + ours_main}
+    ours = {c["name"]: ("initContainers", c) for c in ours_init}
+    ours.update({c["name"]: ("containers", c) for c in ours_main})
 
-    lists: dict[str, list[JSON]] = {}
-    for kind in ("initContainers", "containers"):
-        user: list[JSON] = []
-        for index, raw in enumerate(spec.get(kind) or ()):
-            container = dict(raw)
-            name = container.get("name")
-            if name in _OURS:
-                expected = all_ours.get(name)
-                in_right_list = expected is not None and (
-                    (kind == "initContainers") == (expected in ours_init)
-                )
-                if not in_right_list or container != expected:
-                    raise ConfigError(
-                        f"spec.{kind}[{index}].name",
-                        f"{name!r} clashes with the container condukt-egress injects under "
-                        "that name; rename yours",
-                    )
-                continue  # ours, from an earlier injection: rebuilt below
-            where = _where(kind, index, container)
-            _harden(container, where, args)
-            _with_trust(container, where)
-            user.append(container)
-        lists[kind] = user
+    pod_context = spec.get("securityContext") or {}
+    lists: dict[str, list[JSON]] = {"initContainers": [], "containers": []}
+    for kind, where, container in _user_containers(spec, args, ours):
+        _harden(container, pod_context)
+        _with_trust(container, where)
+        lists[kind].append(container)
 
     if not lists["containers"]:
-        raise ConfigError(
-            "spec.containers", "is empty; declare the workspace container to protect"
-        )
+        raise ConfigError("spec.containers", "is empty; declare the workspace container to protect")
     spec["initContainers"] = ours_init + lists["initContainers"]
     spec["containers"] = lists["containers"] + ours_main
-    spec["volumes"] = _merge_named(spec.get("volumes") or (), _volumes(args), "volume", "volume")
+    spec["volumes"] = _merge_volumes(spec.get("volumes") or (), _volumes(args))
     spec.setdefault("automountServiceAccountToken", False)
     spec.setdefault("enableServiceLinks", False)
     return spec

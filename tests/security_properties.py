@@ -137,3 +137,36 @@ def assert_session_secure(pod_spec: JSON, uid: int = 1337, gid: int = 1337) -> N
     assert_no_host_namespaces(pod_spec)
     names = [c["name"] for c in pod_spec["initContainers"]]
     assert names[0] == NETFILTER_CONTAINER, "the redirect must be installed before any user code"
+
+
+def assert_hardened(pod_spec: JSON) -> None:
+    """Items 3 and 9: seccomp confined, no node paths, no ephemeral containers."""
+    pod_seccomp = ((pod_spec.get("securityContext") or {}).get("seccompProfile") or {}).get("type")
+    assert pod_seccomp != "Unconfined"
+    for container in containers(pod_spec):
+        context = container.get("securityContext") or {}
+        seccomp = (context.get("seccompProfile") or {}).get("type") or pod_seccomp
+        assert seccomp in ("RuntimeDefault", "Localhost"), container["name"]
+    assert not any("hostPath" in v for v in pod_spec.get("volumes") or ())
+    assert not pod_spec.get("ephemeralContainers")
+
+
+def pod_template(obj: JSON) -> JSON:
+    """The pod template (``metadata`` and ``spec``) of a workload object of any kind."""
+    kind = obj["kind"]
+    if kind == "Pod":
+        return obj
+    spec: JSON = obj["spec"]
+    if kind == "CronJob":
+        spec = spec["jobTemplate"]["spec"]
+    template: JSON = spec["template"]
+    return template
+
+
+def assert_workload_secure(obj: JSON, pod_labels: Mapping[str, str], namespace: str) -> None:
+    """Properties 1-4 and 9 on an injected workload, and that the NetworkPolicy selects it."""
+    template = pod_template(obj)
+    assert dict(pod_labels).items() <= (template["metadata"].get("labels") or {}).items()
+    assert obj["metadata"]["namespace"] == namespace
+    assert_session_secure(template["spec"])
+    assert_hardened(template["spec"])

@@ -17,13 +17,16 @@ from tests.security_properties import assert_network_policy, assert_session_secu
 
 CA_PEM = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
 KEY_PEM = "-----BEGIN PRIVATE KEY-----\nMIGH\n-----END PRIVATE KEY-----\n"
+SECRET_NAME = SandboxEgressArgs(session_id="Agent Run 42").names.secret
 POLICY = EgressPolicy(
     rules=[deny("*.internal.example.com"), allow("api.github.com", "*.openai.com"), decide()],
 )
 
 
 def session(**options: Any) -> SandboxEgressArgs:
-    return SandboxEgressArgs(session_id="Agent Run 42", namespace="agents", policy=POLICY, **options)
+    return SandboxEgressArgs(
+        session_id="Agent Run 42", namespace="agents", policy=POLICY, **options
+    )
 
 
 def workspace_spec() -> dict[str, Any]:
@@ -66,7 +69,7 @@ def test_public_roots_bundle_prepends_certifi() -> None:
 
 def test_sec1_key_is_refused() -> None:
     sec1 = "-----BEGIN EC PRIVATE KEY-----\nMHc\n-----END EC PRIVATE KEY-----\n"
-    with pytest.raises(ConfigError, match="PKCS#8.*private_key_pem_pkcs8"):
+    with pytest.raises(ConfigError, match=r"PKCS#8.*private_key_pem_pkcs8"):
         manifests.secret_data(session(), CA_PEM, sec1)
 
 
@@ -91,14 +94,21 @@ def test_network_policy_options() -> None:
     )
     policy = manifests.network_policy_manifest(args)
     assert_valid(policy)
-    assert_network_policy(policy, args.names.pod_labels, plain_http=False, dns_labels={"app": "coredns"})
+    assert_network_policy(
+        policy, args.names.pod_labels, plain_http=False, dns_labels={"app": "coredns"}
+    )
     dns, web, db = policy["spec"]["egress"]
-    assert dns["to"][0]["namespaceSelector"]["matchLabels"] == {"kubernetes.io/metadata.name": "dns"}
+    assert dns["to"][0]["namespaceSelector"]["matchLabels"] == {
+        "kubernetes.io/metadata.name": "dns"
+    }
     assert {"ipBlock": {"cidr": "169.254.20.10/32"}} in dns["to"]
     excepted = web["to"][0]["ipBlock"]["except"]
     assert "100.96.0.0/11" in excepted
     assert excepted.count("10.0.0.0/8") == 1
-    assert db == {"to": [{"ipBlock": {"cidr": "10.1.2.3/32"}}], "ports": [{"protocol": "TCP", "port": 5432}]}
+    assert db == {
+        "to": [{"ipBlock": {"cidr": "10.1.2.3/32"}}],
+        "ports": [{"protocol": "TCP", "port": 5432}],
+    }
 
 
 # --- Injection --------------------------------------------------------------
@@ -125,10 +135,19 @@ def test_injected_pod_is_valid_and_secure(native: bool) -> None:
 
 
 def test_sidecar_flags_match_the_contract() -> None:
-    spec = manifests.inject(workspace_spec(), session(proxy_port=16001, control_port=16002, sidecar_uid=2000, sidecar_gid=2001))
+    spec = manifests.inject(
+        workspace_spec(),
+        session(proxy_port=16001, control_port=16002, sidecar_uid=2000, sidecar_gid=2001),
+    )
     netfilter, sidecar = spec["initContainers"][:2]
     assert netfilter["command"] == ["condukt-egress"]
-    assert netfilter["args"] == ["netfilter-setup", "--proxy-port", "16001", "--sidecar-uid", "2000"]
+    assert netfilter["args"] == [
+        "netfilter-setup",
+        "--proxy-port",
+        "16001",
+        "--sidecar-uid",
+        "2000",
+    ]
     assert netfilter["securityContext"]["runAsUser"] == 0
     assert sidecar["args"] == [
         "proxy",
@@ -205,8 +224,18 @@ def test_stricter_user_settings_are_kept() -> None:
 
 def test_config_digest_follows_the_policy() -> None:
     a = manifests.inject(workspace_spec(), session())
-    b = manifests.inject(workspace_spec(), SandboxEgressArgs(session_id="Agent Run 42", namespace="agents", policy=EgressPolicy(rules=[allow("example.com")])))
-    env = lambda spec: spec["initContainers"][1]["env"]  # noqa: E731
+    b = manifests.inject(
+        workspace_spec(),
+        SandboxEgressArgs(
+            session_id="Agent Run 42",
+            namespace="agents",
+            policy=EgressPolicy(rules=[allow("example.com")]),
+        ),
+    )
+
+    def env(spec: dict[str, Any]) -> Any:
+        return spec["initContainers"][1]["env"]
+
     assert env(a) != env(b)
     assert env(a)[0]["name"] == manifests.CONFIG_DIGEST_ENV
 
@@ -218,22 +247,155 @@ def test_config_digest_follows_the_policy() -> None:
         (lambda s: s.update(hostPID=True), "spec.hostPID", "remove hostPID"),
         (lambda s: s.update(hostIPC=True), "spec.hostIPC", "remove hostIPC"),
         (lambda s: s.update(shareProcessNamespace=True), "spec.shareProcessNamespace", "remove"),
-        (lambda s: s.update(securityContext={"runAsUser": 1337}), "spec.securityContext.runAsUser", "another uid"),
-        (lambda s: s.update(securityContext={"fsGroup": 1337}), "spec.securityContext.fsGroup", "another group"),
-        (lambda s: s.update(securityContext={"supplementalGroups": [5, 1337]}), "spec.securityContext.supplementalGroups", "remove it"),
-        (lambda s: s["containers"][0].update(securityContext={"privileged": True}), "spec.containers[0] (container 'workspace').securityContext.privileged", "remove it"),
-        (lambda s: s["containers"][0].update(securityContext={"runAsUser": 1337.0}), "spec.containers[0] (container 'workspace').securityContext.runAsUser", "another uid"),
-        (lambda s: s["containers"][0].update(securityContext={"runAsGroup": 1337}), "spec.containers[0] (container 'workspace').securityContext.runAsGroup", "another group"),
-        (lambda s: s["containers"][0].update(securityContext={"allowPrivilegeEscalation": True}), "spec.containers[0] (container 'workspace').securityContext.allowPrivilegeEscalation", "set it to false"),
-        (lambda s: s["containers"][0].update(securityContext={"capabilities": {"add": ["NET_ADMIN"]}}), "spec.containers[0] (container 'workspace').securityContext.capabilities.add", "unsafe_allowed_capabilities"),
-        (lambda s: s["containers"][0].update(securityContext={"capabilities": {"add": ["CAP_SETUID"]}}), "spec.containers[0] (container 'workspace').securityContext.capabilities.add", "defeat the egress redirect"),
-        (lambda s: s["containers"][0].update(securityContext={"capabilities": {"add": ["CHOWN"]}}), "spec.containers[0] (container 'workspace').securityContext.capabilities.add", "no capability at all"),
-        (lambda s: s["containers"][0].update(securityContext={"seccompProfile": {"type": "Unconfined"}}), "spec.containers[0] (container 'workspace').securityContext.seccompProfile.type", "RuntimeDefault"),
-        (lambda s: s.update(initContainers=[{"name": "setup", "image": "x", "securityContext": {"privileged": True}}]), "spec.initContainers[0] (container 'setup').securityContext.privileged", "remove it"),
-        (lambda s: s["containers"].append({"name": "condukt-egress", "image": "evil"}), "spec.containers[1].name", "rename yours"),
-        (lambda s: s["volumes"].append({"name": "condukt-egress-trust", "emptyDir": {}}), "volume 'condukt-egress-trust'", "rename yours"),
-        (lambda s: s["containers"][0]["volumeMounts"].append({"name": "work", "mountPath": "/etc/ssl/cert.pem"}), "spec.containers[0] (container 'workspace').volumeMounts", "move your mount"),
-        (lambda s: s["containers"][0]["volumeMounts"].append({"name": "condukt-egress-config", "mountPath": "/k"}), "spec.containers[0] (container 'workspace').volumeMounts", "holds the CA key"),
+        (
+            lambda s: s.update(securityContext={"runAsUser": 1337}),
+            "spec.securityContext.runAsUser",
+            "another uid",
+        ),
+        (
+            lambda s: s.update(securityContext={"fsGroup": 1337}),
+            "spec.securityContext.fsGroup",
+            "another group",
+        ),
+        (
+            lambda s: s.update(securityContext={"supplementalGroups": [5, 1337]}),
+            "spec.securityContext.supplementalGroups",
+            "remove it",
+        ),
+        (
+            lambda s: s["containers"][0].update(securityContext={"privileged": True}),
+            "spec.containers[0] (container 'workspace').securityContext.privileged",
+            "remove it",
+        ),
+        (
+            lambda s: s["containers"][0].update(securityContext={"runAsUser": 1337.0}),
+            "spec.containers[0] (container 'workspace').securityContext.runAsUser",
+            "another uid",
+        ),
+        (
+            lambda s: s["containers"][0].update(securityContext={"runAsGroup": 1337}),
+            "spec.containers[0] (container 'workspace').securityContext.runAsGroup",
+            "another group",
+        ),
+        (
+            lambda s: s["containers"][0].update(securityContext={"allowPrivilegeEscalation": True}),
+            "spec.containers[0] (container 'workspace').securityContext.allowPrivilegeEscalation",
+            "set it to false",
+        ),
+        (
+            lambda s: s["containers"][0].update(
+                securityContext={"capabilities": {"add": ["NET_ADMIN"]}}
+            ),
+            "spec.containers[0] (container 'workspace').securityContext.capabilities.add",
+            "unsafe_allowed_capabilities",
+        ),
+        (
+            lambda s: s["containers"][0].update(
+                securityContext={"capabilities": {"add": ["CAP_SETUID"]}}
+            ),
+            "spec.containers[0] (container 'workspace').securityContext.capabilities.add",
+            "defeat the egress redirect",
+        ),
+        (
+            lambda s: s["containers"][0].update(
+                securityContext={"capabilities": {"add": ["CHOWN"]}}
+            ),
+            "spec.containers[0] (container 'workspace').securityContext.capabilities.add",
+            "no capability at all",
+        ),
+        (
+            lambda s: s["containers"][0].update(
+                securityContext={"seccompProfile": {"type": "Unconfined"}}
+            ),
+            "spec.containers[0] (container 'workspace').securityContext.seccompProfile.type",
+            "RuntimeDefault",
+        ),
+        (
+            lambda s: s.update(
+                initContainers=[
+                    {"name": "setup", "image": "x", "securityContext": {"privileged": True}}
+                ]
+            ),
+            "spec.initContainers[0] (container 'setup').securityContext.privileged",
+            "remove it",
+        ),
+        (
+            lambda s: s["containers"].append({"name": "condukt-egress", "image": "evil"}),
+            "spec.containers[1].name",
+            "rename yours",
+        ),
+        (
+            lambda s: s["volumes"].append({"name": "condukt-egress-trust", "emptyDir": {}}),
+            "spec.volumes[1].name",
+            "rename yours",
+        ),
+        (
+            lambda s: s.update(ephemeralContainers=[{"name": "dbg", "image": "x"}]),
+            "spec.ephemeralContainers",
+            "remove ephemeralContainers",
+        ),
+        (
+            lambda s: s["volumes"].append(
+                {"name": "node", "hostPath": {"path": "/run/containerd"}}
+            ),
+            "spec.volumes[1] (volume 'node').hostPath",
+            "emptyDir",
+        ),
+        (
+            lambda s: s["volumes"].append({"name": "k", "secret": {"secretName": SECRET_NAME}}),
+            "spec.volumes[1] (volume 'k')",
+            "holds the CA key",
+        ),
+        (
+            lambda s: s["volumes"].append(
+                {"name": "k", "projected": {"sources": [{"secret": {"name": SECRET_NAME}}]}}
+            ),
+            "spec.volumes[1] (volume 'k')",
+            "holds the CA key",
+        ),
+        (
+            lambda s: s["containers"][0]["env"].append(
+                {
+                    "name": "K",
+                    "valueFrom": {"secretKeyRef": {"name": SECRET_NAME, "key": "ca-key.pem"}},
+                }
+            ),
+            "spec.containers[0] (container 'workspace').env[1] ('K').valueFrom.secretKeyRef",
+            "remove it",
+        ),
+        (
+            lambda s: s["containers"][0].update(envFrom=[{"secretRef": {"name": SECRET_NAME}}]),
+            "spec.containers[0] (container 'workspace').envFrom[0].secretRef",
+            "remove it",
+        ),
+        (
+            lambda s: s["containers"][0]["volumeMounts"].append(
+                {"name": "work", "mountPath": "/etc/condukt/ca.pem"}
+            ),
+            "spec.containers[0] (container 'workspace').volumeMounts",
+            "inside '/etc/condukt'",
+        ),
+        (
+            lambda s: s["containers"][0].update(
+                securityContext={"windowsOptions": {"hostProcess": True}}
+            ),
+            "spec.containers[0] (container 'workspace').securityContext.windowsOptions.hostProcess",
+            "remove it",
+        ),
+        (
+            lambda s: s["containers"][0]["volumeMounts"].append(
+                {"name": "work", "mountPath": "/etc/ssl/cert.pem"}
+            ),
+            "spec.containers[0] (container 'workspace').volumeMounts",
+            "move your mount",
+        ),
+        (
+            lambda s: s["containers"][0]["volumeMounts"].append(
+                {"name": "condukt-egress-config", "mountPath": "/k"}
+            ),
+            "spec.containers[0] (container 'workspace').volumeMounts",
+            "holds the CA key",
+        ),
         (lambda s: s.update(containers=[]), "spec.containers", "declare the workspace container"),
     ],
 )
@@ -244,6 +406,23 @@ def test_bypass_and_clashes_are_refused(mutate: Any, field: str, fix: str) -> No
         manifests.inject(spec, session())
     assert info.value.field == field
     assert fix in str(info.value)
+
+
+def test_a_pod_level_seccomp_profile_is_inherited_not_overridden() -> None:
+    spec = workspace_spec() | {
+        "securityContext": {"seccompProfile": {"type": "Localhost", "localhostProfile": "a.json"}}
+    }
+    out = manifests.inject(spec, session())
+    assert "seccompProfile" not in out["containers"][0]["securityContext"]
+    assert manifests.inject(out, session()) == out
+
+
+def test_check_refuses_without_changing() -> None:
+    manifests.check({"containers": [{"name": "workspace", "image": "x"}]}, session())
+    with pytest.raises(ConfigError, match=r"spec\.hostNetwork"):
+        manifests.check({"hostNetwork": True}, session())
+    with pytest.raises(ConfigError, match="a patch may not change it"):
+        manifests.check({"volumes": [{"name": manifests.CONFIG_VOLUME, "emptyDir": {}}]}, session())
 
 
 def test_escape_hatch_allows_only_the_listed_capability() -> None:
@@ -272,9 +451,14 @@ names = st.from_regex(r"[a-z][a-z0-9-]{0,10}[a-z0-9]", fullmatch=True).filter(
     lambda n: not n.startswith("condukt-egress")
 )
 env_vars = st.lists(
-    st.fixed_dictionaries({"name": st.from_regex(r"[A-Z][A-Z0-9_]{0,8}", fullmatch=True), "value": st.text(max_size=8)}),
+    st.fixed_dictionaries(
+        {
+            "name": st.from_regex(r"[A-Z][A-Z0-9_]{0,8}", fullmatch=True),
+            "value": st.text(max_size=8),
+        }
+    ),
     max_size=4,
-    unique_by=lambda e: e["name"],
+    unique_by=lambda e: str(e["name"]),
 )
 user_containers = st.lists(
     st.fixed_dictionaries(
@@ -285,20 +469,28 @@ user_containers = st.lists(
                 optional={
                     "runAsUser": st.integers(0, 5000).filter(lambda u: u != 1337),
                     "readOnlyRootFilesystem": st.booleans(),
-                    "capabilities": st.fixed_dictionaries({"drop": st.lists(st.sampled_from(["NET_RAW", "ALL", "MKNOD"]), unique=True)}),
+                    "capabilities": st.fixed_dictionaries(
+                        {
+                            "drop": st.lists(
+                                st.sampled_from(["NET_RAW", "ALL", "MKNOD"]), unique=True
+                            )
+                        }
+                    ),
                 },
             )
         },
     ),
     min_size=1,
     max_size=3,
-    unique_by=lambda c: c["name"],
+    unique_by=lambda c: str(c["name"]),
 )
 
 
 @given(user_containers, st.booleans(), st.booleans())
 @settings(max_examples=60, deadline=None)
-def test_injection_properties(containers: list[dict[str, Any]], native: bool, plain_http: bool) -> None:
+def test_injection_properties(
+    containers: list[dict[str, Any]], native: bool, plain_http: bool
+) -> None:
     args = session(native_sidecar=native, allow_plain_http=plain_http)
     spec = {"containers": containers, "volumes": [{"name": "work", "emptyDir": {}}]}
     once = manifests.inject(spec, args)
@@ -313,4 +505,6 @@ def test_injection_properties(containers: list[dict[str, Any]], native: bool, pl
             assert out_env[env["name"]] == env["value"]
     assert {"name": "work", "emptyDir": {}} in once["volumes"]
     assert_session_secure(once)
-    assert_valid({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "spec": once}, ("1.29.0",))
+    assert_valid(
+        {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "spec": once}, ("1.29.0",)
+    )

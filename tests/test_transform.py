@@ -1,0 +1,399 @@
+"""The workload transform called directly, with dict and typed ``*Args`` specs."""
+
+from __future__ import annotations
+
+import copy
+import pathlib
+import re
+from typing import Any
+
+import pulumi
+import pulumi_kubernetes as k8s
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from condukt_egress import manifests
+from condukt_egress.args import SandboxEgressArgs
+from condukt_egress.errors import ConfigError
+from condukt_egress.transform import WORKLOAD_KINDS, workload_of, workload_transform
+from tests.k8s_schema import assert_valid
+from tests.security_properties import assert_workload_secure, pod_template
+
+ARGS = SandboxEgressArgs(session_id="Agent Run 42", namespace="agents")
+LABELS = ARGS.names.pod_labels
+API = {
+    "Pod": "v1",
+    "ReplicationController": "v1",
+    "Deployment": "apps/v1",
+    "StatefulSet": "apps/v1",
+    "DaemonSet": "apps/v1",
+    "ReplicaSet": "apps/v1",
+    "Job": "batch/v1",
+    "CronJob": "batch/v1",
+}
+SEVEN = ["Pod", "Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job", "CronJob"]
+
+
+def token(kind: str, variant: str = "") -> str:
+    api = API[kind]
+    return f"kubernetes:{'core/' + api if api == 'v1' else api}:{kind}{variant}"
+
+
+def pod_spec(kind: str, **extra: Any) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "containers": [
+            {
+                "name": "ws",
+                "image": "python:3.13-slim",
+                "env": [{"name": "HOME", "value": "/work"}],
+                "volumeMounts": [{"name": "work", "mountPath": "/work"}],
+            }
+        ],
+        "volumes": [{"name": "work", "emptyDir": {}}],
+        **extra,
+    }
+    if kind in ("Job", "CronJob"):
+        spec["restartPolicy"] = "Never"
+    return spec
+
+
+def workload(kind: str, spec: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A dict-form workload of ``kind`` (wire names), labelled app=agent."""
+    pod = spec if spec is not None else pod_spec(kind)
+    template = {"metadata": {"labels": {"app": "agent"}}, "spec": pod}
+    specs: dict[str, Any] = {
+        "Pod": pod,
+        "Job": {"template": template},
+        "CronJob": {"schedule": "*/5 * * * *", "jobTemplate": {"spec": {"template": template}}},
+        "StatefulSet": {
+            "serviceName": "agent",
+            "selector": {"matchLabels": {"app": "agent"}},
+            "template": template,
+        },
+        "ReplicationController": {"selector": {"app": "agent"}, "template": template},
+    }
+    default = {"selector": {"matchLabels": {"app": "agent"}}, "template": template}
+    metadata: dict[str, Any] = {"name": "agent"}
+    if kind == "Pod":
+        metadata["labels"] = {"app": "agent"}
+    return {"metadata": metadata, "spec": specs.get(kind, default)}
+
+
+def typed(kind: str) -> dict[str, Any]:
+    """The same workload as :func:`workload`, as pulumi-kubernetes ``*Args`` objects."""
+    core, meta = k8s.core.v1, k8s.meta.v1
+    pod = core.PodSpecArgs(
+        containers=[
+            core.ContainerArgs(
+                name="ws",
+                image="python:3.13-slim",
+                env=[core.EnvVarArgs(name="HOME", value="/work")],
+                volume_mounts=[core.VolumeMountArgs(name="work", mount_path="/work")],
+            )
+        ],
+        volumes=[core.VolumeArgs(name="work", empty_dir=core.EmptyDirVolumeSourceArgs())],
+        restart_policy="Never" if kind in ("Job", "CronJob") else None,
+    )
+    template = core.PodTemplateSpecArgs(
+        metadata=meta.ObjectMetaArgs(labels={"app": "agent"}), spec=pod
+    )
+    selector = meta.LabelSelectorArgs(match_labels={"app": "agent"})
+    apps, batch = k8s.apps.v1, k8s.batch.v1
+    spec: Any = {
+        "Pod": pod,
+        "Deployment": apps.DeploymentSpecArgs(selector=selector, template=template),
+        "StatefulSet": apps.StatefulSetSpecArgs(
+            service_name="agent", selector=selector, template=template
+        ),
+        "DaemonSet": apps.DaemonSetSpecArgs(selector=selector, template=template),
+        "ReplicaSet": apps.ReplicaSetSpecArgs(selector=selector, template=template),
+        "Job": batch.JobSpecArgs(template=template),
+        "CronJob": batch.CronJobSpecArgs(
+            schedule="*/5 * * * *",
+            job_template=batch.JobTemplateSpecArgs(spec=batch.JobSpecArgs(template=template)),
+        ),
+    }[kind]
+    labels = {"app": "agent"} if kind == "Pod" else None
+    return {"metadata": meta.ObjectMetaArgs(name="agent", labels=labels), "spec": spec}
+
+
+def apply(
+    kind: str, props: dict[str, Any], args: SandboxEgressArgs = ARGS, variant: str = ""
+) -> dict[str, Any]:
+    result = workload_transform(args, list)(
+        pulumi.ResourceTransformArgs(
+            custom=True,
+            type_=token(kind, variant),
+            name="agent",
+            props=props,
+            opts=pulumi.ResourceOptions(),
+        )
+    )
+    assert result is not None
+    return dict(result.props)
+
+
+def props_selector(kind: str) -> Any:
+    return workload(kind)["spec"].get("selector")
+
+
+def as_object(kind: str, props: dict[str, Any]) -> dict[str, Any]:
+    return {"apiVersion": API[kind], "kind": kind, **props}
+
+
+# --- every kind -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kind", "form"),
+    [(k, f) for k in SEVEN for f in ("dict", "typed")] + [("ReplicationController", "dict")],
+)
+def test_every_workload_kind_is_injected_hardened_and_valid(kind: str, form: str) -> None:
+    props = workload(kind) if form == "dict" else typed(kind)
+    obj = as_object(kind, apply(kind, props))
+    assert_valid(obj)
+    assert_workload_secure(obj, LABELS, "agents")
+    template = pod_template(obj)
+    assert template["metadata"]["labels"]["app"] == "agent"
+    assert template["spec"]["containers"][0]["name"] == "ws"
+    if kind != "Pod":
+        assert obj["spec"].get("selector") == props_selector(kind), "selectors are immutable"
+    # Idempotent: transforming the result again changes nothing.
+    assert as_object(kind, apply(kind, apply(kind, props))) == obj
+
+
+def test_typed_and_dict_forms_give_the_same_result() -> None:
+    for kind in SEVEN:
+        assert apply(kind, typed(kind)) == apply(kind, workload(kind)), kind
+
+
+def test_snake_case_keys_inside_typed_args_cannot_hide_a_setting() -> None:
+    container = k8s.core.v1.ContainerArgs(
+        name="ws",
+        image="x",
+        security_context={"run_as_user": 1337},  # type: ignore[arg-type]
+    )
+    props = {"spec": {"template": {"spec": k8s.core.v1.PodSpecArgs(containers=[container])}}}
+    with pytest.raises(ConfigError, match=r"securityContext\.runAsUser"):
+        apply("Job", props)
+
+
+def test_other_resources_pass_through() -> None:
+    transform = workload_transform(ARGS, list)
+    for type_ in ("kubernetes:core/v1:Service", "kubernetes:core/v1:PodTemplate", "aws:s3:Bucket"):
+        args = pulumi.ResourceTransformArgs(
+            True, type_, "x", {"spec": {}}, pulumi.ResourceOptions()
+        )
+        assert transform(args) is None
+
+
+def test_every_workload_type_pulumi_kubernetes_ships_is_recognised() -> None:
+    root = pathlib.Path(k8s.__file__).parent
+    kinds = "|".join(WORKLOAD_KINDS)
+    pattern = re.compile(rf"'(kubernetes:[a-z0-9./]+:(?:{kinds})(?:Patch|List)?)'")
+    tokens = {t for path in root.rglob("*.py") for t in pattern.findall(path.read_text())}
+    assert len(tokens) >= 50, sorted(tokens)  # 57 in pulumi-kubernetes 4.34
+    assert [t for t in tokens if workload_of(t) is None] == []
+
+
+# --- namespace, labels, jobs ------------------------------------------------
+
+
+def test_unset_namespace_becomes_the_sessions() -> None:
+    assert apply("Job", workload("Job"))["metadata"]["namespace"] == "agents"
+
+
+def test_another_namespace_is_refused() -> None:
+    props = workload("Deployment")
+    props["metadata"]["namespace"] = "other"
+    with pytest.raises(ConfigError) as info:
+        apply("Deployment", props)
+    assert info.value.field == "Deployment 'agent' metadata.namespace"
+    assert "namespace='other'" in str(info.value)
+
+
+def test_a_label_of_another_session_is_refused() -> None:
+    props = workload("Deployment")
+    props["spec"]["template"]["metadata"]["labels"][ARGS.names.label_key] = "other-session"
+    with pytest.raises(ConfigError) as info:
+        apply("Deployment", props)
+    assert info.value.field == (
+        "Deployment 'agent' spec.template.metadata.labels['egress.condukt.dev/session']"
+    )
+    assert "a pod belongs to one session" in str(info.value)
+
+
+@pytest.mark.parametrize("kind", ["Job", "CronJob"])
+def test_jobs_need_the_native_sidecar(kind: str) -> None:
+    args = SandboxEgressArgs(session_id="1", namespace="agents", native_sidecar=False)
+    with pytest.raises(ConfigError, match="native_sidecar=True"):
+        apply(kind, workload(kind), args)
+
+
+def test_a_workload_without_a_pod_template_is_refused() -> None:
+    with pytest.raises(ConfigError) as info:
+        apply("CronJob", {"spec": {"schedule": "* * * * *", "jobTemplate": {}}})
+    assert info.value.field == "CronJob 'agent' spec.jobTemplate.spec"
+
+
+# --- refusals name the workload and the path --------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kind", "mutate", "field"),
+    [
+        ("Pod", lambda s: s.update(hostPID=True), "Pod 'agent' spec.hostPID"),
+        ("Deployment", lambda s: s["containers"][0].update(securityContext={"privileged": True}),
+         "Deployment 'agent' spec.template.spec.containers[0] (container 'ws')"
+         ".securityContext.privileged"),
+        ("CronJob", lambda s: s.update(hostNetwork=True),
+         "CronJob 'agent' spec.jobTemplate.spec.template.spec.hostNetwork"),
+        ("StatefulSet", lambda s: s["containers"][0].update(
+            securityContext={"capabilities": {"add": ["SYS_PTRACE"]}}),
+         "StatefulSet 'agent' spec.template.spec.containers[0] (container 'ws')"
+         ".securityContext.capabilities.add"),
+        ("DaemonSet", lambda s: s.update(securityContext={"runAsUser": 1337}),
+         "DaemonSet 'agent' spec.template.spec.securityContext.runAsUser"),
+        ("ReplicaSet",
+         lambda s: s["volumes"].append({"name": "condukt-egress-trust", "emptyDir": {}}),
+         "ReplicaSet 'agent' spec.template.spec.volumes[1].name"),
+        ("Job", lambda s: s.update(shareProcessNamespace=True),
+         "Job 'agent' spec.template.spec.shareProcessNamespace"),
+    ],
+)  # fmt: skip
+def test_refusals_name_the_workload_and_path(kind: str, mutate: Any, field: str) -> None:
+    spec = pod_spec(kind)
+    mutate(spec)
+    with pytest.raises(ConfigError) as info:
+        apply(kind, workload(kind, spec))
+    assert info.value.field == field
+
+
+# --- Patch and List variants ------------------------------------------------
+
+
+def test_a_patch_is_checked_not_injected() -> None:
+    patch = {"metadata": {"name": "agent"}, "spec": {"replicas": 3}}
+    assert apply("Deployment", copy.deepcopy(patch), variant="Patch") == patch
+    benign = {"spec": {"template": {"spec": {"containers": [{"name": "ws", "image": "y"}]}}}}
+    assert apply("Deployment", copy.deepcopy(benign), variant="Patch") == benign
+
+
+@pytest.mark.parametrize(
+    ("kind", "spec", "field"),
+    [
+        ("Deployment", {"template": {"spec": {"hostNetwork": True}}},
+         "DeploymentPatch 'agent' spec.template.spec.hostNetwork"),
+        ("Pod", {"containers": [{"name": "ws", "securityContext": {"privileged": True}}]},
+         "PodPatch 'agent' spec.containers[0] (container 'ws').securityContext.privileged"),
+        ("CronJob", {"jobTemplate": {"spec": {"template": {"spec": {"initContainers": [
+            {"name": "condukt-egress", "image": "evil"}]}}}}},
+         "CronJobPatch 'agent' spec.jobTemplate.spec.template.spec.initContainers[0].name"),
+    ],
+)  # fmt: skip
+def test_a_patch_cannot_add_a_bypass(kind: str, spec: dict[str, Any], field: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        apply(kind, {"spec": spec}, variant="Patch")
+    assert info.value.field == field
+
+
+def test_a_list_is_injected_item_by_item() -> None:
+    items = [{"apiVersion": "batch/v1", "kind": "Job", **workload("Job")} for _ in range(2)]
+    out = apply("Job", {"items": items}, variant="List")
+    assert len(out["items"]) == 2
+    for item in out["items"]:
+        assert_valid(item)
+        assert_workload_secure(item, LABELS, "agents")
+    items[1]["spec"]["template"]["spec"]["hostIPC"] = True
+    with pytest.raises(ConfigError, match=r"JobList 'agent.items\[1\]'|Job 'agent.items\[1\]'"):
+        apply("Job", {"items": items}, variant="List")
+
+
+# --- properties -------------------------------------------------------------
+
+names = st.from_regex(r"[a-z][a-z0-9-]{0,8}[a-z0-9]", fullmatch=True).filter(
+    lambda n: not n.startswith("condukt-egress")
+)
+env_vars = st.lists(
+    st.fixed_dictionaries(
+        {
+            "name": st.from_regex(r"[A-Z][A-Z0-9_]{0,8}", fullmatch=True),
+            "value": st.text(max_size=6),
+        }
+    ),
+    max_size=3,
+    unique_by=lambda e: str(e["name"]),
+)
+contexts = st.fixed_dictionaries(
+    {},
+    optional={
+        "runAsUser": st.integers(0, 5000).filter(lambda u: u != 1337),
+        "readOnlyRootFilesystem": st.booleans(),
+        "allowPrivilegeEscalation": st.just(False),
+        "capabilities": st.fixed_dictionaries(
+            {"drop": st.lists(st.sampled_from(["NET_RAW", "ALL", "MKNOD"]), unique=True)}
+        ),
+        "seccompProfile": st.just({"type": "RuntimeDefault"}),
+    },
+)
+containers = st.lists(
+    st.fixed_dictionaries(
+        {"name": names, "image": st.sampled_from(["python:3.13-slim", "node:22"]), "env": env_vars},
+        optional={"securityContext": contexts},
+    ),
+    min_size=1,
+    max_size=3,
+    unique_by=lambda c: str(c["name"]),
+)
+volumes = st.lists(
+    st.builds(lambda n: {"name": n, "emptyDir": {}}, names),
+    max_size=2,
+    unique_by=lambda v: v["name"],
+)
+labels = st.dictionaries(
+    st.from_regex(r"[a-z][a-z0-9]{0,6}", fullmatch=True),
+    st.from_regex(r"[a-z0-9]{1,6}", fullmatch=True),
+    max_size=3,
+)
+
+
+@given(st.sampled_from(SEVEN), containers, containers, volumes, labels, st.booleans())
+@settings(max_examples=60, deadline=None)
+def test_transform_properties(  # noqa: PLR0917 - hypothesis passes strategies positionally
+    kind: str,
+    main: list[dict[str, Any]],
+    init: list[dict[str, Any]],
+    vols: list[dict[str, Any]],
+    user_labels: dict[str, str],
+    plain_http: bool,
+) -> None:
+    init = [c | {"name": f"i{c['name']}"[:10].rstrip("-")} for c in init]
+    if {c["name"] for c in init} & {c["name"] for c in main}:
+        return
+    args = SandboxEgressArgs(session_id="prop", namespace="agents", allow_plain_http=plain_http)
+    spec = pod_spec(kind, containers=main, initContainers=init, volumes=vols)
+    props = workload(kind, spec)
+    template_in = pod_template(as_object(kind, props))  # shares props' nested dicts
+    template_in["metadata"]["labels"] = dict(user_labels)
+    before = copy.deepcopy(props)
+    once = apply(kind, props, args)
+    assert props == before, "the input must not be modified"
+    assert apply(kind, once, args) == once, "injection twice equals injection once"
+    obj = as_object(kind, once)
+    assert_workload_secure(obj, args.names.pod_labels, "agents")
+    template = pod_template(obj)
+    assert user_labels.items() <= template["metadata"]["labels"].items()
+    out = {
+        c["name"]: c for c in template["spec"]["containers"] + template["spec"]["initContainers"]
+    }
+    for container in main + init:
+        got = {e["name"]: e["value"] for e in out[container["name"]]["env"]}
+        assert {e["name"]: e["value"] for e in container["env"]}.items() <= got.items()
+        ours = container.get("securityContext") or {}
+        for key in ("runAsUser", "readOnlyRootFilesystem"):
+            assert out[container["name"]]["securityContext"].get(key) == ours.get(key)
+    for volume in vols:
+        assert volume in template["spec"]["volumes"]
+    assert_valid(obj, ("1.29.0", "1.37.0"))
+    assert manifests.SIDECAR_CONTAINER in {c["name"] for c in template["spec"]["initContainers"]}
