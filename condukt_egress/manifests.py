@@ -271,6 +271,9 @@ def netfilter_container(args: SandboxEgressArgs) -> JSON:
     """The init container that installs the 80/443 redirect, then exits."""
     context = _restricted_context(0, 0)
     context["runAsNonRoot"] = False
+    # The image runs the iptables binary, which may take its lock file in
+    # /run; this container is trusted and exits before any workspace starts.
+    context["readOnlyRootFilesystem"] = False
     context["capabilities"] = {"drop": ["ALL"], "add": list(contract.NETFILTER_CAPABILITIES)}
     return {
         "name": NETFILTER_CONTAINER,

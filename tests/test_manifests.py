@@ -149,6 +149,9 @@ def test_sidecar_flags_match_the_contract() -> None:
         "2000",
     ]
     assert netfilter["securityContext"]["runAsUser"] == 0
+    # iptables may write /run/xtables.lock; the sidecar itself stays read-only.
+    assert netfilter["securityContext"]["readOnlyRootFilesystem"] is False
+    assert sidecar["securityContext"]["readOnlyRootFilesystem"] is True
     assert sidecar["args"] == [
         "proxy",
         "--listen", "0.0.0.0:16001",
