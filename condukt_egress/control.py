@@ -16,6 +16,12 @@ lines are counted and skipped without losing the frames around them. When the
 channel drops, the client reconnects with capped exponential backoff and says
 so through ``on_notice``.
 
+This module is the public import path; the pieces live in private modules:
+``_lines`` (:class:`LineSplitter`), ``_backoff`` (:class:`Backoff`),
+``_transport`` (:class:`Target`, :class:`TcpTarget`, :class:`Connection`) and
+``_decisions`` (decider types, :class:`DecisionCache`, :func:`decider_budget`,
+the fail-closed checks and the sync-decider threads).
+
 Example:
     >>> async def watch() -> None:  # doctest: +SKIP
     ...     async def decide(request: DecisionRequest) -> DeciderResult:
@@ -33,21 +39,32 @@ import contextlib
 import functools
 import inspect
 import logging
-import os
-import queue
-import random
-import socket
-import threading
-from collections import OrderedDict, deque
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections import deque
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, field
-from typing import Any, Final, Literal, Protocol, TypeAlias
+from typing import Any, Final
 
+from condukt_egress._backoff import Backoff
+from condukt_egress._decisions import (
+    SYNC_DECIDER_THREADS,
+    Answer,
+    DaemonPool,
+    DecidedBy,
+    Decider,
+    DeciderResult,
+    DecisionCache,
+    DecisionSent,
+    InvalidAnswerError,
+    decider_budget,
+    interpret,
+    is_async_callable,
+)
+from condukt_egress._lines import DEFAULT_MAX_LINE_BYTES, LineSplitter
+from condukt_egress._transport import READ_CHUNK, Connection, Target, TcpTarget, os_reason
 from condukt_egress.contract import DEFAULT_DECIDE_TIMEOUT_MS
 from condukt_egress.errors import ControlChannelError
 from condukt_egress.events import (
     Decision,
-    DecisionAction,
     DecisionRequest,
     Event,
     Frame,
@@ -56,6 +73,7 @@ from condukt_egress.events import (
 )
 
 __all__ = [
+    "DEFAULT_MAX_LINE_BYTES",
     "Backoff",
     "ChannelStats",
     "Connection",
@@ -73,115 +91,7 @@ __all__ = [
 
 _log = logging.getLogger(__name__)
 
-DeciderResult: TypeAlias = Literal["allow", "deny"] | tuple[Literal["deny"], str]
-"""What a decider returns: ``"allow"``, ``"deny"`` or ``("deny", reason)``."""
-
-Decider: TypeAlias = Callable[[DecisionRequest], DeciderResult | Awaitable[DeciderResult]]
-"""A sync or async callable answering one :class:`DecisionRequest`."""
-
-DecidedBy: TypeAlias = Literal["decider", "cache", "fail_closed"]
-"""Where an answer came from; ``fail_closed`` means the decider failed."""
-
-DEFAULT_MAX_LINE_BYTES: Final = 1 << 20
-"""Longest accepted line; longer ones are skipped up to their newline."""
-
-_READ_CHUNK: Final = 1 << 16
-_MAX_REASON_CHARS: Final = 1024
 _OUTBOX_LIMIT: Final = 1024
-_SYNC_DECIDER_THREADS: Final = 16
-
-
-class LineSplitter:
-    r"""Split a byte stream into lines, incrementally and within a bound.
-
-    Lines may arrive cut across reads. ``\\r\\n`` endings are accepted, blank
-    lines dropped, and a line longer than ``max_line_bytes`` is skipped up to
-    its newline (counted in :attr:`oversized`) without touching its neighbours.
-
-    Args:
-        max_line_bytes: The bound on one line, line ending excluded.
-    """
-
-    def __init__(self, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES) -> None:
-        if max_line_bytes < 1:
-            raise ValueError("max_line_bytes must be at least 1")
-        self.max_line_bytes = max_line_bytes
-        self.oversized = 0
-        self._partial = bytearray()
-        self._discarding = False
-
-    def feed(self, data: bytes) -> list[bytes]:
-        """Consume ``data``; return the complete, non-blank lines it finished."""
-        if self._discarding:
-            newline = data.find(b"\n")
-            if newline < 0:
-                return []
-            self._discarding = False
-            data = data[newline + 1 :]
-        newline = data.find(b"\n")
-        if newline < 0:
-            self._keep(data)
-            return []
-        if self._partial:
-            self._partial += data[:newline]
-            head = bytes(self._partial)
-            self._partial.clear()
-            lines = data[newline + 1 :].split(b"\n")
-            lines.insert(0, head)
-        else:
-            lines = data.split(b"\n")
-        self._keep(lines.pop())
-        limit = self.max_line_bytes
-        out = []
-        for line in lines:
-            if line.endswith(b"\r"):
-                line = line[:-1]  # noqa: PLW2901
-            if not line or line.isspace():
-                continue
-            if len(line) > limit:
-                self.oversized += 1
-                continue
-            out.append(line)
-        return out
-
-    def finish(self) -> bytes:
-        """Return (and forget) an unterminated tail left at end of stream."""
-        tail = bytes(self._partial).rstrip(b"\r")
-        self._partial.clear()
-        self._discarding = False
-        return b"" if tail.isspace() else tail
-
-    def _keep(self, tail: bytes) -> None:
-        if not tail:
-            return
-        self._partial += tail
-        if len(self._partial) > self.max_line_bytes + 1:  # +1: a trailing \r
-            self._partial.clear()
-            self._discarding = True
-            self.oversized += 1
-
-
-@dataclass(frozen=True)
-class Backoff:
-    """Capped exponential backoff between reconnection attempts.
-
-    Attributes:
-        initial: Delay before the first retry, in seconds.
-        maximum: Cap on any delay, in seconds.
-        factor: Growth per attempt.
-        jitter: Random extra fraction (0.2 adds up to 20 %), so many clients
-            do not retry in step.
-    """
-
-    initial: float = 0.5
-    maximum: float = 15.0
-    factor: float = 2.0
-    jitter: float = 0.2
-
-    def delay(self, attempt: int) -> float:
-        """Seconds to wait before retry number ``attempt`` (0-based)."""
-        base = min(self.maximum, self.initial * self.factor ** min(attempt, 64))
-        return min(self.maximum, base * (1.0 + self.jitter * random.random()))  # noqa: S311
 
 
 @dataclass
@@ -216,267 +126,6 @@ class ChannelStats:
     decisions_lost: int = 0
     connects: int = 0
     reconnects: int = 0
-
-
-@dataclass(frozen=True)
-class DecisionSent:
-    """What the client answered to one decision request (for display or audit).
-
-    Attributes:
-        request: The sidecar's request.
-        decision: The frame written back.
-        decided_by: ``decider``, ``cache`` or ``fail_closed``.
-        failure: Why the decider failed (``fail_closed`` only), else ``None``.
-        seconds: Time from reading the request to writing the answer.
-    """
-
-    request: DecisionRequest
-    decision: Decision
-    decided_by: DecidedBy
-    failure: str | None
-    seconds: float
-
-
-@dataclass
-class Connection:
-    """An open byte stream to a sidecar's control port.
-
-    Attributes:
-        reader: The stream from the sidecar.
-        writer: The stream to the sidecar.
-        error_detail: Returns why the far end closed, when the transport knows
-            (the port-forward error channel), else ``None``.
-        on_close: Extra clean-up run after the writer is closed.
-    """
-
-    reader: asyncio.StreamReader
-    writer: asyncio.StreamWriter
-    error_detail: Callable[[], str | None] = lambda: None
-    on_close: Callable[[], None] = lambda: None
-
-    async def close(self) -> None:
-        """Close the stream and release the transport; never raises."""
-        self.writer.close()
-        with contextlib.suppress(OSError, asyncio.TimeoutError):
-            await asyncio.wait_for(self.writer.wait_closed(), 2.0)
-        with contextlib.suppress(Exception):
-            self.on_close()
-
-
-class Target(Protocol):
-    """Where a control channel lives; opens a fresh :class:`Connection`."""
-
-    def describe(self) -> str:
-        """Return a short human description, e.g. ``127.0.0.1:15002``."""
-        ...
-
-    async def open(self) -> Connection:
-        """Connect; raise :class:`ControlChannelError` with a one-line reason."""
-        ...
-
-
-@dataclass(frozen=True)
-class TcpTarget:
-    """A control port reachable over plain TCP (a local port-forward, a test double).
-
-    Attributes:
-        host: Host name or IP address.
-        port: TCP port.
-        connect_timeout: Seconds before a connection attempt is abandoned.
-    """
-
-    host: str
-    port: int
-    connect_timeout: float = 10.0
-
-    def describe(self) -> str:
-        """Return ``host:port`` (IPv6 in brackets)."""
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{host}:{self.port}"
-
-    async def open(self) -> Connection:
-        """Open the TCP connection."""
-        try:
-            reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(self.host, self.port, limit=_READ_CHUNK),
-                self.connect_timeout,
-            )
-        except TimeoutError as exc:
-            raise ControlChannelError(
-                f"cannot connect to the control channel at {self.describe()}: "
-                f"no answer within {self.connect_timeout:g} s"
-            ) from exc
-        except OSError as exc:
-            raise ControlChannelError(
-                f"cannot connect to the control channel at {self.describe()}: {_os_reason(exc)}"
-            ) from exc
-        return Connection(reader, writer)
-
-
-def _os_reason(exc: OSError) -> str:
-    """The readable part of an OS error (asyncio wraps ``ECONNREFUSED`` oddly)."""
-    if isinstance(exc, socket.gaierror) or not exc.errno:
-        return exc.strerror or str(exc) or type(exc).__name__
-    return os.strerror(exc.errno)
-
-
-class DecisionCache:
-    """Answers per host, kept for ``ttl`` seconds, at most ``max_entries`` (LRU).
-
-    Only answers the decider gave are cached; fail-closed denials are not, so a
-    passing failure does not stick. Keys are lower-cased host names: the
-    sidecar's policy is per host, and so is this cache.
-
-    Args:
-        ttl: Seconds an answer stays valid; must be positive.
-        max_entries: Bound on the number of hosts remembered.
-    """
-
-    def __init__(self, ttl: float = 60.0, max_entries: int = 4096) -> None:
-        if ttl <= 0 or max_entries < 1:
-            raise ValueError("ttl must be > 0 and max_entries >= 1")
-        self.ttl = ttl
-        self.max_entries = max_entries
-        self._entries: OrderedDict[str, tuple[float, DecisionAction, str | None]] = OrderedDict()
-
-    def get(self, host: str, now: float) -> tuple[DecisionAction, str | None] | None:
-        """Return the cached ``(action, reason)`` for ``host``, or ``None``."""
-        key = host.lower()
-        entry = self._entries.get(key)
-        if entry is None:
-            return None
-        if entry[0] <= now:
-            del self._entries[key]
-            return None
-        self._entries.move_to_end(key)
-        return entry[1], entry[2]
-
-    def put(self, host: str, action: DecisionAction, reason: str | None, now: float) -> None:
-        """Remember an answer for ``host``."""
-        key = host.lower()
-        self._entries[key] = (now + self.ttl, action, reason)
-        self._entries.move_to_end(key)
-        while len(self._entries) > self.max_entries:
-            self._entries.popitem(last=False)
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-
-def decider_budget(decide_timeout_ms: int) -> float:
-    """Seconds a decider may take so the answer still beats the sidecar's timeout.
-
-    Keeps a margin of a fifth of the sidecar's ``decide_timeout_ms``, at most
-    one second, for the answer to travel back (a port-forward adds latency).
-
-    Args:
-        decide_timeout_ms: The policy's ``decide_timeout_ms``.
-    """
-    if decide_timeout_ms < 1:
-        raise ValueError("decide_timeout_ms must be a positive number of milliseconds")
-    return (decide_timeout_ms - min(1000, decide_timeout_ms / 5)) / 1000
-
-
-_Answer: TypeAlias = tuple[DecisionAction, str | None, str | None]
-"""``(action, reason, failure)``; ``failure`` is ``None`` when the decider answered."""
-
-
-class _InvalidAnswerError(Exception):
-    pass
-
-
-def _interpret(result: object) -> tuple[DecisionAction, str | None]:
-    """Map a decider's return value to an answer; refuse anything else."""
-    if result == "allow" and isinstance(result, str):
-        return "allow", None
-    if result == "deny" and isinstance(result, str):
-        return "deny", None
-    if (
-        isinstance(result, tuple)
-        and len(result) == 2
-        and result[0] == "deny"
-        and isinstance(result[0], str)
-        and isinstance(result[1], str)
-    ):
-        return "deny", result[1][:_MAX_REASON_CHARS] or None
-    raise _InvalidAnswerError(f"returned {_describe(result)}")
-
-
-def _describe(value: object) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else f"a {type(value).__name__}"
-
-
-def _is_async_callable(fn: object) -> bool:
-    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
-        getattr(fn, "__call__", None)  # noqa: B004
-    )
-
-
-class _DaemonPool:
-    """Daemon worker threads for sync deciders; a stuck one never blocks exit."""
-
-    def __init__(self, size: int) -> None:
-        self._size = size
-        self._threads: list[threading.Thread] = []
-        self._jobs: queue.SimpleQueue[
-            tuple[Callable[[], object], asyncio.Future[object], asyncio.AbstractEventLoop] | None
-        ] = queue.SimpleQueue()
-        self._idle = 0
-        self._lock = threading.Lock()
-
-    def submit(self, fn: Callable[[], object]) -> asyncio.Future[object]:
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[object] = loop.create_future()
-        with self._lock:
-            if self._idle == 0 and len(self._threads) < self._size:
-                thread = threading.Thread(
-                    target=self._work, name="condukt-egress-decider", daemon=True
-                )
-                self._threads.append(thread)
-                thread.start()
-        self._jobs.put((fn, future, loop))
-        return future
-
-    def shutdown(self) -> None:
-        for _ in self._threads:
-            self._jobs.put(None)
-        self._threads.clear()
-
-    def _work(self) -> None:
-        while True:
-            with self._lock:
-                self._idle += 1
-            job = self._jobs.get()
-            with self._lock:
-                self._idle -= 1
-            if job is None:
-                return
-            fn, future, loop = job
-            try:
-                result = fn()
-            except BaseException as exc:  # handed to the awaiting task
-                _resolve(loop, future, None, exc)
-            else:
-                _resolve(loop, future, result, None)
-
-
-def _resolve(
-    loop: asyncio.AbstractEventLoop,
-    future: asyncio.Future[object],
-    result: object,
-    exc: BaseException | None,
-) -> None:
-    def settle() -> None:
-        if future.done():
-            return
-        if exc is not None:
-            future.set_exception(exc)
-        else:
-            future.set_result(result)
-
-    with contextlib.suppress(RuntimeError):  # loop already closed
-        loop.call_soon_threadsafe(settle)
 
 
 @dataclass
@@ -543,10 +192,10 @@ class ControlClient:
         self.stats = ChannelStats()
         self.decider_timeout = budget
         self._decider = decider
-        self._decider_is_async = _is_async_callable(decider)
+        self._decider_is_async = is_async_callable(decider)
         self._decide_timeout = decide_timeout_ms / 1000
         self._cache = DecisionCache(cache_ttl, cache_size) if cache_ttl > 0 else None
-        self._inflight: dict[str, asyncio.Future[_Answer]] = {}
+        self._inflight: dict[str, asyncio.Future[Answer]] = {}
         self._reconnect = reconnect
         self._max_attempts = max_reconnect_attempts
         self._backoff = backoff or Backoff()
@@ -557,7 +206,7 @@ class ControlClient:
         self._tasks: set[asyncio.Future[Any]] = set()
         self._outbox: deque[_Pending] = deque()
         self._wbuf: list[Decision] = []
-        self._pool: _DaemonPool | None = None
+        self._pool: DaemonPool | None = None
         self._closed = asyncio.Event()
         self._got_bytes = False
 
@@ -627,14 +276,14 @@ class ControlClient:
             splitter = LineSplitter(self._max_line)
             try:
                 read = conn.reader.read
-                while data := await read(_READ_CHUNK):
+                while data := await read(READ_CHUNK):
                     self._got_bytes = True
                     for frame in self._frames_of(splitter, data):
                         yield frame
                 for frame in self._frames_of(splitter, None):
                     yield frame
             except (ConnectionError, OSError) as exc:
-                read_error = _os_reason(exc)
+                read_error = os_reason(exc)
             finally:
                 if self._conn is conn:
                     self._conn = None
@@ -781,7 +430,7 @@ class ControlClient:
         task.add_done_callback(done)
 
     def _answered(
-        self, request: DecisionRequest, started: float, task: asyncio.Future[_Answer]
+        self, request: DecisionRequest, started: float, task: asyncio.Future[Answer]
     ) -> None:
         if task.cancelled():  # the client is closing
             return
@@ -790,7 +439,7 @@ class ControlClient:
             self._cache.put(request.host, answer[0], answer[1], started)
         self._finish(request, answer, "decider" if answer[2] is None else "fail_closed", started)
 
-    async def _ask(self, request: DecisionRequest) -> _Answer:
+    async def _ask(self, request: DecisionRequest) -> Answer:
         """Run the decider under its budget; return ``(action, reason, failure)``."""
         decider = self._decider
         assert decider is not None  # noqa: S101  (only scheduled with a decider)
@@ -802,14 +451,14 @@ class ControlClient:
                     result = await decider(request)  # type: ignore[misc]
                 else:
                     result = await self._call_sync(decider, request)
-            action, reason = _interpret(result)
+            action, reason = interpret(result)
         except TimeoutError:
             if not timeout.expired():
                 return self._failed(request, "raised TimeoutError", "decider failed")
             return self._failed(
                 request, f"timed out after {budget * 1000:.0f} ms", "decider timed out"
             )
-        except _InvalidAnswerError as exc:
+        except InvalidAnswerError as exc:
             return self._failed(request, str(exc), "decider gave an invalid answer")
         except asyncio.CancelledError:
             raise
@@ -819,13 +468,13 @@ class ControlClient:
 
     async def _call_sync(self, decider: Decider, request: DecisionRequest) -> object:
         if self._pool is None:
-            self._pool = _DaemonPool(_SYNC_DECIDER_THREADS)
+            self._pool = DaemonPool(SYNC_DECIDER_THREADS)
         result: Any = await self._pool.submit(lambda: decider(request))
         if inspect.isawaitable(result):  # a sync callable that returned a coroutine
             result = await result
         return result
 
-    def _failed(self, request: DecisionRequest, failure: str, wire_reason: str) -> _Answer:
+    def _failed(self, request: DecisionRequest, failure: str, wire_reason: str) -> Answer:
         self.stats.decider_failures += 1
         self._notice(
             f"decider failed for {request.host}:{request.port} (id {request.id}): {failure}; denied"
@@ -834,7 +483,7 @@ class ControlClient:
         return "deny", f"condukt-egress: {wire_reason}", failure
 
     def _finish(
-        self, request: DecisionRequest, answer: _Answer, by: DecidedBy, started: float
+        self, request: DecisionRequest, answer: Answer, by: DecidedBy, started: float
     ) -> None:
         action, reason, failure = answer
         decision = Decision(request.id, action, reason)

@@ -104,7 +104,7 @@ def test_json_output_follows_the_documented_schema_and_redacts(
     policy = tmp_path / "policy.json"
     policy.write_text(json.dumps({"rules": [], "default": "deny", "redact": ["x-tenant-*"]}))
     proc = spawn(
-        "--connect", f"127.0.0.1:{double.port}", "-o", "json", "--count", "1",
+        "--connect", f"127.0.0.1:{double.port}", "--format", "json", "--count", "1",
         "--policy", str(policy),
     )  # fmt: skip
     headers = {"authorization": f"Bearer {SECRET}", "x-tenant-key": "t1", "accept": "*/*"}
@@ -140,7 +140,7 @@ def test_json_output_follows_the_documented_schema_and_redacts(
 
 
 def test_show_secrets_shows_credentials(double: ThreadedDouble) -> None:
-    proc = spawn("--connect", f"127.0.0.1:{double.port}", "-o", "json", "--count", "1",
+    proc = spawn("--connect", f"127.0.0.1:{double.port}", "--format", "json", "--count", "1",
                  "--show-secrets")  # fmt: skip
     frame = event_frame("request_closed", headers={"cookie": SECRET})
     double.run(double.double.send(frame))
@@ -151,7 +151,7 @@ def test_show_secrets_shows_credentials(double: ThreadedDouble) -> None:
 
 def test_kind_and_host_filters(double: ThreadedDouble) -> None:
     proc = spawn(
-        "--connect", f"127.0.0.1:{double.port}", "-o", "json", "--count", "2",
+        "--connect", f"127.0.0.1:{double.port}", "--format", "json", "--count", "2",
         "--kind", "request_denied", "--host", "*.example.org",
     )  # fmt: skip
     double.run(
@@ -285,7 +285,9 @@ def _invoke(*args: str) -> Any:
         (("--connect", "h:1", "--kind", "request_exploded"), "'--kind'"),
         (("--connect", "h:1", "--count", "0"), "'--count'"),
         (("--connect", "h:1", "--duration", "0"), "'--duration'"),
-        (("--connect", "h:1", "-o", "yaml"), "'-o' / '--output'"),
+        (("--connect", "h:1", "--format", "yaml"), "'--format'"),
+        (("--connect", "h:1", "-o", "json"), "No such option '-o'"),
+        (("--connect", "h:1", "--output", "json"), "No such option '--output'"),
     ],
 )
 def test_bad_flags_name_the_flag_and_the_fix(args: tuple[str, ...], expected: str) -> None:

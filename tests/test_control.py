@@ -777,3 +777,10 @@ def test_missing_credentials_are_reported_with_the_fix(
         load_api_client()
     with pytest.raises(ControlChannelError, match="cannot load Kubernetes credentials"):
         load_api_client(kubeconfig=str(tmp_path / "absent"))
+
+
+def test_the_public_import_path_exports_every_name_it_lists() -> None:
+    from condukt_egress import control  # noqa: PLC0415
+
+    missing = [name for name in control.__all__ if not hasattr(control, name)]
+    assert not missing

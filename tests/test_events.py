@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 from datetime import UTC, datetime
 from typing import Any
@@ -18,6 +19,7 @@ from condukt_egress.events import (
     Event,
     MalformedFrameError,
     MatchedRule,
+    Request,
     UnknownFrame,
     decode_frame,
     parse_timestamp,
@@ -84,6 +86,33 @@ def test_exact_upstream_example_line_decodes() -> None:
     assert event.at == datetime(2026, 11, 28, 19, 37, 7, 123456, tzinfo=UTC)
 
 
+def test_decoded_frames_are_ordinary_frozen_instances() -> None:
+    frame = event_frame("request_closed", rule=(1, "allow"), finished_at="2026-11-28T19:37:08Z")
+    event = _event(frame)
+    assert type(event) is Event
+    assert type(event.request) is Request
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        event.kind = "request_denied"  # type: ignore[misc]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        event.request.host = "elsewhere.example"  # type: ignore[misc]
+    rebuilt = Event(**{f.name: getattr(event, f.name) for f in dataclasses.fields(Event)})
+    assert rebuilt == event
+    assert repr(rebuilt) == repr(event)
+    assert dataclasses.replace(event.request, port=8443).port == 8443
+    assert _event(frame).matched_rule == MatchedRule(1, "allow")
+
+    request = decode_frame(line(decision_request_frame("example.org")))
+    assert type(request) is DecisionRequest
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        request.host = "elsewhere.example"  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("padded", [b"  %s", b"%s \t", b"\t%s  "])
+def test_blanks_around_a_frame_are_tolerated(padded: bytes) -> None:
+    decoded = decode_frame(padded % line(decision_request_frame("example.org")).strip())
+    assert isinstance(decoded, DecisionRequest)
+
+
 @pytest.mark.parametrize(
     ("text", "micro"),
     [
@@ -116,6 +145,7 @@ def test_timestamp_offsets_are_converted_to_utc() -> None:
         "2026-11-28 19:37:07Z",  # space
         "2026-11-28",
         "2026-13-28T19:37:07Z",  # month 13
+        "2026-11-28T19:37:\u0660\u0667Z",  # Arabic-Indic digits
         "",
     ],
 )

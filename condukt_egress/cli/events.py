@@ -5,7 +5,7 @@ target from the flags, prints each frame as a readable line or a JSON object,
 and prints a summary on stderr when it stops (``--count``, ``--duration``,
 the channel closing with ``--no-reconnect``, Ctrl-C or SIGTERM; all exit 0).
 
-Output schema of ``--output json`` (version 1; one object per line, keys
+Output schema of ``--format json`` (version 1; one object per line, keys
 always present, ``null`` when unknown; times are RFC 3339 UTC)::
 
     {"type": "event", "at", "kind", "session_id", "request_id", "scheme", "host",
@@ -19,7 +19,7 @@ always present, ``null`` when unknown; times are RFC 3339 UTC)::
 
 Example:
     condukt-egress events --namespace agents --session-id run-42 --kind request_denied
-    condukt-egress events --connect 127.0.0.1:15002 -o json --decider mypkg.policy:decide
+    condukt-egress events --connect 127.0.0.1:15002 --format json --decider mypkg.policy:decide
 """
 
 from __future__ import annotations
@@ -74,7 +74,12 @@ _TOP_HOSTS: Final = 20
     help="The sidecar's control port inside the pod.",
 )
 @click.option(
-    "-o", "--output", type=click.Choice(["text", "json"]), default="text", show_default=True
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="One readable line, or one JSON object (schema v1), per record.",
 )
 @click.option(
     "--kind",
@@ -123,7 +128,7 @@ def events(  # noqa: PLR0917
     context: str | None,
     kubeconfig: str | None,
     port: int,
-    output: str,
+    fmt: str,
     kinds: Sequence[str],
     hosts: Sequence[str],
     count: int | None,
@@ -138,8 +143,10 @@ def events(  # noqa: PLR0917
     """Show live what a session's workspace tries to reach; answer `decide` requests.
 
     Reach the sidecar with --connect HOST:PORT, or with --namespace and --pod
-    or --session-id through the Kubernetes port-forward API. Credentials in
-    headers and query strings are shown as [REDACTED] unless --show-secrets.
+    or --session-id through the Kubernetes port-forward API. Records go to
+    stdout as readable lines, or as JSON objects with --format json; the
+    summary goes to stderr. Credentials in headers and query strings are shown
+    as [REDACTED] unless --show-secrets.
     """
     target = _target(connect, namespace, pod, session_id, context, kubeconfig, port)
     redact: tuple[str, ...] = ()
@@ -148,7 +155,7 @@ def events(  # noqa: PLR0917
         redact = tuple(policy.redact)
         decide_timeout_ms = decide_timeout_ms or policy.decide_timeout_ms
     view = View(
-        output=output,
+        fmt=fmt,
         redactor=Redactor(redact, enabled=not show_secrets),
         kinds=frozenset(kinds),
         hosts=tuple(hosts),
@@ -315,14 +322,14 @@ class View:
     def __init__(
         self,
         *,
-        output: str,
+        fmt: str,
         redactor: Redactor,
         kinds: frozenset[str],
         hosts: tuple[str, ...],
         count: int | None,
         out: TextIO | None = None,
     ) -> None:
-        self.output = output
+        self.fmt = fmt
         self.redactor = redactor
         self.kinds = kinds
         self.hosts = hosts
@@ -455,7 +462,7 @@ class View:
 
     def _emit(self, record: dict[str, Any]) -> None:
         self.shown += 1
-        if self.output == "json":
+        if self.fmt == "json":
             text = json.dumps(record, ensure_ascii=False, separators=(",", ":"))
         else:
             text = _text_line(record)

@@ -1,0 +1,232 @@
+"""Deciders and their answers: types, the per-host cache, the time budget, fail-closed checks.
+
+A decider's return value is trusted only when it is exactly ``"allow"``,
+``"deny"`` or ``("deny", reason)`` (:func:`interpret`); anything else, like an
+exception or a timeout, becomes a ``deny`` in the client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import queue
+import threading
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Final, Literal, TypeAlias
+
+from condukt_egress.events import Decision, DecisionAction, DecisionRequest
+
+__all__ = [
+    "SYNC_DECIDER_THREADS",
+    "Answer",
+    "DaemonPool",
+    "DecidedBy",
+    "Decider",
+    "DeciderResult",
+    "DecisionCache",
+    "DecisionSent",
+    "InvalidAnswerError",
+    "decider_budget",
+    "interpret",
+    "is_async_callable",
+]
+
+MAX_REASON_CHARS: Final = 1024
+"""A decider's deny reason is cut to this length before it goes on the wire."""
+
+SYNC_DECIDER_THREADS: Final = 16
+"""Worker threads at most for a sync decider."""
+
+DeciderResult: TypeAlias = Literal["allow", "deny"] | tuple[Literal["deny"], str]
+"""What a decider returns: ``"allow"``, ``"deny"`` or ``("deny", reason)``."""
+
+Decider: TypeAlias = Callable[[DecisionRequest], DeciderResult | Awaitable[DeciderResult]]
+"""A sync or async callable answering one :class:`DecisionRequest`."""
+
+DecidedBy: TypeAlias = Literal["decider", "cache", "fail_closed"]
+"""Where an answer came from; ``fail_closed`` means the decider failed."""
+
+
+@dataclass(frozen=True)
+class DecisionSent:
+    """What the client answered to one decision request (for display or audit).
+
+    Attributes:
+        request: The sidecar's request.
+        decision: The frame written back.
+        decided_by: ``decider``, ``cache`` or ``fail_closed``.
+        failure: Why the decider failed (``fail_closed`` only), else ``None``.
+        seconds: Time from reading the request to writing the answer.
+    """
+
+    request: DecisionRequest
+    decision: Decision
+    decided_by: DecidedBy
+    failure: str | None
+    seconds: float
+
+
+class DecisionCache:
+    """Answers per host, kept for ``ttl`` seconds, at most ``max_entries`` (LRU).
+
+    Only answers the decider gave are cached; fail-closed denials are not, so a
+    passing failure does not stick. Keys are lower-cased host names: the
+    sidecar's policy is per host, and so is this cache.
+
+    Args:
+        ttl: Seconds an answer stays valid; must be positive.
+        max_entries: Bound on the number of hosts remembered.
+    """
+
+    def __init__(self, ttl: float = 60.0, max_entries: int = 4096) -> None:
+        if ttl <= 0 or max_entries < 1:
+            raise ValueError("ttl must be > 0 and max_entries >= 1")
+        self.ttl = ttl
+        self.max_entries = max_entries
+        self._entries: OrderedDict[str, tuple[float, DecisionAction, str | None]] = OrderedDict()
+
+    def get(self, host: str, now: float) -> tuple[DecisionAction, str | None] | None:
+        """Return the cached ``(action, reason)`` for ``host``, or ``None``."""
+        key = host.lower()
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        if entry[0] <= now:
+            del self._entries[key]
+            return None
+        self._entries.move_to_end(key)
+        return entry[1], entry[2]
+
+    def put(self, host: str, action: DecisionAction, reason: str | None, now: float) -> None:
+        """Remember an answer for ``host``."""
+        key = host.lower()
+        self._entries[key] = (now + self.ttl, action, reason)
+        self._entries.move_to_end(key)
+        while len(self._entries) > self.max_entries:
+            self._entries.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+def decider_budget(decide_timeout_ms: int) -> float:
+    """Seconds a decider may take so the answer still beats the sidecar's timeout.
+
+    Keeps a margin of a fifth of the sidecar's ``decide_timeout_ms``, at most
+    one second, for the answer to travel back (a port-forward adds latency).
+
+    Args:
+        decide_timeout_ms: The policy's ``decide_timeout_ms``.
+    """
+    if decide_timeout_ms < 1:
+        raise ValueError("decide_timeout_ms must be a positive number of milliseconds")
+    return (decide_timeout_ms - min(1000, decide_timeout_ms / 5)) / 1000
+
+
+Answer: TypeAlias = tuple[DecisionAction, str | None, str | None]
+"""``(action, reason, failure)``; ``failure`` is ``None`` when the decider answered."""
+
+
+class InvalidAnswerError(Exception):
+    pass
+
+
+def interpret(result: object) -> tuple[DecisionAction, str | None]:
+    """Map a decider's return value to an answer; refuse anything else."""
+    if result == "allow" and isinstance(result, str):
+        return "allow", None
+    if result == "deny" and isinstance(result, str):
+        return "deny", None
+    if (
+        isinstance(result, tuple)
+        and len(result) == 2
+        and result[0] == "deny"
+        and isinstance(result[0], str)
+        and isinstance(result[1], str)
+    ):
+        return "deny", result[1][:MAX_REASON_CHARS] or None
+    raise InvalidAnswerError(f"returned {_describe(result)}")
+
+
+def _describe(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else f"a {type(value).__name__}"
+
+
+def is_async_callable(fn: object) -> bool:
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
+        getattr(fn, "__call__", None)  # noqa: B004
+    )
+
+
+class DaemonPool:
+    """Daemon worker threads for sync deciders; a stuck one never blocks exit.
+
+    Results go back to the event loop in batches: one wake-up of the loop
+    settles every answer finished since the last, instead of one cross-thread
+    call (and one GIL hand-over) per answer.
+    """
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._threads: list[threading.Thread] = []
+        self._jobs: queue.SimpleQueue[
+            tuple[Callable[[], object], asyncio.Future[object], asyncio.AbstractEventLoop] | None
+        ] = queue.SimpleQueue()
+        self._idle = 0
+        self._lock = threading.Lock()
+        self._done: list[tuple[asyncio.Future[object], object, BaseException | None]] = []
+
+    def submit(self, fn: Callable[[], object]) -> asyncio.Future[object]:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[object] = loop.create_future()
+        with self._lock:
+            if self._idle == 0 and len(self._threads) < self._size:
+                thread = threading.Thread(
+                    target=self._work, name="condukt-egress-decider", daemon=True
+                )
+                self._threads.append(thread)
+                thread.start()
+        self._jobs.put((fn, future, loop))
+        return future
+
+    def shutdown(self) -> None:
+        for _ in self._threads:
+            self._jobs.put(None)
+        self._threads.clear()
+
+    def _work(self) -> None:
+        while True:
+            with self._lock:
+                self._idle += 1
+            job = self._jobs.get()
+            with self._lock:
+                self._idle -= 1
+            if job is None:
+                return
+            fn, future, loop = job
+            try:
+                outcome: tuple[object, BaseException | None] = (fn(), None)
+            except BaseException as exc:  # handed to the awaiting task
+                outcome = (None, exc)
+            with self._lock:
+                self._done.append((future, *outcome))
+                first = len(self._done) == 1
+            if first:  # later answers ride on this wake-up
+                with contextlib.suppress(RuntimeError):  # loop already closed
+                    loop.call_soon_threadsafe(self._settle)
+
+    def _settle(self) -> None:
+        """On the loop: hand every finished answer to its awaiting task."""
+        with self._lock:
+            done, self._done = self._done, []
+        for future, result, exc in done:
+            if future.done():
+                continue
+            if exc is not None:
+                future.set_exception(exc)
+            else:
+                future.set_result(result)
