@@ -35,6 +35,7 @@ __all__ = [
     "SandboxEgressArgs",
     "TrustBundle",
     "UnproxiedEgress",
+    "validate_image",
 ]
 
 TrustBundle = Literal["session-ca", "public-roots"]
@@ -182,7 +183,7 @@ class SandboxEgressArgs:
         validate_session_id(self.session_id)
         set_(self, "namespace", _dns_label("namespace", self.namespace))
         set_(self, "policy", _policy(self.policy))
-        set_(self, "image", _image(self.image))
+        set_(self, "image", validate_image("image", self.image, contract.DEFAULT_IMAGE))
         for name in ("allow_plain_http", "native_sidecar"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(name, f"must be true or false, got {getattr(self, name)!r}")
@@ -297,12 +298,26 @@ def _dns_label(name: str, value: object) -> str:
     return value
 
 
-def _image(value: object) -> str:
-    if not isinstance(value, str) or not value or any(c.isspace() for c in value):
+def validate_image(field_name: str, value: object, default: str) -> str:
+    """Return ``value`` if it can be a container image reference, else raise.
+
+    Image references are printable ASCII without spaces (OCI distribution
+    spec); anything else would only fail later, at pull time.
+
+    Raises:
+        ConfigError: Naming ``field_name`` and the default to fall back on.
+    """
+    if (
+        not isinstance(value, str)
+        or not value
+        or not value.isascii()
+        or not value.isprintable()
+        or any(c.isspace() for c in value)
+    ):
         raise ConfigError(
-            "image",
-            f"must be a container image reference without spaces, got {value!r}; "
-            f"default is {contract.DEFAULT_IMAGE!r}",
+            field_name,
+            f"must be a container image reference (printable ASCII without spaces), "
+            f"got {value!r}; default is {default!r}",
         )
     return value
 

@@ -23,7 +23,7 @@ from typing import Any, Final
 import certifi
 
 from condukt_egress import contract
-from condukt_egress.args import SandboxEgressArgs
+from condukt_egress.args import SandboxEgressArgs, validate_image
 from condukt_egress.errors import ConfigError
 from condukt_egress.naming import ANNOTATION_SESSION_ID, LABEL_MANAGED_BY, MANAGED_BY
 
@@ -32,6 +32,7 @@ __all__ = [
     "CA_ENV_VARS",
     "CONFIG_DIGEST_ENV",
     "CONFIG_VOLUME",
+    "DEFAULT_WORKSPACE_IMAGE",
     "NETFILTER_CONTAINER",
     "SIDECAR_CONTAINER",
     "SPECIAL_IPV4_RANGES",
@@ -50,6 +51,9 @@ __all__ = [
 ]
 
 JSON = dict[str, Any]
+
+DEFAULT_WORKSPACE_IMAGE: Final = "python:3.13-slim"
+"""Image of the workspace container the stack program and ``render`` declare."""
 
 NETFILTER_CONTAINER: Final = "condukt-egress-init"
 SIDECAR_CONTAINER: Final = "condukt-egress"
@@ -694,10 +698,7 @@ def workspace_pod_manifest(
         workspace_image: Image of the (untrusted) workspace container.
         command: Its command; default keeps the pod idle for ``kubectl exec``.
     """
-    if not isinstance(workspace_image, str) or not workspace_image.strip():
-        raise ConfigError(
-            "workspace_image", f"must be a container image reference, got {workspace_image!r}"
-        )
+    validate_image("workspace_image", workspace_image, DEFAULT_WORKSPACE_IMAGE)
     names = args.names
     metadata = object_metadata(args, names.pod)
     spec = {

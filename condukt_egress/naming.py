@@ -83,8 +83,9 @@ class SessionNames:
 def validate_session_id(session_id: object) -> str:
     """Return ``session_id`` if it is usable, else raise :class:`ConfigError`.
 
-    Any non-empty string up to :data:`MAX_SESSION_ID_LENGTH` characters is
-    accepted; the names derived from it are made safe by :func:`session_names`.
+    Any non-empty, well-formed Unicode string up to
+    :data:`MAX_SESSION_ID_LENGTH` characters is accepted; the names derived
+    from it are made safe by :func:`session_names`.
     """
     if not isinstance(session_id, str):
         raise ConfigError(
@@ -98,6 +99,14 @@ def validate_session_id(session_id: object) -> str:
             f"must not be empty or blank (got {session_id!r}); "
             "pass the agent platform's id for this session",
         )
+    try:
+        session_id.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ConfigError(
+            "session_id",
+            f"contains {session_id[exc.start]!r}, an unpaired surrogate that is not valid "
+            "Unicode text; Kubernetes stores UTF-8, so pass well-formed text",
+        ) from None
     if len(session_id) > MAX_SESSION_ID_LENGTH:
         raise ConfigError(
             "session_id",
@@ -127,8 +136,7 @@ def session_names(session_id: str) -> SessionNames:
         ConfigError: The id is empty, blank, too long or not a string.
     """
     validate_session_id(session_id)
-    # surrogatepass keeps the encoding injective for any Python str.
-    digest = hashlib.sha256(session_id.encode("utf-8", "surrogatepass")).hexdigest()
+    digest = hashlib.sha256(session_id.encode("utf-8")).hexdigest()
     hash_part = digest[:_HASH_CHARS]
     prefix = _readable_prefix(session_id)
     base = f"{prefix}-{hash_part}" if prefix else hash_part

@@ -21,6 +21,7 @@ from condukt_egress import manifests
 from condukt_egress.args import SandboxEgressArgs
 from condukt_egress.component import SandboxEgress
 from condukt_egress.errors import ConfigError
+from condukt_egress.manifests import DEFAULT_WORKSPACE_IMAGE
 
 __all__ = [
     "CONFIG_KEYS",
@@ -29,7 +30,6 @@ __all__ = [
     "session_program",
 ]
 
-DEFAULT_WORKSPACE_IMAGE: Final = "python:3.13-slim"
 
 CONFIG_KEYS: Final = (
     "sessionId",

@@ -63,33 +63,15 @@ def render_session(args: SandboxEgressArgs, ca: CaMaterial, workspace_image: str
         The Secret, the NetworkPolicy and the workspace Pod, in that (apply) order.
 
     Raises:
-        ConfigError: The key is not PKCS#8, the workspace image is empty, or a
-            text option cannot be written as UTF-8 (Kubernetes stores UTF-8).
+        ConfigError: The key is not PKCS#8 or the workspace image is not an
+            image reference.
     """
-    for field, value in (
-        ("session_id", args.session_id),
-        ("image", args.image),
-        ("workspace_image", workspace_image),
-    ):
-        _utf8(field, value)
     data = manifests.secret_data(args, ca.cert_pem, ca.key_pem)
     return [
         manifests.secret_manifest(args, data),
         manifests.network_policy_manifest(args),
         manifests.workspace_pod_manifest(args, workspace_image),
     ]
-
-
-def _utf8(field: str, value: object) -> None:
-    if isinstance(value, str):
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError as exc:
-            raise ConfigError(
-                field,
-                f"contains {value[exc.start]!r}, an unpaired surrogate that is not valid "
-                "Unicode text; Kubernetes stores UTF-8, so pass well-formed text",
-            ) from None
 
 
 class _KubeDumper(_BaseDumper):

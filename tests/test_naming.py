@@ -63,6 +63,7 @@ def test_names_are_stable() -> None:
         ("   ", "must not be empty"),
         ("x" * (MAX_SESSION_ID_LENGTH + 1), "use a shorter id"),
         (42, "must be a string"),
+        ("ab\udc80", "unpaired surrogate"),
     ],
 )
 def test_bad_session_ids_name_the_field_and_fix(bad: object, needle: str) -> None:

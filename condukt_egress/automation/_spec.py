@@ -21,11 +21,11 @@ from typing import Any, Final
 from pulumi.automation import ConfigValue
 
 from condukt_egress import contract
-from condukt_egress.args import SandboxEgressArgs, TrustBundle
+from condukt_egress.args import SandboxEgressArgs, TrustBundle, validate_image
 from condukt_egress.errors import ConfigError
+from condukt_egress.manifests import DEFAULT_WORKSPACE_IMAGE
 from condukt_egress.naming import session_names
 from condukt_egress.policy import EgressPolicy
-from condukt_egress.program import DEFAULT_WORKSPACE_IMAGE
 
 __all__ = [
     "KUBERNETES_CONFIG_KEYS",
@@ -98,13 +98,7 @@ class SessionSpec:
     native_sidecar: bool = True
 
     def __post_init__(self) -> None:
-        image = self.workspace_image
-        if not isinstance(image, str) or not image or any(c.isspace() for c in image):
-            raise ConfigError(
-                "workspace_image",
-                f"must be a container image reference without spaces, got {image!r}; "
-                f"default is {DEFAULT_WORKSPACE_IMAGE!r}",
-            )
+        validate_image("workspace_image", self.workspace_image, DEFAULT_WORKSPACE_IMAGE)
         object.__setattr__(self, "policy", self.args.egress_policy)
 
     @cached_property

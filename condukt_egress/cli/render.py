@@ -25,8 +25,8 @@ from condukt_egress.args import CaKeyAlgorithm, SandboxEgressArgs, TrustBundle
 from condukt_egress.ca import generate_ca
 from condukt_egress.cli import cli
 from condukt_egress.errors import ConfigError
+from condukt_egress.manifests import DEFAULT_WORKSPACE_IMAGE
 from condukt_egress.policy import EgressPolicy
-from condukt_egress.program import DEFAULT_WORKSPACE_IMAGE
 from condukt_egress.render import FORMATS, Format, render_session, serialise
 
 __all__ = ["FIELD_FLAGS", "render"]
