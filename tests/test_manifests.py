@@ -14,6 +14,7 @@ from condukt_egress.naming import ANNOTATION_SESSION_ID
 from condukt_egress.policy import EgressPolicy, allow, decide, deny
 from tests.k8s_schema import assert_valid
 from tests.security_properties import assert_network_policy, assert_session_secure
+from tests.strategies import user_containers
 
 CA_PEM = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
 KEY_PEM = "-----BEGIN PRIVATE KEY-----\nMIGH\n-----END PRIVATE KEY-----\n"
@@ -449,44 +450,6 @@ def test_user_init_containers_run_after_the_redirect_and_trust_the_ca() -> None:
 
 
 # --- Properties -------------------------------------------------------------
-
-names = st.from_regex(r"[a-z][a-z0-9-]{0,10}[a-z0-9]", fullmatch=True).filter(
-    lambda n: not n.startswith("condukt-egress")
-)
-env_vars = st.lists(
-    st.fixed_dictionaries(
-        {
-            "name": st.from_regex(r"[A-Z][A-Z0-9_]{0,8}", fullmatch=True),
-            "value": st.text(max_size=8),
-        }
-    ),
-    max_size=4,
-    unique_by=lambda e: str(e["name"]),
-)
-user_containers = st.lists(
-    st.fixed_dictionaries(
-        {"name": names, "image": st.sampled_from(["python:3.13-slim", "node:22"]), "env": env_vars},
-        optional={
-            "securityContext": st.fixed_dictionaries(
-                {},
-                optional={
-                    "runAsUser": st.integers(0, 5000).filter(lambda u: u != 1337),
-                    "readOnlyRootFilesystem": st.booleans(),
-                    "capabilities": st.fixed_dictionaries(
-                        {
-                            "drop": st.lists(
-                                st.sampled_from(["NET_RAW", "ALL", "MKNOD"]), unique=True
-                            )
-                        }
-                    ),
-                },
-            )
-        },
-    ),
-    min_size=1,
-    max_size=3,
-    unique_by=lambda c: str(c["name"]),
-)
 
 
 @given(user_containers, st.booleans(), st.booleans())

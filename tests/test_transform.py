@@ -19,6 +19,7 @@ from condukt_egress.errors import ConfigError
 from condukt_egress.transform import WORKLOAD_KINDS, workload_of, workload_transform
 from tests.k8s_schema import assert_valid
 from tests.security_properties import assert_workload_secure, pod_template
+from tests.strategies import labels, user_containers, volumes
 
 ARGS = SandboxEgressArgs(session_id="Agent Run 42", namespace="agents")
 LABELS = ARGS.names.pod_labels
@@ -312,53 +313,8 @@ def test_a_list_is_injected_item_by_item() -> None:
 
 # --- properties -------------------------------------------------------------
 
-names = st.from_regex(r"[a-z][a-z0-9-]{0,8}[a-z0-9]", fullmatch=True).filter(
-    lambda n: not n.startswith("condukt-egress")
-)
-env_vars = st.lists(
-    st.fixed_dictionaries(
-        {
-            "name": st.from_regex(r"[A-Z][A-Z0-9_]{0,8}", fullmatch=True),
-            "value": st.text(max_size=6),
-        }
-    ),
-    max_size=3,
-    unique_by=lambda e: str(e["name"]),
-)
-contexts = st.fixed_dictionaries(
-    {},
-    optional={
-        "runAsUser": st.integers(0, 5000).filter(lambda u: u != 1337),
-        "readOnlyRootFilesystem": st.booleans(),
-        "allowPrivilegeEscalation": st.just(False),
-        "capabilities": st.fixed_dictionaries(
-            {"drop": st.lists(st.sampled_from(["NET_RAW", "ALL", "MKNOD"]), unique=True)}
-        ),
-        "seccompProfile": st.just({"type": "RuntimeDefault"}),
-    },
-)
-containers = st.lists(
-    st.fixed_dictionaries(
-        {"name": names, "image": st.sampled_from(["python:3.13-slim", "node:22"]), "env": env_vars},
-        optional={"securityContext": contexts},
-    ),
-    min_size=1,
-    max_size=3,
-    unique_by=lambda c: str(c["name"]),
-)
-volumes = st.lists(
-    st.builds(lambda n: {"name": n, "emptyDir": {}}, names),
-    max_size=2,
-    unique_by=lambda v: v["name"],
-)
-labels = st.dictionaries(
-    st.from_regex(r"[a-z][a-z0-9]{0,6}", fullmatch=True),
-    st.from_regex(r"[a-z0-9]{1,6}", fullmatch=True),
-    max_size=3,
-)
 
-
-@given(st.sampled_from(SEVEN), containers, containers, volumes, labels, st.booleans())
+@given(st.sampled_from(SEVEN), user_containers, user_containers, volumes, labels, st.booleans())
 @settings(max_examples=60, deadline=None)
 def test_transform_properties(  # noqa: PLR0917 - hypothesis passes strategies positionally
     kind: str,
