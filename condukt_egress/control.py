@@ -222,15 +222,26 @@ class ControlClient:
         return self._conn is not None
 
     async def aclose(self) -> None:
-        """Stop: cancel pending decisions, close the connection; idempotent."""
+        """Stop: finish and send the decisions under way, then close; idempotent.
+
+        Decisions already asked of the decider get their budget to finish
+        (anything later is cancelled), and every answer made is written
+        before the connection closes: an answer lost here would hold the
+        workspace's connection until the sidecar's own timeout denies it.
+        """
         self._closed.set()
         tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
         if tasks:
+            _done, late = await asyncio.wait(tasks, timeout=self.decider_timeout)
+            for task in late:
+                task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+        if self._wbuf:
+            self._flush_writes()
         if self._conn is not None:
             conn, self._conn = self._conn, None
+            with contextlib.suppress(OSError, asyncio.TimeoutError):
+                await asyncio.wait_for(conn.writer.drain(), 2.0)
             await conn.close()
         if self._pool is not None:
             self._pool.shutdown()

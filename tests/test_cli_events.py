@@ -98,6 +98,28 @@ def test_text_output_shows_events_live_answers_decisions_and_survives_junk(
     assert "malformed lines 2" in err
 
 
+def test_stopping_at_the_count_still_answers_the_last_decision_request(
+    double: ThreadedDouble,
+) -> None:
+    # --count reached by a decision request: its answer must still reach the sidecar.
+    proc = spawn(
+        "--connect",
+        f"127.0.0.1:{double.port}",
+        "--count",
+        "1",
+        "--kind",
+        "decision_request",
+        "--decider",
+        "tests.sidecar_double:allow_example_org",
+    )
+    d = double.double
+    double.run(d.wait_for_peer())
+    double.run(d.send(decision_request_frame("api.example.org", request_id="7b0c-last")))
+    code, _out, err = finish(proc)
+    assert code == 0, err
+    assert d.received == [{"type": "decision", "id": "7b0c-last", "action": "allow"}]
+
+
 def test_json_output_follows_the_documented_schema_and_redacts(
     double: ThreadedDouble, tmp_path: Path
 ) -> None:

@@ -288,6 +288,31 @@ def test_decisions_reach_the_sidecar_with_the_right_id() -> None:
     run(scenario())
 
 
+async def _received(double: SidecarDouble, n: int) -> list[dict[str, Any]]:
+    """What the double has read from the client, once it holds ``n`` frames."""
+    for _ in range(500):
+        if len(double.received) >= n:
+            break
+        await asyncio.sleep(0.01)
+    return double.received
+
+
+def test_closing_sends_the_decisions_under_way_first() -> None:
+    async def slow(request: DecisionRequest) -> Any:
+        await asyncio.sleep(0.2)
+        return "allow"
+
+    async def scenario() -> None:
+        async with harness(decider=slow, cache_ttl=0) as h:
+            await h.double.send(decision_request_frame("ok.example", request_id="7b0c-late"))
+            await h.take(1)  # read, and handed to the decider
+            await h.client.aclose()  # while the decider is still thinking
+            received = await _received(h.double, 1)
+            assert received == [{"type": "decision", "id": "7b0c-late", "action": "allow"}]
+
+    run(scenario())
+
+
 def test_a_sync_decider_runs_off_the_loop_and_is_answered() -> None:
     seen: list[str] = []
 

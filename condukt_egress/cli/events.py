@@ -301,10 +301,12 @@ async def _watch(client: ControlClient, view: View, duration: float | None) -> N
     try:
         await asyncio.wait(waiting, timeout=duration, return_when=asyncio.FIRST_COMPLETED)
     finally:
+        # Close the client first, while the connection is still open: it lets the
+        # decisions under way finish and sends them, then ends the reader.
+        await client.aclose()
         for task in waiting:
             task.cancel()
         await asyncio.gather(*waiting, return_exceptions=True)
-        await client.aclose()
     error = None if reader.cancelled() else reader.exception()
     if error is not None and client.stats.connects == 0:
         raise error
