@@ -6,12 +6,16 @@ created by ``pulumi up`` and one created by a Python service are the same.
 Stack config (namespace ``condukt-egress``; see ``Pulumi.yaml``):
 ``sessionId`` (required), ``namespace``, ``policy`` (document form),
 ``workspaceImage``, ``sidecarImage``, ``allowPlainHttp``, ``trustBundle``,
-``nativeSidecar``.
+``nativeSidecar``, ``caKeyAlgorithm``, ``caValidityHours``, ``clusterCidrs``,
+``nodeLocalDns``, ``dnsNamespace``, ``dnsPodLabels`` and ``unproxiedEgress``:
+each the :class:`SandboxEgressArgs` field of the same name in snake_case
+(``sidecarImage`` is ``image``), and the ``render`` flag in kebab-case.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import re
+from collections.abc import Mapping
 from typing import Any, Final
 
 import pulumi
@@ -31,6 +35,85 @@ __all__ = [
 ]
 
 
+_STACK_YAML: Final = "Pulumi.<stack>.yaml"
+
+# (config key, SandboxEgressArgs field, getter, what the value must be, how to set it)
+_OPTIONS: Final = (
+    ("namespace", "namespace", "get", "a string", "`pulumi config set namespace agents`"),
+    ("sidecarImage", "image", "get", "a string", "`pulumi config set sidecarImage <image>`"),
+    (
+        "allowPlainHttp",
+        "allow_plain_http",
+        "get_bool",
+        "true or false",
+        "`pulumi config set allowPlainHttp false`",
+    ),
+    (
+        "trustBundle",
+        "trust_bundle",
+        "get",
+        "a string",
+        "`pulumi config set trustBundle session-ca`",
+    ),
+    (
+        "nativeSidecar",
+        "native_sidecar",
+        "get_bool",
+        "true or false",
+        "`pulumi config set nativeSidecar true`",
+    ),
+    (
+        "caKeyAlgorithm",
+        "ca_key_algorithm",
+        "get",
+        "a string",
+        "`pulumi config set caKeyAlgorithm ecdsa-p256`",
+    ),
+    (
+        "caValidityHours",
+        "ca_validity_hours",
+        "get_int",
+        "a whole number of hours",
+        "`pulumi config set caValidityHours 24`",
+    ),
+    (
+        "clusterCidrs",
+        "cluster_cidrs",
+        "get_object",
+        "a list of IPv4 CIDRs",
+        f"`condukt-egress:clusterCidrs: [100.64.0.0/10]` in {_STACK_YAML}",
+    ),
+    (
+        "nodeLocalDns",
+        "node_local_dns",
+        "get",
+        "a string",
+        "`pulumi config set nodeLocalDns 169.254.20.10` (empty for none)",
+    ),
+    (
+        "dnsNamespace",
+        "dns_namespace",
+        "get",
+        "a string",
+        "`pulumi config set dnsNamespace kube-system`",
+    ),
+    (
+        "dnsPodLabels",
+        "dns_pod_labels",
+        "get_object",
+        "an object of label keys to values",
+        f"`condukt-egress:dnsPodLabels: {{k8s-app: kube-dns}}` in {_STACK_YAML}",
+    ),
+    (
+        "unproxiedEgress",
+        "unproxied_egress",
+        "get_object",
+        "a list of {cidr, ports, protocol} objects",
+        f"`condukt-egress:unproxiedEgress: [{{cidr: 10.0.12.7/32, ports: [5432]}}]` "
+        f"in {_STACK_YAML}",
+    ),
+)
+
 CONFIG_KEYS: Final = (
     "sessionId",
     "namespace",
@@ -40,16 +123,32 @@ CONFIG_KEYS: Final = (
     "allowPlainHttp",
     "trustBundle",
     "nativeSidecar",
+    "caKeyAlgorithm",
+    "caValidityHours",
+    "clusterCidrs",
+    "nodeLocalDns",
+    "dnsNamespace",
+    "dnsPodLabels",
+    "unproxiedEgress",
 )
 """Every stack config key the program reads, as declared in ``Pulumi.yaml``."""
 
+_FIELD_TO_KEY: Final = {
+    "session_id": "sessionId",
+    "policy": "policy",
+    **{field: key for key, field, *_ in _OPTIONS},
+}
+"""The config key behind each :class:`SandboxEgressArgs` field the program sets."""
 
-def _typed(getter: Callable[[str], Any], key: str, kind: str) -> Any:
+_FIXES: Final = {key: fix for key, _, _, _, fix in _OPTIONS}
+
+
+def _typed(config: pulumi.Config, getter: str, key: str, kind: str) -> Any:
     try:
-        return getter(key)
+        return getattr(config, getter)(key)
     except pulumi.ConfigTypeError as exc:
         raise ConfigError(
-            f"config {key}", f"must be {kind}: {exc}. Set it with `pulumi config set {key} ...`"
+            f"config {key}", f"must be {kind}: {exc}. Set it with {_FIXES[key]}"
         ) from None
 
 
@@ -61,7 +160,7 @@ def args_from_config(config: pulumi.Config) -> tuple[SandboxEgressArgs, str]:
 
     Raises:
         ConfigError: A key is missing or has the wrong type or value; the
-            message names the key and the ``pulumi config set`` to fix it.
+            message names the key and how to set it right.
         PolicyError: The ``policy`` object is invalid.
     """
     session_id = config.get("sessionId")
@@ -70,42 +169,41 @@ def args_from_config(config: pulumi.Config) -> tuple[SandboxEgressArgs, str]:
             "config sessionId",
             "is required: run `pulumi config set sessionId <id>` (one stack per session)",
         )
-    policy = _typed(config.get_object, "policy", "an object")
+    try:
+        policy = config.get_object("policy")
+    except pulumi.ConfigTypeError as exc:
+        raise ConfigError(
+            "config policy", f"must be an object: {exc}. Set it in {_STACK_YAML}"
+        ) from None
     if policy is not None and not isinstance(policy, Mapping):
         raise ConfigError(
             "config policy",
             "must be an object like {rules: [{allow: [api.github.com]}], default: deny}; "
-            "set it with `pulumi config set --path` or in Pulumi.<stack>.yaml",
+            f"set it with `pulumi config set --path` or in {_STACK_YAML}",
         )
     options: dict[str, Any] = {"session_id": session_id, "policy": policy}
-    for key, field, getter, kind in (
-        ("namespace", "namespace", config.get, "a string"),
-        ("sidecarImage", "image", config.get, "a string"),
-        ("allowPlainHttp", "allow_plain_http", config.get_bool, "true or false"),
-        ("trustBundle", "trust_bundle", config.get, "a string"),
-        ("nativeSidecar", "native_sidecar", config.get_bool, "true or false"),
-    ):
-        value = _typed(getter, key, kind)
-        if value is not None:
+    for key, field, getter, kind, _ in _OPTIONS:
+        value = _typed(config, getter, key, kind)
+        if value is not None and not (key == "nodeLocalDns" and value == ""):
             options[field] = value
     try:
         args = SandboxEgressArgs(**options)
     except ConfigError as exc:
-        field = exc.field
-        key = next((k for k, f in _FIELD_TO_KEY.items() if f == field), field)
-        raise ConfigError(f"config {key}", str(exc).split(": ", 1)[-1]) from None
+        raise _as_config_error(exc) from None
     image = config.get("workspaceImage") or DEFAULT_WORKSPACE_IMAGE
     return args, image
 
 
-_FIELD_TO_KEY: Final = {
-    "sessionId": "session_id",
-    "namespace": "namespace",
-    "sidecarImage": "image",
-    "allowPlainHttp": "allow_plain_http",
-    "trustBundle": "trust_bundle",
-    "nativeSidecar": "native_sidecar",
-}
+def _as_config_error(exc: ConfigError) -> ConfigError:
+    """``exc`` (about a SandboxEgressArgs field) as an error about its config key."""
+    root = re.split(r"[.\[]", exc.field, maxsplit=1)[0]
+    key = _FIELD_TO_KEY.get(root, root)
+    detail = exc.field[len(root) :].lstrip(".")
+    message = str(exc).removeprefix(f"{exc.field}: ")
+    if detail:
+        message = f"{detail}: {message}"
+    fix = _FIXES.get(key)
+    return ConfigError(f"config {key}", f"{message}. Set it with {fix}" if fix else message)
 
 
 def session_program() -> None:

@@ -69,6 +69,16 @@ SPECS = {
         allow_plain_http=True,
         trust_bundle="public-roots",
         native_sidecar=False,
+        ca_key_algorithm="rsa-3072",
+        ca_validity_hours=72,
+        cluster_cidrs=["203.0.113.0/24"],
+        node_local_dns="169.254.20.10",
+        dns_namespace="dns",
+        dns_pod_labels={"k8s-app": "coredns"},
+        unproxied_egress=[
+            {"cidr": "10.0.12.7/32", "ports": [5432]},
+            {"cidr": "10.0.0.0/24", "ports": [53], "protocol": "UDP"},
+        ],
     ),
 }
 STACK_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")  # what the Pulumi backends accept
@@ -137,6 +147,36 @@ def test_spec_sets_every_program_config_key_and_only_those() -> None:
     assert set(declared) == set(CONFIG_KEYS)
 
 
+def test_pulumi_yaml_defaults_are_the_spec_defaults() -> None:
+    """A ``pulumi up`` stack that sets only sessionId gets what SessionSpec defaults to.
+
+    The engine fills each unset key from its Pulumi.yaml default (objects and
+    lists as JSON) and refuses to run when a key without a default is unset,
+    so every key but sessionId needs one.
+    """
+    declared = yaml.safe_load((Path(__file__).parents[1] / "Pulumi.yaml").read_text())["config"]
+    assert [k for k, v in declared.items() if "default" not in v] == ["sessionId"]
+    config = {
+        key: value["default"] if isinstance(value["default"], str) else json.dumps(value["default"])
+        for key, value in declared.items()
+        if key != "sessionId"
+    }
+    seen: list[tuple[Any, str]] = []
+    run(lambda: seen.append(args_from_config(pulumi.Config())), config={**config, "sessionId": "1"})
+    assert seen == [(SessionSpec("1").args, SessionSpec("1").workspace_image)]
+
+
+def test_spec_keeps_the_validated_options() -> None:
+    spec = SPECS["every option"]
+    assert spec.cluster_cidrs == ("203.0.113.0/24",)
+    assert spec.unproxied_egress == spec.args.unproxied_egress
+    assert json.loads(spec.program_config()["unproxiedEgress"]) == [
+        {"cidr": "10.0.12.7/32", "ports": [5432], "protocol": "TCP"},
+        {"cidr": "10.0.0.0/24", "ports": [53], "protocol": "UDP"},
+    ]
+    assert SPECS["defaults"].program_config()["nodeLocalDns"] == ""
+
+
 # --- SessionSpec, KubernetesSettings, names ------------------------------------
 
 
@@ -148,6 +188,17 @@ def test_spec_sets_every_program_config_key_and_only_those() -> None:
         ({"session_id": "1", "sidecar_image": "a b"}, ConfigError, "sidecar_image: must be"),
         ({"session_id": "1", "workspace_image": ""}, ConfigError, "workspace_image: must be"),
         ({"session_id": "1", "trust_bundle": "mozilla"}, ConfigError, "trust_bundle: must be"),
+        ({"session_id": "1", "ca_key_algorithm": "dsa"}, ConfigError, "ca_key_algorithm: must"),
+        ({"session_id": "1", "ca_validity_hours": 0}, ConfigError, "ca_validity_hours: must"),
+        ({"session_id": "1", "cluster_cidrs": "10.0.0.0/8"}, ConfigError, "cluster_cidrs: must"),
+        ({"session_id": "1", "node_local_dns": "::1"}, ConfigError, "node_local_dns: must be"),
+        ({"session_id": "1", "dns_namespace": "A"}, ConfigError, "dns_namespace: must be"),
+        ({"session_id": "1", "dns_pod_labels": {}}, ConfigError, "dns_pod_labels: must be"),
+        (
+            {"session_id": "1", "unproxied_egress": [{"cidr": "10.0.0.1/32", "ports": []}]},
+            ConfigError,
+            "unproxied_egress.ports: must be",
+        ),
         (
             {"session_id": "1", "policy": {"rules": [{"allow": ["x.com:443"]}]}},
             PolicyError,

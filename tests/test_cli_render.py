@@ -96,6 +96,31 @@ def test_render_options_reach_the_objects() -> None:
     assert "BEGIN PRIVATE KEY" in secret["stringData"]["ca-key.pem"]
 
 
+def test_render_network_options_reach_the_network_policy() -> None:
+    code, out, _ = invoke(
+        "render", "--session-id", "demo",
+        "--cluster-cidr", "203.0.113.0/24", "--cluster-cidr", "198.51.100.0/24",
+        "--node-local-dns", "169.254.20.10", "--dns-namespace", "dns",
+        "--dns-pod-label", "k8s-app=coredns", "--dns-pod-label", "tier=dns",
+        "--unproxied-egress", "10.0.12.7/32:5432",
+        "--unproxied-egress", "10.0.0.0/24:53,5353/UDP",
+    )  # fmt: skip
+    assert code == 0
+    _, policy, _ = yaml.safe_load_all(out)
+    assert_valid(policy)
+    dns_labels = {"k8s-app": "coredns", "tier": "dns"}
+    labels = policy["spec"]["podSelector"]["matchLabels"]
+    assert_network_policy(policy, labels, plain_http=False, dns_labels=dns_labels)
+    dns, web, database, resolver = policy["spec"]["egress"]
+    assert {"ipBlock": {"cidr": "169.254.20.10/32"}} in dns["to"]
+    assert {"203.0.113.0/24", "198.51.100.0/24"} <= set(web["to"][0]["ipBlock"]["except"])
+    assert database == {
+        "to": [{"ipBlock": {"cidr": "10.0.12.7/32"}}],
+        "ports": [{"protocol": "TCP", "port": 5432}],
+    }
+    assert resolver["ports"] == [{"protocol": "UDP", "port": 53}, {"protocol": "UDP", "port": 5353}]
+
+
 def test_render_to_a_file_only_its_owner_can_read(tmp_path: Path) -> None:
     target = tmp_path / "session.yaml"
     target.write_text("old")
@@ -115,6 +140,24 @@ def test_render_to_a_file_only_its_owner_can_read(tmp_path: Path) -> None:
         (["--sidecar-image", "a b"], "ConfigError: --sidecar-image: must be a container image"),
         (["--workspace-image", " "], "ConfigError: --workspace-image: must be a container image"),
         (["--ca-validity-hours", "0"], "ConfigError: --ca-validity-hours: must be a whole number"),
+        (["--cluster-cidr", "10.0.0.1/8"], "ConfigError: --cluster-cidr: must be an IPv4 CIDR"),
+        (["--node-local-dns", "::1"], "ConfigError: --node-local-dns: must be IPv4"),
+        (["--dns-namespace", "A"], "ConfigError: --dns-namespace: must be a Kubernetes namespace"),
+        (["--dns-pod-label", "kube-dns"], "ConfigError: --dns-pod-label: must be KEY=VALUE"),
+        (["--dns-pod-label", "a=b", "--dns-pod-label", "a=c"], "ConfigError: --dns-pod-label: 'a'"),
+        (["--dns-pod-label", "a=b c"], "ConfigError: --dns-pod-label: ['a']: value 'b c' is not"),
+        (
+            ["--unproxied-egress", "10.0.0.5/32"],
+            "ConfigError: --unproxied-egress: must be CIDR:PORT[,PORT...][/PROTOCOL]",
+        ),
+        (
+            ["--unproxied-egress", "10.0.0.5/32:5432/tcp"],
+            "ConfigError: --unproxied-egress: protocol: must be one of TCP, UDP, SCTP",
+        ),
+        (
+            ["--unproxied-egress", "10.0.0.5/32:70000"],
+            "ConfigError: --unproxied-egress: ports: must be a port number",
+        ),
         (["--policy", "/nonexistent/policy.yaml"], "PolicyError: /nonexistent/policy.yaml: cannot"),
     ],
 )

@@ -173,6 +173,38 @@ def test_stack_program_with_config() -> None:
     assert bundle.count("BEGIN CERTIFICATE") > 100
 
 
+NETWORK_CONFIG = {
+    "sessionId": "sess-net",
+    "caKeyAlgorithm": "ecdsa-p384",
+    "caValidityHours": "48",
+    "clusterCidrs": ["203.0.113.0/24"],
+    "nodeLocalDns": "169.254.20.10",
+    "dnsNamespace": "dns",
+    "dnsPodLabels": {"k8s-app": "coredns"},
+    "unproxiedEgress": [{"cidr": "10.0.12.7/32", "ports": [5432, 5433], "protocol": "TCP"}],
+}
+
+
+def test_stack_program_network_and_ca_config() -> None:
+    rec = run(session_program, config=NETWORK_CONFIG)
+    netpol = as_object(rec.one(NETWORK_POLICY), "networking.k8s.io/v1", "NetworkPolicy")
+    assert_valid(netpol)
+    labels = SandboxEgressArgs(session_id="sess-net").names.pod_labels
+    assert_network_policy(netpol, labels, plain_http=False, dns_labels={"k8s-app": "coredns"})
+    dns_rule, web_rule, unproxied = netpol["spec"]["egress"]
+    assert {"ipBlock": {"cidr": "169.254.20.10/32"}} in dns_rule["to"]
+    assert dns_rule["to"][0]["namespaceSelector"]["matchLabels"] == {
+        "kubernetes.io/metadata.name": "dns"
+    }
+    assert "203.0.113.0/24" in web_rule["to"][0]["ipBlock"]["except"]
+    assert unproxied == {
+        "to": [{"ipBlock": {"cidr": "10.0.12.7/32"}}],
+        "ports": [{"protocol": "TCP", "port": 5432}, {"protocol": "TCP", "port": 5433}],
+    }
+    assert rec.one("tls:index/privateKey:PrivateKey").inputs["ecdsaCurve"] == "P384"
+    assert rec.one("tls:index/selfSignedCert:SelfSignedCert").inputs["validityPeriodHours"] == 48
+
+
 def test_stack_program_defaults_deny_everything() -> None:
     rec = run(session_program, config={"sessionId": "sess-2"})
     policy = json.loads(rec.one(SECRET).inputs["stringData"]["policy.json"])
@@ -208,6 +240,71 @@ def test_stack_program_defaults_deny_everything() -> None:
             "policy.rules[0]",
         ),
         ({"sessionId": "1", "policy": ["allow"]}, ConfigError, "config policy: must be an object"),
+        (
+            {"sessionId": "1", "caKeyAlgorithm": "ed25519"},
+            ConfigError,
+            "config caKeyAlgorithm: must be one of",
+        ),
+        (
+            {"sessionId": "1", "caValidityHours": "a day"},
+            ConfigError,
+            "config caValidityHours: must be a whole number of hours",
+        ),
+        (
+            {"sessionId": "1", "caValidityHours": "0"},
+            ConfigError,
+            "config caValidityHours: must be a whole number of hours from 1 to 8760",
+        ),
+        (
+            {"sessionId": "1", "clusterCidrs": "100.64.0.0/10"},
+            ConfigError,
+            "config clusterCidrs: must be a list of IPv4 CIDRs",
+        ),
+        (
+            {"sessionId": "1", "clusterCidrs": ["fd00::/8"]},
+            ConfigError,
+            "config clusterCidrs: must be IPv4",
+        ),
+        (
+            {"sessionId": "1", "nodeLocalDns": "169.254.20"},
+            ConfigError,
+            "config nodeLocalDns: must be an IPv4 address like 169.254.20.10",
+        ),
+        (
+            {"sessionId": "1", "dnsNamespace": "Kube_System"},
+            ConfigError,
+            "config dnsNamespace: must be a Kubernetes namespace",
+        ),
+        (
+            {"sessionId": "1", "dnsPodLabels": "k8s-app=kube-dns"},
+            ConfigError,
+            "config dnsPodLabels: must be an object of label keys to values",
+        ),
+        (
+            {"sessionId": "1", "dnsPodLabels": {}},
+            ConfigError,
+            "config dnsPodLabels: must be a non-empty mapping",
+        ),
+        (
+            {"sessionId": "1", "dnsPodLabels": {"k8s-app": "kube dns"}},
+            ConfigError,
+            "config dnsPodLabels: ['k8s-app']: value 'kube dns' is not a valid label value",
+        ),
+        (
+            {"sessionId": "1", "unproxiedEgress": {"cidr": "10.0.0.5/32", "ports": [5432]}},
+            ConfigError,
+            "config unproxiedEgress: must be a list",
+        ),
+        (
+            {"sessionId": "1", "unproxiedEgress": [{"cidr": "10.0.0.5/32", "ports": [0]}]},
+            ConfigError,
+            "config unproxiedEgress: ports: must be a port number from 1 to 65535",
+        ),
+        (
+            {"sessionId": "1", "unproxiedEgress": [{"cidr": "10.0.0.5/32", "port": 5432}]},
+            ConfigError,
+            "config unproxiedEgress: unknown key(s) ['port']",
+        ),
     ],
 )
 def test_bad_stack_config_fails_before_any_resource(
@@ -217,6 +314,10 @@ def test_bad_stack_config_fails_before_any_resource(
     with pytest.raises(error) as info:
         run(session_program, config=config, recorder=recorder)
     assert needle in str(info.value)
+    key = needle.split(":", maxsplit=1)[0].removeprefix("config ")
+    if key not in ("sessionId", "policy", "policy.rules[0]"):
+        assert "Set it with" in str(info.value), "the message must say how to fix it"
+        assert key in str(info.value).split("Set it with", 1)[1]
     assert recorder.registrations == [], "a partial session was declared"
 
 

@@ -6,10 +6,12 @@ from pathlib import Path
 from typing import Any
 
 import certifi
+import click
 import pytest
 import yaml
 from click.testing import CliRunner
 from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from condukt_egress.args import SandboxEgressArgs
 from condukt_egress.ca import CaMaterial, generate_ca
@@ -41,7 +43,19 @@ FULL_CONFIG = {
     "allowPlainHttp": "true",
     "trustBundle": "public-roots",
     "nativeSidecar": "false",
+    "caKeyAlgorithm": "rsa-2048",
+    "caValidityHours": 48,
+    "clusterCidrs": ["203.0.113.0/24", "198.51.100.0/24"],
+    "nodeLocalDns": "169.254.20.10",
+    "dnsNamespace": "dns",
+    "dnsPodLabels": {"k8s-app": "coredns", "tier": "dns"},
+    "unproxiedEgress": [
+        {"cidr": "10.0.12.7/32", "ports": [5432]},
+        {"cidr": "10.0.0.0/24", "ports": [53, 5353], "protocol": "UDP"},
+    ],
 }
+REPEATED = {"clusterCidrs", "dnsPodLabels", "unproxiedEgress"}
+"""Keys given as one flag per entry, named for one entry (``--cluster-cidr``)."""
 
 
 @pytest.fixture(scope="module")
@@ -104,27 +118,53 @@ def test_text_kubernetes_cannot_store_is_refused(
 # --- one source of truth: render == the stack program under mocks -------------
 
 
+def _flag(key: str) -> str:
+    """The render flag of a stack config key: ``sessionId`` -> ``--session-id``."""
+    flag = "--" + re.sub(r"[A-Z]", lambda m: "-" + m.group(0).lower(), key)
+    return flag.removesuffix("s") if key in ("clusterCidrs", "dnsPodLabels") else flag
+
+
+def _entry(key: str, value: Any) -> list[str]:
+    """The values of a repeated flag, one per entry, in the syntax render documents."""
+    if key == "dnsPodLabels":
+        return [f"{k}={v}" for k, v in value.items()]
+    if key == "unproxiedEgress":
+        return [
+            f"{u['cidr']}:{','.join(map(str, u['ports']))}"
+            + (f"/{u['protocol']}" if "protocol" in u else "")
+            for u in value
+        ]
+    return list(value)
+
+
 def _flags(config: dict[str, Any], tmp_path: Path) -> list[str]:
-    """The render flags for a stack config: ``sessionId`` -> ``--session-id`` and so on."""
+    """The render flags for a stack config."""
     argv = ["render"]
     for key, value in config.items():
-        flag = "--" + re.sub(r"[A-Z]", lambda m: "-" + m.group(0).lower(), key)
+        flag = _flag(key)
         if key == "policy":
             path = tmp_path / "policy.yaml"
             path.write_text(yaml.safe_dump(value))
             argv += [flag, str(path)]
+        elif key in REPEATED:
+            for entry in _entry(key, value):
+                argv += [flag, entry]
         elif value in ("true", "false"):
             argv.append(flag if value == "true" else flag.replace("--", "--no-", 1))
         else:
-            argv += [flag, value]
+            argv += [flag, str(value)]
     return argv
 
 
-def test_render_has_a_flag_for_every_stack_config_key(tmp_path: Path) -> None:
-    options = {opt for param in render_cli.render.params for opt in param.opts}
-    options |= {opt for param in render_cli.render.params for opt in param.secondary_opts}
-    flags = _flags(dict.fromkeys(CONFIG_KEYS, "x"), tmp_path)
-    assert {f for f in flags if f.startswith("--")} <= options
+def test_render_has_a_flag_for_every_stack_config_key() -> None:
+    params = {opt: param for param in render_cli.render.params for opt in param.opts}
+    params |= {opt: param for param in render_cli.render.params for opt in param.secondary_opts}
+    assert set(FULL_CONFIG) == set(CONFIG_KEYS)
+    for key in CONFIG_KEYS:
+        option = params.get(_flag(key))
+        assert isinstance(option, click.Option), f"no render flag for config {key}"
+        assert option.multiple is (key in REPEATED), key
+    assert set(render_cli.FIELD_FLAGS.values()) <= set(params)
 
 
 def _declared(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -161,6 +201,11 @@ def test_render_declares_what_the_component_declares(
     public_roots = config.get("trustBundle") == "public-roots"
     prefix = _without_ca(rendered["Secret"])["bundle_prefix"]
     assert (prefix.rstrip("\n") == certifi.contents().rstrip("\n")) is public_roots
+    ca_cert = x509.load_pem_x509_certificate(rendered["Secret"]["stringData"]["ca.pem"].encode())
+    hours = (ca_cert.not_valid_after_utc - ca_cert.not_valid_before_utc).total_seconds() / 3600
+    assert round(hours) == int(config.get("caValidityHours", 24))
+    key_type = rsa.RSAPublicKey if "caKeyAlgorithm" in config else ec.EllipticCurvePublicKey
+    assert isinstance(ca_cert.public_key(), key_type)
 
 
 # --- serialisation -----------------------------------------------------------

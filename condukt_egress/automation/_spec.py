@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property
 from pathlib import Path
@@ -21,7 +21,14 @@ from typing import Any, Final
 from pulumi.automation import ConfigValue
 
 from condukt_egress import contract
-from condukt_egress.args import SandboxEgressArgs, TrustBundle, validate_image
+from condukt_egress.args import (
+    DEFAULT_DNS_POD_LABELS,
+    CaKeyAlgorithm,
+    SandboxEgressArgs,
+    TrustBundle,
+    UnproxiedEgress,
+    validate_image,
+)
 from condukt_egress.errors import ConfigError
 from condukt_egress.manifests import DEFAULT_WORKSPACE_IMAGE
 from condukt_egress.naming import session_names
@@ -82,6 +89,17 @@ class SessionSpec:
         allow_plain_http: Open TCP 80 (``allowPlainHttp``); see :class:`SandboxEgressArgs`.
         trust_bundle: ``session-ca`` or ``public-roots`` (``trustBundle``).
         native_sidecar: Run the proxy as a native sidecar (``nativeSidecar``).
+        ca_key_algorithm: Key type of the session CA (``caKeyAlgorithm``).
+        ca_validity_hours: Lifetime of the session CA (``caValidityHours``).
+        cluster_cidrs: Extra IPv4 ranges never reachable directly (``clusterCidrs``).
+        node_local_dns: IPv4 address of NodeLocal DNSCache, if any (``nodeLocalDns``).
+        dns_namespace: Namespace of the cluster DNS pods (``dnsNamespace``).
+        dns_pod_labels: Labels selecting the cluster DNS pods (``dnsPodLabels``).
+        unproxied_egress: Destinations reachable without the proxy, as
+            :class:`UnproxiedEgress` or its mapping form (``unproxiedEgress``).
+
+    The options of :class:`SandboxEgressArgs` alone (ports, ids, resources,
+    capabilities) are not stack config; use the component for those.
 
     Example:
         >>> spec = SessionSpec("run-42", namespace="agents",
@@ -96,10 +114,20 @@ class SessionSpec:
     allow_plain_http: bool = False
     trust_bundle: TrustBundle = "session-ca"
     native_sidecar: bool = True
+    ca_key_algorithm: CaKeyAlgorithm = "ecdsa-p256"
+    ca_validity_hours: int = 24
+    cluster_cidrs: Sequence[str] = ()
+    node_local_dns: str | None = None
+    dns_namespace: str = "kube-system"
+    dns_pod_labels: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_DNS_POD_LABELS))
+    unproxied_egress: Sequence[UnproxiedEgress | Mapping[str, Any]] = ()
 
     def __post_init__(self) -> None:
         validate_image("workspace_image", self.workspace_image, DEFAULT_WORKSPACE_IMAGE)
-        object.__setattr__(self, "policy", self.args.egress_policy)
+        args = self.args
+        object.__setattr__(self, "policy", args.egress_policy)
+        for name in _NORMALISED:
+            object.__setattr__(self, name, getattr(args, name))
 
     @cached_property
     def args(self) -> SandboxEgressArgs:
@@ -113,6 +141,13 @@ class SessionSpec:
                 allow_plain_http=self.allow_plain_http,
                 trust_bundle=self.trust_bundle,
                 native_sidecar=self.native_sidecar,
+                ca_key_algorithm=self.ca_key_algorithm,
+                ca_validity_hours=self.ca_validity_hours,
+                cluster_cidrs=self.cluster_cidrs,
+                node_local_dns=self.node_local_dns,
+                dns_namespace=self.dns_namespace,
+                dns_pod_labels=self.dns_pod_labels,
+                unproxied_egress=self.unproxied_egress,
             )
         except ConfigError as exc:
             if exc.field != "image":
@@ -128,18 +163,44 @@ class SessionSpec:
         """The program's stack config as text, keyed like ``Pulumi.yaml`` (no namespace).
 
         Every key of :data:`condukt_egress.program.CONFIG_KEYS` is set, so a
-        stack never keeps a stale value from an earlier ``up``.
+        stack never keeps a stale value from an earlier ``up``. Objects and
+        lists are JSON text, as ``policy`` is; no NodeLocal DNSCache is ``""``,
+        the ``Pulumi.yaml`` default.
         """
+        args = self.args
         return {
             "sessionId": self.session_id,
-            "namespace": self.args.namespace,
-            "policy": json.dumps(self.args.egress_policy.to_dict(), sort_keys=True),
+            "namespace": args.namespace,
+            "policy": json.dumps(args.egress_policy.to_dict(), sort_keys=True),
             "workspaceImage": self.workspace_image,
-            "sidecarImage": self.args.image,
-            "allowPlainHttp": _bool(self.args.allow_plain_http),
-            "trustBundle": self.args.trust_bundle,
-            "nativeSidecar": _bool(self.args.native_sidecar),
+            "sidecarImage": args.image,
+            "allowPlainHttp": _bool(args.allow_plain_http),
+            "trustBundle": args.trust_bundle,
+            "nativeSidecar": _bool(args.native_sidecar),
+            "caKeyAlgorithm": args.ca_key_algorithm,
+            "caValidityHours": str(args.ca_validity_hours),
+            "clusterCidrs": json.dumps(list(args.cluster_cidrs)),
+            "nodeLocalDns": args.node_local_dns or "",
+            "dnsNamespace": args.dns_namespace,
+            "dnsPodLabels": json.dumps(dict(args.dns_pod_labels), sort_keys=True),
+            "unproxiedEgress": json.dumps([_unproxied(u) for u in args.unproxied_egress]),
         }
+
+
+_NORMALISED: Final = (
+    "ca_validity_hours",
+    "cluster_cidrs",
+    "node_local_dns",
+    "dns_pod_labels",
+    "unproxied_egress",
+)
+"""Fields whose validated form (tuples, canonical CIDRs) replaces the given value."""
+
+
+def _unproxied(value: UnproxiedEgress | Mapping[str, Any]) -> dict[str, Any]:
+    """The ``unproxiedEgress`` document form of one (validated) destination."""
+    assert isinstance(value, UnproxiedEgress)  # noqa: S101 - normalised by SandboxEgressArgs
+    return {"cidr": value.cidr, "ports": list(value.ports), "protocol": value.protocol}
 
 
 def _bool(value: bool) -> str:

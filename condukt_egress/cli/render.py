@@ -5,7 +5,11 @@ No Pulumi engine, no cluster: the session's Secret (with a fresh CA from
 by the same functions the component uses, as a YAML stream or a JSON ``List``.
 The flags are the stack config keys of ``Pulumi.yaml`` one-to-one
 (``sessionId`` is ``--session-id``, ``allowPlainHttp`` is ``--allow-plain-http``,
-...), plus the CA options of :class:`~condukt_egress.args.SandboxEgressArgs`.
+...); list and object keys become repeatable flags named for one entry:
+``clusterCidrs`` is ``--cluster-cidr CIDR``, ``dnsPodLabels`` is
+``--dns-pod-label KEY=VALUE`` and ``unproxiedEgress`` is
+``--unproxied-egress CIDR:PORT[,PORT...][/PROTOCOL]`` (e.g.
+``10.0.12.7/32:5432`` or ``10.0.0.0/24:53,5353/UDP``; TCP when no protocol).
 
 Example:
     condukt-egress render --session-id run-42 --namespace agents \
@@ -16,6 +20,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Final, get_args
 
@@ -41,6 +47,11 @@ FIELD_FLAGS: Final = {
     "native_sidecar": "--native-sidecar",
     "ca_key_algorithm": "--ca-key-algorithm",
     "ca_validity_hours": "--ca-validity-hours",
+    "cluster_cidrs": "--cluster-cidr",
+    "node_local_dns": "--node-local-dns",
+    "dns_namespace": "--dns-namespace",
+    "dns_pod_labels": "--dns-pod-label",
+    "unproxied_egress": "--unproxied-egress",
     "workspace_image": "--workspace-image",
 }
 """The :class:`SandboxEgressArgs` field (or render input) behind each flag."""
@@ -49,6 +60,57 @@ FIELD_FLAGS: Final = {
 def _default(name: str) -> Any:
     """The SandboxEgressArgs default of ``name``, for help texts (one source of defaults)."""
     return next(f.default for f in dataclasses.fields(SandboxEgressArgs) if f.name == name)
+
+
+def _labels(values: Sequence[str]) -> dict[str, str] | None:
+    """``--dns-pod-label KEY=VALUE`` flags as a mapping; None when none is given."""
+    if not values:
+        return None
+    labels: dict[str, str] = {}
+    for value in values:
+        key, sep, label = value.partition("=")
+        if not sep:
+            raise ConfigError(
+                "--dns-pod-label", f"must be KEY=VALUE like k8s-app=kube-dns, got {value!r}"
+            )
+        if key in labels:
+            raise ConfigError(
+                "--dns-pod-label", f"{key!r} is given twice; give each label key once"
+            )
+        labels[key] = label
+    return labels
+
+
+_UNPROXIED = re.compile(r"^(?P<cidr>[^:]+):(?P<ports>[^/]+)(?:/(?P<protocol>[^/]+))?$")
+
+
+def _unproxied(values: Sequence[str]) -> list[dict[str, Any]] | None:
+    """``--unproxied-egress CIDR:PORT[,PORT...][/PROTOCOL]`` flags in mapping form."""
+    if not values:
+        return None
+    out: list[dict[str, Any]] = []
+    for value in values:
+        match = _UNPROXIED.match(value)
+        ports = match["ports"].split(",") if match else []
+        if match is None or not all(p.strip().isdigit() for p in ports):
+            raise ConfigError(
+                "--unproxied-egress",
+                f"must be CIDR:PORT[,PORT...][/PROTOCOL] like 10.0.12.7/32:5432 or "
+                f"10.0.0.0/24:53,5353/UDP, got {value!r}",
+            )
+        entry: dict[str, Any] = {"cidr": match["cidr"], "ports": [int(p) for p in ports]}
+        if match["protocol"] is not None:
+            entry["protocol"] = match["protocol"]
+        out.append(entry)
+    return out
+
+
+def _flag_error(exc: ConfigError) -> ConfigError:
+    """``exc`` (about a SandboxEgressArgs field) as an error about its flag."""
+    root = re.split(r"[.\[]", exc.field, maxsplit=1)[0]
+    detail = exc.field[len(root) :].lstrip(".")
+    message = str(exc).removeprefix(f"{exc.field}: ")
+    return ConfigError(FIELD_FLAGS.get(root, root), f"{detail}: {message}" if detail else message)
 
 
 def _write_private(path: Path, text: str) -> None:
@@ -115,6 +177,40 @@ def _write_private(path: Path, text: str) -> None:
     help=f"Lifetime of the session CA [default: {_default('ca_validity_hours')}].",
 )
 @click.option(
+    "--cluster-cidr",
+    "cluster_cidrs",
+    multiple=True,
+    metavar="CIDR",
+    help="Extra IPv4 range the pod must never reach directly, e.g. a pod or service CIDR "
+    "outside RFC 1918 (repeatable).",
+)
+@click.option(
+    "--node-local-dns",
+    metavar="IP",
+    help="IPv4 address of NodeLocal DNSCache, if the cluster uses it [default: none].",
+)
+@click.option(
+    "--dns-namespace",
+    metavar="NS",
+    help=f"Namespace of the cluster DNS pods [default: {_default('dns_namespace')}].",
+)
+@click.option(
+    "--dns-pod-label",
+    "dns_pod_labels",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Label selecting the cluster DNS pods (repeatable; replaces the default "
+    "k8s-app=kube-dns).",
+)
+@click.option(
+    "--unproxied-egress",
+    multiple=True,
+    metavar="CIDR:PORT[,PORT...][/PROTOCOL]",
+    help="Destination reachable without the proxy (no policy, no audit), e.g. "
+    "10.0.12.7/32:5432 or 10.0.0.0/24:53,5353/UDP; protocol TCP (default), UDP or SCTP "
+    "(repeatable).",
+)
+@click.option(
     "--format",
     "fmt",
     type=click.Choice(FORMATS),
@@ -140,6 +236,11 @@ def render(
     native_sidecar: bool | None,
     ca_key_algorithm: str | None,
     ca_validity_hours: int | None,
+    cluster_cidrs: tuple[str, ...],
+    node_local_dns: str | None,
+    dns_namespace: str | None,
+    dns_pod_labels: tuple[str, ...],
+    unproxied_egress: tuple[str, ...],
     fmt: Format,
     output: Path | None,
 ) -> None:
@@ -156,14 +257,18 @@ def render(
         "native_sidecar": native_sidecar,
         "ca_key_algorithm": ca_key_algorithm,
         "ca_validity_hours": ca_validity_hours,
+        "cluster_cidrs": cluster_cidrs or None,
+        "node_local_dns": node_local_dns,
+        "dns_namespace": dns_namespace,
+        "dns_pod_labels": _labels(dns_pod_labels),
+        "unproxied_egress": _unproxied(unproxied_egress),
     }
     given = {k: v for k, v in options.items() if v is not None}
     try:
         args = SandboxEgressArgs(session_id=session_id, **given)
         objects = render_session(args, generate_ca(args), workspace_image)
     except ConfigError as exc:
-        flag = FIELD_FLAGS.get(exc.field, exc.field)
-        raise ConfigError(flag, str(exc).removeprefix(f"{exc.field}: ")) from None
+        raise _flag_error(exc) from None
     text = serialise(objects, fmt)
     if output is None:
         click.echo(text, nl=False)
