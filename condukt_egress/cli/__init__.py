@@ -8,18 +8,36 @@ errors (:class:`~condukt_egress.errors.EgressError`) are printed as
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import click
 
 from condukt_egress.errors import EgressError
 
-__all__ = ["cli", "main"]
+__all__ = ["cli", "format_option", "main"]
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="condukt-egress")
 def cli() -> None:
     """Per-session egress control for AI-agent sandbox pods."""
+
+
+def format_option(choices: Sequence[str], help_text: str) -> Callable[[Any], Any]:
+    """The ``--format`` flag every command shares; the first choice is the default.
+
+    ``--format`` always names the output format and ``--output`` always a file,
+    so one concept keeps one flag across commands.
+    """
+    return click.option(
+        "--format",
+        "fmt",
+        type=click.Choice(list(choices)),
+        default=choices[0],
+        show_default=True,
+        help=help_text,
+    )
 
 
 def _register() -> None:

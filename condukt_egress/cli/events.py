@@ -38,7 +38,7 @@ from typing import Any, Final, TextIO
 
 import click
 
-from condukt_egress.cli import cli
+from condukt_egress.cli import cli, format_option
 from condukt_egress.contract import DEFAULT_CONTROL_PORT, EVENT_KINDS
 from condukt_egress.control import ControlClient, Decider, DecisionSent, Target, TcpTarget
 from condukt_egress.errors import PolicyError
@@ -73,14 +73,7 @@ _TOP_HOSTS: Final = 20
     show_default=True,
     help="The sidecar's control port inside the pod.",
 )
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["text", "json"]),
-    default="text",
-    show_default=True,
-    help="One readable line, or one JSON object (schema v1), per record.",
-)
+@format_option(("text", "json"), "One readable line, or one JSON object (schema v1), per record.")
 @click.option(
     "--kind",
     "kinds",

@@ -20,7 +20,7 @@ from typing import Any
 
 import click
 
-from condukt_egress.cli import cli
+from condukt_egress.cli import cli, format_option
 from condukt_egress.policy import EgressPolicy, Verdict
 
 __all__ = ["explain", "verdict_line", "verdict_object"]
@@ -65,14 +65,7 @@ def verdict_line(host: str, verdict: Verdict, policy: EgressPolicy) -> str:
     metavar="FILE",
     help="Egress policy document (.yaml, .yml or .json).",
 )
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["text", "json"]),
-    default="text",
-    show_default=True,
-    help="One readable line, or one JSON object, per host.",
-)
+@format_option(("text", "json"), "One readable line, or one JSON object, per host.")
 @click.option("--json", "as_json", is_flag=True, help="Shorthand for --format json.")
 @click.argument("hosts", nargs=-1, required=True, metavar="HOST...")
 def explain(*, policy_file: Path, fmt: str, as_json: bool, hosts: tuple[str, ...]) -> None:

@@ -29,7 +29,7 @@ import click
 
 from condukt_egress.args import CaKeyAlgorithm, SandboxEgressArgs, TrustBundle
 from condukt_egress.ca import generate_ca
-from condukt_egress.cli import cli
+from condukt_egress.cli import cli, format_option
 from condukt_egress.errors import ConfigError
 from condukt_egress.manifests import DEFAULT_WORKSPACE_IMAGE
 from condukt_egress.policy import EgressPolicy
@@ -210,14 +210,7 @@ def _write_private(path: Path, text: str) -> None:
     "10.0.12.7/32:5432 or 10.0.0.0/24:53,5353/UDP; protocol TCP (default), UDP or SCTP "
     "(repeatable).",
 )
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(FORMATS),
-    default="yaml",
-    show_default=True,
-    help="A multi-document YAML stream or a JSON v1/List.",
-)
+@format_option(FORMATS, "A multi-document YAML stream or a JSON v1/List.")
 @click.option(
     "--output",
     type=click.Path(dir_okay=False, writable=True, path_type=Path),
