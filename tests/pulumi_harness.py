@@ -8,6 +8,8 @@ dependencies and inputs, as the engine would receive them.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import datetime
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -172,9 +174,13 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
     def __init__(self, mocks: pulumi.runtime.Mocks, recorder: Recorder) -> None:
         super().__init__(mocks)
         self.recorder = recorder
+        self.loops: set[asyncio.AbstractEventLoop] = set()
+        """Event loops the SDK created on the executor threads that registered resources."""
 
     def RegisterResource(self, request: Any) -> Any:  # noqa: N802 - gRPC method name
         response = super().RegisterResource(request)  # type: ignore[no-untyped-call]
+        with contextlib.suppress(RuntimeError):  # no loop was needed on this thread
+            self.loops.add(asyncio.get_event_loop_policy().get_event_loop())
         if request.type != "pulumi:pulumi:Stack":
             self.recorder.registrations.append(
                 Registration(
@@ -210,9 +216,8 @@ def run(
     recorder = recorder if recorder is not None else Recorder()
     mocks = SessionMocks()
     factory = monitor_factory or RecordingMonitor
-    pulumi.runtime.set_mocks(
-        mocks, project=project, stack="test", preview=False, monitor=factory(mocks, recorder)
-    )
+    monitor = factory(mocks, recorder)
+    pulumi.runtime.set_mocks(mocks, project=project, stack="test", preview=False, monitor=monitor)
     import json  # noqa: PLC0415
 
     values = {
@@ -234,4 +239,24 @@ def run(
         _run()
     finally:
         pulumi.runtime.set_all_config({})
+        _close_sdk_loops(getattr(monitor, "loops", set()))
     return recorder
+
+
+def _close_sdk_loops(worker_loops: set[asyncio.AbstractEventLoop]) -> None:
+    """Close the event loops the SDK opened for this run and never closes.
+
+    Left open, they are collected at a random later moment and their
+    ResourceWarning (an error under our warning filter) fails whichever test
+    happens to be running then.
+    """
+    try:
+        main: asyncio.AbstractEventLoop | None = asyncio.get_event_loop_policy().get_event_loop()
+    except RuntimeError:
+        main = None
+    for loop in [*worker_loops, *([main] if main is not None else [])]:
+        if not loop.is_running() and not loop.is_closed():
+            loop.close()
+    worker_loops.clear()
+    if main is not None:
+        asyncio.set_event_loop(None)
