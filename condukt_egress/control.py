@@ -48,7 +48,6 @@ from condukt_egress._backoff import Backoff
 from condukt_egress._decisions import (
     SYNC_DECIDER_THREADS,
     Answer,
-    DaemonPool,
     DecidedBy,
     Decider,
     DeciderResult,
@@ -60,6 +59,7 @@ from condukt_egress._decisions import (
     is_async_callable,
 )
 from condukt_egress._lines import DEFAULT_MAX_LINE_BYTES, LineSplitter
+from condukt_egress._threads import DaemonPool
 from condukt_egress._transport import READ_CHUNK, Connection, Target, TcpTarget, os_reason
 from condukt_egress.contract import DEFAULT_DECIDE_TIMEOUT_MS
 from condukt_egress.errors import ConfigError, ControlChannelError

@@ -25,7 +25,13 @@ import certifi
 from condukt_egress import contract
 from condukt_egress.args import SandboxEgressArgs, validate_image
 from condukt_egress.errors import ConfigError
-from condukt_egress.naming import ANNOTATION_SESSION_ID, LABEL_MANAGED_BY, MANAGED_BY
+from condukt_egress.naming import (
+    ANNOTATION_SESSION_ID,
+    LABEL_MANAGED_BY,
+    MANAGED_BY,
+    NETFILTER_CONTAINER,
+    SIDECAR_CONTAINER,
+)
 
 __all__ = [
     "BYPASS_CAPABILITIES",
@@ -55,8 +61,6 @@ JSON = dict[str, Any]
 DEFAULT_WORKSPACE_IMAGE: Final = "python:3.13-slim"
 """Image of the workspace container the stack program and ``render`` declare."""
 
-NETFILTER_CONTAINER: Final = "condukt-egress-init"
-SIDECAR_CONTAINER: Final = "condukt-egress"
 CONFIG_VOLUME: Final = "condukt-egress-config"
 """Sidecar-only volume: policy, CA certificate and CA key."""
 TRUST_VOLUME: Final = "condukt-egress-trust"

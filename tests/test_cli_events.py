@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from condukt_egress.cli import _register, cli
+from condukt_egress.cli import cli
 from tests.sidecar_double import (
     ThreadedDouble,
     all_kinds,
@@ -285,7 +285,6 @@ def test_port_forward_without_credentials_is_one_line_and_exit_1(tmp_path: Path)
 
 
 def _invoke(*args: str) -> Any:
-    _register()
     return CliRunner().invoke(cli, ["events", *args])
 
 
