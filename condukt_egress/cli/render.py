@@ -33,7 +33,13 @@ from condukt_egress.cli import cli, format_option
 from condukt_egress.errors import ConfigError
 from condukt_egress.manifests import DEFAULT_WORKSPACE_IMAGE
 from condukt_egress.policy import EgressPolicy
-from condukt_egress.render import FORMATS, Format, render_session, serialise
+from condukt_egress.render import (
+    FORMATS,
+    Format,
+    render_session,
+    serialise,
+    teardown_commands,
+)
 
 __all__ = ["FIELD_FLAGS", "render"]
 
@@ -273,6 +279,12 @@ def render(
         f"note: {where} holds the session CA's private key (Secret "
         f"{secret['namespace']}/{secret['name']}, key ca-key.pem): keep it secret; "
         "encrypt it (SOPS, Sealed Secrets) before committing it.",
+        err=True,
+    )
+    steps = " && ".join(teardown_commands(objects, str(output) if output else "FILE"))
+    click.echo(
+        f"note: tear down with `{steps}`: the Pod first; `kubectl delete -f` alone deletes "
+        "the NetworkPolicy while the Pod still runs.",
         err=True,
     )
     if policy is None:
