@@ -8,6 +8,7 @@ mocks, what the transform produces and what ``render`` prints.
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -18,6 +19,7 @@ from condukt_egress.manifests import (
     SIDECAR_CONTAINER,
     SPECIAL_IPV4_RANGES,
 )
+from condukt_egress.naming import SessionNames
 
 JSON = Mapping[str, Any]
 
@@ -129,8 +131,27 @@ def assert_network_policy(
     assert all("to" in r and r["to"] for r in extra), "an extra rule without peers allows all"
 
 
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+
+
+def assert_names(names: SessionNames, other: SessionNames | None = None) -> None:
+    """Property 6: valid names and label, >= 128 bits of the id's hash, distinct per id."""
+    for value in (names.secret, names.network_policy, names.pod, names.label_value):
+        assert _DNS_LABEL.match(value), value
+        assert len(value) <= 63, value
+    hash_part = names.label_value.rsplit("-", 1)[-1]
+    assert len(hash_part) * 5 >= 128, f"{hash_part!r} carries fewer than 128 bits"
+    assert len(names.ca_common_name) <= 64
+    if other is not None and other.session_id != names.session_id:
+        assert names.secret != other.secret
+        assert names.network_policy != other.network_policy
+        assert names.pod != other.pod
+        assert names.label_value != other.label_value
+
+
 def assert_session_secure(pod_spec: JSON, uid: int = 1337, gid: int = 1337) -> None:
-    """Properties 1-4 on an injected pod spec."""
+    """Properties 1-4 and 10 on an injected pod spec."""
+    assert_no_probe_of_the_sidecar_ports(pod_spec, _sidecar_ports(pod_spec))
     assert_key_only_in_sidecar(pod_spec)
     assert_capabilities(pod_spec)
     assert_sidecar_identity(pod_spec, uid, gid)
@@ -170,3 +191,38 @@ def assert_workload_secure(obj: JSON, pod_labels: Mapping[str, str], namespace: 
     assert obj["metadata"]["namespace"] == namespace
     assert_session_secure(template["spec"])
     assert_hardened(template["spec"])
+
+
+_CONNECTING_HANDLERS = ("tcpSocket", "httpGet", "grpc")
+
+
+def assert_no_probe_of_the_sidecar_ports(pod_spec: JSON, ports: tuple[int, int]) -> None:
+    """Property 10: no probe or hook connects to the proxy or control port.
+
+    The sidecar takes every connection accepted on the proxy port for
+    redirected workspace traffic (upstream src/proxy/mod.rs:89-105) and serves
+    one control peer at a time (src/proxy/control.rs); kubelet's TCP/HTTP/gRPC
+    checks would be such connections. Our own containers use no network probe.
+    """
+    names = {p: p for p in ports} | {"proxy": "proxy", "control": "control"}
+    for container in containers(pod_spec):
+        handlers = [container.get(p) or {} for p in ("startupProbe", "livenessProbe",
+                                                      "readinessProbe")]
+        lifecycle = container.get("lifecycle") or {}
+        handlers += [lifecycle.get("postStart") or {}, lifecycle.get("preStop") or {}]
+        for handler in handlers:
+            for kind in _CONNECTING_HANDLERS:
+                if kind not in handler:
+                    continue
+                assert container["name"] not in (SIDECAR_CONTAINER, NETFILTER_CONTAINER), (
+                    f"{container['name']} has a {kind} check"
+                )
+                assert handler[kind].get("port") not in names, (
+                    f"{container['name']} {kind} connects to {handler[kind].get('port')}"
+                )
+
+
+def _sidecar_ports(pod_spec: JSON) -> tuple[int, int]:
+    sidecar = next(c for c in containers(pod_spec) if c["name"] == SIDECAR_CONTAINER)
+    by_name = {p["name"]: p["containerPort"] for p in sidecar["ports"]}
+    return by_name["proxy"], by_name["control"]
