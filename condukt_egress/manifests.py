@@ -18,11 +18,13 @@ import hashlib
 import json
 import posixpath
 from collections.abc import Iterable, Mapping
+from decimal import Decimal
 from typing import Any, Final
 
 import certifi
 
 from condukt_egress import contract
+from condukt_egress._quantity import format_quantity, parse_quantity
 from condukt_egress.args import SandboxEgressArgs, validate_image
 from condukt_egress.errors import ConfigError
 from condukt_egress.naming import ANNOTATION_SESSION_ID, LABEL_MANAGED_BY, MANAGED_BY
@@ -651,6 +653,85 @@ def _user_containers(
             yield kind, where, container
 
 
+def _quantity(value: object, where: str) -> Decimal:
+    try:
+        return parse_quantity(value)
+    except ValueError:
+        raise ConfigError(
+            where,
+            f"is {value!r}, not a Kubernetes quantity; condukt-egress must add its containers' "
+            "resources to the pod-level spec.resources: write e.g. 100Mi or 250m",
+        ) from None
+
+
+def _container_amount(container: Mapping[str, Any], where: str, section: str, name: str) -> Decimal:
+    resources = container.get("resources") or {}
+    value = (resources.get(section) or {}).get(name)
+    if value is None and section == "requests":
+        # The API server defaults a missing request to the limit.
+        section, value = "limits", (resources.get("limits") or {}).get(name)
+    if value is None:
+        return Decimal(0)
+    return _quantity(value, f"{where}.resources.{section}.{name}")
+
+
+def _aggregate(spec: Mapping[str, Any], section: str, name: str) -> Decimal:
+    """The pod's aggregate container ``requests``/``limits`` of one resource.
+
+    Kubernetes' rule (``resourcehelper.PodRequests``): the sum of the
+    containers and of the restartable (native sidecar) init containers, or,
+    if larger, the largest plain init container plus the sidecars started
+    before it.
+    """
+    total = sum(
+        (
+            _container_amount(c, _where("containers", i, c), section, name)
+            for i, c in enumerate(spec.get("containers") or ())
+        ),
+        Decimal(0),
+    )
+    sidecars = init_peak = Decimal(0)
+    for index, container in enumerate(spec.get("initContainers") or ()):
+        amount = _container_amount(
+            container, _where("initContainers", index, container), section, name
+        )
+        if container.get("restartPolicy") == "Always":
+            total += amount
+            sidecars += amount
+            init_peak = max(init_peak, sidecars)
+        else:
+            init_peak = max(init_peak, amount + sidecars)
+    return max(total, init_peak)
+
+
+def _fit_pod_resources(before: Mapping[str, Any], spec: JSON) -> None:
+    """Raise pod-level ``spec.resources`` by what the injected containers add.
+
+    With pod-level resources (on by default since Kubernetes 1.34) the API
+    server rejects a pod whose pod-level requests are below the aggregate
+    container requests, or whose limits are below a container's limit. Each
+    resource the user set at pod level grows by exactly the growth of the
+    aggregate, so the user's containers keep the budget they had; a request
+    never ends above its limit.
+    """
+    pod = spec.get("resources")
+    if not isinstance(pod, Mapping) or not pod:
+        return
+    fitted: JSON = {key: dict(value) if isinstance(value, Mapping) else value
+                    for key, value in pod.items()}
+    for section in ("requests", "limits"):
+        for name, value in (pod.get(section) or {}).items():
+            current = _quantity(value, f"spec.resources.{section}.{name}")
+            grown = _aggregate(spec, section, name) - _aggregate(before, section, name)
+            if grown > 0:
+                fitted[section][name] = format_quantity(current + grown, name)
+    requests, limits = fitted.get("requests") or {}, fitted.get("limits") or {}
+    for name, request in requests.items():
+        if name in limits and parse_quantity(request) > parse_quantity(limits[name]):
+            limits[name] = request
+    spec["resources"] = fitted
+
+
 def check(pod_spec: Mapping[str, Any], args: SandboxEgressArgs) -> None:
     """Refuse a (possibly partial) pod spec that could bypass the sidecar; change nothing.
 
@@ -723,6 +804,7 @@ def inject(pod_spec: Mapping[str, Any], args: SandboxEgressArgs) -> JSON:
     spec["initContainers"] = ours_init + lists["initContainers"]
     spec["containers"] = lists["containers"] + ours_main
     spec["volumes"] = _merge_volumes(spec.get("volumes") or (), _volumes(args))
+    _fit_pod_resources(pod_spec, spec)
     spec.setdefault("automountServiceAccountToken", False)
     spec.setdefault("enableServiceLinks", False)
     return spec

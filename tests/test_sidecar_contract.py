@@ -10,6 +10,7 @@ import json
 import shutil
 import socket
 import subprocess
+from decimal import Decimal
 from functools import partial
 from pathlib import Path
 from typing import Any, cast
@@ -17,6 +18,7 @@ from typing import Any, cast
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from kubernetes.utils.quantity import parse_quantity
 
 from condukt_egress import contract, manifests
 from condukt_egress.args import SandboxEgressArgs
@@ -24,6 +26,7 @@ from condukt_egress.errors import ConfigError, PolicyError
 from condukt_egress.naming import MAX_SESSION_ID_LENGTH, validate_session_id
 from condukt_egress.policy import DefaultAction, EgressPolicy, allow, decide, deny
 from tests import clap_model
+from tests.security_properties import assert_session_secure
 
 KEY = "-----BEGIN PRIVATE KEY-----\nx\n-----END PRIVATE KEY-----\n"
 
@@ -295,3 +298,111 @@ def test_user_probes_of_the_sidecar_ports_are_refused(
     with pytest.raises(ConfigError, match=r"connects to port .*use an exec probe") as info:
         manifests.inject(spec, SandboxEgressArgs(session_id="p"))
     assert info.value.field == f"spec.containers[0] (container 'w').{field}"
+
+
+# --- Item 8: pod-level resources (Kubernetes 1.34+: PodLevelResources on) ----------
+
+# kubernetes/website content/en/examples/pods/resource/pod-level-resources.yaml
+POD_LEVEL_EXAMPLE: dict[str, Any] = {
+    "resources": {
+        "limits": {"cpu": "1", "memory": "200Mi"},
+        "requests": {"cpu": "1", "memory": "100Mi"},
+    },
+    "containers": [
+        {
+            "name": "pod-resources-demo-ctr-1",
+            "image": "nginx",
+            "resources": {
+                "limits": {"cpu": "0.5", "memory": "100Mi"},
+                "requests": {"cpu": "0.5", "memory": "50Mi"},
+            },
+        },
+        {"name": "pod-resources-demo-ctr-2", "image": "fedora", "command": ["sleep", "inf"]},
+    ],
+}
+
+
+def k8s_quantity(value: object) -> Decimal:
+    """The official client's parser, independent of ours."""
+    return Decimal(str(parse_quantity(value)))  # type: ignore[no-untyped-call]
+
+
+def _amount(container: dict[str, Any], section: str, name: str) -> Decimal:
+    resources = container.get("resources") or {}
+    value = (resources.get(section) or {}).get(name)
+    if value is None and section == "requests":
+        value = (resources.get("limits") or {}).get(name)
+    return Decimal(0) if value is None else Decimal(str(k8s_quantity(value)))
+
+
+def api_server_errors(spec: dict[str, Any]) -> list[str]:
+    """The API server's pod-level resource checks, written from its rules.
+
+    Pod requests >= the aggregate container requests (sum of containers and
+    sidecars vs the largest init container plus the sidecars before it);
+    every container's limit <= the pod limit; pod requests <= pod limits.
+    """
+    errors = []
+    pod = spec["resources"]
+    every = [*spec.get("initContainers", []), *spec["containers"]]
+    for name, value in pod.get("requests", {}).items():
+        total = sum((_amount(c, "requests", name) for c in spec["containers"]), Decimal(0))
+        sidecars = peak = Decimal(0)
+        for init in spec.get("initContainers", []):
+            amount = _amount(init, "requests", name)
+            if init.get("restartPolicy") == "Always":
+                total += amount
+                sidecars += amount
+                peak = max(peak, sidecars)
+            else:
+                peak = max(peak, amount + sidecars)
+        if Decimal(str(k8s_quantity(value))) < max(total, peak):
+            errors.append(f"requests.{name} must be >= aggregate container requests")
+        limit = pod.get("limits", {}).get(name)
+        if limit is not None and k8s_quantity(limit) < k8s_quantity(value):
+            errors.append(f"requests.{name} must be <= limits")
+    for name, value in pod.get("limits", {}).items():
+        for container in every:
+            if _amount(container, "limits", name) > Decimal(str(k8s_quantity(value))):
+                errors.append(f"{container['name']} limits.{name} above the pod limit")
+    return errors
+
+
+def test_the_api_server_model_rejects_a_naive_injection() -> None:
+    assert api_server_errors(POD_LEVEL_EXAMPLE) == []
+    naive = manifests.inject(POD_LEVEL_EXAMPLE, SandboxEgressArgs(session_id="p"))
+    naive["resources"] = POD_LEVEL_EXAMPLE["resources"]
+    assert "requests.memory must be >= aggregate container requests" in api_server_errors(naive)
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_pod_level_resources_grow_by_what_we_add(native: bool) -> None:
+    args = SandboxEgressArgs(session_id="p", native_sidecar=native)
+    spec = manifests.inject(POD_LEVEL_EXAMPLE, args)
+    assert api_server_errors(spec) == []
+    # The sidecar adds 50m/64Mi to the sum (native or not); the netfilter init
+    # container (10m/16Mi) runs alone before it and stays below that sum.
+    assert spec["resources"] == {
+        "requests": {"cpu": "1050m", "memory": "164Mi"},
+        "limits": {"cpu": "2", "memory": "456Mi"},
+    }
+    assert manifests.inject(spec, args) == spec  # idempotent
+    assert_session_secure(spec)
+
+
+def test_pod_level_resources_cover_a_large_plain_init_container() -> None:
+    args = SandboxEgressArgs(
+        session_id="p",
+        sidecar_resources={"requests": {"memory": "1Mi"}, "limits": {"memory": "1Mi"}},
+    )
+    spec = manifests.inject({"resources": {"requests": {"memory": "10Mi"}},
+                             "containers": [{"name": "w", "image": "i"}]}, args)
+    # Largest init peak: the netfilter container's 16Mi, above the 1Mi sum.
+    assert spec["resources"] == {"requests": {"memory": "26Mi"}}
+    assert api_server_errors(spec) == []
+
+
+def test_a_pod_level_quantity_we_cannot_read_names_the_field() -> None:
+    spec = {"resources": {"requests": {"memory": "lots"}}, "containers": [{"name": "w"}]}
+    with pytest.raises(ConfigError, match=r"is 'lots', not a Kubernetes quantity.*e\.g\. 100Mi"):
+        manifests.inject(spec, SandboxEgressArgs(session_id="p"))
