@@ -153,6 +153,13 @@ class SandboxEgressArgs:
         unsafe_allowed_capabilities: Capabilities workspace containers may add
             although they can defeat egress control. Empty by default; every
             entry is a risk the user accepts explicitly.
+        allow_root_workspace: Let workspace containers run as root. Off by
+            default: workspaces get ``runAsNonRoot: true`` (and uid/gid 65532
+            when the spec names none), because root passes the in-pod rule
+            that keeps the control port for the port-forward path; turning
+            this on reopens ``127.0.0.1:<control_port>`` to the workspace
+            (reading every event, answering its own ``decide`` requests,
+            holding the single peer slot).
     """
 
     session_id: str
@@ -177,6 +184,7 @@ class SandboxEgressArgs:
         default_factory=lambda: {k: dict(v) for k, v in DEFAULT_SIDECAR_RESOURCES.items()}
     )
     unsafe_allowed_capabilities: Sequence[str] = ()
+    allow_root_workspace: bool = False
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -184,7 +192,7 @@ class SandboxEgressArgs:
         set_(self, "namespace", _dns_label("namespace", self.namespace))
         set_(self, "policy", _policy(self.policy))
         set_(self, "image", validate_image("image", self.image, contract.DEFAULT_IMAGE))
-        for name in ("allow_plain_http", "native_sidecar"):
+        for name in ("allow_plain_http", "native_sidecar", "allow_root_workspace"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(name, f"must be true or false, got {getattr(self, name)!r}")
         _choice("trust_bundle", self.trust_bundle, get_args(TrustBundle))

@@ -26,6 +26,7 @@ from condukt_egress.errors import ConfigError, PolicyError
 from condukt_egress.naming import MAX_SESSION_ID_LENGTH, validate_session_id
 from condukt_egress.policy import DefaultAction, EgressPolicy, allow, decide, deny
 from tests import clap_model
+from tests import netfilter_model as nf
 from tests.security_properties import assert_session_secure
 
 KEY = "-----BEGIN PRIVATE KEY-----\nx\n-----END PRIVATE KEY-----\n"
@@ -406,3 +407,121 @@ def test_a_pod_level_quantity_we_cannot_read_names_the_field() -> None:
     spec = {"resources": {"requests": {"memory": "lots"}}, "containers": [{"name": "w"}]}
     with pytest.raises(ConfigError, match=r"is 'lots', not a Kubernetes quantity.*e\.g\. 100Mi"):
         manifests.inject(spec, SandboxEgressArgs(session_id="p"))
+
+
+# --- Item 6: in-pod guard rules next to the sidecar's nat OUTPUT rules -------------
+
+GUARD_DEFAULT = (
+    "*filter\n"
+    "-A OUTPUT -o lo -p tcp --dport 15002 -m owner ! --uid-owner 0 "
+    "-j REJECT --reject-with tcp-reset\n"
+    "-A OUTPUT -o lo -p tcp --dport 15001 -m conntrack ! --ctstate DNAT "
+    "-j REJECT --reject-with tcp-reset\n"
+    "-A OUTPUT -p tcp --dport 80 -m owner --uid-owner 1337 -j REJECT --reject-with tcp-reset\n"
+    "COMMIT\n"
+)
+
+
+def test_the_guard_rules_are_exactly_these() -> None:
+    assert manifests.guard_rules(SandboxEgressArgs(session_id="p")) == GUARD_DEFAULT
+    plain = manifests.guard_rules(SandboxEgressArgs(session_id="p", allow_plain_http=True))
+    assert plain == GUARD_DEFAULT.replace(
+        "-A OUTPUT -p tcp --dport 80 -m owner --uid-owner 1337 -j REJECT --reject-with "
+        "tcp-reset\n",
+        "",
+    )
+
+
+WS, ROOT, SIDECAR = 65532, 0, 1337
+_CASES = [
+    # who, where, port -> verdict, port after nat: (plain HTTP off, plain HTTP on)
+    ((WS, "93.184.216.34", 443), ("ACCEPT", 15001), ("ACCEPT", 15001)),  # redirected to proxy
+    ((WS, "93.184.216.34", 80), ("ACCEPT", 15001), ("ACCEPT", 15001)),  # redirected to proxy
+    ((WS, nf.LOOPBACK, 15002), ("REJECT", 15002), ("REJECT", 15002)),  # own decisions: closed
+    ((WS, nf.POD_IP, 15002), ("REJECT", 15002), ("REJECT", 15002)),
+    ((ROOT, nf.LOOPBACK, 15002), ("ACCEPT", 15002), ("ACCEPT", 15002)),  # port-forward path
+    ((WS, nf.LOOPBACK, 15001), ("REJECT", 15001), ("REJECT", 15001)),  # no NAT entry: closed
+    ((WS, nf.POD_IP, 15001), ("REJECT", 15001), ("REJECT", 15001)),
+    ((SIDECAR, nf.LOOPBACK, 15001), ("REJECT", 15001), ("REJECT", 15001)),  # self-dial loop
+    ((SIDECAR, "93.184.216.34", 443), ("ACCEPT", 443), ("ACCEPT", 443)),  # upstream dial
+    ((SIDECAR, "93.184.216.34", 80), ("REJECT", 80), ("ACCEPT", 80)),  # reset at once
+    ((WS, "10.0.12.7", 15001), ("ACCEPT", 15001), ("ACCEPT", 15001)),  # unproxied service
+    ((WS, nf.LOOPBACK, 8080), ("ACCEPT", 8080), ("ACCEPT", 8080)),  # in-pod loopback
+]
+
+
+@pytest.mark.parametrize(("conn", "plain_off", "plain_on"), _CASES)
+def test_guard_and_redirect_together(
+    conn: tuple[int, str, int], plain_off: tuple[str, int], plain_on: tuple[str, int]
+) -> None:
+    connection = nf.Connection(*conn)
+    nat = nf.sidecar_nat_rules(15001, 1337)
+    for plain, expected in ((False, plain_off), (True, plain_on)):
+        args = SandboxEgressArgs(session_id="p", allow_plain_http=plain)
+        filter_ = nf.restore_rules(manifests.guard_rules(args), "filter")
+        outcome = nf.evaluate(connection, nat, filter_)
+        assert (outcome.verdict, outcome.dport) == expected, (conn, plain)
+
+
+def test_the_guard_runs_after_the_redirect_and_before_anything_else() -> None:
+    spec = manifests.inject(
+        {"initContainers": [{"name": "setup", "image": "busybox"}],
+         "containers": [{"name": "w", "image": "i"}]},
+        SandboxEgressArgs(session_id="p", image="ghcr.io/tuist/condukt-egress:1.5.1"),
+    )  # fmt: skip
+    names = [c["name"] for c in spec["initContainers"]]
+    assert names == ["condukt-egress-init", "condukt-egress-guard", "condukt-egress", "setup"]
+    guard = spec["initContainers"][1]
+    assert guard["image"] == "ghcr.io/tuist/condukt-egress:1.5.1"  # ships iptables
+    assert guard["command"] == ["iptables-restore", "--noflush", "/etc/condukt-guard/guard.rules"]
+    assert guard["securityContext"]["runAsUser"] == 0
+    assert guard["securityContext"]["capabilities"] == {"drop": ["ALL"], "add": ["NET_ADMIN"]}
+    assert guard["volumeMounts"] == [
+        {"name": "condukt-egress-guard", "mountPath": "/etc/condukt-guard", "readOnly": True}
+    ]
+    volume = next(v for v in spec["volumes"] if v["name"] == "condukt-egress-guard")
+    assert volume["secret"]["items"] == [{"key": "guard.rules", "path": "guard.rules"}]
+    data = manifests.secret_data(SandboxEgressArgs(session_id="p"), "c", KEY)
+    assert data["guard.rules"] == GUARD_DEFAULT
+    assert_session_secure(spec)
+
+
+def test_workspaces_run_as_non_root_by_default() -> None:
+    spec = manifests.inject(
+        {"initContainers": [{"name": "setup", "image": "busybox"}],
+         "containers": [{"name": "w", "image": "i"},
+                        {"name": "v", "image": "i", "securityContext": {"runAsUser": 1000}}]},
+        SandboxEgressArgs(session_id="p"),
+    )  # fmt: skip
+    by_name = {c["name"]: c["securityContext"] for c in [*spec["initContainers"],
+                                                         *spec["containers"]]}  # fmt: skip
+    assert by_name["setup"]["runAsNonRoot"] is True
+    assert by_name["setup"]["runAsUser"] == by_name["w"]["runAsUser"] == 65532
+    assert by_name["w"]["runAsGroup"] == 65532
+    assert by_name["v"]["runAsUser"] == 1000
+    assert "runAsGroup" not in by_name["v"]
+    pod_uid = manifests.inject(
+        {"securityContext": {"runAsUser": 4000}, "containers": [{"name": "w", "image": "i"}]},
+        SandboxEgressArgs(session_id="p"),
+    )
+    assert pod_uid["containers"][0]["securityContext"]["runAsNonRoot"] is True
+    assert "runAsUser" not in pod_uid["containers"][0]["securityContext"]
+
+
+@pytest.mark.parametrize(
+    ("spec", "field"),
+    [
+        ({"containers": [{"name": "w", "securityContext": {"runAsUser": 0}}]},
+         "spec.containers[0] (container 'w').securityContext.runAsUser"),
+        ({"securityContext": {"runAsUser": 0}, "containers": [{"name": "w"}]},
+         "spec.securityContext.runAsUser"),
+        ({"containers": [{"name": "w", "securityContext": {"runAsNonRoot": False}}]},
+         "spec.containers[0] (container 'w').securityContext.runAsNonRoot"),
+    ],
+)  # fmt: skip
+def test_root_workspaces_are_refused_with_the_opt_out(spec: dict[str, Any], field: str) -> None:
+    with pytest.raises(ConfigError, match=r"control port.*allow_root_workspace") as info:
+        manifests.inject(spec, SandboxEgressArgs(session_id="p"))
+    assert info.value.field == field
+    opted = manifests.inject(spec, SandboxEgressArgs(session_id="p", allow_root_workspace=True))
+    assert opted["containers"][0]["securityContext"].get("runAsNonRoot") is not True
