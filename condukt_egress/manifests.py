@@ -305,7 +305,7 @@ def netfilter_container(args: SandboxEgressArgs) -> JSON:
     context["capabilities"] = {"drop": ["ALL"], "add": list(contract.NETFILTER_CAPABILITIES)}
     return {
         "name": NETFILTER_CONTAINER,
-        "image": args.image,
+        "image": args.sidecar_image,
         "command": [contract.BINARY],
         "args": contract.netfilter_args(proxy_port=args.proxy_port, sidecar_uid=args.sidecar_uid),
         "securityContext": context,
@@ -385,7 +385,7 @@ def guard_container(args: SandboxEgressArgs) -> JSON:
     context["capabilities"] = {"drop": ["ALL"], "add": list(GUARD_CAPABILITIES)}
     return {
         "name": GUARD_CONTAINER,
-        "image": args.image,
+        "image": args.sidecar_image,
         "command": [contract.IPTABLES_RESTORE, "--noflush", f"{GUARD_DIR}/{GUARD_RULES_FILE}"],
         "securityContext": context,
         "resources": {
@@ -400,7 +400,7 @@ def sidecar_container(args: SandboxEgressArgs) -> JSON:
     """The proxy container: native sidecar (init container) or plain container."""
     container: JSON = {
         "name": SIDECAR_CONTAINER,
-        "image": args.image,
+        "image": args.sidecar_image,
         "command": [contract.BINARY],
         "args": contract.proxy_args(
             proxy_port=args.proxy_port,
