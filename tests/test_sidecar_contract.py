@@ -467,7 +467,7 @@ def test_the_guard_runs_after_the_redirect_and_before_anything_else() -> None:
     spec = manifests.inject(
         {"initContainers": [{"name": "setup", "image": "busybox"}],
          "containers": [{"name": "w", "image": "i"}]},
-        SandboxEgressArgs(session_id="p", image="ghcr.io/tuist/condukt-egress:1.5.1"),
+        SandboxEgressArgs(session_id="p", sidecar_image="ghcr.io/tuist/condukt-egress:1.5.1"),
     )  # fmt: skip
     names = [c["name"] for c in spec["initContainers"]]
     assert names == ["condukt-egress-init", "condukt-egress-guard", "condukt-egress", "setup"]
