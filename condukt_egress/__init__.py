@@ -26,6 +26,8 @@ from condukt_egress.errors import (
     EgressError,
     PolicyError,
 )
+from condukt_egress.guard import SandboxGuardArgs
+from condukt_egress.guard_component import SandboxGuard
 from condukt_egress.naming import SessionNames, session_names
 from condukt_egress.policy import DENY_ALL, EgressPolicy, Rule, Verdict, allow, decide, deny
 
@@ -41,6 +43,8 @@ __all__ = [
     "Rule",
     "SandboxEgress",
     "SandboxEgressArgs",
+    "SandboxGuard",
+    "SandboxGuardArgs",
     "SessionNames",
     "TrustBundle",
     "UnproxiedEgress",

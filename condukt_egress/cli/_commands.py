@@ -7,4 +7,5 @@ from condukt_egress.cli import (
     events,  # noqa: F401  (registers `events`)
     explain,  # noqa: F401  (registers `explain`)
     render,  # noqa: F401  (registers `render`)
+    render_guard,  # noqa: F401  (registers `render-guard`)
 )
