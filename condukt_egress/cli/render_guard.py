@@ -14,7 +14,7 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Final, get_args
 
@@ -70,7 +70,7 @@ def _flag_error(exc: ConfigError) -> ConfigError:
     return ConfigError(FIELD_FLAGS.get(root, root), f"{detail} {message}" if detail else message)
 
 
-def _rule_flag(name: str, default: bool, help_text: str) -> Any:
+def _rule_flag(name: str, default: bool, help_text: str) -> Callable[[Any], Any]:
     return click.option(
         f"--{name}/--no-{name}",
         default=None,
