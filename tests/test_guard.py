@@ -24,7 +24,7 @@ from condukt_egress.guard import (
     SandboxGuardArgs,
     guard_manifests,
 )
-from condukt_egress.naming import LABEL_SESSION, session_names
+from condukt_egress.naming import LABEL_SESSION, session_names, validate_session_id
 from tests import strategies
 from tests.cel_admission import admit, compiled, defaulted_pod, request
 from tests.k8s_schema import assert_valid, versions
@@ -458,7 +458,16 @@ def test_a_network_policy_forging_our_label_is_refused() -> None:
 
 # --- properties -------------------------------------------------------------------------
 
-session_ids = st.text(min_size=1, max_size=80).filter(lambda s: s.strip() != "")
+
+def accepted(session_id: str) -> bool:
+    try:
+        validate_session_id(session_id)
+    except ConfigError:
+        return False
+    return True
+
+
+session_ids = st.text(min_size=1, max_size=80).filter(accepted)
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
