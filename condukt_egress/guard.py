@@ -254,7 +254,7 @@ class _Cel(str):
 
 def _message(*parts: str) -> str:
     """CEL: a ``messageExpression`` joining literal text and :class:`_Cel` parts."""
-    return " + ".join(p if isinstance(p, _Cel) else _lit(p) for p in parts)
+    return " + ".join(f"({p})" if isinstance(p, _Cel) else _lit(p) for p in parts)
 
 
 def _validation(expression: str, message: str, message_expression: str | None = None) -> JSON:
@@ -297,6 +297,9 @@ class _Ours:
     root_init: tuple[JSON, ...]  # our init containers other than the sidecar, in order
     sidecar: JSON
     wildcard_args: Mapping[str, frozenset[int]]  # per container: session-dependent argv slots
+    secret_volumes: Mapping[str, tuple[str, ...]]  # volumes on the session Secret: their keys
+    key_volumes: tuple[str, ...]  # those exposing the CA key
+    key_readers: tuple[str, ...]  # our containers mounting one of those
 
 
 def _ours(args: SandboxGuardArgs) -> _Ours:
@@ -326,10 +329,25 @@ def _ours(args: SandboxGuardArgs) -> _Ours:
         if len(a) != len(b):  # pragma: no cover - argv length depends on the session
             raise AssertionError(f"{name}: argv length depends on the session id")
         wildcards[name] = frozenset(i for i, (x, y) in enumerate(zip(a, b, strict=True)) if x != y)
+    secret = args.template(_TEMPLATE_IDS[0], native_sidecar=True).names.secret
+    secret_volumes = {
+        v["name"]: tuple(i["key"] for i in v["secret"]["items"])
+        for v in native["volumes"]
+        if (v.get("secret") or {}).get("secretName") == secret
+    }
+    key_volumes = tuple(n for n, keys in secret_volumes.items() if contract.CA_KEY_FILE in keys)
+    key_readers = tuple(
+        name
+        for name, c in ours(native).items()
+        if any(m["name"] in key_volumes for m in c.get("volumeMounts") or ())
+    )
     return _Ours(
         root_init=tuple(root_native),
         sidecar=ours(native)[sidecar_name],
         wildcard_args=wildcards,
+        secret_volumes=secret_volumes,
+        key_volumes=key_volumes,
+        key_readers=key_readers,
     )
 
 
@@ -439,6 +457,33 @@ def _session_pods_policy(args: SandboxGuardArgs) -> JSON:
             "expression": f"variables.containers.filter(c, c.name == {_lit(sidecar)})",
         },
     ]
+    key_volumes = _lit(list(ours.key_volumes))
+
+    def any_secret(root: str, path: str) -> str:
+        """CEL: ``root.path`` names a session's Secret (this session's or another's)."""
+        test = (
+            f"{root}.{path}.startsWith({_lit(prefix)})"
+            if prefix
+            else (f"{root}.{path} == variables.secretName")
+        )
+        return f"({_has_path(root, path)} && {test})"
+
+    allowed_volume = " || ".join(
+        f"(v.name == {_lit(name)} && v.secret.secretName == variables.secretName "
+        f"&& has(v.secret.items) && v.secret.items.map(i, i.key) == {_lit(list(keys))})"
+        for name, keys in ours.secret_volumes.items()
+    )
+    variables.append(
+        {
+            # Volumes on a session's Secret other than ours as injected (ours
+            # carry items, so the workspace's never holds the CA key).
+            "name": "secretVolumes",
+            "expression": "has(object.spec.volumes) ? object.spec.volumes.filter(v, "
+            f"({any_secret('v', 'secret.secretName')} && !({allowed_volume})) || "
+            f"(has(v.projected) && has(v.projected.sources) && v.projected.sources.exists(s, "
+            f"{any_secret('s', 'secret.name')}))).map(v, v.name) : []",
+        }
+    )
     caps_ok = _caps_ok("c", _capability_spellings(args.unsafe_allowed_capabilities))
     for template in reversed(ours.root_init):  # our init containers add what they need
         added = template["securityContext"]["capabilities"].get("add") or ()
@@ -459,6 +504,17 @@ def _session_pods_policy(args: SandboxGuardArgs) -> JSON:
             ]
         ),
         "badUid": f"c.name != {_lit(sidecar)} && {_is('c', 'securityContext.runAsUser', uid)}",
+        # Outside our containers, no mount of a volume holding the CA key and no
+        # environment variable from any session's Secret.
+        "keyReaders": " || ".join(
+            [
+                f"(has(c.volumeMounts) && c.volumeMounts.exists(m, m.name in {key_volumes}))",
+                "(has(c.env) && c.env.exists(e, "
+                f"{any_secret('e', 'valueFrom.secretKeyRef.name')}))",
+                f"(has(c.envFrom) && c.envFrom.exists(f, {any_secret('f', 'secretRef.name')}))",
+            ]
+        )
+        + f" ? !(c.name in {_lit(list(ours.key_readers))}) : false",
     }
     # "bad*" variables list the names of the containers breaking a rule.
     for name, condition in bad.items():
@@ -584,6 +640,23 @@ def _session_pods_policy(args: SandboxGuardArgs) -> JSON:
             "shareProcessNamespace, a pod-wide seccomp Unconfined profile or hostPath volumes; "
             "each shares the node's or the sidecar's namespaces or files and bypasses the "
             "sidecar: remove them",
+        ),
+        _validation(
+            f"{judged}size(variables.secretVolumes) == 0 && size(variables.keyReaders) == 0",
+            "session-pods: only the condukt-egress sidecar may read a session Secret's CA key: "
+            "no other volume on a session Secret, no projected source, secretKeyRef or "
+            f"envFrom naming one, and only the sidecar mounts {', '.join(ours.key_volumes)}; "
+            "remove the reference",
+            _message(
+                "session-pods: only the condukt-egress sidecar may read a session Secret's CA "
+                "key, but ",
+                _Cel(
+                    "size(variables.secretVolumes) > 0 ? 'volume ' + variables.secretVolumes[0]"
+                    " : 'container ' + variables.keyReaders[0]"
+                ),
+                " refers to one; remove the reference (the workspace gets the CA certificate "
+                f"through {manifests.TRUST_VOLUME})",
+            ),
         ),
     ]
     return _policy(

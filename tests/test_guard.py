@@ -321,6 +321,34 @@ MUTATIONS: dict[str, tuple[Callable[[JSON], Any], str]] = {
         ),
         "the init container condukt-egress-init must be the one condukt-egress injects",
     ),
+    "workspace mounts the sidecar's config volume": (
+        lambda p: workspace(p)["volumeMounts"].append(
+            {"name": manifests.CONFIG_VOLUME, "mountPath": "/key"}
+        ),
+        "only the condukt-egress sidecar may read a session Secret's CA key, but container "
+        "workspace refers to one",
+    ),
+    "a volume with every key of the session Secret": (
+        lambda p: p["spec"]["volumes"].append(
+            {"name": "all", "secret": {"secretName": SESSION.names.secret}}
+        ),
+        "but volume all refers to one",
+    ),
+    "a projected volume on another session's Secret": (
+        lambda p: p["spec"]["volumes"].append(
+            {"name": "proj", "projected": {"sources": [{"secret": {"name": OTHER.names.secret}}]}}
+        ),
+        "but volume proj refers to one",
+    ),
+    "an env var from another session's Secret": (
+        lambda p: workspace(p)["env"].append(
+            {
+                "name": "KEY",
+                "valueFrom": {"secretKeyRef": {"name": OTHER.names.secret, "key": "ca-key.pem"}},
+            }
+        ),
+        "but container workspace refers to one",
+    ),
     "netfilter image replaced": (
         lambda p: init(p, manifests.NETFILTER_CONTAINER).update(image="busybox"),
         "image one of ghcr.io/tuist/condukt-egress:1.5.1",
