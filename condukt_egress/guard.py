@@ -37,6 +37,7 @@ from condukt_egress import contract, manifests
 from condukt_egress.args import SandboxEgressArgs, validate_image
 from condukt_egress.errors import ConfigError
 from condukt_egress.naming import LABEL_MANAGED_BY, LABEL_SESSION, MANAGED_BY, session_names
+from condukt_egress.options import option
 
 __all__ = [
     "GUARD_NAMESPACE_LABEL",
@@ -69,6 +70,17 @@ _TEMPLATE_IDS: Final = ("condukt-guard-template-a", "Template B #2")
 _DNS_SUBDOMAIN_CHARS: Final = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-.")
 
 
+def _parse_label(text: str) -> tuple[str, str]:
+    """One ``--namespace-label KEY=VALUE`` flag."""
+    key, sep, value = text.partition("=")
+    if not sep:
+        raise ConfigError(
+            "namespace_labels",
+            f"must be KEY=VALUE like {GUARD_NAMESPACE_LABEL}=enforce, got {text!r}",
+        )
+    return key, value
+
+
 @dataclass(frozen=True)
 class SandboxGuardArgs:
     """Which namespaces the guard binds to, which rules it enforces, what it accepts.
@@ -84,7 +96,8 @@ class SandboxGuardArgs:
             namespaces that hold nothing but sessions.
         allowed_network_policies: Names of your own NetworkPolicies the guard
             accepts; each can widen the egress of the pods it selects.
-        images: Sidecar images session pods may run (the sessions' ``image``).
+        sidecar_images: Sidecar images session pods may run (the sessions'
+            ``sidecar_image``).
         proxy_port: The sessions' ``proxy_port``.
         control_port: The sessions' ``control_port``.
         sidecar_uid: The sessions' ``sidecar_uid``: only the sidecar may run as it.
@@ -94,19 +107,88 @@ class SandboxGuardArgs:
     """
 
     namespace_labels: Mapping[str, str] = field(
-        default_factory=lambda: {GUARD_NAMESPACE_LABEL: "enforce"}
+        default_factory=lambda: {GUARD_NAMESPACE_LABEL: "enforce"},
+        metadata=option(
+            "Labels a namespace must carry for the guard to apply there (all must match).",
+            example=f"{{{GUARD_NAMESPACE_LABEL}: enforce}}",
+            what="an object of label keys to values",
+            flag="--namespace-label",
+            metavar="KEY=VALUE",
+            parse=_parse_label,
+        ),
     )
-    session_pods: bool = True
-    ephemeral_containers: bool = True
-    network_policies: bool = True
-    only_session_pods: bool = False
-    allowed_network_policies: Sequence[str] = ()
-    images: Sequence[str] = (contract.DEFAULT_IMAGE,)
-    proxy_port: int = contract.DEFAULT_PROXY_PORT
-    control_port: int = contract.DEFAULT_CONTROL_PORT
-    sidecar_uid: int = contract.DEFAULT_SIDECAR_UID
-    unsafe_allowed_capabilities: Sequence[str] = ()
-    mode: GuardMode = "deny"
+    session_pods: bool = field(
+        default=True,
+        metadata=option(
+            "Refuse session-labelled pods not injected and hardened by condukt-egress.",
+            example="true",
+        ),
+    )
+    ephemeral_containers: bool = field(
+        default=True,
+        metadata=option("Refuse `kubectl debug` containers on session pods.", example="true"),
+    )
+    network_policies: bool = field(
+        default=True,
+        metadata=option("Refuse NetworkPolicies condukt-egress did not generate.", example="true"),
+    )
+    only_session_pods: bool = field(
+        default=False,
+        metadata=option("Refuse every pod without a session label.", example="false"),
+    )
+    allowed_network_policies: Sequence[str] = field(
+        default=(),
+        metadata=option(
+            "A NetworkPolicy of yours to accept although it may widen session egress.",
+            example="[default-deny]",
+            what="a list of NetworkPolicy names",
+            flag="--allowed-network-policy",
+            metavar="NAME",
+            parse=str,
+        ),
+    )
+    sidecar_images: Sequence[str] = field(
+        default=(contract.DEFAULT_IMAGE,),
+        metadata=option(
+            "A sidecar image session pods may run (the sessions' sidecar_image; pin digests).",
+            example=f"[{contract.DEFAULT_IMAGE}]",
+            what="a list of image references",
+            flag="--sidecar-image",
+            metavar="IMG",
+            parse=str,
+        ),
+    )
+    proxy_port: int = field(
+        default=contract.DEFAULT_PROXY_PORT,
+        metadata=option("The sessions' proxy_port.", example="15001", metavar="PORT"),
+    )
+    control_port: int = field(
+        default=contract.DEFAULT_CONTROL_PORT,
+        metadata=option("The sessions' control_port.", example="15002", metavar="PORT"),
+    )
+    sidecar_uid: int = field(
+        default=contract.DEFAULT_SIDECAR_UID,
+        metadata=option("The sessions' sidecar_uid.", example="1337", metavar="UID"),
+    )
+    unsafe_allowed_capabilities: Sequence[str] = field(
+        default=(),
+        metadata=option(
+            "A capability the sessions let workspaces add (a risk you accept).",
+            example="[NET_BIND_SERVICE]",
+            what="a list of capability names",
+            flag="--unsafe-allowed-capability",
+            metavar="CAP",
+            parse=str,
+        ),
+    )
+    mode: GuardMode = field(
+        default="deny",
+        metadata=option(
+            "deny refuses; warn admits with a warning and an audit annotation.",
+            example="deny",
+            choices=get_args(GuardMode),
+        ),
+    )
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -124,15 +206,16 @@ class SandboxGuardArgs:
                 "every rule is off, so the guard would enforce nothing; turn at least one on",
             )
         set_(self, "allowed_network_policies", _policy_names(self.allowed_network_policies))
-        images = _strings("images", self.images)
+        images = _strings("sidecar_images", self.sidecar_images)
         if not images:
             raise ConfigError(
-                "images", f"must list at least one sidecar image, e.g. {contract.DEFAULT_IMAGE!r}"
+                "sidecar_images",
+                f"must list at least one sidecar image, e.g. {contract.DEFAULT_IMAGE!r}",
             )
         set_(
             self,
-            "images",
-            tuple(validate_image("images", i, contract.DEFAULT_IMAGE) for i in images),
+            "sidecar_images",
+            tuple(validate_image("sidecar_images", i, contract.DEFAULT_IMAGE) for i in images),
         )
         if self.mode not in _ACTIONS:
             raise ConfigError("mode", f"must be 'deny' or 'warn', got {self.mode!r}")
@@ -158,7 +241,7 @@ class SandboxGuardArgs:
         """A session with the guard's session options, to build expected containers from."""
         return SandboxEgressArgs(
             session_id=session_id,
-            image=self.images[0],
+            sidecar_image=self.sidecar_images[0],
             native_sidecar=native_sidecar,
             proxy_port=self.proxy_port,
             control_port=self.control_port,
@@ -187,10 +270,7 @@ def _namespace_labels(value: object) -> dict[str, str]:
         # The same label validation as dns_pod_labels, under this field's name.
         SandboxEgressArgs(session_id="x", dns_pod_labels=value)
     except ConfigError as exc:
-        raise ConfigError(
-            exc.field.replace("dns_pod_labels", "namespace_labels"),
-            str(exc).removeprefix(f"{exc.field}: "),
-        ) from None
+        raise exc.renamed("namespace_labels") from None
     return {str(k): str(v) for k, v in value.items()}
 
 
@@ -550,19 +630,21 @@ def _session_pods_policy(args: SandboxGuardArgs) -> JSON:
     ]
     for template in ours.root_init:
         name = template["name"]
-        check = _container_matches("c", template, ours.wildcard_args[name], args.images)
+        check = _container_matches("c", template, ours.wildcard_args[name], args.sidecar_images)
         caps = template["securityContext"]["capabilities"].get("add") or []
         validations.append(
             _validation(
                 f"{judged}variables.initContainers"
                 f".filter(c, c.name == {_lit(name)}).all(c, {check})",
                 f"session-pods: the init container {name} must be the one condukt-egress "
-                f"injects: image one of {', '.join(args.images)}, command and args as "
+                f"injects: image one of {', '.join(args.sidecar_images)}, command and args as "
                 "injected, no env, envFrom, volume mounts or exec hooks added "
                 f"(it runs as root with {', '.join(caps) or 'no capability'}); {inject_fix}",
             )
         )
-    sidecar_check = _container_matches("c", ours.sidecar, ours.wildcard_args[sidecar], args.images)
+    sidecar_check = _container_matches(
+        "c", ours.sidecar, ours.wildcard_args[sidecar], args.sidecar_images
+    )
     native = _is("c", "restartPolicy", "Always")
     in_init = f"variables.initContainers.exists(c, c.name == {_lit(sidecar)} && {native})"
     in_main = f"object.spec.containers.exists(c, c.name == {_lit(sidecar)})"
@@ -576,9 +658,9 @@ def _session_pods_policy(args: SandboxGuardArgs) -> JSON:
         _validation(
             f"{judged}variables.sidecars.all(c, {sidecar_check})",
             f"session-pods: the sidecar {sidecar} must be the one condukt-egress injects: image "
-            f"one of {', '.join(args.images)}, command and args as injected (the session id "
-            "aside), only its own env and config mount, no exec hooks or probes (they would "
-            f"run as uid {uid}, which the redirect exempts); {inject_fix}",
+            f"one of {', '.join(args.sidecar_images)}, command and args as injected (the "
+            "session id aside), only its own env and config mount, no exec hooks or probes "
+            f"(they would run as uid {uid}, which the redirect exempts); {inject_fix}",
         ),
         _validation(
             f"{judged}has(object.spec.volumes) && object.spec.volumes.exists(v, v.name == "

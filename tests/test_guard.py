@@ -548,7 +548,10 @@ def test_the_secret_matches_the_label_for_any_ids(first: str, second: str) -> No
 
 def test_session_options_shape_what_is_accepted() -> None:
     guard_args = SandboxGuardArgs(
-        images=["registry.example/condukt-egress@sha256:" + "a" * 64, contract.DEFAULT_IMAGE],
+        sidecar_images=[
+            "registry.example/condukt-egress@sha256:" + "a" * 64,
+            contract.DEFAULT_IMAGE,
+        ],
         proxy_port=16001,
         unsafe_allowed_capabilities=["NET_BIND_SERVICE"],
     )
@@ -556,7 +559,7 @@ def test_session_options_shape_what_is_accepted() -> None:
     args = SandboxEgressArgs(
         session_id="s",
         namespace="agents",
-        image=guard_args.images[0],
+        sidecar_image=guard_args.sidecar_images[0],
         proxy_port=16001,
         unsafe_allowed_capabilities=["NET_BIND_SERVICE"],
     )
@@ -590,8 +593,8 @@ def test_rules_can_be_turned_off() -> None:
             "allowed_network_policies",
             "list of strings",
         ),
-        ({"images": []}, "images", contract.DEFAULT_IMAGE),
-        ({"images": ["has space"]}, "images", "printable ASCII"),
+        ({"sidecar_images": []}, "sidecar_images", contract.DEFAULT_IMAGE),
+        ({"sidecar_images": ["has space"]}, "sidecar_images", "printable ASCII"),
         ({"proxy_port": 443}, "proxy_port", "15001"),
         ({"mode": "audit"}, "mode", "'deny' or 'warn'"),
         (

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ from click.testing import CliRunner
 
 from condukt_egress import SandboxGuard, SandboxGuardArgs
 from condukt_egress.cli import _commands, cli
+from condukt_egress.cli.render_guard import GUARD_OPTIONS
 from condukt_egress.guard import guard_manifests
 from condukt_egress.guard_component import TYPE_TOKEN
 from tests.k8s_schema import assert_valid, versions
@@ -88,7 +90,7 @@ def test_render_guard_prints_what_the_component_declares(tmp_path: Path) -> None
             allowed_network_policies=["default-deny"],
             only_session_pods=True,
             ephemeral_containers=False,
-            images=["registry.example/condukt-egress:1.5.1"],
+            sidecar_images=["registry.example/condukt-egress:1.5.1"],
             mode="warn",
         )
     )
@@ -106,7 +108,10 @@ def test_render_guard_prints_what_the_component_declares(tmp_path: Path) -> None
     ("argv", "message"),
     [
         (["--namespace-label", "novalue"], "--namespace-label: must be KEY=VALUE"),
-        (["--namespace-label", "bad key=x"], "--namespace-label: ['bad key'] is not a valid"),
+        (
+            ["--namespace-label", "bad key=x"],
+            "--namespace-label['bad key']: is not a valid Kubernetes label key",
+        ),
         (["--allowed-network-policy", "Bad"], "--allowed-network-policy: 'Bad' is not a Network"),
         (["--proxy-port", "443"], "--proxy-port: must not be 443"),
         (
@@ -120,3 +125,12 @@ def test_render_guard_names_the_flag_and_the_fix(argv: list[str], message: str) 
     assert result.exit_code != 0
     assert isinstance(result.exception, Exception)
     assert message in str(result.exception)
+
+
+def test_every_guard_option_is_declared_and_is_a_flag() -> None:
+    fields = [f.name for f in dataclasses.fields(SandboxGuardArgs)]
+    assert [o.name for o in GUARD_OPTIONS] == fields
+    code, out, _ = invoke("render-guard", "--help")
+    assert code == 0
+    for opt in GUARD_OPTIONS:
+        assert opt.flag in out
