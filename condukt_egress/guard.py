@@ -843,11 +843,11 @@ def _only_session_pods_policy() -> JSON:
                 f"the {LABEL_SESSION} label of its session (and its injection): create it "
                 "through condukt-egress, or run it in a namespace the guard does not bind",
                 _message(
-                    "only-session-pods: namespace ",
-                    _Cel("request.namespace"),
-                    f" holds only session pods; every pod needs the {LABEL_SESSION} label of "
-                    "its session (and its injection): create it through condukt-egress, or run "
-                    "it in a namespace the guard does not bind",
+                    "only-session-pods: pod ",
+                    _Cel("object.metadata.name"),
+                    f" has no {LABEL_SESSION} label, and this namespace holds only session "
+                    "pods: create it through condukt-egress, or run it in a namespace the guard "
+                    "does not bind",
                 ),
             )
         ],

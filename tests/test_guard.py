@@ -193,7 +193,8 @@ def test_pods_without_the_session_label_pass_unless_only_session_pods() -> None:
     assert refusals(plain) == []
     strict = guard_manifests(SandboxGuardArgs(only_session_pods=True))
     refused_with(
-        refusals(plain, guard=strict), "only-session-pods: namespace agents holds only session pods"
+        refusals(plain, guard=strict),
+        "only-session-pods: pod db has no egress.condukt.dev/session label",
     )
     assert refusals(session_pod(), guard=strict) == []
 
