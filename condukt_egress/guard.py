@@ -478,6 +478,8 @@ def _container_matches(
     if lifecycle:  # pragma: no cover - the builders declare no hook today
         raise AssertionError("the guard does not yet express lifecycle hooks of our containers")
     parts.append(f"!has({c}.lifecycle)")
+    if "restartPolicy" not in template:  # a run-once init container stays one
+        parts.append(f"!has({c}.restartPolicy)")
     return " && ".join(f"({p})" for p in parts)
 
 

@@ -350,6 +350,10 @@ MUTATIONS: dict[str, tuple[Callable[[JSON], Any], str]] = {
         ),
         "but container workspace refers to one",
     ),
+    "netfilter made a sidecar": (
+        lambda p: init(p, manifests.NETFILTER_CONTAINER).update(restartPolicy="Always"),
+        "the init container condukt-egress-init must be the one condukt-egress injects",
+    ),
     "netfilter image replaced": (
         lambda p: init(p, manifests.NETFILTER_CONTAINER).update(image="busybox"),
         "image one of ghcr.io/tuist/condukt-egress:1.5.1",
