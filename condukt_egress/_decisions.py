@@ -1,4 +1,4 @@
-"""Deciders and their answers: types, the per-host cache, the time budget, fail-closed checks.
+"""Deciders and their answers: types, the answer cache, the time budget, fail-closed checks.
 
 A decider's return value is trusted only when it is exactly ``"allow"``,
 ``"deny"`` or ``("deny", reason)`` (:func:`interpret`); anything else, like an
@@ -28,9 +28,11 @@ __all__ = [
     "Decider",
     "DeciderResult",
     "DecisionCache",
+    "DecisionKey",
     "DecisionSent",
     "InvalidAnswerError",
     "decider_budget",
+    "decision_key",
     "interpret",
     "is_async_callable",
 ]
@@ -49,6 +51,18 @@ Decider: TypeAlias = Callable[[DecisionRequest], DeciderResult | Awaitable[Decid
 
 DecidedBy: TypeAlias = Literal["decider", "cache", "fail_closed"]
 """Where an answer came from; ``fail_closed`` means the decider failed."""
+
+DecisionKey: TypeAlias = tuple[str, int, str]
+"""``(host lower-cased, port, scheme lower-cased)``: what one cached answer covers."""
+
+
+def decision_key(request: DecisionRequest) -> DecisionKey:
+    """The cache and in-flight key of a request: host, port and scheme together.
+
+    A decider sees all three, so an answer for ``api.github.com:443`` over
+    https says nothing about ``api.github.com:80`` over plain http.
+    """
+    return request.host.lower(), request.port, request.scheme.lower()
 
 
 @dataclass(frozen=True)
@@ -71,15 +85,16 @@ class DecisionSent:
 
 
 class DecisionCache:
-    """Answers per host, kept for ``ttl`` seconds, at most ``max_entries`` (LRU).
+    """Answers per (host, port, scheme), kept for ``ttl`` seconds, at most ``max_entries`` (LRU).
 
     Only answers the decider gave are cached; fail-closed denials are not, so a
-    passing failure does not stick. Keys are lower-cased host names: the
-    sidecar's policy is per host, and so is this cache.
+    passing failure does not stick. Keys are :data:`DecisionKey` tuples: the
+    decider judged the whole destination, so the answer is replayed only for
+    the same host, port and scheme.
 
     Args:
         ttl: Seconds an answer stays valid; must be positive.
-        max_entries: Bound on the number of hosts remembered.
+        max_entries: Bound on the number of destinations remembered.
     """
 
     def __init__(self, ttl: float = 60.0, max_entries: int = 4096) -> None:
@@ -91,11 +106,12 @@ class DecisionCache:
             )
         self.ttl = ttl
         self.max_entries = max_entries
-        self._entries: OrderedDict[str, tuple[float, DecisionAction, str | None]] = OrderedDict()
+        self._entries: OrderedDict[DecisionKey, tuple[float, DecisionAction, str | None]] = (
+            OrderedDict()
+        )
 
-    def get(self, host: str, now: float) -> tuple[DecisionAction, str | None] | None:
-        """Return the cached ``(action, reason)`` for ``host``, or ``None``."""
-        key = host.lower()
+    def get(self, key: DecisionKey, now: float) -> tuple[DecisionAction, str | None] | None:
+        """Return the cached ``(action, reason)`` for ``key``, or ``None``."""
         entry = self._entries.get(key)
         if entry is None:
             return None
@@ -105,9 +121,8 @@ class DecisionCache:
         self._entries.move_to_end(key)
         return entry[1], entry[2]
 
-    def put(self, host: str, action: DecisionAction, reason: str | None, now: float) -> None:
-        """Remember an answer for ``host``."""
-        key = host.lower()
+    def put(self, key: DecisionKey, action: DecisionAction, reason: str | None, now: float) -> None:
+        """Remember an answer for ``key`` (from :func:`decision_key`)."""
         self._entries[key] = (now + self.ttl, action, reason)
         self._entries.move_to_end(key)
         while len(self._entries) > self.max_entries:

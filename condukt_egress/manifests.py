@@ -38,6 +38,7 @@ __all__ = [
     "SPECIAL_IPV4_RANGES",
     "TRUST_BUNDLE_PATHS",
     "TRUST_VOLUME",
+    "WORKSPACE_IDLE_COMMAND",
     "WORKSPACE_TRUST_DIR",
     "bundle_pem",
     "check",
@@ -728,6 +729,14 @@ def inject(pod_spec: Mapping[str, Any], args: SandboxEgressArgs) -> JSON:
     return spec
 
 
+WORKSPACE_IDLE_COMMAND: Final = ("sh", "-c", "trap 'exit 0' TERM INT; sleep infinity & wait")
+"""Default workspace command: idle for ``kubectl exec``, and gone on SIGTERM.
+
+A bare ``sleep infinity`` is PID 1 of its container, which ignores SIGTERM, so
+a deleted Pod kept running for its whole grace period; outside Pulumi (a
+``kubectl delete -f`` of a rendering) that could outlive the NetworkPolicy."""
+
+
 def workspace_pod_manifest(
     args: SandboxEgressArgs,
     workspace_image: str,
@@ -738,7 +747,8 @@ def workspace_pod_manifest(
     Args:
         args: The session.
         workspace_image: Image of the (untrusted) workspace container.
-        command: Its command; default keeps the pod idle for ``kubectl exec``.
+        command: Its command; default :data:`WORKSPACE_IDLE_COMMAND` keeps the
+            pod idle for ``kubectl exec`` and exits at once on SIGTERM.
     """
     validate_image("workspace_image", workspace_image, DEFAULT_WORKSPACE_IMAGE)
     names = args.names
@@ -750,7 +760,7 @@ def workspace_pod_manifest(
             {
                 "name": "workspace",
                 "image": workspace_image,
-                "command": command or ["sleep", "infinity"],
+                "command": command or list(WORKSPACE_IDLE_COMMAND),
                 "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}},
             }
         ],
