@@ -25,9 +25,14 @@ from condukt_egress.cli import cli, format_option
 from condukt_egress.errors import ConfigError
 from condukt_egress.guard import SandboxGuardArgs, guard_manifests
 from condukt_egress.options import Option, options_of
-from condukt_egress.render import FORMATS, Format, serialise
+from condukt_egress.render import FORMATS, Format, to_json, yaml_stream
 
-__all__ = ["FIELD_FLAGS", "GUARD_OPTIONS", "render_guard"]
+__all__ = ["FIELD_FLAGS", "GUARD_OPTIONS", "YAML_HEADER", "render_guard"]
+
+YAML_HEADER: Final = (
+    "# The condukt-egress guard: one ValidatingAdmissionPolicy and its binding per rule\n"
+    "# (Kubernetes 1.30+). Delete it with `kubectl delete -f FILE`.\n"
+)
 
 GUARD_OPTIONS: Final = options_of(SandboxGuardArgs)
 FIELD_FLAGS: Final = {o.name: o.flag for o in GUARD_OPTIONS}
@@ -84,7 +89,8 @@ def render_guard(*, fmt: Format, output: Path | None, **flags: Any) -> None:
         args = SandboxGuardArgs(**{k: v for k, v in given.items() if v is not None})
     except ConfigError as exc:
         raise exc.renamed(FIELD_FLAGS.get(exc.root, exc.root)) from None
-    text = serialise(guard_manifests(args), fmt)
+    objects = guard_manifests(args)
+    text = YAML_HEADER + yaml_stream(objects) if fmt == "yaml" else to_json(objects)
     if output is None:
         click.echo(text, nl=False)
     else:
