@@ -38,7 +38,9 @@ __all__ = [
     "DEFAULT_WORKSPACE_UID",
     "GUARD_CAPABILITIES",
     "GUARD_CONTAINER",
+    "GUARD_RULES6_FILE",
     "GUARD_RULES_FILE",
+    "GUARD_SCRIPT",
     "GUARD_VOLUME",
     "NETFILTER_CONTAINER",
     "SIDECAR_CONTAINER",
@@ -50,6 +52,7 @@ __all__ = [
     "check",
     "config_digest",
     "guard_rules",
+    "guard_rules_ipv6",
     "inject",
     "network_policy_manifest",
     "object_metadata",
@@ -71,7 +74,15 @@ GUARD_VOLUME: Final = "condukt-egress-guard"
 """Guard-only volume: the filter rules file, nothing else of the Secret."""
 GUARD_RULES_FILE: Final = "guard.rules"
 """Secret key and file name of the ``iptables-restore`` input."""
+GUARD_RULES6_FILE: Final = "guard6.rules"
 GUARD_DIR: Final = "/etc/condukt-guard"
+GUARD_SCRIPT: Final = (
+    f"{contract.IPTABLES_RESTORE} --noflush {GUARD_DIR}/{GUARD_RULES_FILE} && "
+    f"{{ ip6tables-restore --noflush {GUARD_DIR}/{GUARD_RULES6_FILE} || "
+    "[ ! -e /proc/net/if_inet6 ]; }"
+)
+"""The guard's whole job (``/bin/sh`` is dash in ``debian:bookworm-slim``). The IPv6
+rules may fail only on a node without IPv6, where there is no ``[::1]`` to guard."""
 GUARD_CAPABILITIES: Final = ("NET_ADMIN",)
 """What the guard needs: ``iptables-restore`` talks netlink (nft backend), no raw sockets."""
 DEFAULT_WORKSPACE_UID: Final = 65532
@@ -208,6 +219,7 @@ def secret_data(args: SandboxEgressArgs, ca_cert_pem: str, ca_key_pem: str) -> d
         contract.CA_KEY_FILE: ca_key_pem,
         contract.BUNDLE_FILE: bundle_pem(args, ca_cert_pem),
         GUARD_RULES_FILE: guard_rules(args),
+        GUARD_RULES6_FILE: guard_rules_ipv6(args),
     }
 
 
@@ -345,6 +357,8 @@ def guard_rules(args: SandboxEgressArgs) -> str:
     listens on every address, so without these rules a workspace process
     reaches both sidecar ports directly. In ``filter OUTPUT`` (after ``nat``):
 
+    0. The proxy port never from outside the pod (kubelet, the node): only
+       redirected in-pod traffic is the sidecar's business.
     1. The control port over loopback only from uid 0, the port-forward path
        (the container runtime dials ``localhost`` in the pod's namespace):
        a workspace can neither answer its own ``decision_request`` s nor hold
@@ -360,6 +374,7 @@ def guard_rules(args: SandboxEgressArgs) -> str:
     reject = "-j REJECT --reject-with tcp-reset"
     rules = [
         "*filter",
+        f"-A INPUT ! -i lo -p tcp --dport {args.proxy_port} {reject}",
         f"-A OUTPUT -o lo -p tcp --dport {args.control_port} "
         f"-m owner ! --uid-owner {PORT_FORWARD_UID} {reject}",
         f"-A OUTPUT -o lo -p tcp --dport {args.proxy_port} -m conntrack ! --ctstate DNAT {reject}",
@@ -370,6 +385,22 @@ def guard_rules(args: SandboxEgressArgs) -> str:
         )
     rules.append("COMMIT")
     return "\n".join(rules) + "\n"
+
+
+def guard_rules_ipv6(args: SandboxEgressArgs) -> str:
+    """The IPv6 half of :func:`guard_rules`: no in-pod connection to ``[::1]`` sidecar ports.
+
+    The sidecar listens on IPv4 only, so a workspace could bind ``[::1]:<control
+    port>`` and be the "sidecar" for a runtime that dials ``localhost`` as IPv6
+    first (CRI-O resolves it serially); refused, the runtime goes on to
+    127.0.0.1.
+    """
+    return (
+        "*filter\n"
+        f"-A OUTPUT -o lo -p tcp -m multiport --dports {args.proxy_port},{args.control_port} "
+        "-j REJECT --reject-with tcp-reset\n"
+        "COMMIT\n"
+    )
 
 
 def guard_container(args: SandboxEgressArgs) -> JSON:
@@ -386,7 +417,7 @@ def guard_container(args: SandboxEgressArgs) -> JSON:
     return {
         "name": GUARD_CONTAINER,
         "image": args.sidecar_image,
-        "command": [contract.IPTABLES_RESTORE, "--noflush", f"{GUARD_DIR}/{GUARD_RULES_FILE}"],
+        "command": ["/bin/sh", "-c", GUARD_SCRIPT],
         "securityContext": context,
         "resources": {
             "requests": {"cpu": "10m", "memory": "16Mi"},
@@ -450,7 +481,9 @@ def _volumes(args: SandboxEgressArgs) -> list[JSON]:
             "secret": {
                 "secretName": secret,
                 "defaultMode": 0o444,
-                "items": [{"key": GUARD_RULES_FILE, "path": GUARD_RULES_FILE}],
+                "items": [
+                    {"key": k, "path": k} for k in (GUARD_RULES_FILE, GUARD_RULES6_FILE)
+                ],
             },
         },
         {

@@ -51,7 +51,9 @@ def test_secret_carries_exactly_the_sidecar_files() -> None:
     secret = manifests.secret_manifest(session(), manifests.secret_data(session(), CA_PEM, KEY_PEM))
     assert_valid(secret)
     data = secret["stringData"]
-    assert set(data) == {"policy.json", "ca.pem", "ca-key.pem", "bundle.pem", "guard.rules"}
+    assert set(data) == {
+        "policy.json", "ca.pem", "ca-key.pem", "bundle.pem", "guard.rules", "guard6.rules"
+    }
     assert json.loads(data["policy.json"]) == POLICY.to_wire()
     assert data["ca-key.pem"] == KEY_PEM
     assert secret["immutable"] is True
