@@ -23,7 +23,7 @@ from typing import Any, Final
 
 import certifi
 
-from condukt_egress import contract
+from condukt_egress import compat, contract
 from condukt_egress._quantity import format_quantity, parse_quantity
 from condukt_egress.args import SandboxEgressArgs, validate_image
 from condukt_egress.errors import ConfigError
@@ -178,6 +178,7 @@ def config_digest(args: SandboxEgressArgs) -> str:
         {
             "policy": args.egress_policy.to_wire(),
             "trust_bundle": args.trust_bundle,
+            "client_compat": args.client_compat,
             "ca": [args.ca_key_algorithm, args.ca_validity_hours],
             "session": args.session_id,
         },
@@ -220,7 +221,30 @@ def secret_data(args: SandboxEgressArgs, ca_cert_pem: str, ca_key_pem: str) -> d
         contract.BUNDLE_FILE: bundle_pem(args, ca_cert_pem),
         GUARD_RULES_FILE: guard_rules(args),
         GUARD_RULES6_FILE: guard_rules_ipv6(args),
+        **_compat_files(args),
     }
+
+
+def _compat_files(args: SandboxEgressArgs) -> dict[str, str]:
+    if not args.client_compat:
+        return {}
+    return {
+        compat.OPENSSL_CONF_FILE: compat.openssl_config(),
+        compat.SITECUSTOMIZE_FILE: compat.sitecustomize_source(),
+    }
+
+
+def _trust_items(args: SandboxEgressArgs) -> list[JSON]:
+    items = [{"key": k, "path": k} for k in (contract.CA_CERT_FILE, contract.BUNDLE_FILE)]
+    if args.client_compat:
+        items += [
+            {"key": compat.OPENSSL_CONF_FILE, "path": compat.OPENSSL_CONF_FILE},
+            {
+                "key": compat.SITECUSTOMIZE_FILE,
+                "path": f"{compat.PYTHON_DIR}/{compat.SITECUSTOMIZE_FILE}",
+            },
+        ]
+    return items
 
 
 def secret_manifest(args: SandboxEgressArgs, string_data: Any) -> JSON:
@@ -492,9 +516,7 @@ def _volumes(args: SandboxEgressArgs) -> list[JSON]:
             "secret": {
                 "secretName": secret,
                 "defaultMode": 0o444,
-                "items": [
-                    {"key": k, "path": k} for k in (contract.CA_CERT_FILE, contract.BUNDLE_FILE)
-                ],
+                "items": _trust_items(args),
             },
         },
     ]
@@ -761,7 +783,7 @@ def _under(path: str, directory: str) -> bool:
     return normal == directory or normal.startswith(directory + "/")
 
 
-def _with_trust(container: JSON, where: str) -> None:
+def _with_trust(container: JSON, where: str, args: SandboxEgressArgs) -> None:
     mounts = [dict(m) for m in container.get("volumeMounts") or ()]
     for ours in _trust_mounts():
         clash = next(
@@ -791,6 +813,8 @@ def _with_trust(container: JSON, where: str) -> None:
     present = {e.get("name") for e in env}
     # An explicit user value of a CA variable wins (documented): they chose it.
     env += [e for e in _ca_env() if e["name"] not in present]
+    if args.client_compat:
+        env = compat.compat_env(env, WORKSPACE_TRUST_DIR)
     container["env"] = env
 
 
@@ -959,7 +983,7 @@ def inject(pod_spec: Mapping[str, Any], args: SandboxEgressArgs) -> JSON:
     lists: dict[str, list[JSON]] = {"initContainers": [], "containers": []}
     for kind, where, container in _user_containers(spec, args, ours):
         _harden(container, pod_context, where, args)
-        _with_trust(container, where)
+        _with_trust(container, where, args)
         lists[kind].append(container)
 
     if not lists["containers"]:
