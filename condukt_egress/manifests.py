@@ -27,7 +27,13 @@ from condukt_egress import compat, contract
 from condukt_egress._quantity import format_quantity, parse_quantity
 from condukt_egress.args import SandboxEgressArgs, validate_image
 from condukt_egress.errors import ConfigError
-from condukt_egress.naming import ANNOTATION_SESSION_ID, LABEL_MANAGED_BY, MANAGED_BY
+from condukt_egress.naming import (
+    ANNOTATION_SESSION_ID,
+    LABEL_MANAGED_BY,
+    MANAGED_BY,
+    NETFILTER_CONTAINER,
+    SIDECAR_CONTAINER,
+)
 
 __all__ = [
     "BYPASS_CAPABILITIES",
@@ -47,6 +53,7 @@ __all__ = [
     "SPECIAL_IPV4_RANGES",
     "TRUST_BUNDLE_PATHS",
     "TRUST_VOLUME",
+    "WORKSPACE_IDLE_COMMAND",
     "WORKSPACE_TRUST_DIR",
     "bundle_pem",
     "check",
@@ -66,10 +73,8 @@ JSON = dict[str, Any]
 DEFAULT_WORKSPACE_IMAGE: Final = "python:3.13-slim"
 """Image of the workspace container the stack program and ``render`` declare."""
 
-NETFILTER_CONTAINER: Final = "condukt-egress-init"
 GUARD_CONTAINER: Final = "condukt-egress-guard"
 """Init container that installs the in-pod filter rules (:func:`guard_rules`)."""
-SIDECAR_CONTAINER: Final = "condukt-egress"
 GUARD_VOLUME: Final = "condukt-egress-guard"
 """Guard-only volume: the filter rules file, nothing else of the Secret."""
 GUARD_RULES_FILE: Final = "guard.rules"
@@ -997,6 +1002,14 @@ def inject(pod_spec: Mapping[str, Any], args: SandboxEgressArgs) -> JSON:
     return spec
 
 
+WORKSPACE_IDLE_COMMAND: Final = ("sh", "-c", "trap 'exit 0' TERM INT; sleep infinity & wait")
+"""Default workspace command: idle for ``kubectl exec``, and gone on SIGTERM.
+
+A bare ``sleep infinity`` is PID 1 of its container, which ignores SIGTERM, so
+a deleted Pod kept running for its whole grace period; outside Pulumi (a
+``kubectl delete -f`` of a rendering) that could outlive the NetworkPolicy."""
+
+
 def workspace_pod_manifest(
     args: SandboxEgressArgs,
     workspace_image: str,
@@ -1007,7 +1020,8 @@ def workspace_pod_manifest(
     Args:
         args: The session.
         workspace_image: Image of the (untrusted) workspace container.
-        command: Its command; default keeps the pod idle for ``kubectl exec``.
+        command: Its command; default :data:`WORKSPACE_IDLE_COMMAND` keeps the
+            pod idle for ``kubectl exec`` and exits at once on SIGTERM.
     """
     validate_image("workspace_image", workspace_image, DEFAULT_WORKSPACE_IMAGE)
     names = args.names
@@ -1019,7 +1033,7 @@ def workspace_pod_manifest(
             {
                 "name": "workspace",
                 "image": workspace_image,
-                "command": command or ["sleep", "infinity"],
+                "command": command or list(WORKSPACE_IDLE_COMMAND),
                 "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}},
             }
         ],

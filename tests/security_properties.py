@@ -8,6 +8,7 @@ mocks, what the transform produces and what ``render`` prints.
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -20,6 +21,7 @@ from condukt_egress.manifests import (
     SIDECAR_CONTAINER,
     SPECIAL_IPV4_RANGES,
 )
+from condukt_egress.naming import SessionNames
 
 JSON = Mapping[str, Any]
 
@@ -142,6 +144,24 @@ def assert_network_policy(
             if "ipBlock" in peer:
                 assert ipaddress.ip_network(peer["ipBlock"]["cidr"]).version == 4
     assert all("to" in r and r["to"] for r in extra), "an extra rule without peers allows all"
+
+
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+
+
+def assert_names(names: SessionNames, other: SessionNames | None = None) -> None:
+    """Property 6: valid names and label, >= 128 bits of the id's hash, distinct per id."""
+    for value in (names.secret, names.network_policy, names.pod, names.label_value):
+        assert _DNS_LABEL.match(value), value
+        assert len(value) <= 63, value
+    hash_part = names.label_value.rsplit("-", 1)[-1]
+    assert len(hash_part) * 5 >= 128, f"{hash_part!r} carries fewer than 128 bits"
+    assert len(names.ca_common_name) <= 64
+    if other is not None and other.session_id != names.session_id:
+        assert names.secret != other.secret
+        assert names.network_policy != other.network_policy
+        assert names.pod != other.pod
+        assert names.label_value != other.label_value
 
 
 def assert_session_secure(pod_spec: JSON, uid: int = 1337, gid: int = 1337) -> None:
