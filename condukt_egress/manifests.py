@@ -386,8 +386,9 @@ def guard_rules(args: SandboxEgressArgs) -> str:
     listens on every address, so without these rules a workspace process
     reaches both sidecar ports directly. In ``filter OUTPUT`` (after ``nat``):
 
-    0. The proxy port never from outside the pod (kubelet, the node): only
-       redirected in-pod traffic is the sidecar's business.
+    0. Neither port from outside the pod (kubelet, the node, hostNetwork
+       pods, which most CNIs exempt from NetworkPolicy): only redirected
+       in-pod traffic and in-pod port-forward are the sidecar's business.
     1. The control port over loopback only from uid 0, the port-forward path
        (the container runtime dials ``localhost`` in the pod's namespace):
        a workspace can neither answer its own ``decision_request`` s nor hold
@@ -404,6 +405,7 @@ def guard_rules(args: SandboxEgressArgs) -> str:
     rules = [
         "*filter",
         f"-A INPUT ! -i lo -p tcp --dport {args.proxy_port} {reject}",
+        f"-A INPUT ! -i lo -p tcp --dport {args.control_port} {reject}",
         f"-A OUTPUT -o lo -p tcp --dport {args.control_port} "
         f"-m owner ! --uid-owner {PORT_FORWARD_UID} {reject}",
         f"-A OUTPUT -o lo -p tcp --dport {args.proxy_port} -m conntrack ! --ctstate DNAT {reject}",
@@ -441,7 +443,7 @@ def guard_container(args: SandboxEgressArgs) -> JSON:
     """
     context = _restricted_context(0, 0)
     context["runAsNonRoot"] = False
-    context["readOnlyRootFilesystem"] = False  # as the netfilter container: xtables lock
+    # iptables' nft backend (the image's) takes no /run/xtables.lock: read-only is fine.
     context["capabilities"] = {"drop": ["ALL"], "add": list(GUARD_CAPABILITIES)}
     return {
         "name": GUARD_CONTAINER,

@@ -414,6 +414,7 @@ def test_a_pod_level_quantity_we_cannot_read_names_the_field() -> None:
 GUARD_DEFAULT = (
     "*filter\n"
     "-A INPUT ! -i lo -p tcp --dport 15001 -j REJECT --reject-with tcp-reset\n"
+    "-A INPUT ! -i lo -p tcp --dport 15002 -j REJECT --reject-with tcp-reset\n"
     "-A OUTPUT -o lo -p tcp --dport 15002 -m owner ! --uid-owner 0 "
     "-j REJECT --reject-with tcp-reset\n"
     "-A OUTPUT -o lo -p tcp --dport 15001 -m conntrack ! --ctstate DNAT "
@@ -481,6 +482,7 @@ def test_the_guard_runs_after_the_redirect_and_before_anything_else() -> None:
         "[ ! -e /proc/net/if_inet6 ]; }",
     ]  # fmt: skip
     assert guard["securityContext"]["runAsUser"] == 0
+    assert guard["securityContext"]["readOnlyRootFilesystem"] is True
     assert guard["securityContext"]["capabilities"] == {"drop": ["ALL"], "add": ["NET_ADMIN"]}
     assert guard["volumeMounts"] == [
         {"name": "condukt-egress-guard", "mountPath": "/etc/condukt-guard", "readOnly": True}
