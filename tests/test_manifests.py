@@ -1,5 +1,6 @@
 import copy
 import json
+import re
 from typing import Any
 
 import certifi
@@ -51,7 +52,10 @@ def test_secret_carries_exactly_the_sidecar_files() -> None:
     secret = manifests.secret_manifest(session(), manifests.secret_data(session(), CA_PEM, KEY_PEM))
     assert_valid(secret)
     data = secret["stringData"]
-    assert set(data) == {"policy.json", "ca.pem", "ca-key.pem", "bundle.pem"}
+    # The default bundle is the CA itself: the trust volume shows ca.pem as bundle.pem.
+    assert set(data) == {"policy.json", "ca.pem", "ca-key.pem"}
+    roots = manifests.secret_data(session(trust_bundle="public-roots"), CA_PEM, KEY_PEM)
+    assert set(roots) == {"policy.json", "ca.pem", "ca-key.pem", "bundle.pem"}
     assert json.loads(data["policy.json"]) == POLICY.to_wire()
     assert data["ca-key.pem"] == KEY_PEM
     assert secret["immutable"] is True
@@ -62,10 +66,18 @@ def test_default_bundle_is_the_session_ca_alone() -> None:
     assert manifests.bundle_pem(session(), CA_PEM) == CA_PEM
 
 
-def test_public_roots_bundle_prepends_certifi() -> None:
+def test_public_roots_bundle_prepends_certifis_certificates_without_comments() -> None:
     bundle = manifests.bundle_pem(session(trust_bundle="public-roots"), CA_PEM)
-    assert bundle.startswith(certifi.contents())
     assert bundle.endswith(CA_PEM)
+    assert "#" not in bundle
+    certificates = re.findall(
+        r"-----BEGIN CERTIFICATE-----.*?-----END CERTIFICATE-----", bundle, re.S
+    )
+    expected = re.findall(
+        r"-----BEGIN CERTIFICATE-----.*?-----END CERTIFICATE-----", certifi.contents(), re.S
+    )
+    assert certificates[:-1] == expected
+    assert len(bundle.encode()) < 190_000, "under the original design's 190 KB"
 
 
 def test_sec1_key_is_refused() -> None:
@@ -176,7 +188,17 @@ def test_workspace_trusts_the_ca_through_files_and_env() -> None:
     assert env["SSL_CERT_FILE"] == "/etc/condukt/bundle.pem"
     assert len([n for n, _ in manifests.CA_ENV_VARS]) == 6
     trust = next(v for v in spec["volumes"] if v["name"] == manifests.TRUST_VOLUME)
-    assert {i["key"] for i in trust["secret"]["items"]} == {"ca.pem", "bundle.pem"}
+    # The workspace sees ca.pem and bundle.pem; by default both show the Secret's ca.pem.
+    assert {i["path"]: i["key"] for i in trust["secret"]["items"]} == {
+        "ca.pem": "ca.pem",
+        "bundle.pem": "ca.pem",
+    }
+    roots = manifests.inject(workspace_spec(), session(trust_bundle="public-roots"))
+    trust = next(v for v in roots["volumes"] if v["name"] == manifests.TRUST_VOLUME)
+    assert {i["path"]: i["key"] for i in trust["secret"]["items"]} == {
+        "ca.pem": "ca.pem",
+        "bundle.pem": "bundle.pem",
+    }
 
 
 def test_user_ca_env_value_wins() -> None:
