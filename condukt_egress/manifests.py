@@ -22,8 +22,6 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
-import certifi
-
 from condukt_egress import contract
 from condukt_egress.args import SandboxEgressArgs, validate_image
 from condukt_egress.errors import ConfigError
@@ -165,6 +163,8 @@ def config_digest(args: SandboxEgressArgs) -> str:
 @functools.cache
 def _public_roots() -> str:
     """Certifi's Mozilla roots, certificates only: its comments are a quarter of the bytes."""
+    import certifi  # noqa: PLC0415 - only public-roots sessions need it
+
     return "".join(f"{block}\n" for block in _PEM_BLOCK.findall(certifi.contents()))
 
 
