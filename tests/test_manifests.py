@@ -469,7 +469,7 @@ def test_user_init_containers_run_after_the_redirect_and_trust_the_ca() -> None:
 
 
 @given(user_containers, st.booleans(), st.booleans())
-@settings(max_examples=60, deadline=None)
+@settings(deadline=None)
 def test_injection_properties(
     containers: list[dict[str, Any]], native: bool, plain_http: bool
 ) -> None:
@@ -490,3 +490,30 @@ def test_injection_properties(
     assert_valid(
         {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "spec": once}, ("1.29.0",)
     )
+
+
+@pytest.mark.parametrize(
+    ("context", "field", "fix"),
+    [
+        (
+            {"seccompProfile": {"type": "Unconfined"}},
+            "spec.securityContext.seccompProfile.type",
+            "RuntimeDefault",
+        ),
+        (
+            {"windowsOptions": {"hostProcess": True}},
+            "spec.securityContext.windowsOptions.hostProcess",
+            "remove it",
+        ),
+    ],
+)
+def test_pod_level_bypass_settings_are_refused(
+    context: dict[str, Any], field: str, fix: str
+) -> None:
+    """The README promises these pod-level refusals; inject and check both keep them."""
+    spec = workspace_spec() | {"securityContext": context}
+    for refuse in (manifests.inject, manifests.check):
+        with pytest.raises(ConfigError) as info:
+            refuse(spec, session())
+        assert info.value.field == field
+        assert fix in info.value.message
