@@ -332,8 +332,11 @@ def test_transform_properties(  # noqa: PLR0917 - hypothesis passes strategies p
         got = {e["name"]: e["value"] for e in out[container["name"]]["env"]}
         assert {e["name"]: e["value"] for e in container["env"]}.items() <= got.items()
         ours = container.get("securityContext") or {}
-        for key in ("runAsUser", "readOnlyRootFilesystem"):
-            assert out[container["name"]]["securityContext"].get(key) == ours.get(key)
+        context = out[container["name"]]["securityContext"]
+        assert context.get("readOnlyRootFilesystem") == ours.get("readOnlyRootFilesystem")
+        # A uid the user set is kept; with none, the non-root default.
+        assert context["runAsUser"] == ours.get("runAsUser", manifests.DEFAULT_WORKSPACE_UID)
+        assert context["runAsNonRoot"] is True
     for volume in vols:
         assert volume in template["spec"]["volumes"]
     assert_valid(obj, ("1.29.0", "1.37.0"))
