@@ -20,9 +20,10 @@ CronJob                  ``spec.jobTemplate.spec.template.spec``
 =======================  =========================================
 
 ``<Kind>List`` resources are injected item by item. ``<Kind>Patch`` resources
-are server-side-apply patches of an object declared elsewhere: they are
-checked with :func:`condukt_egress.manifests.check` (a patch can never add a
-bypass) but not injected, since a partial spec cannot carry a whole sidecar.
+are server-side-apply patches of an object declared elsewhere: they are not
+injected, since a partial spec cannot carry a whole sidecar, but every
+container they add or touch is hardened, and anything that could bypass the
+sidecar is refused (:func:`condukt_egress.manifests.harden_patch`).
 
 What the engine hands a transform is the wire form: camelCase keys, numbers
 as floats, and every unknown or secret value as a :class:`pulumi.Output`
@@ -48,6 +49,7 @@ from pulumi.output import Unknown
 from pulumi.runtime import rpc
 
 from condukt_egress import manifests
+from condukt_egress._passthrough import passthrough_warning
 from condukt_egress.args import SandboxEgressArgs
 from condukt_egress.errors import ConfigError
 
@@ -166,7 +168,50 @@ def _metadata(metadata: Any, workload: Workload, prefix: str, args: SandboxEgres
         )
     if not workload.template:
         meta["labels"] = _labelled(meta.get("labels"), f"{prefix} metadata.labels", args)
+        _check_pod_metadata(meta, prefix, args)
     return meta
+
+
+def _check_pod_metadata(meta: Any, prefix: str, args: SandboxEgressArgs, path: str = "") -> Any:
+    """:func:`manifests.check_pod_metadata` with the field at ``path`` in the workload.
+
+    Returns ``meta`` unchanged, so it can be lifted over an Output.
+    """
+    if isinstance(meta, Mapping):
+        try:
+            manifests.check_pod_metadata(meta, args)
+        except ConfigError as exc:
+            raise (exc.under(path) if path else exc).under(prefix, sep=" ") from None
+    return meta
+
+
+def _patch_spec(
+    spec: Mapping[str, Any], workload: Workload, prefix: str, args: SandboxEgressArgs
+) -> JSON:
+    """A ``*Patch``'s spec with its pod spec hardened and pod metadata checked, if it has them."""
+
+    def hardened(pod_spec: Mapping[str, Any]) -> JSON:
+        try:
+            return manifests.harden_patch(pod_spec, args)
+        except ConfigError as exc:
+            raise _relocated(exc, prefix, workload.pod_spec_path) from None
+
+    if not workload.template:
+        return hardened(spec)
+    out: JSON = dict(spec)
+    template = out
+    for key in workload.template:
+        node = template.get(key)
+        if not isinstance(node, Mapping):
+            return out  # the patch does not touch the pod template
+        template[key] = dict(node)
+        template = template[key]
+    _check_pod_metadata(
+        template.get("metadata"), prefix, args, f"spec.{'.'.join(workload.template)}"
+    )
+    if isinstance(template.get("spec"), Mapping):
+        template["spec"] = hardened(template["spec"])
+    return out
 
 
 def _labelled(labels: Any, where: str, args: SandboxEgressArgs) -> JSON:
@@ -195,18 +240,11 @@ def _dig(value: Any, path: Sequence[str], where: str) -> JSON:
 
 
 def _spec(spec: Any, workload: Workload, prefix: str, args: SandboxEgressArgs) -> JSON:
-    """Inject the pod template of ``spec`` (or check it, for a patch)."""
+    """Inject the pod template of ``spec`` (or harden what a patch carries)."""
     if not isinstance(spec, Mapping):
         raise ConfigError(f"{prefix} spec", "is missing; declare the workload's spec")
     if workload.variant == "Patch":
-        pod_spec: Mapping[str, Any] = spec
-        for key in (*workload.template, "spec") if workload.template else ():
-            pod_spec = pod_spec.get(key) or {}
-        try:
-            manifests.check(pod_spec, args)
-        except ConfigError as exc:
-            raise _relocated(exc, prefix, workload.pod_spec_path) from None
-        return dict(spec)
+        return _patch_spec(spec, workload, prefix, args)
     if workload.kind in JOB_KINDS and not args.native_sidecar:
         raise ConfigError(
             f"{prefix}",
@@ -230,6 +268,7 @@ def _spec(spec: Any, workload: Workload, prefix: str, args: SandboxEgressArgs) -
     template["metadata"]["labels"] = _labelled(
         template["metadata"].get("labels"), f"{prefix} {workload.labels_path}", args
     )
+    _check_pod_metadata(template["metadata"], prefix, args, f"spec.{'.'.join(workload.template)}")
     try:
         template["spec"] = manifests.inject(
             _dig(template, ("spec",), f"{prefix} {workload.pod_spec_path[: -len('.spec')]}"),
@@ -254,7 +293,8 @@ def inject_workload(
 
     Returns:
         A new dict: namespace set or checked, pod template labelled and
-        injected (a ``Patch`` is only checked). Idempotent.
+        injected (a ``Patch`` has what it carries hardened or refused:
+        :func:`condukt_egress.manifests.harden_patch`). Idempotent.
 
     Raises:
         ConfigError: The workload could bypass the sidecar, clashes with what
@@ -266,6 +306,8 @@ def inject_workload(
     out = dict(obj)
     if workload.variant != "Patch":
         out["metadata"] = _metadata(obj.get("metadata"), workload, prefix, args)
+    elif not workload.template:  # a Pod patch may carry pod labels and annotations
+        _check_pod_metadata(obj.get("metadata"), prefix, args)
     out["spec"] = _spec(obj.get("spec"), workload, prefix, args)
     return out
 
@@ -360,8 +402,27 @@ def transform_props(
         out["metadata"] = _lift(
             wire.get("metadata"), lambda m: _metadata(m, workload, prefix, args)
         )
+    elif not workload.template:  # a Pod patch may carry pod labels and annotations
+        out["metadata"] = _lift(
+            wire.get("metadata"), lambda m: _check_pod_metadata(m, prefix, args)
+        )
     out["spec"] = _lift(wire.get("spec"), lambda s: _spec(s, workload, prefix, args))
     return out
+
+
+def _warn_passthrough(
+    transform_args: pulumi.ResourceTransformArgs, warned: set[tuple[str, str]]
+) -> None:
+    """Name, once, a resource that may create or change pods out of the transform's sight."""
+    key = (transform_args.type_, transform_args.name)
+    if key in warned:
+        return
+    message = passthrough_warning(
+        transform_args.type_, transform_args.name, custom=transform_args.custom
+    )
+    if message is not None:
+        warned.add(key)
+        pulumi.log.warn(message)
 
 
 def workload_transform(
@@ -377,14 +438,18 @@ def workload_transform(
     Returns:
         A callable for ``ResourceOptions(transforms=[...])`` or
         ``pulumi.runtime.register_resource_transform``; it returns None (no
-        change) for anything that is not a workload.
+        change) for anything that is not a workload, and warns once (Pulumi's
+        log) about a resource that may create or change pods out of its sight
+        (:func:`condukt_egress._passthrough.passthrough_warning`).
     """
+    warned: set[tuple[str, str]] = set()
 
     def transform(
         transform_args: pulumi.ResourceTransformArgs,
     ) -> pulumi.ResourceTransformResult | None:
         workload = workload_of(transform_args.type_)
         if workload is None:
+            _warn_passthrough(transform_args, warned)
             return None
         props = transform_props(transform_args.props, workload, transform_args.name, args)
         opts = pulumi.ResourceOptions.merge(
