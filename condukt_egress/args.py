@@ -28,7 +28,7 @@ from functools import cached_property
 from typing import Any, Final, Literal, get_args
 
 from condukt_egress import contract
-from condukt_egress._k8s_values import label_key_problem, quantity
+from condukt_egress._quantity import parse_quantity
 from condukt_egress._text import shown
 from condukt_egress.errors import ConfigError, PolicyError
 from condukt_egress.naming import SessionNames, session_names, validate_session_id
@@ -321,6 +321,14 @@ class SessionOptions:
             parse=UnproxiedEgress.parse,
         ),
     )
+    allow_root_workspace: bool = field(
+        default=False,
+        metadata=option(
+            "Let workspace containers run as root (risky: root reaches the sidecar's "
+            "control port, which the in-pod rules keep for the port-forward path).",
+            example="false",
+        ),
+    )
     unsafe_unproxied_egress: bool = field(
         default=False,
         metadata=option(
@@ -374,9 +382,16 @@ class SandboxEgressArgs(SessionOptions):
         unsafe_allowed_capabilities: Capabilities workspace containers may add
             although they can defeat egress control. Empty by default; every
             entry is a risk the user accepts explicitly.
+        allow_root_workspace: Let workspace containers run as root. Off by
+            default: workspaces get ``runAsNonRoot: true`` (and uid/gid 65532
+            when the spec names none), because root passes the in-pod rule
+            that keeps the control port for the port-forward path; turning
+            this on reopens ``127.0.0.1:<control_port>`` to the workspace
+            (reading every event, answering its own ``decide`` requests,
+            holding the single peer slot).
 
-    The options up to ``unproxied_egress`` are the stack config options
-    (:class:`SessionOptions`); the rest exist in the Python API only.
+    The options of :class:`SessionOptions` are the stack config options; the
+    rest exist in the Python API only.
     """
 
     proxy_port: int = contract.DEFAULT_PROXY_PORT
@@ -398,7 +413,7 @@ class SandboxEgressArgs(SessionOptions):
             "sidecar_image",
             validate_image("sidecar_image", self.sidecar_image, contract.DEFAULT_IMAGE),
         )
-        for name in ("allow_plain_http", "native_sidecar"):
+        for name in ("allow_plain_http", "native_sidecar", "allow_root_workspace"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(name, f"must be true or false, got {getattr(self, name)!r}")
         _choice("trust_bundle", self.trust_bundle, get_args(TrustBundle))
@@ -611,7 +626,7 @@ def _labels(name: str, value: object) -> dict[str, str]:
         )
     out: dict[str, str] = {}
     for key, val in value.items():
-        problem = label_key_problem(key)
+        problem = _label_key_problem(key)
         if problem is not None:
             raise ConfigError(
                 f"{name}[{shown(key)}]", f"is not a valid Kubernetes label key: it {problem}"
@@ -620,6 +635,34 @@ def _labels(name: str, value: object) -> dict[str, str]:
             raise ConfigError(f"{name}[{key!r}]", f"value {val!r} is not a valid label value")
         out[key] = val
     return out
+
+
+_LABEL_NAME: Final = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
+_SUBDOMAIN: Final = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+
+
+def _label_key_problem(key: object) -> str | None:
+    """Why the API server would refuse ``key`` as a label key, or None.
+
+    A key is ``[prefix/]name`` (apimachinery's ``IsQualifiedName``): the name
+    at most 63 characters of alphanumerics, ``-``, ``_`` and ``.``, starting
+    and ending alphanumeric; the prefix a lower-case DNS subdomain of at most
+    253 characters.
+    """
+    if not isinstance(key, str):
+        return f"must be a string, got {type(key).__name__}"
+    prefix, slash, name = key.rpartition("/")
+    if not name or len(name) > 63 or not _LABEL_NAME.match(name):
+        return (
+            "has a bad name part: at most 63 characters of letters, digits, '-', '_' and "
+            "'.', starting and ending with a letter or digit"
+        )
+    if slash and (not prefix or len(prefix) > 253 or not _SUBDOMAIN.match(prefix)):
+        return (
+            "has a bad prefix: the part before '/' must be a lower-case DNS subdomain "
+            "such as example.com (at most 253 characters)"
+        )
+    return None
 
 
 def _ipv4_address(name: str, value: object) -> str:
@@ -714,8 +757,8 @@ def _refuse_unsafe_destinations(args: SandboxEgressArgs) -> None:
 def _resources(value: object) -> dict[str, dict[str, str]]:
     """Requests and limits of the sidecar containers, as the API server would accept them.
 
-    Known resources, valid quantities, CPU and memory limits set, no request
-    above its limit.
+    Known resources, valid quantities, a memory limit (a CPU limit is
+    optional), no request above its limit.
     """
     if not isinstance(value, Mapping):
         raise ConfigError("sidecar_resources", f"must be a mapping, got {shown(value)}")
@@ -736,21 +779,28 @@ def _resources(value: object) -> dict[str, dict[str, str]]:
                     where, f"is not a resource the sidecar uses; use {', '.join(_RESOURCES)}"
                 )
             try:
-                amounts[section, resource] = quantity(resource, amount)
-            except ValueError as exc:
-                raise ConfigError(where, f"{shown(amount)} {exc}") from None
+                amounts[section, resource] = parse_quantity(amount)
+            except (ValueError, ArithmeticError):  # decimal.Overflow is an ArithmeticError
+                example = DEFAULT_SIDECAR_RESOURCES["limits"][
+                    resource if resource in ("cpu", "memory") else "memory"
+                ]
+                raise ConfigError(
+                    where,
+                    f"{shown(amount)} is not a Kubernetes quantity (non-negative, e.g. "
+                    f"{example!r})",
+                ) from None
             out[section][resource] = str(amount)
-    for resource in ("cpu", "memory"):
+    if ("limits", "memory") not in amounts:
+        raise ConfigError(
+            "sidecar_resources.limits.memory",
+            "is missing; the sidecar handles all of the workspace's traffic and must not take "
+            "the node down with it: set a limit such as "
+            f"{DEFAULT_SIDECAR_RESOURCES['limits']['memory']!r}",
+        )
+    for resource in _RESOURCES:
         limit = amounts.get(("limits", resource))
-        if limit is None:
-            default = DEFAULT_SIDECAR_RESOURCES["limits"][resource]
-            raise ConfigError(
-                f"sidecar_resources.limits.{resource}",
-                f"is missing; the sidecar handles all of the workspace's traffic and must not "
-                f"take the node down with it: set a limit such as {default!r}",
-            )
         request = amounts.get(("requests", resource))
-        if request is not None and request > limit:
+        if limit is not None and request is not None and request > limit:
             raise ConfigError(
                 f"sidecar_resources.requests.{resource}",
                 f"{out['requests'][resource]!r} is above the limit {out['limits'][resource]!r}, "

@@ -55,7 +55,7 @@ def test_secret_carries_exactly_the_sidecar_files() -> None:
     secret = manifests.secret_manifest(session(), manifests.secret_data(session(), CA_PEM, KEY_PEM))
     assert_valid(secret)
     data = secret["stringData"]
-    assert set(data) == {"policy.json", "ca.pem", "ca-key.pem", "bundle.pem"}
+    assert set(data) == {"policy.json", "ca.pem", "ca-key.pem", "bundle.pem", "guard.rules"}
     assert json.loads(data["policy.json"]) == POLICY.to_wire()
     assert data["ca-key.pem"] == KEY_PEM
     assert secret["immutable"] is True
@@ -129,11 +129,15 @@ def test_injected_pod_is_valid_and_secure(native: bool) -> None:
     init_names = [c["name"] for c in spec["initContainers"]]
     names = [c["name"] for c in spec["containers"]]
     if native:
-        assert init_names == [manifests.NETFILTER_CONTAINER, manifests.SIDECAR_CONTAINER]
-        assert spec["initContainers"][1]["restartPolicy"] == "Always"
+        assert init_names == [
+            manifests.NETFILTER_CONTAINER,
+            manifests.GUARD_CONTAINER,
+            manifests.SIDECAR_CONTAINER,
+        ]
+        assert spec["initContainers"][2]["restartPolicy"] == "Always"
         assert names == ["workspace"]
     else:
-        assert init_names == [manifests.NETFILTER_CONTAINER]
+        assert init_names == [manifests.NETFILTER_CONTAINER, manifests.GUARD_CONTAINER]
         assert names == ["workspace", manifests.SIDECAR_CONTAINER]
         assert "restartPolicy" not in spec["containers"][1]
     assert pod["metadata"]["labels"][args.names.label_key] == args.names.label_value
@@ -144,7 +148,7 @@ def test_sidecar_flags_match_the_contract() -> None:
         workspace_spec(),
         session(proxy_port=16001, control_port=16002, sidecar_uid=2000, sidecar_gid=2001),
     )
-    netfilter, sidecar = spec["initContainers"][:2]
+    netfilter, _, sidecar = spec["initContainers"][:3]
     assert netfilter["command"] == ["condukt-egress"]
     assert netfilter["args"] == ["netfilter-setup", "--proxy-port=16001", "--sidecar-uid=2000"]
     assert netfilter["securityContext"]["runAsUser"] == 0
@@ -236,7 +240,7 @@ def test_config_digest_follows_the_policy() -> None:
     )
 
     def env(spec: dict[str, Any]) -> Any:
-        return spec["initContainers"][1]["env"]
+        return spec["initContainers"][2]["env"]
 
     assert env(a) != env(b)
     assert env(a)[0]["name"] == manifests.CONFIG_DIGEST_ENV
@@ -441,9 +445,10 @@ def test_user_init_containers_run_after_the_redirect_and_trust_the_ca() -> None:
     spec = workspace_spec() | {"initContainers": [{"name": "setup", "image": "python:3.13-slim"}]}
     out = manifests.inject(spec, session())
     assert [c["name"] for c in out["initContainers"]] == [
-        manifests.NETFILTER_CONTAINER, manifests.SIDECAR_CONTAINER, "setup",
+        manifests.NETFILTER_CONTAINER, manifests.GUARD_CONTAINER, manifests.SIDECAR_CONTAINER,
+        "setup",
     ]  # fmt: skip
-    setup = out["initContainers"][2]
+    setup = out["initContainers"][3]
     assert any(m["mountPath"] == "/etc/ssl/cert.pem" for m in setup["volumeMounts"])
 
 
@@ -574,7 +579,6 @@ def test_apparmor_annotations_and_foreign_session_labels_are_refused() -> None:
     [
         {"name": "added", "image": "x"},  # no securityContext at all
         {"name": "ws", "securityContext": {"capabilities": {"drop": []}}},  # drop emptied
-        {"name": "root", "image": "x", "securityContext": {"runAsUser": 0}},
         {"name": "ws", "securityContext": {"capabilities": {"drop": ["NET_RAW"]}}},
     ],
 )
@@ -585,8 +589,18 @@ def test_harden_patch_leaves_every_container_hardened(container: dict[str, Any])
     patch = {"containers": [container]}
     out = manifests.harden_patch(patch, session())
     assert_patch_hardened(out)
+    assert out["containers"][0]["securityContext"]["runAsNonRoot"] is True
     assert patch == {"containers": [container]}, "the input is not modified"
     assert manifests.harden_patch(out, session()) == out
+
+
+def test_a_root_container_in_a_patch_is_refused_or_hardened_when_root_is_allowed() -> None:
+    root = {"name": "root", "image": "x", "securityContext": {"runAsUser": 0}}
+    with pytest.raises(ConfigError) as info:
+        manifests.harden_patch({"containers": [root]}, session())
+    assert info.value.field == "spec.containers[0] (container 'root').securityContext.runAsUser"
+    out = manifests.harden_patch({"containers": [root]}, session(allow_root_workspace=True))
+    assert_patch_hardened(out)  # root, but with no capability to setuid(1337)
 
 
 def test_harden_patch_refuses_init_containers() -> None:
