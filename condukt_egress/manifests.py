@@ -36,6 +36,7 @@ from condukt_egress.naming import (
 )
 
 __all__ = [
+    "APPARMOR_ANNOTATION_PREFIX",
     "BYPASS_CAPABILITIES",
     "CA_ENV_VARS",
     "CONFIG_DIGEST_ENV",
@@ -48,7 +49,9 @@ __all__ = [
     "GUARD_RULES_FILE",
     "GUARD_SCRIPT",
     "GUARD_VOLUME",
+    "MANAGED_SECRET_PREFIX",
     "NETFILTER_CONTAINER",
+    "SAFE_SYSCTLS",
     "SIDECAR_CONTAINER",
     "SPECIAL_IPV4_RANGES",
     "TRUST_BUNDLE_PATHS",
@@ -57,9 +60,11 @@ __all__ = [
     "WORKSPACE_TRUST_DIR",
     "bundle_pem",
     "check",
+    "check_pod_metadata",
     "config_digest",
     "guard_rules",
     "guard_rules_ipv6",
+    "harden_patch",
     "inject",
     "network_policy_manifest",
     "object_metadata",
@@ -620,20 +625,105 @@ def _refuse_pod(spec: Mapping[str, Any], args: SandboxEgressArgs) -> None:
                 "escape the pod and its egress control: use an emptyDir or a "
                 "PersistentVolumeClaim",
             )
-        if _names_session_secret(volume, args):
+        secret = _managed_secret_of(volume)
+        if secret is not None:
+            raise ConfigError(where, _managed_secret_problem("mounts", secret, args))
+    _refuse_pod_confinement(spec)
+
+
+MANAGED_SECRET_PREFIX: Final = "condukt-egress-"  # noqa: S105 - a name, not a password
+"""Every Secret condukt-egress declares is named with this prefix (see
+:mod:`condukt_egress.naming`); workloads may reference none of them but
+through the injected volumes: each holds a session CA's private key."""
+
+
+def _is_managed_secret(name: object) -> bool:
+    return isinstance(name, str) and name.startswith(MANAGED_SECRET_PREFIX)
+
+
+def _managed_secret_of(volume: Mapping[str, Any]) -> str | None:
+    """The condukt-egress Secret a volume (plain or projected) references, if any."""
+    name = (volume.get("secret") or {}).get("secretName")
+    if _is_managed_secret(name):
+        return str(name)
+    for source in (volume.get("projected") or {}).get("sources") or ():
+        name = (source.get("secret") or {}).get("name")
+        if _is_managed_secret(name):
+            return str(name)
+    return None
+
+
+def _managed_secret_problem(verb: str, secret: str, args: SandboxEgressArgs) -> str:
+    own = secret == args.names.secret
+    whose = "the session Secret" if own else "another session's condukt-egress Secret"
+    return (
+        f"{verb} {whose} {secret!r}, which holds {'the' if own else 'its'} CA key; only the "
+        f"volumes condukt-egress injects may reference Secrets named {MANAGED_SECRET_PREFIX}*: "
+        "remove it"
+    )
+
+
+SAFE_SYSCTLS: Final = frozenset(
+    {
+        "kernel.shm_rmid_forced",
+        "net.ipv4.ip_local_port_range",
+        "net.ipv4.ip_local_reserved_ports",
+        "net.ipv4.ip_unprivileged_port_start",
+        "net.ipv4.ping_group_range",
+        "net.ipv4.tcp_fin_timeout",
+        "net.ipv4.tcp_keepalive_intvl",
+        "net.ipv4.tcp_keepalive_probes",
+        "net.ipv4.tcp_keepalive_time",
+        "net.ipv4.tcp_syncookies",
+    }
+)
+"""Kubernetes' safe sysctls (namespaced, no effect on other pods or the redirect).
+Any other is refused: net.* sysctls act on the pod's network namespace, where
+the redirect and the sidecar live (route_localnet, forwarding, rp_filter...)."""
+
+_UNCONFINED_SELINUX: Final = frozenset({"spc_t", "unconfined_t"})
+
+
+def _refuse_confinement(context: Mapping[str, Any], where: str) -> None:
+    """Refuse AppArmor ``Unconfined`` and unconfined SELinux types, like ``privileged``."""
+    if (context.get("appArmorProfile") or {}).get("type") == "Unconfined":
+        raise ConfigError(
+            f"{where}.appArmorProfile.type",
+            "is Unconfined; a workspace without its AppArmor profile has fewer walls between "
+            "it and the redirect: use RuntimeDefault (or a Localhost profile) or leave it unset",
+        )
+    selinux_type = (context.get("seLinuxOptions") or {}).get("type")
+    if selinux_type in _UNCONFINED_SELINUX:
+        raise ConfigError(
+            f"{where}.seLinuxOptions.type",
+            f"is {selinux_type}, an unconfined SELinux domain (spc_t is the 'super privileged "
+            "container' type): remove it and let the runtime pick container_t",
+        )
+
+
+def _refuse_pod_confinement(spec: Mapping[str, Any]) -> None:
+    """Pod-level confinement: AppArmor, SELinux, sysctls."""
+    context = spec.get("securityContext") or {}
+    _refuse_confinement(context, "spec.securityContext")
+    for index, sysctl in enumerate(context.get("sysctls") or ()):
+        name = sysctl.get("name")
+        if name not in SAFE_SYSCTLS:
             raise ConfigError(
-                where,
-                f"mounts the session Secret {args.names.secret!r}, which holds the CA key; "
-                f"only the condukt-egress volumes may reference it: remove the volume",
+                f"spec.securityContext.sysctls[{index}] ({name!r})",
+                "is not one of Kubernetes' safe sysctls; unsafe ones can change the pod's "
+                "network stack under the redirect (and need a kubelet allowlist): remove it",
             )
 
 
-def _names_session_secret(volume: Mapping[str, Any], args: SandboxEgressArgs) -> bool:
-    secret = args.names.secret
-    if (volume.get("secret") or {}).get("secretName") == secret:
-        return True
-    sources = (volume.get("projected") or {}).get("sources") or ()
-    return any((s.get("secret") or {}).get("name") == secret for s in sources)
+def _refuse_host_ports(container: Mapping[str, Any], where: str) -> None:
+    for index, port in enumerate(container.get("ports") or ()):
+        if port.get("hostPort"):
+            raise ConfigError(
+                f"{where}.ports[{index}].hostPort",
+                f"is {port.get('hostPort')!r}; a host port opens the pod on the node's "
+                "network, past the NetworkPolicy's closed ingress: remove hostPort (use a "
+                "Service, or port-forward)",
+            )
 
 
 def _refuse_container(container: Mapping[str, Any], where: str, args: SandboxEgressArgs) -> None:
@@ -670,6 +760,8 @@ def _refuse_container(container: Mapping[str, Any], where: str, args: SandboxEgr
             f"{where}.securityContext.windowsOptions.hostProcess",
             "is true; a host process runs in the node's network: remove it",
         )
+    _refuse_confinement(context, f"{where}.securityContext")
+    _refuse_host_ports(container, where)
     for cap in (context.get("capabilities") or {}).get("add") or ():
         normal = str(cap).upper().removeprefix("CAP_")
         if normal in args.unsafe_allowed_capabilities:
@@ -692,19 +784,19 @@ def _refuse_container(container: Mapping[str, Any], where: str, args: SandboxEgr
                 "sidecar takes every connection there for workspace traffic (or its only "
                 "control peer); probe a port of your own container or use an exec probe",
             )
-    secret = args.names.secret
     for index, env in enumerate(container.get("env") or ()):
         ref = ((env.get("valueFrom") or {}).get("secretKeyRef") or {}).get("name")
-        if ref == secret:
+        if _is_managed_secret(ref):
             raise ConfigError(
                 f"{where}.env[{index}] ({env.get('name')!r}).valueFrom.secretKeyRef",
-                f"reads the session Secret {secret!r}, which holds the CA key: remove it",
+                _managed_secret_problem("reads", str(ref), args),
             )
     for index, source in enumerate(container.get("envFrom") or ()):
-        if (source.get("secretRef") or {}).get("name") == secret:
+        ref = (source.get("secretRef") or {}).get("name")
+        if _is_managed_secret(ref):
             raise ConfigError(
                 f"{where}.envFrom[{index}].secretRef",
-                f"imports the session Secret {secret!r}, which holds the CA key: remove it",
+                _managed_secret_problem("imports", str(ref), args),
             )
     for mount in container.get("volumeMounts") or ():
         if mount.get("name") == CONFIG_VOLUME:
@@ -971,6 +1063,78 @@ def check(pod_spec: Mapping[str, Any], args: SandboxEgressArgs) -> None:
                 f"{volume.get('name')!r} is a condukt-egress volume; a patch may not change it: "
                 "remove it from the patch",
             )
+
+
+def harden_patch(pod_spec: Mapping[str, Any], args: SandboxEgressArgs) -> JSON:
+    """The pod spec of a server-side-apply patch, hardened like an injected one, or refused.
+
+    A patch merges into a pod declared elsewhere, so it cannot carry the
+    sidecar; but every container it adds or touches ends hardened like an
+    injected one (``capabilities.drop: [ALL]``, ``allowPrivilegeEscalation:
+    false``, seccomp ``RuntimeDefault`` unless the patch sets a profile),
+    since a container it adds would otherwise run with the runtime's default
+    capabilities (root can ``setuid`` to the sidecar uid and skip the
+    redirect); like injected ones they run as non-root unless the session
+    allows root workspaces. Init containers are refused: server-side apply may place a new
+    one before the netfilter init container, where it runs before the
+    redirect exists.
+
+    Args:
+        pod_spec: The patch's (partial) pod spec, Kubernetes field names.
+        args: The session.
+
+    Returns:
+        A new dict; the input is not modified. Idempotent.
+
+    Raises:
+        ConfigError: Every refusal of :func:`check`, and init containers.
+    """
+    check(pod_spec, args)
+    if pod_spec.get("initContainers"):
+        raise ConfigError(
+            "spec.initContainers",
+            "is set in a patch; server-side apply may order a patched init container before "
+            f"{NETFILTER_CONTAINER!r}, so it would run before the egress redirect exists: "
+            "declare init containers in the workload itself, which condukt-egress injects",
+        )
+    spec: JSON = copy.deepcopy(dict(pod_spec))
+    if spec.get("containers"):
+        pod_context = spec.get("securityContext") or {}
+        containers = [dict(c) for c in spec["containers"]]
+        for index, container in enumerate(containers):
+            _harden(container, pod_context, _where("containers", index, container), args)
+        spec["containers"] = containers
+    return spec
+
+
+APPARMOR_ANNOTATION_PREFIX: Final = "container.apparmor.security.beta.kubernetes.io/"
+"""The pre-1.30 way to choose a container's AppArmor profile (still honoured)."""
+
+
+def check_pod_metadata(metadata: Mapping[str, Any], args: SandboxEgressArgs) -> None:
+    """Refuse pod (template) metadata that unconfines a container or moves the pod's session.
+
+    Raises:
+        ConfigError: An AppArmor ``unconfined`` annotation
+            (``metadata.annotations[...]``), or the session label with another
+            session's value (``metadata.labels[...]``).
+    """
+    for key, value in (metadata.get("annotations") or {}).items():
+        if str(key).startswith(APPARMOR_ANNOTATION_PREFIX) and value == "unconfined":
+            raise ConfigError(
+                f"metadata.annotations[{key!r}]",
+                "is 'unconfined'; a workspace without its AppArmor profile has fewer walls "
+                "between it and the redirect: use 'runtime/default' or remove the annotation",
+            )
+    labels = metadata.get("labels") or {}
+    key, value = args.names.label_key, args.names.label_value
+    if labels.get(key, value) != value:
+        raise ConfigError(
+            f"metadata.labels[{key!r}]",
+            f"is {labels[key]!r}, but the workload is injected for session "
+            f"{args.session_id!r} ({value!r}); a pod belongs to one session: remove the label "
+            "or use that session's SandboxEgress",
+        )
 
 
 def inject(pod_spec: Mapping[str, Any], args: SandboxEgressArgs) -> JSON:

@@ -192,6 +192,34 @@ def assert_hardened(pod_spec: JSON) -> None:
     assert not pod_spec.get("ephemeralContainers")
 
 
+def assert_container_hardened(container: JSON, pod_context: JSON | None = None) -> None:
+    """Property 9 on one user container: drops ALL, cannot escalate, confined by seccomp."""
+    context = container.get("securityContext") or {}
+    name = container.get("name")
+    assert "ALL" in ((context.get("capabilities") or {}).get("drop") or ()), name
+    assert context.get("allowPrivilegeEscalation") is False, name
+    assert not context.get("privileged"), name
+    pod_seccomp = ((pod_context or {}).get("seccompProfile") or {}).get("type")
+    seccomp = (context.get("seccompProfile") or {}).get("type") or pod_seccomp
+    assert seccomp in ("RuntimeDefault", "Localhost"), name
+
+
+def assert_patch_hardened(pod_spec: JSON) -> None:
+    """Property 9 on a patch's pod spec: every container it adds or touches ends hardened.
+
+    A patch merges into a pod declared elsewhere, so it carries no sidecar; it
+    must carry no init container either (server-side apply could order one
+    before the redirect), and every container in it is hardened.
+    """
+    assert not pod_spec.get("initContainers"), "a patch may not carry init containers"
+    assert not pod_spec.get("ephemeralContainers")
+    for name in ("hostNetwork", "hostPID", "hostIPC", "shareProcessNamespace"):
+        assert not pod_spec.get(name), name
+    for container in pod_spec.get("containers") or ():
+        assert container.get("name") not in (NETFILTER_CONTAINER, SIDECAR_CONTAINER)
+        assert_container_hardened(container, pod_spec.get("securityContext"))
+
+
 def pod_template(obj: JSON) -> JSON:
     """The pod template (``metadata`` and ``spec``) of a workload object of any kind."""
     kind = obj["kind"]

@@ -61,6 +61,7 @@ FULL_CONFIG = {
     ],
     "clientCompat": "false",
     "allowRootWorkspace": "true",
+    "unsafeUnproxiedEgress": "true",  # port 53 above: accepted only with the acknowledgement
 }
 REPEATED = {"clusterCidrs", "dnsPodLabels", "unproxiedEgress"}
 """Keys given as one flag per entry, named for one entry (``--cluster-cidr``)."""
