@@ -193,13 +193,14 @@ class SandboxGuardArgs:
     def __post_init__(self) -> None:
         set_ = object.__setattr__
         set_(self, "namespace_labels", _namespace_labels(self.namespace_labels))
-        for name in ("session_pods", "ephemeral_containers", "network_policies"):
+        for name in (
+            "session_pods",
+            "ephemeral_containers",
+            "network_policies",
+            "only_session_pods",
+        ):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(name, f"must be true or false, got {getattr(self, name)!r}")
-        if not isinstance(self.only_session_pods, bool):
-            raise ConfigError(
-                "only_session_pods", f"must be true or false, got {self.only_session_pods!r}"
-            )
         if not self.rules:
             raise ConfigError(
                 "session_pods",
