@@ -90,6 +90,12 @@ def test_one_policy_and_one_binding_per_rule_valid_for_every_kubernetes_from_1_3
             "namespaceSelector": {"matchLabels": NS_LABELS}
         }
     assert all(b["spec"]["validationActions"] == ["Deny"] for b in GUARD[1::2])
+    for policy in everything[::2]:
+        for validation in policy["spec"]["validations"]:
+            # The API server refuses messages with line breaks; each names its rule.
+            assert "\n" not in validation["message"]
+            rule = policy["metadata"]["name"].removeprefix(POLICY_PREFIX)
+            assert validation["message"].startswith(f"{rule}: ")
 
 
 def expressions(objects: list[JSON]) -> list[str]:
