@@ -15,10 +15,16 @@ sidecar is the only way out. Inject the sidecar into the session's workload::
                     spec=egress.inject(spec), opts=egress.workload_options())
 
 Errors all derive from :class:`EgressError` (see :mod:`condukt_egress.errors`).
+
+Importing the package is light: :class:`SandboxEgress` and the guard's classes,
+and with them Pulumi, gRPC and protobuf, load on first use (PEP 562), so the
+``render``, ``render-guard``, ``explain`` and ``events`` commands and a service
+that only uses :class:`~condukt_egress.control.ControlClient` never load them.
 """
 
+import typing
+
 from condukt_egress.args import CaKeyAlgorithm, SandboxEgressArgs, TrustBundle, UnproxiedEgress
-from condukt_egress.component import SandboxEgress
 from condukt_egress.errors import (
     AutomationError,
     ConfigError,
@@ -26,10 +32,13 @@ from condukt_egress.errors import (
     EgressError,
     PolicyError,
 )
-from condukt_egress.guard import SandboxGuardArgs
-from condukt_egress.guard_component import SandboxGuard
 from condukt_egress.naming import SessionNames, session_names
 from condukt_egress.policy import DENY_ALL, EgressPolicy, Rule, Verdict, allow, decide, deny
+
+if typing.TYPE_CHECKING:
+    from condukt_egress.component import SandboxEgress
+    from condukt_egress.guard import SandboxGuardArgs
+    from condukt_egress.guard_component import SandboxGuard
 
 __all__ = [
     "DENY_ALL",
@@ -54,3 +63,26 @@ __all__ = [
     "deny",
     "session_names",
 ]
+
+
+_LAZY: typing.Final = {
+    "SandboxEgress": "condukt_egress.component",
+    "SandboxGuard": "condukt_egress.guard_component",
+    "SandboxGuardArgs": "condukt_egress.guard",
+}
+"""Public names imported on first use: their modules load Pulumi or the manifest builders."""
+
+
+def __getattr__(name: str) -> typing.Any:
+    """Load :class:`SandboxEgress` and the guard's classes on first use."""
+    if name in _LAZY:
+        import importlib  # noqa: PLC0415 - PEP 562
+
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -7,11 +7,7 @@ exception or a timeout, becomes a ``deny`` in the client.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import inspect
-import queue
-import threading
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -23,7 +19,6 @@ from condukt_egress.events import Decision, DecisionAction, DecisionRequest
 __all__ = [
     "SYNC_DECIDER_THREADS",
     "Answer",
-    "DaemonPool",
     "DecidedBy",
     "Decider",
     "DeciderResult",
@@ -186,71 +181,3 @@ def is_async_callable(fn: object) -> bool:
     )
 
 
-class DaemonPool:
-    """Daemon worker threads for sync deciders; a stuck one never blocks exit.
-
-    Results go back to the event loop in batches: one wake-up of the loop
-    settles every answer finished since the last, instead of one cross-thread
-    call (and one GIL hand-over) per answer.
-    """
-
-    def __init__(self, size: int) -> None:
-        self._size = size
-        self._threads: list[threading.Thread] = []
-        self._jobs: queue.SimpleQueue[
-            tuple[Callable[[], object], asyncio.Future[object], asyncio.AbstractEventLoop] | None
-        ] = queue.SimpleQueue()
-        self._idle = 0
-        self._lock = threading.Lock()
-        self._done: list[tuple[asyncio.Future[object], object, BaseException | None]] = []
-
-    def submit(self, fn: Callable[[], object]) -> asyncio.Future[object]:
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[object] = loop.create_future()
-        with self._lock:
-            if self._idle == 0 and len(self._threads) < self._size:
-                thread = threading.Thread(
-                    target=self._work, name="condukt-egress-decider", daemon=True
-                )
-                self._threads.append(thread)
-                thread.start()
-        self._jobs.put((fn, future, loop))
-        return future
-
-    def shutdown(self) -> None:
-        for _ in self._threads:
-            self._jobs.put(None)
-        self._threads.clear()
-
-    def _work(self) -> None:
-        while True:
-            with self._lock:
-                self._idle += 1
-            job = self._jobs.get()
-            with self._lock:
-                self._idle -= 1
-            if job is None:
-                return
-            fn, future, loop = job
-            try:
-                outcome: tuple[object, BaseException | None] = (fn(), None)
-            except BaseException as exc:  # handed to the awaiting task
-                outcome = (None, exc)
-            with self._lock:
-                self._done.append((future, *outcome))
-                first = len(self._done) == 1
-            if first:  # later answers ride on this wake-up
-                with contextlib.suppress(RuntimeError):  # loop already closed
-                    loop.call_soon_threadsafe(self._settle)
-
-    def _settle(self) -> None:
-        """On the loop: hand every finished answer to its awaiting task."""
-        with self._lock:
-            done, self._done = self._done, []
-        for future, result, exc in done:
-            if future.done():
-                continue
-            if exc is not None:
-                future.set_exception(exc)
-            else:
-                future.set_result(result)

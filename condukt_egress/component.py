@@ -17,7 +17,7 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any, Final
 
 import pulumi
@@ -151,9 +151,7 @@ class SandboxEgress(pulumi.ComponentResource):
         return manifests.inject(pod_spec, self.args)
 
     @property
-    def transform(
-        self,
-    ) -> Callable[[pulumi.ResourceTransformArgs], pulumi.ResourceTransformResult | None]:
+    def transform(self) -> pulumi.ResourceTransform:
         """The resource transform that injects this session into any workload.
 
         Pass it as ``ResourceOptions(transforms=[egress.transform])`` on a

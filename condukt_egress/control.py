@@ -48,7 +48,6 @@ from condukt_egress._backoff import Backoff
 from condukt_egress._decisions import (
     SYNC_DECIDER_THREADS,
     Answer,
-    DaemonPool,
     DecidedBy,
     Decider,
     DeciderResult,
@@ -62,6 +61,7 @@ from condukt_egress._decisions import (
     is_async_callable,
 )
 from condukt_egress._lines import DEFAULT_MAX_LINE_BYTES, LineSplitter
+from condukt_egress._threads import DaemonPool
 from condukt_egress._transport import READ_CHUNK, Connection, Target, TcpTarget, os_reason
 from condukt_egress.contract import DEFAULT_DECIDE_TIMEOUT_MS
 from condukt_egress.errors import ConfigError, ControlChannelError
@@ -163,6 +163,12 @@ class ControlClient:
         on_notice: Receives one-line status messages (connected, dropped,
             reconnecting, skipped lines); default: the ``logging`` module.
         on_decision: Called with a :class:`DecisionSent` after each answer.
+        on_reconnect: Called with the reconnect count each time the channel is
+            connected again after a drop. Frames may be missing around it:
+            the sidecar notices a dropped peer only when a write to it fails,
+            so 1-2 frames are written to the dead peer, and a new peer hears
+            nothing until that happens (upstream src/proxy/control.rs:111-156:
+            one peer at a time, left only when ``write_all`` fails).
     """
 
     def __init__(
@@ -180,6 +186,7 @@ class ControlClient:
         max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
         on_notice: Callable[[str], None] | None = None,
         on_decision: Callable[[DecisionSent], None] | None = None,
+        on_reconnect: Callable[[int], None] | None = None,
     ) -> None:
         budget = decider_budget(decide_timeout_ms)
         if decider_timeout is not None:
@@ -212,6 +219,7 @@ class ControlClient:
         self._max_line = max_line_bytes
         self._notice = on_notice or _log.info
         self._on_decision = on_decision
+        self._on_reconnect = on_reconnect
         self._conn: Connection | None = None
         self._tasks: set[asyncio.Future[Any]] = set()
         self._outbox: deque[_Pending] = deque()
@@ -333,6 +341,8 @@ class ControlClient:
         if again:
             self.stats.reconnects += 1
             self._notice(f"reconnected to {describe}")
+            if self._on_reconnect is not None:
+                self._on_reconnect(self.stats.reconnects)
         else:
             self._notice(f"connected to {describe}")
         self._flush_outbox()

@@ -45,6 +45,8 @@ __all__ = [
     "LABEL_MANAGED_BY",
     "LABEL_SESSION",
     "MAX_SESSION_ID_LENGTH",
+    "NETFILTER_CONTAINER",
+    "SIDECAR_CONTAINER",
     "SessionNames",
     "session_names",
     "validate_session_id",
@@ -58,6 +60,11 @@ ANNOTATION_SESSION_ID: Final = "egress.condukt.dev/session-id"
 
 LABEL_MANAGED_BY: Final = "app.kubernetes.io/managed-by"
 MANAGED_BY: Final = "condukt-egress"
+
+NETFILTER_CONTAINER: Final = "condukt-egress-init"
+"""The init container that installs the redirect."""
+SIDECAR_CONTAINER: Final = "condukt-egress"
+"""The proxy container; the ``events`` command finds a session pod's sidecar by it."""
 
 MAX_SESSION_ID_LENGTH: Final = 1024
 """Ids longer than this are refused: no platform needs more, and it bounds annotations."""

@@ -15,6 +15,8 @@ from typing import Any
 from condukt_egress import contract
 from condukt_egress.manifests import (
     CONFIG_VOLUME,
+    GUARD_CAPABILITIES,
+    GUARD_CONTAINER,
     NETFILTER_CONTAINER,
     SIDECAR_CONTAINER,
     SPECIAL_IPV4_RANGES,
@@ -60,14 +62,27 @@ def assert_key_only_in_sidecar(pod_spec: JSON) -> None:
     assert CONFIG_VOLUME in mounted
 
 
+PRIVILEGED_INIT: Mapping[str, frozenset[str]] = {
+    NETFILTER_CONTAINER: frozenset(contract.NETFILTER_CAPABILITIES),
+    GUARD_CONTAINER: frozenset(GUARD_CAPABILITIES),
+}
+"""The only containers that add capabilities, and exactly what each adds: the
+netfilter init container (NET_ADMIN, NET_RAW) and the guard (NET_ADMIN alone).
+Both are init containers of ours that run as root and exit before user code."""
+
+
 def assert_capabilities(pod_spec: JSON, allowed: frozenset[str] = frozenset()) -> None:
-    """Property 2: only the netfilter container adds capabilities; all drop ALL."""
+    """Property 2: only the netfilter containers add capabilities; all drop ALL."""
+    inits = {c["name"]: c for c in pod_spec.get("initContainers") or ()}
     for container in containers(pod_spec):
         caps = (container.get("securityContext") or {}).get("capabilities") or {}
         assert "ALL" in (caps.get("drop") or ()), f"{container['name']} does not drop ALL"
         added = set(caps.get("add") or ())
-        if container["name"] == NETFILTER_CONTAINER:
-            assert added == set(contract.NETFILTER_CAPABILITIES)
+        if container["name"] in PRIVILEGED_INIT:
+            assert added == PRIVILEGED_INIT[container["name"]], container["name"]
+            assert inits.get(container["name"]) is container, "must be an init container"
+            assert "restartPolicy" not in container, "must exit before user code runs"
+            assert (container.get("securityContext") or {}).get("allowPrivilegeEscalation") is False
         else:
             assert added <= allowed, f"{container['name']} adds {added}"
             assert (container.get("securityContext") or {}).get("allowPrivilegeEscalation") is False
@@ -157,7 +172,9 @@ def assert_session_secure(pod_spec: JSON, uid: int = 1337, gid: int = 1337) -> N
     assert_sidecar_identity(pod_spec, uid, gid)
     assert_no_host_namespaces(pod_spec)
     names = [c["name"] for c in pod_spec["initContainers"]]
-    assert names[0] == NETFILTER_CONTAINER, "the redirect must be installed before any user code"
+    assert names[:2] == [NETFILTER_CONTAINER, GUARD_CONTAINER], (
+        "the redirect and the guard rules must be installed before any user code"
+    )
 
 
 def assert_hardened(pod_spec: JSON) -> None:

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from condukt_egress.cli import _register, cli
+from condukt_egress.cli import cli
 from tests.sidecar_double import (
     ThreadedDouble,
     all_kinds,
@@ -220,10 +220,40 @@ def test_reconnects_after_the_channel_drops(double: ThreadedDouble) -> None:
     double.run(d.send(event_frame("request_opened", request_id="two")))
     code, out, err = finish(proc)
     assert code == 0, err
-    assert len(out.splitlines()) == 2
+    first, gap, second = out.splitlines()
+    assert "request_opened" in first
+    assert "request_opened" in second
+    assert " gap " in gap
+    assert "reconnect #1: control channel reconnected; frames around this point may be " in gap
+    assert "(the sidecar notices a dropped peer only when a write to it fails)" in gap
     assert "dropped (closed by the sidecar); reconnecting in" in err
     assert "reconnected to 127.0.0.1:" in err
     assert "reconnects 1" in err
+
+
+def test_json_marks_every_reconnect_as_a_gap_and_count_ignores_it(
+    double: ThreadedDouble,
+) -> None:
+    # The sidecar notices a dropped peer only when a write fails (upstream
+    # src/proxy/control.rs:137-156, write_loop returns only when write_all fails):
+    # frames around a reconnect may be lost.
+    proc = spawn("--connect", f"127.0.0.1:{double.port}", "--format", "json", "--count", "2",
+                 "--kind", "request_closed")  # fmt: skip
+    d = double.double
+    for _ in range(2):
+        double.run(d.wait_for_peer())
+        double.run(d.drop_peer())
+    double.run(d.wait_for_peer())
+    double.run(d.send(event_frame("request_closed", request_id="a")))
+    double.run(d.send(event_frame("request_closed", request_id="b")))
+    code, out, err = finish(proc)
+    assert code == 0, err
+    records = [json.loads(line) for line in out.splitlines()]
+    assert [r["type"] for r in records] == ["gap", "gap", "event", "event"]
+    assert [r["reconnects"] for r in records[:2]] == [1, 2]
+    assert set(records[0]) == {"type", "at", "reconnects", "reason"}
+    assert records[0]["reason"].startswith("control channel reconnected; frames around")
+    assert "reconnects 2" in err
 
 
 def test_no_reconnect_stops_with_the_summary(double: ThreadedDouble) -> None:
@@ -285,7 +315,6 @@ def test_port_forward_without_credentials_is_one_line_and_exit_1(tmp_path: Path)
 
 
 def _invoke(*args: str) -> Any:
-    _register()
     return CliRunner().invoke(cli, ["events", *args])
 
 

@@ -262,7 +262,7 @@ MUTATIONS: dict[str, tuple[Callable[[JSON], Any], str]] = {
     "sidecar removed": (remove_sidecar, "must run the condukt-egress sidecar condukt-egress"),
     "netfilter after a user init container": (
         netfilter_after_user_init,
-        "must start with the condukt-egress init container(s) condukt-egress-init, before any",
+        "must start with the condukt-egress init container(s) condukt-egress-init, ",
     ),
     "config volume of another session": (
         other_sessions_secret,
@@ -355,6 +355,12 @@ MUTATIONS: dict[str, tuple[Callable[[JSON], Any], str]] = {
             }
         ),
         "but container workspace refers to one",
+    ),
+    "filter rules volume on a Secret of one's own": (
+        lambda p: next(v for v in p["spec"]["volumes"] if v["name"] == manifests.GUARD_VOLUME)[
+            "secret"
+        ].update(secretName="my-empty-rules"),
+        f"volume {manifests.GUARD_VOLUME} must be the Secret {SESSION.names.secret} of the session",
     ),
     "netfilter made a sidecar": (
         lambda p: init(p, manifests.NETFILTER_CONTAINER).update(restartPolicy="Always"),

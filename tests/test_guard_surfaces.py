@@ -12,17 +12,17 @@ import yaml
 from click.testing import CliRunner
 
 from condukt_egress import SandboxGuard, SandboxGuardArgs
-from condukt_egress.cli import _commands, cli
+from condukt_egress.cli import cli
 from condukt_egress.cli.render_guard import GUARD_OPTIONS
 from condukt_egress.guard import guard_manifests
 from condukt_egress.guard_component import TYPE_TOKEN
 from tests.k8s_schema import assert_valid, versions
 from tests.pulumi_harness import run
+from tests.test_imports import heavy, loaded_after
 
 POLICY = "kubernetes:admissionregistration.k8s.io/v1:ValidatingAdmissionPolicy"
 BINDING = "kubernetes:admissionregistration.k8s.io/v1:ValidatingAdmissionPolicyBinding"
 SINCE_1_30 = tuple(v for v in versions() if tuple(map(int, v.split(".")[:2])) >= (1, 30))
-assert _commands  # importing it registers the subcommands, as main() does
 
 
 def as_object(inputs: dict[str, Any], kind: str) -> dict[str, Any]:
@@ -134,3 +134,13 @@ def test_every_guard_option_is_declared_and_is_a_flag() -> None:
     assert code == 0
     for opt in GUARD_OPTIONS:
         assert opt.flag in out
+
+
+def test_render_guard_and_the_pure_guard_never_load_pulumi() -> None:
+    assert heavy(loaded_after("from condukt_egress import SandboxGuardArgs")) == []
+    code = (
+        "from condukt_egress.cli import main\n"
+        "import tempfile, os\n"
+        "main(['render-guard', '--output', os.path.join(tempfile.mkdtemp(), 'g.yaml')])"
+    )
+    assert heavy(loaded_after(code)) == []

@@ -16,6 +16,10 @@ always present, ``null`` when unknown; times are RFC 3339 UTC)::
      "scheme"}
     {"type": "decision", "at", "request_id", "host", "port", "action", "reason",
      "decided_by": "decider" | "cache" | "fail_closed", "failure", "elapsed_ms"}
+    {"type": "gap", "at", "reconnects", "reason"}
+
+A ``gap`` record marks every reconnect: frames around it may be missing,
+because the sidecar notices a dropped peer only when a write to it fails.
 
 Example:
     condukt-egress events --namespace agents --session-id run-42 --kind request_denied
@@ -169,6 +173,7 @@ def events(  # noqa: PLR0917
         decider=_load_decider(decider) if decider else None,
         on_notice=_notice,
         on_decision=view.decision,
+        on_reconnect=view.gap,
         **options,
     )
     asyncio.run(_watch(client, view, duration))
@@ -409,6 +414,25 @@ class View:
             }
         )
 
+    def gap(self, reconnects: int) -> None:
+        """Mark a reconnect in the output (``on_reconnect`` callback).
+
+        Shown whatever the filters, and not counted by ``--count``: the sidecar
+        notices a dropped peer only when a write to it fails, so 1-2 frames
+        per reconnect went to the dead connection and a new peer heard
+        nothing until then.
+        """
+        if self.done:
+            return
+        self._write(
+            {
+                "type": "gap",
+                "at": _now(),
+                "reconnects": reconnects,
+                "reason": GAP_REASON,
+            }
+        )
+
     def summary(self, client: ControlClient, seconds: float) -> None:
         """Print counts per kind and per host, and what was skipped, on stderr."""
         stats = client.stats
@@ -484,14 +508,23 @@ class View:
 
     def _emit(self, record: dict[str, Any]) -> None:
         self.shown += 1
+        self._write(record)
+        if self.done:
+            self.finished.set()
+
+    def _write(self, record: dict[str, Any]) -> None:
         if self.fmt == "json":
             text = json.dumps(record, ensure_ascii=False, separators=(",", ":"))
         else:
             text = _text_line(record)
         self.out.write(text + "\n")
         self.out.flush()
-        if self.done:
-            self.finished.set()
+
+
+GAP_REASON: Final = (
+    "control channel reconnected; frames around this point may be missing "
+    "(the sidecar notices a dropped peer only when a write to it fails)"
+)
 
 
 class HostCounts:
@@ -528,7 +561,7 @@ class HostCounts:
 def _text_line(r: dict[str, Any]) -> str:
     """One readable line: time, kind, method, host:port, path, status, reason, rule."""
     at = _short_time(r["at"])
-    where = f"{r['host']}:{r['port']}"
+    where = f"{r.get('host')}:{r.get('port')}"
     if r["type"] == "event":
         rule = r["rule"]
         parts = [
@@ -541,6 +574,8 @@ def _text_line(r: dict[str, Any]) -> str:
             f"reason={r['reason']}" if r["reason"] else "",
             f"rule=#{rule['index']}:{rule['kind']}" if rule else "",
         ]
+    elif r["type"] == "gap":
+        parts = [at, f"{'gap':<16}", f"reconnect #{r['reconnects']}:", r["reason"]]
     elif r["type"] == "decision_request":
         parts = [at, f"{'decision_request':<16}", r["scheme"], where, f"id={r['request_id']}"]
     else:
