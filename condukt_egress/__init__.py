@@ -22,6 +22,7 @@ and with them Pulumi, gRPC and protobuf, load on first use (PEP 562), so the
 that only uses :class:`~condukt_egress.control.ControlClient` never load them.
 """
 
+import importlib
 import typing
 
 from condukt_egress.args import CaKeyAlgorithm, SandboxEgressArgs, TrustBundle, UnproxiedEgress
@@ -39,6 +40,14 @@ if typing.TYPE_CHECKING:
     from condukt_egress.component import SandboxEgress
     from condukt_egress.guard import SandboxGuardArgs
     from condukt_egress.guard_component import SandboxGuard
+
+_LAZY: typing.Final = {
+    "SandboxEgress": "condukt_egress.component",
+    "SandboxGuard": "condukt_egress.guard_component",
+    "SandboxGuardArgs": "condukt_egress.guard",
+}
+"""Names loaded on first use: the Pulumi components (and with them Pulumi), and the
+guard's builders, which only platform stacks need."""
 
 __all__ = [
     "DENY_ALL",
@@ -65,19 +74,9 @@ __all__ = [
 ]
 
 
-_LAZY: typing.Final = {
-    "SandboxEgress": "condukt_egress.component",
-    "SandboxGuard": "condukt_egress.guard_component",
-    "SandboxGuardArgs": "condukt_egress.guard",
-}
-"""Public names imported on first use: their modules load Pulumi or the manifest builders."""
-
-
 def __getattr__(name: str) -> typing.Any:
-    """Load :class:`SandboxEgress` and the guard's classes on first use."""
+    """Load the names of :data:`_LAZY` on first use (PEP 562)."""
     if name in _LAZY:
-        import importlib  # noqa: PLC0415 - PEP 562
-
         value = getattr(importlib.import_module(_LAZY[name]), name)
         globals()[name] = value
         return value
