@@ -725,6 +725,15 @@ class EgressPolicy:
                     f"expected a non-empty string, got {type(entry).__name__} {entry!r}; "
                     "remove it or quote it",
                 )
+            try:
+                entry.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                raise PolicyError(
+                    f"redact[{index}]",
+                    f"contains {entry[exc.start]!r}, an unpaired surrogate that is not valid "
+                    "Unicode text; the sidecar's JSON parser rejects it and the proxy exits: "
+                    "write well-formed text (a surrogate pair or the character itself)",
+                ) from None
             if len(entry) > MAX_REDACT_LENGTH:
                 raise PolicyError(
                     f"redact[{index}]",

@@ -250,7 +250,10 @@ def test_bad_kubernetes_settings(kwargs: dict[str, Any], needle: str) -> None:
         KubernetesSettings(**kwargs)
 
 
-@given(st.text(min_size=1, max_size=300).filter(str.strip), st.text(min_size=1).filter(str.strip))
+@given(
+    st.text(min_size=1, max_size=300).filter(lambda s: bool(s.strip()) and "\x00" not in s),
+    st.text(min_size=1).filter(lambda s: bool(s.strip()) and "\x00" not in s),
+)
 def test_stack_names_are_valid_and_distinct(a: str, b: str) -> None:
     assert STACK_NAME.match(stack_name(a))
     assert stack_name(a).startswith("session-")
