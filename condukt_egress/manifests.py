@@ -281,7 +281,7 @@ def netfilter_container(args: SandboxEgressArgs) -> JSON:
     context["capabilities"] = {"drop": ["ALL"], "add": list(contract.NETFILTER_CAPABILITIES)}
     return {
         "name": NETFILTER_CONTAINER,
-        "image": args.image,
+        "image": args.sidecar_image,
         "command": [contract.BINARY],
         "args": contract.netfilter_args(proxy_port=args.proxy_port, sidecar_uid=args.sidecar_uid),
         "securityContext": context,
@@ -316,7 +316,7 @@ def sidecar_container(args: SandboxEgressArgs) -> JSON:
     """The proxy container: native sidecar (init container) or plain container."""
     container: JSON = {
         "name": SIDECAR_CONTAINER,
-        "image": args.image,
+        "image": args.sidecar_image,
         "command": [contract.BINARY],
         "args": contract.proxy_args(
             proxy_port=args.proxy_port,

@@ -486,12 +486,6 @@ def _as_list(value: object, field: str, what: str) -> Sequence[object]:
     raise PolicyError(field, f"expected a list of {what}, got {type(value).__name__} {value!r}")
 
 
-def _reprefixed(error: PolicyError, prefix: str) -> PolicyError:
-    """The same error with its field placed under ``prefix``."""
-    message = str(error)[len(error.field) + 2 :]
-    return PolicyError(f"{prefix}{error.field}", message)
-
-
 @dataclass(frozen=True)
 class Rule:
     """One step of the policy: ``allow``/``deny`` a host list, or ``decide``.
@@ -890,7 +884,7 @@ class EgressPolicy:
         try:
             return cls.from_dict(document)
         except PolicyError as error:
-            raise _reprefixed(error, f"{file}: ") from None
+            raise error.under(str(file), sep=": ") from None
 
 
 def _short(value: object) -> str:
@@ -931,7 +925,7 @@ def _rule_from_dict(entry: object, field: str) -> Rule:
         hosts = [value] if isinstance(value, str) else value
         return Rule(kind, cast("Sequence[str]", hosts))
     except PolicyError as error:
-        raise _reprefixed(error, f"{field}.") from None
+        raise error.under(field) from None
 
 
 def _decide_from_dict(value: object) -> Rule:

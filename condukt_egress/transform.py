@@ -146,11 +146,8 @@ def workload_of(type_: str) -> Workload | None:
 
 def _relocated(exc: ConfigError, prefix: str, pod_spec_path: str) -> ConfigError:
     """Re-anchor an error of :func:`manifests.inject` (relative to ``spec``) in the workload."""
-    message = str(exc)[len(exc.field) + 2 :]
-    field = exc.field
-    if field == "spec" or field.startswith("spec."):
-        field = pod_spec_path + field[len("spec") :]
-    return ConfigError(f"{prefix} {field}", message)
+    relocated = exc.renamed(pod_spec_path) if exc.root == "spec" else exc
+    return relocated.under(prefix, sep=" ")
 
 
 def _metadata(metadata: Any, workload: Workload, prefix: str, args: SandboxEgressArgs) -> JSON:

@@ -42,6 +42,7 @@ from condukt_egress.automation._errors import (
     PassphraseRequiredError,
     PulumiCliError,
     SessionBusyError,
+    SessionError,
     SessionNotFoundError,
     SessionOperationError,
 )
@@ -75,6 +76,7 @@ __all__ = [
     "PassphraseRequiredError",
     "PulumiCliError",
     "SessionBusyError",
+    "SessionError",
     "SessionNotFoundError",
     "SessionOperationError",
     "SessionOutputs",
