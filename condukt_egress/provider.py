@@ -30,10 +30,12 @@ from importlib import metadata
 from typing import Any, Final, NotRequired, TypedDict, TypeVar
 
 import pulumi
+from pulumi.provider.experimental.component import ComponentProvider
 
 from condukt_egress import args as py_args
 from condukt_egress import component, transform
-from condukt_egress.errors import ConfigError
+from condukt_egress.errors import ConfigError, FieldError
+from condukt_egress.options import document, options_of
 
 __all__ = [
     "PACKAGE",
@@ -42,6 +44,7 @@ __all__ = [
     "DecideRule",
     "DefaultAction",
     "EgressPolicy",
+    "EgressProvider",
     "PolicyRule",
     "Protocol",
     "SandboxEgress",
@@ -163,48 +166,45 @@ class UnproxiedEgress(TypedDict):
 
 
 class SandboxEgressArgs(TypedDict):
-    """The inputs of SandboxEgress: the fields of the Python SandboxEgressArgs."""
+    """The inputs of SandboxEgress: the fields of the Python SandboxEgressArgs.
+
+    The stack config options take their descriptions from the option registry
+    (:func:`condukt_egress.options.options_of`, filled in by
+    :class:`EgressProvider`); the Python-only ones are described here.
+    """
 
     session_id: str
-    """The agent platform's id for the session; any string up to 1024 characters."""
     namespace: NotRequired[str]
-    """Namespace of the Secret, the NetworkPolicy and the session pods; default unless set."""
     policy: NotRequired[EgressPolicy]
-    """The egress policy; without one every host is denied."""
-    image: NotRequired[str]
-    """The condukt-egress sidecar image, used for the init container and the proxy."""
+    sidecar_image: NotRequired[str]
     allow_plain_http: NotRequired[bool]
-    """Open TCP 80. Off unless set: on port 80 one allowed name opens every public IP."""
     trust_bundle: NotRequired[TrustBundle]
-    """What the workspace trusts: the session CA alone (default) or public roots plus it."""
     native_sidecar: NotRequired[bool]
-    """Run the proxy as a native sidecar (Kubernetes 1.29+; default true) or a plain container."""
-    proxy_port: NotRequired[int]
-    """Port the redirected traffic lands on (default 15001)."""
-    control_port: NotRequired[int]
-    """Port of the sidecar's NDJSON control channel (default 15002)."""
-    sidecar_uid: NotRequired[int]
-    """The uid the redirect exempts; only the sidecar runs as it (default 1337)."""
-    sidecar_gid: NotRequired[int]
-    """The gid the sidecar runs as; no workspace may use it (default 1337)."""
-    dns_namespace: NotRequired[str]
-    """Namespace of the cluster DNS pods (default kube-system)."""
-    dns_pod_labels: NotRequired[dict[str, str]]
-    """Labels selecting the cluster DNS pods (default k8s-app: kube-dns)."""
-    node_local_dns: NotRequired[str]
-    """IPv4 address of NodeLocal DNSCache, which DNS may then also go to."""
-    cluster_cidrs: NotRequired[list[str]]
-    """Extra IPv4 ranges never reachable directly, e.g. pod and service CIDRs outside RFC 1918."""
-    unproxied_egress: NotRequired[list[UnproxiedEgress]]
-    """Destinations reachable without the proxy, e.g. an in-cluster database."""
     ca_key_algorithm: NotRequired[CaKeyAlgorithm]
-    """Key type of the per-session CA (default ecdsa-p256)."""
     ca_validity_hours: NotRequired[int]
-    """Lifetime of the per-session CA, 1 to 8760 hours (default 24)."""
+    cluster_cidrs: NotRequired[list[str]]
+    node_local_dns: NotRequired[str]
+    dns_namespace: NotRequired[str]
+    dns_pod_labels: NotRequired[dict[str, str]]
+    unproxied_egress: NotRequired[list[UnproxiedEgress]]
+    proxy_port: NotRequired[int]
+    """Port the redirected traffic lands on."""
+    control_port: NotRequired[int]
+    """Port of the sidecar's NDJSON control channel."""
+    sidecar_uid: NotRequired[int]
+    """The uid the redirect exempts; only the sidecar runs as it."""
+    sidecar_gid: NotRequired[int]
+    """The gid the sidecar runs as; no workspace may use it."""
     sidecar_resources: NotRequired[dict[str, dict[str, str]]]
-    """Resource requests and limits of the sidecar containers ({requests: {...}, limits: {...}})."""
+    """Requests and limits of the sidecar containers."""
     unsafe_allowed_capabilities: NotRequired[list[str]]
     """Capabilities workspace containers may add although they can defeat egress control."""
+
+
+def _camel(name: str) -> str:
+    """A Python field name as the schema spells it (the analyzer's camel case)."""
+    head, *rest = name.split("_")
+    return head + "".join(word.capitalize() for word in rest)
 
 
 def _contains_output(value: Any) -> bool:
@@ -247,37 +247,29 @@ def python_args(inputs: Mapping[str, Any]) -> py_args.SandboxEgressArgs:
 
     Raises:
         ConfigError: A value the Python API needs known at preview is an
-            Output, or any check of ``SandboxEgressArgs`` failed (the field
-            and the fix are named).
+            Output, or any check of ``SandboxEgressArgs`` failed (the field,
+            camelCase as in the schema, and the fix are named).
         PolicyError: The policy is invalid.
     """
     plain = _plain_fields(SandboxEgressArgs)
     for name, value in inputs.items():
         if name in plain and _contains_output(value):
             raise ConfigError(
-                name,
+                _camel(name),
                 "must be known when the program runs (a plain value, not another "
                 "resource's output): names, labels and manifests are derived from it "
                 "at preview",
             )
-    return py_args.SandboxEgressArgs(**_plain(dict(inputs)))
+    try:
+        return py_args.SandboxEgressArgs(**_plain(dict(inputs)))
+    except FieldError as exc:
+        # Named as the program wrote it: trustBundle, not trust_bundle.
+        raise exc.renamed(_camel(exc.root)) from None
 
 
 def session_document(args: py_args.SandboxEgressArgs) -> dict[str, Any]:
-    """``args`` as JSON-ready values that :func:`session_args` reads back."""
-
-    def document(value: Any) -> Any:
-        if isinstance(value, py_args.UnproxiedEgress):
-            return {"cidr": value.cidr, "ports": list(value.ports), "protocol": value.protocol}
-        if isinstance(value, Mapping):
-            return {str(k): document(v) for k, v in value.items()}
-        if isinstance(value, list | tuple):
-            return [document(v) for v in value]
-        return value
-
-    doc = {f.name: document(getattr(args, f.name)) for f in dataclasses.fields(args)}
-    doc["policy"] = args.egress_policy.to_dict()
-    return doc
+    """``args`` as JSON-ready values (document form) that :func:`session_args` reads back."""
+    return {f.name: document(getattr(args, f.name)) for f in dataclasses.fields(args)}
 
 
 def session_args(document: Any) -> py_args.SandboxEgressArgs:
@@ -406,7 +398,7 @@ def _injected_template(template: Any, name: str, args: py_args.SandboxEgressArgs
         )
     except ConfigError as exc:
         field = exc.field.replace(f"Deployment {name!r} spec.template", "podTemplate", 1)
-        raise ConfigError(field, str(exc)[len(exc.field) + 2 :]) from None
+        raise ConfigError(field, exc.message) from None
     return injected["spec"]["template"]
 
 
@@ -512,13 +504,41 @@ for _documented in (
     _documented.__doc__ = inspect.cleandoc(_documented.__doc__ or "")
 
 
+class EgressProvider(ComponentProvider):
+    """The provider ``provider/__main__.py`` serves: both components, and their schema.
+
+    What ``component_provider_host`` would build, with the descriptions of
+    the stack config options taken from the option registry, where each is
+    declared once, and every input's default from ``SandboxEgressArgs``.
+    """
+
+    def __init__(self) -> None:
+        super().__init__([SandboxEgress, SandboxWorkload], PACKAGE, version=version())
+        assert self.schema is not None  # noqa: S101 - the component provider always has one
+        described = json.loads(self.schema)
+        inputs = described["resources"][f"{PACKAGE}:index:SandboxEgress"]["inputProperties"]
+        registry = {opt.name: opt for opt in options_of(py_args.SandboxEgressArgs)}
+        for f in dataclasses.fields(py_args.SandboxEgressArgs):
+            prop = inputs[_camel(f.name)]
+            opt = registry.get(f.name)
+            if opt is None:
+                prop["description"] += f" Default: {json.dumps(document(_default(f)))}."
+            elif not opt.required:
+                prop["description"] = f"{opt.help} Default: {opt.doc_default}."
+            else:
+                prop["description"] = opt.help
+        self.schema = json.dumps(described)
+
+
+def _default(f: "dataclasses.Field[Any]") -> Any:
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return f.default
+
+
 def schema() -> dict[str, Any]:
     """The package schema the provider serves, as ``GetSchema`` returns it."""
-    from pulumi.provider.experimental.component import ComponentProvider  # noqa: PLC0415
-
-    provider = ComponentProvider([SandboxEgress, SandboxWorkload], PACKAGE, version=version())
-    assert provider.schema is not None  # noqa: S101 - the component provider always has one
-    loaded: dict[str, Any] = json.loads(provider.schema)
+    loaded: dict[str, Any] = json.loads(EgressProvider().schema or "{}")
     return loaded
 
 

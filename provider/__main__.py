@@ -3,12 +3,16 @@
 The Python language host starts it as ``python <this folder> <engine address>``
 with the interpreter of ``./venv`` (see ``PulumiPlugin.yaml`` and
 ``requirements.txt``); it prints its gRPC port and serves ``GetSchema`` and
-``Construct``. Everything it hosts lives in :mod:`condukt_egress.provider`.
+``Construct``. This is ``component_provider_host`` with the schema
+descriptions of :class:`condukt_egress.provider.EgressProvider`; everything it
+hosts lives in :mod:`condukt_egress.provider`.
 """
 
-from pulumi.provider.experimental import component_provider_host
+import sys
 
-from condukt_egress.provider import PACKAGE, SandboxEgress, SandboxWorkload, version
+from pulumi.provider import main
+
+from condukt_egress.provider import EgressProvider
 
 if __name__ == "__main__":
-    component_provider_host([SandboxEgress, SandboxWorkload], name=PACKAGE, version=version())
+    main(EgressProvider(), sys.argv[1:])

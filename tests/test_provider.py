@@ -30,6 +30,7 @@ from pulumi.runtime.proto import errors_pb2, provider_pb2, status_pb2
 from condukt_egress import args as py_args
 from condukt_egress import component, provider
 from condukt_egress.errors import ConfigError
+from condukt_egress.options import options_of
 from condukt_egress.policy import DefaultAction
 from tests.k8s_schema import assert_valid
 from tests.provider_engine import PROVIDER_DIR, EngineDouble, output_value, running_provider
@@ -131,6 +132,17 @@ def test_descriptions_are_markdown_paragraphs_not_code_blocks() -> None:
         assert not re.search(r"\n {4}", node.get("description", "")), where
 
 
+def test_option_descriptions_come_from_the_registry() -> None:
+    inputs = provider.schema()["resources"][EGRESS]["inputProperties"]
+    registry = options_of(py_args.SandboxEgressArgs)
+    assert registry
+    for opt in registry:
+        described = inputs[opt.config]["description"]
+        assert described.startswith(opt.help), opt.name
+        assert opt.required or described.endswith(f" Default: {opt.doc_default}.")
+    assert inputs["proxyPort"]["description"].endswith("Default: 15001.")
+
+
 def test_inputs_are_exactly_the_python_args_fields() -> None:
     """A new SandboxEgressArgs option fails here until other languages get it too."""
     fields = [f.name for f in dataclasses.fields(py_args.SandboxEgressArgs)]
@@ -199,11 +211,10 @@ def test_plugin_manifest_is_what_pulumi_package_add_reads() -> None:
         "name": "python",
         "options": {"toolchain": "pip", "virtualenv": "venv"},
     }
-    # The language host runs `python <folder>`: __main__.py is the entry point.
+    # The language host runs `python <folder> <engine>`: __main__.py is the entry point.
     main = (PROVIDER_DIR / "__main__.py").read_text()
-    assert "component_provider_host(" in main
-    assert "name=PACKAGE" in main
-    assert "version=version()" in main
+    assert "main(EgressProvider(), sys.argv[1:])" in main
+    assert 'if __name__ == "__main__":' in main
 
 
 def test_plugin_requirements_install_this_repository_with_its_pins() -> None:
@@ -394,6 +405,8 @@ def test_bad_inputs_fail_construct_naming_the_field_and_the_fix(
     assert "policy.rules[0].allow[0]" in error
     error = _construct_error(engine, EGRESS, {"sessionId": "x", "trustBundle": "system"})
     assert "trustBundle" in error
+    error = _construct_error(engine, EGRESS, {"sessionId": "x", "caValidityHours": 0})
+    assert "caValidityHours: must be a whole number of hours from 1 to 8760" in error
     session = rpc.deserialize_properties(constructed.egress.state)["session"]
     error = _construct_error(
         engine,
@@ -417,6 +430,8 @@ def test_python_args_refuses_outputs_where_the_python_api_needs_values() -> None
         namespace = pulumi.Output.from_input("a")
         with pytest.raises(ConfigError, match=r"^namespace: must be known when the program runs"):
             provider.python_args({"session_id": "x", "namespace": namespace})
+        with pytest.raises(ConfigError, match=r"^dnsPodLabels: must be a non-empty mapping"):
+            provider.python_args({"session_id": "x", "dns_pod_labels": {}})
     finally:
         asyncio.set_event_loop(None)
         loop.close()
