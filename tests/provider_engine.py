@@ -127,6 +127,7 @@ class EngineDouble:
         dependencies: Mapping[str, list[str]] | None = None,
         *,
         dry_run: bool = False,
+        timeout: float = 60,
     ) -> Any:
         """Call ``Construct`` as the engine does for a program's component at the stack's root."""
         struct = struct_pb2.Struct()
@@ -147,7 +148,7 @@ class EngineDouble:
                 for key, urns in (dependencies or {}).items()
             },
         )
-        return self.provider.Construct(request, timeout=60)
+        return self.provider.Construct(request, timeout=timeout)
 
     def stop(self) -> None:
         self.channel.close()

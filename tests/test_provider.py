@@ -378,6 +378,22 @@ def test_pod_template_comes_back_injected_without_declaring_anything(
     assert {d.rsplit("::", 1)[1] for d in deps} == {"s-42-secret", "s-42-network-policy"}
 
 
+def test_preview_constructs_the_same_outputs(constructed: Constructed) -> None:
+    engine = constructed.engine
+    preview = engine.construct(EGRESS, "preview", WIRE_INPUTS, dry_run=True)
+    state = rpc.deserialize_properties(preview.state)
+    # Known at preview, so a workload's refusal shows at `pulumi preview`.
+    assert provider.session_args(state["session"]) == PY_ARGS
+    deps = list(preview.stateDependencies["session"].urns)
+    workload = engine.construct(
+        WORKLOAD,
+        "preview-agent",
+        {"session": output_value(state["session"], deps), "workload": DEPLOYMENT_MANIFEST},
+        dry_run=True,
+    )
+    assert rpc.deserialize_properties(workload.state)["manifest"]["kind"] == "Deployment"
+
+
 def _construct_error(engine: EngineDouble, type_: str, inputs: dict[str, Any]) -> str:
     """The error the engine shows: the details, and any input property errors in the trailers."""
     with pytest.raises(grpc.RpcError) as caught:
