@@ -443,15 +443,31 @@ class SandboxWorkload(pulumi.ComponentResource):
             )
         super().__init__(WORKLOAD_TYPE_TOKEN, name, None, opts)
         session = args["session"]
-        session_opts = _lift(session, session_args)
+        session_opts = _lift(session, self._reported(session_args))
         if "workload" in given:
             self.manifest = self._declare(name, args["workload"], session, session_opts)
         else:
-            template = args["pod_template"]
-            self.pod_template = pulumi.Output.all(session_opts, template).apply(
-                lambda values: _injected_template(values[1], name, values[0])
+            inject = self._reported(_injected_template)
+            self.pod_template = pulumi.Output.all(session_opts, args["pod_template"]).apply(
+                lambda values: inject(values[1], name, values[0])
             )
         self.register_outputs({})
+
+    def _reported(self, fn: Callable[..., T]) -> Callable[..., T]:
+        """``fn``, logging a refusal as this resource's error before it propagates.
+
+        A refusal inside ``apply`` (the session is an Output) reaches the engine
+        wrapped in the SDK's serialization error; the log shows it as written.
+        """
+
+        def run(*args: Any) -> T:
+            try:
+                return fn(*args)
+            except FieldError as exc:
+                pulumi.log.error(str(exc), resource=self)
+                raise
+
+        return run
 
     def _declare(
         self, name: str, manifest: Any, session: Any, session_opts: Any
@@ -471,8 +487,9 @@ class SandboxWorkload(pulumi.ComponentResource):
                 "metadata and spec",
             )
         props = {"metadata": manifest.get("metadata"), "spec": manifest.get("spec")}
+        inject = self._reported(transform.transform_props)
         injected: pulumi.Output[dict[str, Any]] = pulumi.Output.from_input(session_opts).apply(
-            lambda opts_: transform.transform_props(props, workload, name, opts_)
+            lambda opts_: inject(props, workload, name, opts_)
         )
         _resource_class(workload)(
             name,

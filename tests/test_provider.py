@@ -433,8 +433,13 @@ def test_bad_inputs_fail_construct_naming_the_field_and_the_fix(
     assert "Deployment" in error
     hostile = json.loads(json.dumps(DEPLOYMENT_MANIFEST))
     hostile["spec"]["template"]["spec"]["hostNetwork"] = True
-    error = _construct_error(engine, WORKLOAD, {"session": session, "workload": hostile})
-    assert "Deployment 'bad' spec.template.spec.hostNetwork" in error
+    error = _construct_error(
+        engine, WORKLOAD, {"session": output_value(session, []), "workload": hostile}
+    )
+    refusal = "Deployment 'bad' spec.template.spec.hostNetwork: "
+    assert refusal in error
+    # Also logged as the workload's error, without the SDK's wrapping around it.
+    assert any(log.startswith(refusal) for log in engine.logs)
     error = _construct_error(engine, WORKLOAD, {"session": {"sessionId": "x"}, "podTemplate": {}})
     assert "session: must be the session output of a SandboxEgress" in error
 
