@@ -15,10 +15,16 @@ sidecar is the only way out. Inject the sidecar into the session's workload::
                     spec=egress.inject(spec), opts=egress.workload_options())
 
 Errors all derive from :class:`EgressError` (see :mod:`condukt_egress.errors`).
+
+Importing the package is light: :class:`SandboxEgress`, and with it Pulumi,
+gRPC and protobuf, loads on first use (PEP 562), so the ``render``,
+``explain`` and ``events`` commands and a service that only uses
+:class:`~condukt_egress.control.ControlClient` never load them.
 """
 
+import typing
+
 from condukt_egress.args import CaKeyAlgorithm, SandboxEgressArgs, TrustBundle, UnproxiedEgress
-from condukt_egress.component import SandboxEgress
 from condukt_egress.errors import (
     AutomationError,
     ConfigError,
@@ -28,6 +34,9 @@ from condukt_egress.errors import (
 )
 from condukt_egress.naming import SessionNames, session_names
 from condukt_egress.policy import DENY_ALL, EgressPolicy, Rule, Verdict, allow, decide, deny
+
+if typing.TYPE_CHECKING:
+    from condukt_egress.component import SandboxEgress
 
 __all__ = [
     "DENY_ALL",
@@ -50,3 +59,17 @@ __all__ = [
     "deny",
     "session_names",
 ]
+
+
+def __getattr__(name: str) -> typing.Any:
+    """Load :class:`SandboxEgress` (and Pulumi) on first use."""
+    if name == "SandboxEgress":
+        from condukt_egress.component import SandboxEgress  # noqa: PLC0415 - PEP 562
+
+        globals()[name] = SandboxEgress
+        return SandboxEgress
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

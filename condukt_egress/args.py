@@ -297,6 +297,14 @@ class SessionOptions:
             parse=UnproxiedEgress.parse,
         ),
     )
+    allow_root_workspace: bool = field(
+        default=False,
+        metadata=option(
+            "Let workspace containers run as root (risky: root reaches the sidecar's "
+            "control port, which the in-pod rules keep for the port-forward path).",
+            example="false",
+        ),
+    )
 
 
 @dataclass(frozen=True)
@@ -336,9 +344,16 @@ class SandboxEgressArgs(SessionOptions):
         unsafe_allowed_capabilities: Capabilities workspace containers may add
             although they can defeat egress control. Empty by default; every
             entry is a risk the user accepts explicitly.
+        allow_root_workspace: Let workspace containers run as root. Off by
+            default: workspaces get ``runAsNonRoot: true`` (and uid/gid 65532
+            when the spec names none), because root passes the in-pod rule
+            that keeps the control port for the port-forward path; turning
+            this on reopens ``127.0.0.1:<control_port>`` to the workspace
+            (reading every event, answering its own ``decide`` requests,
+            holding the single peer slot).
 
-    The options up to ``unproxied_egress`` are the stack config options
-    (:class:`SessionOptions`); the rest exist in the Python API only.
+    The options of :class:`SessionOptions` are the stack config options; the
+    rest exist in the Python API only.
     """
 
     proxy_port: int = contract.DEFAULT_PROXY_PORT
@@ -360,7 +375,7 @@ class SandboxEgressArgs(SessionOptions):
             "sidecar_image",
             validate_image("sidecar_image", self.sidecar_image, contract.DEFAULT_IMAGE),
         )
-        for name in ("allow_plain_http", "native_sidecar"):
+        for name in ("allow_plain_http", "native_sidecar", "allow_root_workspace"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(name, f"must be true or false, got {getattr(self, name)!r}")
         _choice("trust_bundle", self.trust_bundle, get_args(TrustBundle))

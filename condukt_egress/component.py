@@ -18,7 +18,7 @@ Example:
 # No ``from __future__ import annotations``: ``condukt_egress.provider`` hosts a
 # subclass for other languages, and Pulumi's schema analyzer evaluates the class
 # annotations of its whole MRO at run time.
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any, Final
 
 import pulumi
@@ -151,9 +151,7 @@ class SandboxEgress(pulumi.ComponentResource):
         return manifests.inject(pod_spec, self.args)
 
     @property
-    def transform(
-        self,
-    ) -> Callable[[pulumi.ResourceTransformArgs], pulumi.ResourceTransformResult | None]:
+    def transform(self) -> pulumi.ResourceTransform:
         """The resource transform that injects this session into any workload.
 
         Pass it as ``ResourceOptions(transforms=[egress.transform])`` on a

@@ -377,6 +377,8 @@ def _loads(text: str) -> Any:
         raise MalformedFrameError(f"invalid JSON ({exc.msg} at column {exc.colno})") from exc
     except RecursionError as exc:
         raise MalformedFrameError("invalid JSON (nested too deeply)") from exc
+    except ValueError as exc:  # an integer past Python's 4,300-digit conversion limit
+        raise MalformedFrameError("invalid JSON (an integer of more than 4,300 digits)") from exc
 
 
 def _decode_event(obj: dict[str, Any]) -> Event:

@@ -18,14 +18,22 @@ import hashlib
 import json
 import posixpath
 from collections.abc import Iterable, Mapping
+from decimal import Decimal
 from typing import Any, Final
 
 import certifi
 
 from condukt_egress import contract
+from condukt_egress._quantity import format_quantity, parse_quantity
 from condukt_egress.args import SandboxEgressArgs, validate_image
 from condukt_egress.errors import ConfigError
-from condukt_egress.naming import ANNOTATION_SESSION_ID, LABEL_MANAGED_BY, MANAGED_BY
+from condukt_egress.naming import (
+    ANNOTATION_SESSION_ID,
+    LABEL_MANAGED_BY,
+    MANAGED_BY,
+    NETFILTER_CONTAINER,
+    SIDECAR_CONTAINER,
+)
 
 __all__ = [
     "BYPASS_CAPABILITIES",
@@ -33,15 +41,22 @@ __all__ = [
     "CONFIG_DIGEST_ENV",
     "CONFIG_VOLUME",
     "DEFAULT_WORKSPACE_IMAGE",
+    "DEFAULT_WORKSPACE_UID",
+    "GUARD_CAPABILITIES",
+    "GUARD_CONTAINER",
+    "GUARD_RULES_FILE",
+    "GUARD_VOLUME",
     "NETFILTER_CONTAINER",
     "SIDECAR_CONTAINER",
     "SPECIAL_IPV4_RANGES",
     "TRUST_BUNDLE_PATHS",
     "TRUST_VOLUME",
+    "WORKSPACE_IDLE_COMMAND",
     "WORKSPACE_TRUST_DIR",
     "bundle_pem",
     "check",
     "config_digest",
+    "guard_rules",
     "inject",
     "network_policy_manifest",
     "object_metadata",
@@ -55,8 +70,18 @@ JSON = dict[str, Any]
 DEFAULT_WORKSPACE_IMAGE: Final = "python:3.13-slim"
 """Image of the workspace container the stack program and ``render`` declare."""
 
-NETFILTER_CONTAINER: Final = "condukt-egress-init"
-SIDECAR_CONTAINER: Final = "condukt-egress"
+GUARD_CONTAINER: Final = "condukt-egress-guard"
+"""Init container that installs the in-pod filter rules (:func:`guard_rules`)."""
+GUARD_VOLUME: Final = "condukt-egress-guard"
+"""Guard-only volume: the filter rules file, nothing else of the Secret."""
+GUARD_RULES_FILE: Final = "guard.rules"
+"""Secret key and file name of the ``iptables-restore`` input."""
+GUARD_DIR: Final = "/etc/condukt-guard"
+GUARD_CAPABILITIES: Final = ("NET_ADMIN",)
+"""What the guard needs: ``iptables-restore`` talks netlink (nft backend), no raw sockets."""
+DEFAULT_WORKSPACE_UID: Final = 65532
+"""The uid (and gid) workspace containers run as when neither the container nor the
+pod names one: a non-root id, not the sidecar's, that no common image uses for root."""
 CONFIG_VOLUME: Final = "condukt-egress-config"
 """Sidecar-only volume: policy, CA certificate and CA key."""
 TRUST_VOLUME: Final = "condukt-egress-trust"
@@ -119,8 +144,11 @@ sidecar. Every added capability is refused (no workspace container may add
 any); this set only makes the message say why."""
 
 _FORBIDDEN_POD_FIELDS: Final = ("hostNetwork", "hostPID", "hostIPC", "shareProcessNamespace")
-_OURS: Final = (NETFILTER_CONTAINER, SIDECAR_CONTAINER)
-_OUR_VOLUMES: Final = (CONFIG_VOLUME, TRUST_VOLUME)
+_OURS: Final = (NETFILTER_CONTAINER, GUARD_CONTAINER, SIDECAR_CONTAINER)
+_OUR_VOLUMES: Final = (CONFIG_VOLUME, TRUST_VOLUME, GUARD_VOLUME)
+PORT_FORWARD_UID: Final = 0
+"""The uid of port-forward connections: containerd and CRI-O dial ``localhost:<port>``
+inside the pod's network namespace from their own (root) process."""
 
 
 def object_metadata(args: SandboxEgressArgs, name: str) -> JSON:
@@ -184,6 +212,7 @@ def secret_data(args: SandboxEgressArgs, ca_cert_pem: str, ca_key_pem: str) -> d
         contract.CA_CERT_FILE: ca_cert_pem,
         contract.CA_KEY_FILE: ca_key_pem,
         contract.BUNDLE_FILE: bundle_pem(args, ca_cert_pem),
+        GUARD_RULES_FILE: guard_rules(args),
     }
 
 
@@ -312,6 +341,66 @@ def listen_probe_command(port: int) -> list[str]:
     ]
 
 
+def guard_rules(args: SandboxEgressArgs) -> str:
+    """The in-pod ``filter`` rules, as ``iptables-restore --noflush`` input.
+
+    ``netfilter-setup`` only adds ``nat OUTPUT`` rules (upstream
+    src/netfilter.rs:66-111): loopback and the sidecar uid RETURN, then TCP
+    80 and 443 are REDIRECTed to the proxy. Loopback is exempt, and the proxy
+    listens on every address, so without these rules a workspace process
+    reaches both sidecar ports directly. In ``filter OUTPUT`` (after ``nat``):
+
+    1. The control port over loopback only from uid 0, the port-forward path
+       (the container runtime dials ``localhost`` in the pod's namespace):
+       a workspace can neither answer its own ``decision_request`` s nor hold
+       the sidecar's single peer slot.
+    2. The proxy port over loopback only for connections the redirect made
+       (conntrack state DNAT): no connection without an original destination.
+    3. With plain HTTP off, the sidecar's own dials to port 80 are reset at
+       once, so an allowed ``http://`` request fails instead of hanging
+       until the dial times out (the NetworkPolicy drops it silently).
+
+    Rejections answer with a TCP reset: the client fails at once.
+    """
+    reject = "-j REJECT --reject-with tcp-reset"
+    rules = [
+        "*filter",
+        f"-A OUTPUT -o lo -p tcp --dport {args.control_port} "
+        f"-m owner ! --uid-owner {PORT_FORWARD_UID} {reject}",
+        f"-A OUTPUT -o lo -p tcp --dport {args.proxy_port} -m conntrack ! --ctstate DNAT {reject}",
+    ]
+    if not args.allow_plain_http:
+        rules.append(
+            f"-A OUTPUT -p tcp --dport 80 -m owner --uid-owner {args.sidecar_uid} {reject}"
+        )
+    rules.append("COMMIT")
+    return "\n".join(rules) + "\n"
+
+
+def guard_container(args: SandboxEgressArgs) -> JSON:
+    """The init container that installs :func:`guard_rules`, then exits.
+
+    Same image as the sidecar (it ships ``iptables``); root with
+    ``NET_ADMIN`` only; it runs after the netfilter init container and before
+    the sidecar and any user code.
+    """
+    context = _restricted_context(0, 0)
+    context["runAsNonRoot"] = False
+    context["readOnlyRootFilesystem"] = False  # as the netfilter container: xtables lock
+    context["capabilities"] = {"drop": ["ALL"], "add": list(GUARD_CAPABILITIES)}
+    return {
+        "name": GUARD_CONTAINER,
+        "image": args.sidecar_image,
+        "command": [contract.IPTABLES_RESTORE, "--noflush", f"{GUARD_DIR}/{GUARD_RULES_FILE}"],
+        "securityContext": context,
+        "resources": {
+            "requests": {"cpu": "10m", "memory": "16Mi"},
+            "limits": {"cpu": "100m", "memory": "64Mi"},
+        },
+        "volumeMounts": [{"name": GUARD_VOLUME, "mountPath": GUARD_DIR, "readOnly": True}],
+    }
+
+
 def sidecar_container(args: SandboxEgressArgs) -> JSON:
     """The proxy container: native sidecar (init container) or plain container."""
     container: JSON = {
@@ -358,6 +447,15 @@ def _volumes(args: SandboxEgressArgs) -> list[JSON]:
                     {"key": k, "path": k}
                     for k in (contract.POLICY_FILE, contract.CA_CERT_FILE, contract.CA_KEY_FILE)
                 ],
+            },
+        },
+        {
+            # Only the guard init container mounts this volume: its rules file.
+            "name": GUARD_VOLUME,
+            "secret": {
+                "secretName": secret,
+                "defaultMode": 0o444,
+                "items": [{"key": GUARD_RULES_FILE, "path": GUARD_RULES_FILE}],
             },
         },
         {
@@ -555,13 +653,52 @@ def _network_checks(container: Mapping[str, Any]) -> Iterable[tuple[str, object]
                 yield f"lifecycle.{hook}.{kind}.port", handler.get("port")
 
 
-def _harden(container: JSON, pod_context: Mapping[str, Any]) -> None:
+def _run_as_non_root(
+    context: JSON, pod_context: Mapping[str, Any], where: str, args: SandboxEgressArgs
+) -> None:
+    """Make a workspace container non-root, unless the session opted out.
+
+    Root (uid 0) passes the guard rule that keeps the control port for the
+    port-forward path (:func:`guard_rules`). A uid the spec sets is kept; with
+    none, :data:`DEFAULT_WORKSPACE_UID` (an image's ``USER`` cannot be seen
+    here, and ``runAsNonRoot`` alone refuses images whose user is a name).
+    """
+    if args.allow_root_workspace:
+        return
+    fix = (
+        "run the workspace as a non-root uid, or accept that risk with "
+        "allow_root_workspace (allowRootWorkspace)"
+    )
+    for level, ctx in ((where, context), ("spec", pod_context)):
+        if ctx.get("runAsUser") == 0:
+            raise ConfigError(
+                f"{level}.securityContext.runAsUser",
+                f"is 0 (root); a root workspace may connect to the sidecar's control port, "
+                f"which only the port-forward path (root) may reach: {fix}",
+            )
+        if ctx.get("runAsNonRoot") is False:
+            raise ConfigError(
+                f"{level}.securityContext.runAsNonRoot",
+                f"is false; workspaces run as non-root so that they cannot reach the "
+                f"sidecar's control port: remove it and {fix}",
+            )
+    context["runAsNonRoot"] = True
+    if context.get("runAsUser") is None and pod_context.get("runAsUser") is None:
+        context["runAsUser"] = DEFAULT_WORKSPACE_UID
+        if context.get("runAsGroup") is None and pod_context.get("runAsGroup") is None:
+            context["runAsGroup"] = DEFAULT_WORKSPACE_UID
+
+
+def _harden(
+    container: JSON, pod_context: Mapping[str, Any], where: str, args: SandboxEgressArgs
+) -> None:
     """Fill in what a workspace container needs to be unable to bypass the sidecar.
 
     Only missing settings are filled in; stricter user settings are kept (a
     pod-level seccomp profile is inherited rather than overridden).
     """
     context: JSON = dict(container.get("securityContext") or {})
+    _run_as_non_root(context, pod_context, where, args)
     capabilities: JSON = dict(context.get("capabilities") or {})
     drop = list(capabilities.get("drop") or [])
     if "ALL" not in drop:
@@ -651,6 +788,85 @@ def _user_containers(
             yield kind, where, container
 
 
+def _quantity(value: object, where: str) -> Decimal:
+    try:
+        return parse_quantity(value)
+    except ValueError:
+        raise ConfigError(
+            where,
+            f"is {value!r}, not a Kubernetes quantity; condukt-egress must add its containers' "
+            "resources to the pod-level spec.resources: write e.g. 100Mi or 250m",
+        ) from None
+
+
+def _container_amount(container: Mapping[str, Any], where: str, section: str, name: str) -> Decimal:
+    resources = container.get("resources") or {}
+    value = (resources.get(section) or {}).get(name)
+    if value is None and section == "requests":
+        # The API server defaults a missing request to the limit.
+        section, value = "limits", (resources.get("limits") or {}).get(name)
+    if value is None:
+        return Decimal(0)
+    return _quantity(value, f"{where}.resources.{section}.{name}")
+
+
+def _aggregate(spec: Mapping[str, Any], section: str, name: str) -> Decimal:
+    """The pod's aggregate container ``requests``/``limits`` of one resource.
+
+    Kubernetes' rule (``resourcehelper.PodRequests``): the sum of the
+    containers and of the restartable (native sidecar) init containers, or,
+    if larger, the largest plain init container plus the sidecars started
+    before it.
+    """
+    total = sum(
+        (
+            _container_amount(c, _where("containers", i, c), section, name)
+            for i, c in enumerate(spec.get("containers") or ())
+        ),
+        Decimal(0),
+    )
+    sidecars = init_peak = Decimal(0)
+    for index, container in enumerate(spec.get("initContainers") or ()):
+        amount = _container_amount(
+            container, _where("initContainers", index, container), section, name
+        )
+        if container.get("restartPolicy") == "Always":
+            total += amount
+            sidecars += amount
+            init_peak = max(init_peak, sidecars)
+        else:
+            init_peak = max(init_peak, amount + sidecars)
+    return max(total, init_peak)
+
+
+def _fit_pod_resources(before: Mapping[str, Any], spec: JSON) -> None:
+    """Raise pod-level ``spec.resources`` by what the injected containers add.
+
+    With pod-level resources (on by default since Kubernetes 1.34) the API
+    server rejects a pod whose pod-level requests are below the aggregate
+    container requests, or whose limits are below a container's limit. Each
+    resource the user set at pod level grows by exactly the growth of the
+    aggregate, so the user's containers keep the budget they had; a request
+    never ends above its limit.
+    """
+    pod = spec.get("resources")
+    if not isinstance(pod, Mapping) or not pod:
+        return
+    fitted: JSON = {key: dict(value) if isinstance(value, Mapping) else value
+                    for key, value in pod.items()}
+    for section in ("requests", "limits"):
+        for name, value in (pod.get(section) or {}).items():
+            current = _quantity(value, f"spec.resources.{section}.{name}")
+            grown = _aggregate(spec, section, name) - _aggregate(before, section, name)
+            if grown > 0:
+                fitted[section][name] = format_quantity(current + grown, name)
+    requests, limits = fitted.get("requests") or {}, fitted.get("limits") or {}
+    for name, request in requests.items():
+        if name in limits and parse_quantity(request) > parse_quantity(limits[name]):
+            limits[name] = request
+    spec["resources"] = fitted
+
+
 def check(pod_spec: Mapping[str, Any], args: SandboxEgressArgs) -> None:
     """Refuse a (possibly partial) pod spec that could bypass the sidecar; change nothing.
 
@@ -705,7 +921,7 @@ def inject(pod_spec: Mapping[str, Any], args: SandboxEgressArgs) -> JSON:
     """
     spec: JSON = copy.deepcopy(dict(pod_spec))
     _refuse_pod(spec, args)
-    ours_init = [netfilter_container(args)]
+    ours_init = [netfilter_container(args), guard_container(args)]
     ours_main: list[JSON] = []
     (ours_init if args.native_sidecar else ours_main).append(sidecar_container(args))
     ours = {c["name"]: ("initContainers", c) for c in ours_init}
@@ -714,7 +930,7 @@ def inject(pod_spec: Mapping[str, Any], args: SandboxEgressArgs) -> JSON:
     pod_context = spec.get("securityContext") or {}
     lists: dict[str, list[JSON]] = {"initContainers": [], "containers": []}
     for kind, where, container in _user_containers(spec, args, ours):
-        _harden(container, pod_context)
+        _harden(container, pod_context, where, args)
         _with_trust(container, where)
         lists[kind].append(container)
 
@@ -723,9 +939,18 @@ def inject(pod_spec: Mapping[str, Any], args: SandboxEgressArgs) -> JSON:
     spec["initContainers"] = ours_init + lists["initContainers"]
     spec["containers"] = lists["containers"] + ours_main
     spec["volumes"] = _merge_volumes(spec.get("volumes") or (), _volumes(args))
+    _fit_pod_resources(pod_spec, spec)
     spec.setdefault("automountServiceAccountToken", False)
     spec.setdefault("enableServiceLinks", False)
     return spec
+
+
+WORKSPACE_IDLE_COMMAND: Final = ("sh", "-c", "trap 'exit 0' TERM INT; sleep infinity & wait")
+"""Default workspace command: idle for ``kubectl exec``, and gone on SIGTERM.
+
+A bare ``sleep infinity`` is PID 1 of its container, which ignores SIGTERM, so
+a deleted Pod kept running for its whole grace period; outside Pulumi (a
+``kubectl delete -f`` of a rendering) that could outlive the NetworkPolicy."""
 
 
 def workspace_pod_manifest(
@@ -738,7 +963,8 @@ def workspace_pod_manifest(
     Args:
         args: The session.
         workspace_image: Image of the (untrusted) workspace container.
-        command: Its command; default keeps the pod idle for ``kubectl exec``.
+        command: Its command; default :data:`WORKSPACE_IDLE_COMMAND` keeps the
+            pod idle for ``kubectl exec`` and exits at once on SIGTERM.
     """
     validate_image("workspace_image", workspace_image, DEFAULT_WORKSPACE_IMAGE)
     names = args.names
@@ -750,7 +976,7 @@ def workspace_pod_manifest(
             {
                 "name": "workspace",
                 "image": workspace_image,
-                "command": command or ["sleep", "infinity"],
+                "command": command or list(WORKSPACE_IDLE_COMMAND),
                 "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}},
             }
         ],

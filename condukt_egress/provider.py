@@ -33,7 +33,7 @@ import pulumi
 from pulumi.provider.experimental.component import ComponentProvider
 
 from condukt_egress import args as py_args
-from condukt_egress import component, transform
+from condukt_egress import component, transform, workloads
 from condukt_egress.errors import ConfigError, FieldError
 from condukt_egress.options import document, options_of
 
@@ -187,6 +187,7 @@ class SandboxEgressArgs(TypedDict):
     dns_namespace: NotRequired[str]
     dns_pod_labels: NotRequired[dict[str, str]]
     unproxied_egress: NotRequired[list[UnproxiedEgress]]
+    allow_root_workspace: NotRequired[bool]
     proxy_port: NotRequired[int]
     """Port the redirected traffic lands on."""
     control_port: NotRequired[int]
@@ -363,7 +364,7 @@ def _lift(value: Any, fn: Callable[[Any], T]) -> "T | pulumi.Output[T]":
     return fn(value)
 
 
-def _workload_type(manifest: Mapping[str, Any]) -> transform.Workload:
+def _workload_type(manifest: Mapping[str, Any]) -> workloads.Workload:
     api_version, kind = manifest.get("apiVersion"), manifest.get("kind")
     if not isinstance(api_version, str) or not isinstance(kind, str):
         raise ConfigError(
@@ -372,17 +373,17 @@ def _workload_type(manifest: Mapping[str, Any]) -> transform.Workload:
             f"kind: Deployment; got {api_version!r} and {kind!r}",
         )
     api = api_version if "/" in api_version else f"core/{api_version}"
-    workload = transform.workload_of(f"kubernetes:{api}:{kind}")
+    workload = workloads.workload_of(f"kubernetes:{api}:{kind}")
     if workload is None or workload.variant:
         raise ConfigError(
             "workload.kind",
             f"{api_version} {kind} is not a workload condukt-egress injects; use one of "
-            f"{', '.join(transform.WORKLOAD_KINDS)} (apps/v1, batch/v1 or v1)",
+            f"{', '.join(workloads.WORKLOAD_KINDS)} (apps/v1, batch/v1 or v1)",
         )
     return workload
 
 
-def _resource_class(workload: transform.Workload) -> Callable[..., pulumi.CustomResource]:
+def _resource_class(workload: workloads.Workload) -> Callable[..., pulumi.CustomResource]:
     group, api_version = workload.api.split("/")
     module = importlib.import_module(f"pulumi_kubernetes.{group}.{api_version}")
     cls: Callable[..., pulumi.CustomResource] = getattr(module, workload.kind)
@@ -391,9 +392,9 @@ def _resource_class(workload: transform.Workload) -> Callable[..., pulumi.Custom
 
 def _injected_template(template: Any, name: str, args: py_args.SandboxEgressArgs) -> Any:
     """A pod template injected as a Deployment's would be, errors named after the template."""
-    as_deployment = transform.Workload("apps/v1", "Deployment", "")
+    as_deployment = workloads.Workload("apps/v1", "Deployment", "")
     try:
-        injected = transform.inject_workload(
+        injected = workloads.inject_workload(
             {"metadata": {}, "spec": {"template": template}}, as_deployment, name, args
         )
     except ConfigError as exc:

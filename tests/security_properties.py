@@ -8,16 +8,20 @@ mocks, what the transform produces and what ``render`` prints.
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Iterator, Mapping
 from typing import Any
 
 from condukt_egress import contract
 from condukt_egress.manifests import (
     CONFIG_VOLUME,
+    GUARD_CAPABILITIES,
+    GUARD_CONTAINER,
     NETFILTER_CONTAINER,
     SIDECAR_CONTAINER,
     SPECIAL_IPV4_RANGES,
 )
+from condukt_egress.naming import SessionNames
 
 JSON = Mapping[str, Any]
 
@@ -58,14 +62,27 @@ def assert_key_only_in_sidecar(pod_spec: JSON) -> None:
     assert CONFIG_VOLUME in mounted
 
 
+PRIVILEGED_INIT: Mapping[str, frozenset[str]] = {
+    NETFILTER_CONTAINER: frozenset(contract.NETFILTER_CAPABILITIES),
+    GUARD_CONTAINER: frozenset(GUARD_CAPABILITIES),
+}
+"""The only containers that add capabilities, and exactly what each adds: the
+netfilter init container (NET_ADMIN, NET_RAW) and the guard (NET_ADMIN alone).
+Both are init containers of ours that run as root and exit before user code."""
+
+
 def assert_capabilities(pod_spec: JSON, allowed: frozenset[str] = frozenset()) -> None:
-    """Property 2: only the netfilter container adds capabilities; all drop ALL."""
+    """Property 2: only the netfilter containers add capabilities; all drop ALL."""
+    inits = {c["name"]: c for c in pod_spec.get("initContainers") or ()}
     for container in containers(pod_spec):
         caps = (container.get("securityContext") or {}).get("capabilities") or {}
         assert "ALL" in (caps.get("drop") or ()), f"{container['name']} does not drop ALL"
         added = set(caps.get("add") or ())
-        if container["name"] == NETFILTER_CONTAINER:
-            assert added == set(contract.NETFILTER_CAPABILITIES)
+        if container["name"] in PRIVILEGED_INIT:
+            assert added == PRIVILEGED_INIT[container["name"]], container["name"]
+            assert inits.get(container["name"]) is container, "must be an init container"
+            assert "restartPolicy" not in container, "must exit before user code runs"
+            assert (container.get("securityContext") or {}).get("allowPrivilegeEscalation") is False
         else:
             assert added <= allowed, f"{container['name']} adds {added}"
             assert (container.get("securityContext") or {}).get("allowPrivilegeEscalation") is False
@@ -129,6 +146,24 @@ def assert_network_policy(
     assert all("to" in r and r["to"] for r in extra), "an extra rule without peers allows all"
 
 
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+
+
+def assert_names(names: SessionNames, other: SessionNames | None = None) -> None:
+    """Property 6: valid names and label, >= 128 bits of the id's hash, distinct per id."""
+    for value in (names.secret, names.network_policy, names.pod, names.label_value):
+        assert _DNS_LABEL.match(value), value
+        assert len(value) <= 63, value
+    hash_part = names.label_value.rsplit("-", 1)[-1]
+    assert len(hash_part) * 5 >= 128, f"{hash_part!r} carries fewer than 128 bits"
+    assert len(names.ca_common_name) <= 64
+    if other is not None and other.session_id != names.session_id:
+        assert names.secret != other.secret
+        assert names.network_policy != other.network_policy
+        assert names.pod != other.pod
+        assert names.label_value != other.label_value
+
+
 def assert_session_secure(pod_spec: JSON, uid: int = 1337, gid: int = 1337) -> None:
     """Properties 1-4 and 10 on an injected pod spec."""
     assert_no_probe_of_the_sidecar_ports(pod_spec, _sidecar_ports(pod_spec))
@@ -137,7 +172,9 @@ def assert_session_secure(pod_spec: JSON, uid: int = 1337, gid: int = 1337) -> N
     assert_sidecar_identity(pod_spec, uid, gid)
     assert_no_host_namespaces(pod_spec)
     names = [c["name"] for c in pod_spec["initContainers"]]
-    assert names[0] == NETFILTER_CONTAINER, "the redirect must be installed before any user code"
+    assert names[:2] == [NETFILTER_CONTAINER, GUARD_CONTAINER], (
+        "the redirect and the guard rules must be installed before any user code"
+    )
 
 
 def assert_hardened(pod_spec: JSON) -> None:

@@ -10,13 +10,12 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from condukt_egress.cli import _commands, cli, main
+from condukt_egress.cli import cli, main
 from tests.k8s_schema import assert_valid
 from tests.security_properties import assert_network_policy, assert_session_secure
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "policy.yaml"
-assert _commands  # importing it registers the subcommands, as main() does
 
 
 def invoke(*argv: str) -> tuple[int, str, str]:
@@ -270,3 +269,44 @@ def test_explain_needs_hosts_and_a_valid_policy(
     code, err = main_exit(["explain", "--policy", str(bad), "a.com"], capsys)
     assert code == 1
     assert err.startswith(f"PolicyError: {bad}: default: expected 'allow' or 'deny'")
+
+
+# --- hostile policy files (security round 2) ----------------------------------
+
+_LAUGHS = (
+    'a0: &a0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]\n'
+    + "".join(f"a{n}: &a{n} [" + ", ".join([f"*a{n - 1}"] * 9) + "]\n" for n in range(1, 10))
+    + "rules: [{allow: *a9}]\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        (_LAUGHS, "found an alias (*a0)"),
+        ("max_body_capture: " + "9" * 5000 + "\n", "more than 4,300 digits"),
+    ],
+)
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["render", "--session-id", "1", "--policy"],
+        ["explain", "api.github.com", "--policy"],
+        ["events", "--connect", "127.0.0.1:1", "--policy"],
+    ],
+)
+def test_hostile_policy_files_fail_fast_with_one_line_in_every_command(
+    tmp_path: Path, command: list[str], text: str, needle: str
+) -> None:
+    # Round 2: a 420-byte file of nested aliases hung render, explain and events
+    # --policy (28 s and 1.9 GB at depth 7, past 60 s at depth 9).
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(text)
+    done = subprocess.run(
+        [sys.executable, "-m", "condukt_egress", *command, str(policy)],
+        capture_output=True, text=True, check=False, timeout=20, cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode in (1, 2), done.stderr
+    assert needle in done.stderr
+    assert "Traceback" not in done.stderr
+    assert len(done.stderr) < 1000

@@ -51,7 +51,7 @@ def test_secret_carries_exactly_the_sidecar_files() -> None:
     secret = manifests.secret_manifest(session(), manifests.secret_data(session(), CA_PEM, KEY_PEM))
     assert_valid(secret)
     data = secret["stringData"]
-    assert set(data) == {"policy.json", "ca.pem", "ca-key.pem", "bundle.pem"}
+    assert set(data) == {"policy.json", "ca.pem", "ca-key.pem", "bundle.pem", "guard.rules"}
     assert json.loads(data["policy.json"]) == POLICY.to_wire()
     assert data["ca-key.pem"] == KEY_PEM
     assert secret["immutable"] is True
@@ -125,11 +125,15 @@ def test_injected_pod_is_valid_and_secure(native: bool) -> None:
     init_names = [c["name"] for c in spec["initContainers"]]
     names = [c["name"] for c in spec["containers"]]
     if native:
-        assert init_names == [manifests.NETFILTER_CONTAINER, manifests.SIDECAR_CONTAINER]
-        assert spec["initContainers"][1]["restartPolicy"] == "Always"
+        assert init_names == [
+            manifests.NETFILTER_CONTAINER,
+            manifests.GUARD_CONTAINER,
+            manifests.SIDECAR_CONTAINER,
+        ]
+        assert spec["initContainers"][2]["restartPolicy"] == "Always"
         assert names == ["workspace"]
     else:
-        assert init_names == [manifests.NETFILTER_CONTAINER]
+        assert init_names == [manifests.NETFILTER_CONTAINER, manifests.GUARD_CONTAINER]
         assert names == ["workspace", manifests.SIDECAR_CONTAINER]
         assert "restartPolicy" not in spec["containers"][1]
     assert pod["metadata"]["labels"][args.names.label_key] == args.names.label_value
@@ -140,7 +144,7 @@ def test_sidecar_flags_match_the_contract() -> None:
         workspace_spec(),
         session(proxy_port=16001, control_port=16002, sidecar_uid=2000, sidecar_gid=2001),
     )
-    netfilter, sidecar = spec["initContainers"][:2]
+    netfilter, _, sidecar = spec["initContainers"][:3]
     assert netfilter["command"] == ["condukt-egress"]
     assert netfilter["args"] == ["netfilter-setup", "--proxy-port=16001", "--sidecar-uid=2000"]
     assert netfilter["securityContext"]["runAsUser"] == 0
@@ -232,7 +236,7 @@ def test_config_digest_follows_the_policy() -> None:
     )
 
     def env(spec: dict[str, Any]) -> Any:
-        return spec["initContainers"][1]["env"]
+        return spec["initContainers"][2]["env"]
 
     assert env(a) != env(b)
     assert env(a)[0]["name"] == manifests.CONFIG_DIGEST_ENV
@@ -437,9 +441,10 @@ def test_user_init_containers_run_after_the_redirect_and_trust_the_ca() -> None:
     spec = workspace_spec() | {"initContainers": [{"name": "setup", "image": "python:3.13-slim"}]}
     out = manifests.inject(spec, session())
     assert [c["name"] for c in out["initContainers"]] == [
-        manifests.NETFILTER_CONTAINER, manifests.SIDECAR_CONTAINER, "setup",
+        manifests.NETFILTER_CONTAINER, manifests.GUARD_CONTAINER, manifests.SIDECAR_CONTAINER,
+        "setup",
     ]  # fmt: skip
-    setup = out["initContainers"][2]
+    setup = out["initContainers"][3]
     assert any(m["mountPath"] == "/etc/ssl/cert.pem" for m in setup["volumeMounts"])
 
 

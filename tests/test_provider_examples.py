@@ -17,7 +17,7 @@ import pytest
 import yaml
 from pulumi.provider.experimental.component import ComponentProvider
 
-from condukt_egress import provider, transform
+from condukt_egress import provider, workloads
 from tests.k8s_schema import assert_valid
 from tests.provider_engine import PROVIDER_DIR
 from tests.security_properties import assert_workload_secure
@@ -73,12 +73,12 @@ def test_yaml_example_inputs_are_accepted_by_the_provider() -> None:
     session = provider.session_args(mapped["session"])
     assert session == args
     manifest = cast("dict[str, Any]", mapped["workload"])
-    workload = transform.workload_of(f"kubernetes:{manifest['apiVersion']}:{manifest['kind']}")
+    workload = workloads.workload_of(f"kubernetes:{manifest['apiVersion']}:{manifest['kind']}")
     assert workload is not None
     injected = {
         "apiVersion": manifest["apiVersion"],
         "kind": manifest["kind"],
-        **transform.inject_workload(manifest, workload, "agent", session),
+        **workloads.inject_workload(manifest, workload, "agent", session),
     }
     assert_valid(injected)
     assert_workload_secure(injected, session.names.pod_labels, "agents")

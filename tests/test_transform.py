@@ -1,4 +1,8 @@
-"""The workload transform called directly, with dict and typed ``*Args`` specs."""
+"""The workload transform called directly, with the wire-form dicts the engine hands it.
+
+Typed ``*Args`` specs reach a transform only through the SDK, which serialises
+them first; tests/test_transform_sdk.py covers that path.
+"""
 
 from __future__ import annotations
 
@@ -16,7 +20,8 @@ from hypothesis import strategies as st
 from condukt_egress import manifests
 from condukt_egress.args import SandboxEgressArgs
 from condukt_egress.errors import ConfigError
-from condukt_egress.transform import WORKLOAD_KINDS, workload_of, workload_transform
+from condukt_egress.transform import workload_transform
+from condukt_egress.workloads import WORKLOAD_KINDS, workload_of
 from tests.k8s_schema import assert_valid
 from tests.security_properties import assert_workload_secure, pod_template
 from tests.strategies import labels, user_containers, volumes
@@ -131,7 +136,7 @@ def apply(
             opts=pulumi.ResourceOptions(),
         )
     )
-    assert result is not None
+    assert isinstance(result, pulumi.ResourceTransformResult)
     return dict(result.props)
 
 
@@ -146,12 +151,9 @@ def as_object(kind: str, props: dict[str, Any]) -> dict[str, Any]:
 # --- every kind -------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    ("kind", "form"),
-    [(k, f) for k in SEVEN for f in ("dict", "typed")] + [("ReplicationController", "dict")],
-)
-def test_every_workload_kind_is_injected_hardened_and_valid(kind: str, form: str) -> None:
-    props = workload(kind) if form == "dict" else typed(kind)
+@pytest.mark.parametrize("kind", [*SEVEN, "ReplicationController"])
+def test_every_workload_kind_is_injected_hardened_and_valid(kind: str) -> None:
+    props = workload(kind)
     obj = as_object(kind, apply(kind, props))
     assert_valid(obj)
     assert_workload_secure(obj, LABELS, "agents")
@@ -162,22 +164,6 @@ def test_every_workload_kind_is_injected_hardened_and_valid(kind: str, form: str
         assert obj["spec"].get("selector") == props_selector(kind), "selectors are immutable"
     # Idempotent: transforming the result again changes nothing.
     assert as_object(kind, apply(kind, apply(kind, props))) == obj
-
-
-def test_typed_and_dict_forms_give_the_same_result() -> None:
-    for kind in SEVEN:
-        assert apply(kind, typed(kind)) == apply(kind, workload(kind)), kind
-
-
-def test_snake_case_keys_inside_typed_args_cannot_hide_a_setting() -> None:
-    container = k8s.core.v1.ContainerArgs(
-        name="ws",
-        image="x",
-        security_context={"run_as_user": 1337},  # type: ignore[arg-type]
-    )
-    props = {"spec": {"template": {"spec": k8s.core.v1.PodSpecArgs(containers=[container])}}}
-    with pytest.raises(ConfigError, match=r"securityContext\.runAsUser"):
-        apply("Job", props)
 
 
 def test_other_resources_pass_through() -> None:
@@ -347,8 +333,11 @@ def test_transform_properties(  # noqa: PLR0917 - hypothesis passes strategies p
         got = {e["name"]: e["value"] for e in out[container["name"]]["env"]}
         assert {e["name"]: e["value"] for e in container["env"]}.items() <= got.items()
         ours = container.get("securityContext") or {}
-        for key in ("runAsUser", "readOnlyRootFilesystem"):
-            assert out[container["name"]]["securityContext"].get(key) == ours.get(key)
+        context = out[container["name"]]["securityContext"]
+        assert context.get("readOnlyRootFilesystem") == ours.get("readOnlyRootFilesystem")
+        # A uid the user set is kept; with none, the non-root default.
+        assert context["runAsUser"] == ours.get("runAsUser", manifests.DEFAULT_WORKSPACE_UID)
+        assert context["runAsNonRoot"] is True
     for volume in vols:
         assert volume in template["spec"]["volumes"]
     assert_valid(obj, ("1.29.0", "1.37.0"))

@@ -12,7 +12,6 @@ so many sessions run at once from one process, each isolated.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import shutil
@@ -39,6 +38,7 @@ from pulumi.automation import (
     StackNotFoundError,
 )
 
+from condukt_egress._threads import in_thread
 from condukt_egress.automation._errors import (
     PassphraseRequiredError,
     PulumiCliError,
@@ -606,32 +606,32 @@ class AsyncSessionStacks:
 
     async def up(self, spec: SessionSpec, *, on_output: OnOutput | None = None) -> SessionOutputs:
         """See :meth:`SessionStacks.up`."""
-        return await asyncio.to_thread(self.stacks.up, spec, on_output=on_output)
+        return await in_thread(self.stacks.up, spec, on_output=on_output)
 
     async def preview(
         self, spec: SessionSpec, *, on_output: OnOutput | None = None
     ) -> dict[str, int]:
         """See :meth:`SessionStacks.preview`."""
-        return await asyncio.to_thread(self.stacks.preview, spec, on_output=on_output)
+        return await in_thread(self.stacks.preview, spec, on_output=on_output)
 
     async def refresh(
         self, session_id: str, *, on_output: OnOutput | None = None
     ) -> dict[str, int]:
         """See :meth:`SessionStacks.refresh`."""
-        return await asyncio.to_thread(self.stacks.refresh, session_id, on_output=on_output)
+        return await in_thread(self.stacks.refresh, session_id, on_output=on_output)
 
     async def destroy(
         self, session_id: str, remove_stack: bool = True, *, on_output: OnOutput | None = None
     ) -> dict[str, int]:
         """See :meth:`SessionStacks.destroy`."""
-        return await asyncio.to_thread(
+        return await in_thread(
             self.stacks.destroy, session_id, remove_stack, on_output=on_output
         )
 
     async def get(self, session_id: str) -> SessionOutputs:
         """See :meth:`SessionStacks.get`."""
-        return await asyncio.to_thread(self.stacks.get, session_id)
+        return await in_thread(self.stacks.get, session_id)
 
     async def list(self) -> Sequence[SessionSummary]:
         """See :meth:`SessionStacks.list`."""
-        return await asyncio.to_thread(self.stacks.list)
+        return await in_thread(self.stacks.list)

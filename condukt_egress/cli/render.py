@@ -29,7 +29,13 @@ from condukt_egress.ca import generate_ca
 from condukt_egress.cli import cli, format_option
 from condukt_egress.errors import ConfigError
 from condukt_egress.options import Option
-from condukt_egress.render import FORMATS, Format, render_session, serialise
+from condukt_egress.render import (
+    FORMATS,
+    Format,
+    render_session,
+    serialise,
+    teardown_commands,
+)
 from condukt_egress.spec import SESSION_OPTIONS, SessionSpec
 
 __all__ = ["FIELD_FLAGS", "render"]
@@ -117,6 +123,12 @@ def render(*, fmt: Format, output: Path | None, **flags: Any) -> None:
         f"note: {where} holds the session CA's private key (Secret "
         f"{secret['namespace']}/{secret['name']}, key ca-key.pem): keep it secret; "
         "encrypt it (SOPS, Sealed Secrets) before committing it.",
+        err=True,
+    )
+    steps = " && ".join(teardown_commands(objects, str(output) if output else "FILE"))
+    click.echo(
+        f"note: tear down with `{steps}`: the Pod first; `kubectl delete -f` alone deletes "
+        "the NetworkPolicy while the Pod still runs.",
         err=True,
     )
     if flags.get("policy") is None:
