@@ -15,8 +15,8 @@ from typing import Any
 from condukt_egress import contract
 from condukt_egress.manifests import (
     CONFIG_VOLUME,
-    GUARD_CAPABILITIES,
-    GUARD_CONTAINER,
+    FILTER_CAPABILITIES,
+    FILTER_CONTAINER,
     NETFILTER_CONTAINER,
     SIDECAR_CONTAINER,
     SPECIAL_IPV4_RANGES,
@@ -64,10 +64,10 @@ def assert_key_only_in_sidecar(pod_spec: JSON) -> None:
 
 PRIVILEGED_INIT: Mapping[str, frozenset[str]] = {
     NETFILTER_CONTAINER: frozenset(contract.NETFILTER_CAPABILITIES),
-    GUARD_CONTAINER: frozenset(GUARD_CAPABILITIES),
+    FILTER_CONTAINER: frozenset(FILTER_CAPABILITIES),
 }
 """The only containers that add capabilities, and exactly what each adds: the
-netfilter init container (NET_ADMIN, NET_RAW) and the guard (NET_ADMIN alone).
+netfilter init container (NET_ADMIN, NET_RAW) and the filter container (NET_ADMIN alone).
 Both are init containers of ours that run as root and exit before user code."""
 
 
@@ -172,8 +172,8 @@ def assert_session_secure(pod_spec: JSON, uid: int = 1337, gid: int = 1337) -> N
     assert_sidecar_identity(pod_spec, uid, gid)
     assert_no_host_namespaces(pod_spec)
     names = [c["name"] for c in pod_spec["initContainers"]]
-    assert names[:2] == [NETFILTER_CONTAINER, GUARD_CONTAINER], (
-        "the redirect and the guard rules must be installed before any user code"
+    assert names[:2] == [NETFILTER_CONTAINER, FILTER_CONTAINER], (
+        "the redirect and the filter rules must be installed before any user code"
     )
 
 

@@ -52,7 +52,7 @@ def test_secret_carries_exactly_the_sidecar_files() -> None:
     assert_valid(secret)
     data = secret["stringData"]
     assert set(data) == {
-        "policy.json", "ca.pem", "ca-key.pem", "bundle.pem", "guard.rules", "guard6.rules",
+        "policy.json", "ca.pem", "ca-key.pem", "bundle.pem", "filter.rules", "filter6.rules",
         "openssl.cnf", "sitecustomize.py",
     }
     assert json.loads(data["policy.json"]) == POLICY.to_wire()
@@ -130,13 +130,13 @@ def test_injected_pod_is_valid_and_secure(native: bool) -> None:
     if native:
         assert init_names == [
             manifests.NETFILTER_CONTAINER,
-            manifests.GUARD_CONTAINER,
+            manifests.FILTER_CONTAINER,
             manifests.SIDECAR_CONTAINER,
         ]
         assert spec["initContainers"][2]["restartPolicy"] == "Always"
         assert names == ["workspace"]
     else:
-        assert init_names == [manifests.NETFILTER_CONTAINER, manifests.GUARD_CONTAINER]
+        assert init_names == [manifests.NETFILTER_CONTAINER, manifests.FILTER_CONTAINER]
         assert names == ["workspace", manifests.SIDECAR_CONTAINER]
         assert "restartPolicy" not in spec["containers"][1]
     assert pod["metadata"]["labels"][args.names.label_key] == args.names.label_value
@@ -446,7 +446,7 @@ def test_user_init_containers_run_after_the_redirect_and_trust_the_ca() -> None:
     spec = workspace_spec() | {"initContainers": [{"name": "setup", "image": "python:3.13-slim"}]}
     out = manifests.inject(spec, session())
     assert [c["name"] for c in out["initContainers"]] == [
-        manifests.NETFILTER_CONTAINER, manifests.GUARD_CONTAINER, manifests.SIDECAR_CONTAINER,
+        manifests.NETFILTER_CONTAINER, manifests.FILTER_CONTAINER, manifests.SIDECAR_CONTAINER,
         "setup",
     ]  # fmt: skip
     setup = out["initContainers"][3]
