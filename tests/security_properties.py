@@ -178,7 +178,7 @@ def assert_session_secure(pod_spec: JSON, uid: int = 1337, gid: int = 1337) -> N
 
 
 def assert_hardened(pod_spec: JSON) -> None:
-    """Items 3 and 9: seccomp confined, no node paths, no ephemeral containers."""
+    """Items 3 and 9: seccomp confined, no node paths, non-root workspace containers."""
     pod_seccomp = ((pod_spec.get("securityContext") or {}).get("seccompProfile") or {}).get("type")
     assert pod_seccomp != "Unconfined"
     for container in containers(pod_spec):
@@ -186,6 +186,13 @@ def assert_hardened(pod_spec: JSON) -> None:
         seccomp = (context.get("seccompProfile") or {}).get("type") or pod_seccomp
         assert seccomp in ("RuntimeDefault", "Localhost"), container["name"]
     assert not any("hostPath" in v for v in pod_spec.get("volumes") or ())
+    for container in containers(pod_spec):
+        if container["name"].startswith("condukt-egress"):
+            continue
+        context = container.get("securityContext") or {}
+        # Property 9 (non-root by default): root passes the control-port filter rule.
+        assert context.get("runAsNonRoot") is True, container["name"]
+        assert context.get("runAsUser") != 0, container["name"]
     assert not pod_spec.get("ephemeralContainers")
 
 
