@@ -14,14 +14,14 @@ containers, refuses specs that could bypass the sidecar, and is idempotent.
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import json
 import posixpath
+import re
 from collections.abc import Iterable, Mapping
 from decimal import Decimal
 from typing import Any, Final
-
-import certifi
 
 from condukt_egress import compat, contract
 from condukt_egress._quantity import format_quantity, parse_quantity
@@ -66,6 +66,7 @@ __all__ = [
     "secret_data",
     "secret_manifest",
     "workspace_pod_manifest",
+    "workspace_trust_files",
 ]
 
 JSON = dict[str, Any]
@@ -155,6 +156,7 @@ BYPASS_CAPABILITIES: Final = frozenset(
 sidecar. Every added capability is refused (no workspace container may add
 any); this set only makes the message say why."""
 
+_PEM_BLOCK: Final = re.compile(r"-----BEGIN CERTIFICATE-----\n.*?\n-----END CERTIFICATE-----", re.S)
 _FORBIDDEN_POD_FIELDS: Final = ("hostNetwork", "hostPID", "hostIPC", "shareProcessNamespace")
 _OURS: Final = (NETFILTER_CONTAINER, FILTER_CONTAINER, SIDECAR_CONTAINER)
 _OUR_VOLUMES: Final = (CONFIG_VOLUME, TRUST_VOLUME, FILTER_VOLUME)
@@ -194,22 +196,47 @@ def config_digest(args: SandboxEgressArgs) -> str:
     return hashlib.sha256(material.encode("utf-8", "surrogatepass")).hexdigest()[:32]
 
 
+@functools.cache
+def _public_roots() -> str:
+    """Certifi's Mozilla roots, certificates only: its comments are a quarter of the bytes."""
+    import certifi  # noqa: PLC0415 - only public-roots sessions need it
+
+    return "".join(f"{block}\n" for block in _PEM_BLOCK.findall(certifi.contents()))
+
+
 def bundle_pem(args: SandboxEgressArgs, ca_cert_pem: str) -> str:
     """The workspace trust bundle: the session CA, after certifi's roots if asked.
 
     Every TCP 443 flow out of the pod is intercepted and re-signed by the
     session CA, so the public roots only matter for ``public-roots`` users who
-    want them for other reasons; they add ~250 KB to the Secret.
+    want them for other reasons; they add ~180 KB to the Secret.
     """
     ca = ca_cert_pem if ca_cert_pem.endswith("\n") else ca_cert_pem + "\n"
     if args.trust_bundle == "public-roots":
-        roots = certifi.contents()
-        return roots + ("" if roots.endswith("\n") else "\n") + ca
+        return _public_roots() + ca
     return ca
 
 
+def workspace_trust_files(args: SandboxEgressArgs) -> dict[str, str]:
+    """The files of the workspace's trust volume, each with the Secret key it shows.
+
+    With ``session-ca`` the bundle *is* the CA certificate, so the Secret
+    holds it once and the volume shows ``ca.pem`` under both names; with
+    ``public-roots`` the bundle is its own key. The client compatibility
+    profile, when on, adds its OpenSSL config and Python ``sitecustomize``.
+    """
+    bundle_key = (
+        contract.BUNDLE_FILE if args.trust_bundle == "public-roots" else contract.CA_CERT_FILE
+    )
+    files = {contract.CA_CERT_FILE: contract.CA_CERT_FILE, contract.BUNDLE_FILE: bundle_key}
+    if args.client_compat:
+        files[compat.OPENSSL_CONF_FILE] = compat.OPENSSL_CONF_FILE
+        files[f"{compat.PYTHON_DIR}/{compat.SITECUSTOMIZE_FILE}"] = compat.SITECUSTOMIZE_FILE
+    return files
+
+
 def secret_data(args: SandboxEgressArgs, ca_cert_pem: str, ca_key_pem: str) -> dict[str, str]:
-    """The Secret's ``stringData``: policy, CA certificate, CA key, trust bundle.
+    """The Secret's ``stringData``: policy, CA certificate, CA key and, if it differs, the bundle.
 
     Raises:
         ConfigError: The key is not PKCS#8 PEM (the sidecar cannot load SEC1 keys).
@@ -220,15 +247,17 @@ def secret_data(args: SandboxEgressArgs, ca_cert_pem: str, ca_key_pem: str) -> d
             "must be a PKCS#8 PEM key ('-----BEGIN PRIVATE KEY-----'); the sidecar cannot "
             "load SEC1/PKCS#1 keys: use pulumi-tls private_key_pem_pkcs8",
         )
-    return {
+    data = {
         contract.POLICY_FILE: args.egress_policy.to_json(),
         contract.CA_CERT_FILE: ca_cert_pem,
         contract.CA_KEY_FILE: ca_key_pem,
-        contract.BUNDLE_FILE: bundle_pem(args, ca_cert_pem),
         FILTER_RULES_FILE: filter_rules(args),
         FILTER_RULES6_FILE: filter_rules_ipv6(args),
         **_compat_files(args),
     }
+    if workspace_trust_files(args)[contract.BUNDLE_FILE] == contract.BUNDLE_FILE:
+        data[contract.BUNDLE_FILE] = bundle_pem(args, ca_cert_pem)
+    return data
 
 
 def _compat_files(args: SandboxEgressArgs) -> dict[str, str]:
@@ -238,19 +267,6 @@ def _compat_files(args: SandboxEgressArgs) -> dict[str, str]:
         compat.OPENSSL_CONF_FILE: compat.openssl_config(),
         compat.SITECUSTOMIZE_FILE: compat.sitecustomize_source(),
     }
-
-
-def _trust_items(args: SandboxEgressArgs) -> list[JSON]:
-    items = [{"key": k, "path": k} for k in (contract.CA_CERT_FILE, contract.BUNDLE_FILE)]
-    if args.client_compat:
-        items += [
-            {"key": compat.OPENSSL_CONF_FILE, "path": compat.OPENSSL_CONF_FILE},
-            {
-                "key": compat.SITECUSTOMIZE_FILE,
-                "path": f"{compat.PYTHON_DIR}/{compat.SITECUSTOMIZE_FILE}",
-            },
-        ]
-    return items
 
 
 def secret_manifest(args: SandboxEgressArgs, string_data: Any) -> JSON:
@@ -524,7 +540,9 @@ def _volumes(args: SandboxEgressArgs) -> list[JSON]:
             "secret": {
                 "secretName": secret,
                 "defaultMode": 0o444,
-                "items": _trust_items(args),
+                "items": [
+                    {"key": key, "path": path} for path, key in workspace_trust_files(args).items()
+                ],
             },
         },
     ]
