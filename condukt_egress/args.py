@@ -393,7 +393,7 @@ class SandboxEgressArgs(SessionOptions):
             entry is a risk the user accepts explicitly.
         client_compat: The client compatibility profile (on by default): an
             OpenSSL config limiting key shares to classic curves (``OPENSSL_CONF``),
-            ``GODEBUG=tlsmlkem=0``, the JVM's named groups, and a Python
+            ``GODEBUG=tlsmlkem=0,tlskyber=0``, the JVM's named groups, and a Python
             ``sitecustomize`` that accepts the sidecar's leaves (no AKI) under
             Python 3.13's strict checks; see :mod:`condukt_egress.compat`.
         allow_root_workspace: Let workspace containers run as root. Off by
