@@ -227,3 +227,24 @@ def test_label_keys_the_api_server_rejects_are_refused(key: str, needle: str) ->
     assert info.value.field == f"dns_pod_labels[{key!r}]"
     assert needle in info.value.message
     SandboxEgressArgs(session_id="42", dns_pod_labels={"k8s.example.com/app": "dns"})
+
+
+@pytest.mark.parametrize(
+    ("options", "field"),
+    [
+        ({"ca_validity_hours": 10**5000}, "ca_validity_hours"),
+        ({"proxy_port": -(10**5000)}, "proxy_port"),
+        ({"sidecar_uid": 10**4400}, "sidecar_uid"),
+        ({"unproxied_egress": [{"cidr": "10.0.0.1/32", "ports": [10**5000]}]},
+         "unproxied_egress.ports"),
+        ({"namespace": "X" * 1_000_000}, "namespace"),
+    ],
+)  # fmt: skip
+def test_huge_values_give_our_error_with_a_short_message(
+    options: dict[str, Any], field: str
+) -> None:
+    # Round 2: integers past Python's 4,300-digit limit raised a bare ValueError from repr().
+    with pytest.raises(ConfigError) as info:
+        SandboxEgressArgs(session_id="42", **options)
+    assert info.value.field == field
+    assert len(str(info.value)) < 300
