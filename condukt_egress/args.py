@@ -775,7 +775,8 @@ def _resources(value: object) -> dict[str, dict[str, str]]:
             )
         out[section] = {}
         for resource, amount in quantities.items():
-            where = f"sidecar_resources.{section}.{shown(resource)}"
+            plain = isinstance(resource, str) and re.fullmatch(r"[a-z0-9.-]{1,63}", resource)
+            where = f"sidecar_resources.{section}.{resource if plain else shown(resource)}"
             if resource not in _RESOURCES:
                 raise ConfigError(
                     where, f"is not a resource the sidecar uses; use {', '.join(_RESOURCES)}"
