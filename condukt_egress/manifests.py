@@ -14,16 +14,16 @@ containers, refuses specs that could bypass the sidecar, and is idempotent.
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import json
 import posixpath
+import re
 from collections.abc import Iterable, Mapping
 from decimal import Decimal
 from typing import Any, Final
 
-import certifi
-
-from condukt_egress import contract
+from condukt_egress import compat, contract
 from condukt_egress._quantity import format_quantity, parse_quantity
 from condukt_egress.args import SandboxEgressArgs, validate_image
 from condukt_egress.errors import ConfigError
@@ -45,7 +45,9 @@ __all__ = [
     "DEFAULT_WORKSPACE_UID",
     "GUARD_CAPABILITIES",
     "GUARD_CONTAINER",
+    "GUARD_RULES6_FILE",
     "GUARD_RULES_FILE",
+    "GUARD_SCRIPT",
     "GUARD_VOLUME",
     "MANAGED_SECRET_PREFIX",
     "NETFILTER_CONTAINER",
@@ -61,6 +63,7 @@ __all__ = [
     "check_pod_metadata",
     "config_digest",
     "guard_rules",
+    "guard_rules_ipv6",
     "harden_patch",
     "inject",
     "network_policy_manifest",
@@ -68,6 +71,7 @@ __all__ = [
     "secret_data",
     "secret_manifest",
     "workspace_pod_manifest",
+    "workspace_trust_files",
 ]
 
 JSON = dict[str, Any]
@@ -81,7 +85,15 @@ GUARD_VOLUME: Final = "condukt-egress-guard"
 """Guard-only volume: the filter rules file, nothing else of the Secret."""
 GUARD_RULES_FILE: Final = "guard.rules"
 """Secret key and file name of the ``iptables-restore`` input."""
+GUARD_RULES6_FILE: Final = "guard6.rules"
 GUARD_DIR: Final = "/etc/condukt-guard"
+GUARD_SCRIPT: Final = (
+    f"{contract.IPTABLES_RESTORE} --noflush {GUARD_DIR}/{GUARD_RULES_FILE} && "
+    f"{{ ip6tables-restore --noflush {GUARD_DIR}/{GUARD_RULES6_FILE} || "
+    "[ ! -e /proc/net/if_inet6 ]; }"
+)
+"""The guard's whole job (``/bin/sh`` is dash in ``debian:bookworm-slim``). The IPv6
+rules may fail only on a node without IPv6, where there is no ``[::1]`` to guard."""
 GUARD_CAPABILITIES: Final = ("NET_ADMIN",)
 """What the guard needs: ``iptables-restore`` talks netlink (nft backend), no raw sockets."""
 DEFAULT_WORKSPACE_UID: Final = 65532
@@ -148,6 +160,7 @@ BYPASS_CAPABILITIES: Final = frozenset(
 sidecar. Every added capability is refused (no workspace container may add
 any); this set only makes the message say why."""
 
+_PEM_BLOCK: Final = re.compile(r"-----BEGIN CERTIFICATE-----\n.*?\n-----END CERTIFICATE-----", re.S)
 _FORBIDDEN_POD_FIELDS: Final = ("hostNetwork", "hostPID", "hostIPC", "shareProcessNamespace")
 _OURS: Final = (NETFILTER_CONTAINER, GUARD_CONTAINER, SIDECAR_CONTAINER)
 _OUR_VOLUMES: Final = (CONFIG_VOLUME, TRUST_VOLUME, GUARD_VOLUME)
@@ -177,6 +190,7 @@ def config_digest(args: SandboxEgressArgs) -> str:
         {
             "policy": args.egress_policy.to_wire(),
             "trust_bundle": args.trust_bundle,
+            "client_compat": args.client_compat,
             "ca": [args.ca_key_algorithm, args.ca_validity_hours],
             "session": args.session_id,
         },
@@ -186,22 +200,47 @@ def config_digest(args: SandboxEgressArgs) -> str:
     return hashlib.sha256(material.encode("utf-8", "surrogatepass")).hexdigest()[:32]
 
 
+@functools.cache
+def _public_roots() -> str:
+    """Certifi's Mozilla roots, certificates only: its comments are a quarter of the bytes."""
+    import certifi  # noqa: PLC0415 - only public-roots sessions need it
+
+    return "".join(f"{block}\n" for block in _PEM_BLOCK.findall(certifi.contents()))
+
+
 def bundle_pem(args: SandboxEgressArgs, ca_cert_pem: str) -> str:
     """The workspace trust bundle: the session CA, after certifi's roots if asked.
 
     Every TCP 443 flow out of the pod is intercepted and re-signed by the
     session CA, so the public roots only matter for ``public-roots`` users who
-    want them for other reasons; they add ~250 KB to the Secret.
+    want them for other reasons; they add ~180 KB to the Secret.
     """
     ca = ca_cert_pem if ca_cert_pem.endswith("\n") else ca_cert_pem + "\n"
     if args.trust_bundle == "public-roots":
-        roots = certifi.contents()
-        return roots + ("" if roots.endswith("\n") else "\n") + ca
+        return _public_roots() + ca
     return ca
 
 
+def workspace_trust_files(args: SandboxEgressArgs) -> dict[str, str]:
+    """The files of the workspace's trust volume, each with the Secret key it shows.
+
+    With ``session-ca`` the bundle *is* the CA certificate, so the Secret
+    holds it once and the volume shows ``ca.pem`` under both names; with
+    ``public-roots`` the bundle is its own key. The client compatibility
+    profile, when on, adds its OpenSSL config and Python ``sitecustomize``.
+    """
+    bundle_key = (
+        contract.BUNDLE_FILE if args.trust_bundle == "public-roots" else contract.CA_CERT_FILE
+    )
+    files = {contract.CA_CERT_FILE: contract.CA_CERT_FILE, contract.BUNDLE_FILE: bundle_key}
+    if args.client_compat:
+        files[compat.OPENSSL_CONF_FILE] = compat.OPENSSL_CONF_FILE
+        files[f"{compat.PYTHON_DIR}/{compat.SITECUSTOMIZE_FILE}"] = compat.SITECUSTOMIZE_FILE
+    return files
+
+
 def secret_data(args: SandboxEgressArgs, ca_cert_pem: str, ca_key_pem: str) -> dict[str, str]:
-    """The Secret's ``stringData``: policy, CA certificate, CA key, trust bundle.
+    """The Secret's ``stringData``: policy, CA certificate, CA key and, if it differs, the bundle.
 
     Raises:
         ConfigError: The key is not PKCS#8 PEM (the sidecar cannot load SEC1 keys).
@@ -212,12 +251,25 @@ def secret_data(args: SandboxEgressArgs, ca_cert_pem: str, ca_key_pem: str) -> d
             "must be a PKCS#8 PEM key ('-----BEGIN PRIVATE KEY-----'); the sidecar cannot "
             "load SEC1/PKCS#1 keys: use pulumi-tls private_key_pem_pkcs8",
         )
-    return {
+    data = {
         contract.POLICY_FILE: args.egress_policy.to_json(),
         contract.CA_CERT_FILE: ca_cert_pem,
         contract.CA_KEY_FILE: ca_key_pem,
-        contract.BUNDLE_FILE: bundle_pem(args, ca_cert_pem),
         GUARD_RULES_FILE: guard_rules(args),
+        GUARD_RULES6_FILE: guard_rules_ipv6(args),
+        **_compat_files(args),
+    }
+    if workspace_trust_files(args)[contract.BUNDLE_FILE] == contract.BUNDLE_FILE:
+        data[contract.BUNDLE_FILE] = bundle_pem(args, ca_cert_pem)
+    return data
+
+
+def _compat_files(args: SandboxEgressArgs) -> dict[str, str]:
+    if not args.client_compat:
+        return {}
+    return {
+        compat.OPENSSL_CONF_FILE: compat.openssl_config(),
+        compat.SITECUSTOMIZE_FILE: compat.sitecustomize_source(),
     }
 
 
@@ -355,6 +407,9 @@ def guard_rules(args: SandboxEgressArgs) -> str:
     listens on every address, so without these rules a workspace process
     reaches both sidecar ports directly. In ``filter OUTPUT`` (after ``nat``):
 
+    0. Neither port from outside the pod (kubelet, the node, hostNetwork
+       pods, which most CNIs exempt from NetworkPolicy): only redirected
+       in-pod traffic and in-pod port-forward are the sidecar's business.
     1. The control port over loopback only from uid 0, the port-forward path
        (the container runtime dials ``localhost`` in the pod's namespace):
        a workspace can neither answer its own ``decision_request`` s nor hold
@@ -370,6 +425,8 @@ def guard_rules(args: SandboxEgressArgs) -> str:
     reject = "-j REJECT --reject-with tcp-reset"
     rules = [
         "*filter",
+        f"-A INPUT ! -i lo -p tcp --dport {args.proxy_port} {reject}",
+        f"-A INPUT ! -i lo -p tcp --dport {args.control_port} {reject}",
         f"-A OUTPUT -o lo -p tcp --dport {args.control_port} "
         f"-m owner ! --uid-owner {PORT_FORWARD_UID} {reject}",
         f"-A OUTPUT -o lo -p tcp --dport {args.proxy_port} -m conntrack ! --ctstate DNAT {reject}",
@@ -382,6 +439,22 @@ def guard_rules(args: SandboxEgressArgs) -> str:
     return "\n".join(rules) + "\n"
 
 
+def guard_rules_ipv6(args: SandboxEgressArgs) -> str:
+    """The IPv6 half of :func:`guard_rules`: no in-pod connection to ``[::1]`` sidecar ports.
+
+    The sidecar listens on IPv4 only, so a workspace could bind ``[::1]:<control
+    port>`` and be the "sidecar" for a runtime that dials ``localhost`` as IPv6
+    first (CRI-O resolves it serially); refused, the runtime goes on to
+    127.0.0.1.
+    """
+    return (
+        "*filter\n"
+        f"-A OUTPUT -o lo -p tcp -m multiport --dports {args.proxy_port},{args.control_port} "
+        "-j REJECT --reject-with tcp-reset\n"
+        "COMMIT\n"
+    )
+
+
 def guard_container(args: SandboxEgressArgs) -> JSON:
     """The init container that installs :func:`guard_rules`, then exits.
 
@@ -391,12 +464,12 @@ def guard_container(args: SandboxEgressArgs) -> JSON:
     """
     context = _restricted_context(0, 0)
     context["runAsNonRoot"] = False
-    context["readOnlyRootFilesystem"] = False  # as the netfilter container: xtables lock
+    # iptables' nft backend (the image's) takes no /run/xtables.lock: read-only is fine.
     context["capabilities"] = {"drop": ["ALL"], "add": list(GUARD_CAPABILITIES)}
     return {
         "name": GUARD_CONTAINER,
         "image": args.sidecar_image,
-        "command": [contract.IPTABLES_RESTORE, "--noflush", f"{GUARD_DIR}/{GUARD_RULES_FILE}"],
+        "command": ["/bin/sh", "-c", GUARD_SCRIPT],
         "securityContext": context,
         "resources": {
             "requests": {"cpu": "10m", "memory": "16Mi"},
@@ -460,7 +533,9 @@ def _volumes(args: SandboxEgressArgs) -> list[JSON]:
             "secret": {
                 "secretName": secret,
                 "defaultMode": 0o444,
-                "items": [{"key": GUARD_RULES_FILE, "path": GUARD_RULES_FILE}],
+                "items": [
+                    {"key": k, "path": k} for k in (GUARD_RULES_FILE, GUARD_RULES6_FILE)
+                ],
             },
         },
         {
@@ -470,7 +545,7 @@ def _volumes(args: SandboxEgressArgs) -> list[JSON]:
                 "secretName": secret,
                 "defaultMode": 0o444,
                 "items": [
-                    {"key": k, "path": k} for k in (contract.CA_CERT_FILE, contract.BUNDLE_FILE)
+                    {"key": key, "path": path} for path, key in workspace_trust_files(args).items()
                 ],
             },
         },
@@ -825,7 +900,7 @@ def _under(path: str, directory: str) -> bool:
     return normal == directory or normal.startswith(directory + "/")
 
 
-def _with_trust(container: JSON, where: str) -> None:
+def _with_trust(container: JSON, where: str, args: SandboxEgressArgs) -> None:
     mounts = [dict(m) for m in container.get("volumeMounts") or ()]
     for ours in _trust_mounts():
         clash = next(
@@ -855,6 +930,8 @@ def _with_trust(container: JSON, where: str) -> None:
     present = {e.get("name") for e in env}
     # An explicit user value of a CA variable wins (documented): they chose it.
     env += [e for e in _ca_env() if e["name"] not in present]
+    if args.client_compat:
+        env = compat.compat_env(env, WORKSPACE_TRUST_DIR)
     container["env"] = env
 
 
@@ -1095,7 +1172,7 @@ def inject(pod_spec: Mapping[str, Any], args: SandboxEgressArgs) -> JSON:
     lists: dict[str, list[JSON]] = {"initContainers": [], "containers": []}
     for kind, where, container in _user_containers(spec, args, ours):
         _harden(container, pod_context, where, args)
-        _with_trust(container, where)
+        _with_trust(container, where, args)
         lists[kind].append(container)
 
     if not lists["containers"]:

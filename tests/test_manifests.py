@@ -1,5 +1,6 @@
 import copy
 import json
+import re
 from typing import Any
 
 import certifi
@@ -55,7 +56,12 @@ def test_secret_carries_exactly_the_sidecar_files() -> None:
     secret = manifests.secret_manifest(session(), manifests.secret_data(session(), CA_PEM, KEY_PEM))
     assert_valid(secret)
     data = secret["stringData"]
-    assert set(data) == {"policy.json", "ca.pem", "ca-key.pem", "bundle.pem", "guard.rules"}
+    # The default bundle is the CA itself: the trust volume shows ca.pem as bundle.pem.
+    compat_files = {"openssl.cnf", "sitecustomize.py"}
+    sidecar_files = {"policy.json", "ca.pem", "ca-key.pem", "guard.rules", "guard6.rules"}
+    assert set(data) == sidecar_files | compat_files
+    roots = manifests.secret_data(session(trust_bundle="public-roots"), CA_PEM, KEY_PEM)
+    assert set(roots) == sidecar_files | compat_files | {"bundle.pem"}
     assert json.loads(data["policy.json"]) == POLICY.to_wire()
     assert data["ca-key.pem"] == KEY_PEM
     assert secret["immutable"] is True
@@ -66,10 +72,18 @@ def test_default_bundle_is_the_session_ca_alone() -> None:
     assert manifests.bundle_pem(session(), CA_PEM) == CA_PEM
 
 
-def test_public_roots_bundle_prepends_certifi() -> None:
+def test_public_roots_bundle_prepends_certifis_certificates_without_comments() -> None:
     bundle = manifests.bundle_pem(session(trust_bundle="public-roots"), CA_PEM)
-    assert bundle.startswith(certifi.contents())
     assert bundle.endswith(CA_PEM)
+    assert "#" not in bundle
+    certificates = re.findall(
+        r"-----BEGIN CERTIFICATE-----.*?-----END CERTIFICATE-----", bundle, re.S
+    )
+    expected = re.findall(
+        r"-----BEGIN CERTIFICATE-----.*?-----END CERTIFICATE-----", certifi.contents(), re.S
+    )
+    assert certificates[:-1] == expected
+    assert len(bundle.encode()) < 190_000, "under the original design's 190 KB"
 
 
 def test_sec1_key_is_refused() -> None:
@@ -184,7 +198,21 @@ def test_workspace_trusts_the_ca_through_files_and_env() -> None:
     assert env["SSL_CERT_FILE"] == "/etc/condukt/bundle.pem"
     assert len([n for n, _ in manifests.CA_ENV_VARS]) == 6
     trust = next(v for v in spec["volumes"] if v["name"] == manifests.TRUST_VOLUME)
-    assert {i["key"] for i in trust["secret"]["items"]} == {"ca.pem", "bundle.pem"}
+    # The workspace sees ca.pem and bundle.pem (by default both show the Secret's
+    # ca.pem) and the client compatibility profile.
+    compat_items = {"openssl.cnf": "openssl.cnf", "python/sitecustomize.py": "sitecustomize.py"}
+    assert {i["path"]: i["key"] for i in trust["secret"]["items"]} == {
+        "ca.pem": "ca.pem",
+        "bundle.pem": "ca.pem",
+        **compat_items,
+    }
+    roots = manifests.inject(workspace_spec(), session(trust_bundle="public-roots"))
+    trust = next(v for v in roots["volumes"] if v["name"] == manifests.TRUST_VOLUME)
+    assert {i["path"]: i["key"] for i in trust["secret"]["items"]} == {
+        "ca.pem": "ca.pem",
+        "bundle.pem": "bundle.pem",
+        **compat_items,
+    }
 
 
 def test_user_ca_env_value_wins() -> None:
@@ -456,7 +484,7 @@ def test_user_init_containers_run_after_the_redirect_and_trust_the_ca() -> None:
 
 
 @given(user_containers, st.booleans(), st.booleans())
-@settings(max_examples=60, deadline=None)
+@settings(deadline=None)
 def test_injection_properties(
     containers: list[dict[str, Any]], native: bool, plain_http: bool
 ) -> None:
@@ -477,6 +505,33 @@ def test_injection_properties(
     assert_valid(
         {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "spec": once}, ("1.29.0",)
     )
+
+
+@pytest.mark.parametrize(
+    ("context", "field", "fix"),
+    [
+        (
+            {"seccompProfile": {"type": "Unconfined"}},
+            "spec.securityContext.seccompProfile.type",
+            "RuntimeDefault",
+        ),
+        (
+            {"windowsOptions": {"hostProcess": True}},
+            "spec.securityContext.windowsOptions.hostProcess",
+            "remove it",
+        ),
+    ],
+)
+def test_pod_level_bypass_settings_are_refused(
+    context: dict[str, Any], field: str, fix: str
+) -> None:
+    """The README promises these pod-level refusals; inject and check both keep them."""
+    spec = workspace_spec() | {"securityContext": context}
+    for refuse in (manifests.inject, manifests.check):
+        with pytest.raises(ConfigError) as info:
+            refuse(spec, session())
+        assert info.value.field == field
+        assert fix in info.value.message
 
 
 # -- security round 2 ------------------------------------------------------------------
