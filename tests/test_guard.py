@@ -552,6 +552,49 @@ def test_every_pod_inject_produces_is_admitted(
     assert refusals(manifests.network_policy_manifest(args)) == []
 
 
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    containers=strategies.user_containers,
+    native=st.booleans(),
+    pick=st.integers(min_value=0),
+    escape=st.sampled_from(["capability", "uid", "privileged", "escalation", "no-drop"]),
+    capability=st.sampled_from(["NET_ADMIN", "NET_RAW", "SETUID", "CAP_SYS_ADMIN", "CHOWN"]),
+)
+def test_any_escape_on_any_user_container_is_refused(
+    *,
+    containers: list[JSON],
+    native: bool,
+    pick: int,
+    escape: str,
+    capability: str,
+) -> None:
+    """Whichever container of an injected pod is weakened afterwards, the pod is refused."""
+    args = SandboxEgressArgs(session_id="prop", namespace="agents", native_sidecar=native)
+    pod = session_pod(args, {"containers": containers})
+    ours = {manifests.SIDECAR_CONTAINER, *(c["name"] for c in pod["spec"]["initContainers"])}
+    users = [c for c in pod["spec"]["containers"] if c["name"] not in ours]
+    target = users[pick % len(users)]
+    context = target["securityContext"]
+    expected = {
+        "capability": "must drop ALL capabilities and add none",
+        "uid": "no container but the sidecar may run as uid",
+        "privileged": "may not be privileged",
+        "escalation": "must set securityContext.allowPrivilegeEscalation: false",
+        "no-drop": "must drop ALL capabilities",
+    }[escape]
+    if escape == "capability":
+        context["capabilities"]["add"] = [capability]
+    elif escape == "uid":
+        context["runAsUser"] = args.sidecar_uid
+    elif escape == "privileged":
+        context["privileged"] = True
+    elif escape == "escalation":
+        context["allowPrivilegeEscalation"] = True
+    else:
+        context["capabilities"]["drop"] = [d for d in context["capabilities"]["drop"] if d != "ALL"]
+    refused_with(refusals(pod), expected)
+
+
 @settings(max_examples=60, deadline=None)
 @given(first=session_ids, second=session_ids)
 def test_the_secret_matches_the_label_for_any_ids(first: str, second: str) -> None:
