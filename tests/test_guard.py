@@ -318,6 +318,12 @@ MUTATIONS: dict[str, tuple[Callable[[JSON], Any], str]] = {
         ),
         "the sidecar condukt-egress must be the one condukt-egress injects",
     ),
+    "sidecar session-id slot used for another flag": (
+        lambda p: init(p, manifests.SIDECAR_CONTAINER)["args"].__setitem__(
+            -1, "--policy-file=/etc/condukt/ca.pem"
+        ),
+        "the sidecar condukt-egress must be the one condukt-egress injects",
+    ),
     "netfilter args changed": (
         lambda p: init(p, manifests.NETFILTER_CONTAINER)["args"].__setitem__(-1, "0"),
         "the init container condukt-egress-init must be the one condukt-egress injects",
