@@ -297,6 +297,15 @@ class SessionOptions:
             parse=UnproxiedEgress.parse,
         ),
     )
+    client_compat: bool = field(
+        default=True,
+        metadata=option(
+            "Client compatibility profile in the workspace: classic TLS key shares "
+            "(OpenSSL, Node, Go, Java) so the sidecar sees the SNI, and Python's strict "
+            "check that rejects the sidecar's leaf certificates relaxed for the session CA.",
+            example="true",
+        ),
+    )
     allow_root_workspace: bool = field(
         default=False,
         metadata=option(
@@ -344,6 +353,11 @@ class SandboxEgressArgs(SessionOptions):
         unsafe_allowed_capabilities: Capabilities workspace containers may add
             although they can defeat egress control. Empty by default; every
             entry is a risk the user accepts explicitly.
+        client_compat: The client compatibility profile (on by default): an
+            OpenSSL config limiting key shares to classic curves (``OPENSSL_CONF``),
+            ``GODEBUG=tlsmlkem=0``, the JVM's named groups, and a Python
+            ``sitecustomize`` that accepts the sidecar's leaves (no AKI) under
+            Python 3.13's strict checks; see :mod:`condukt_egress.compat`.
         allow_root_workspace: Let workspace containers run as root. Off by
             default: workspaces get ``runAsNonRoot: true`` (and uid/gid 65532
             when the spec names none), because root passes the in-pod rule
@@ -375,7 +389,7 @@ class SandboxEgressArgs(SessionOptions):
             "sidecar_image",
             validate_image("sidecar_image", self.sidecar_image, contract.DEFAULT_IMAGE),
         )
-        for name in ("allow_plain_http", "native_sidecar", "allow_root_workspace"):
+        for name in ("allow_plain_http", "native_sidecar", "allow_root_workspace", "client_compat"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(name, f"must be true or false, got {getattr(self, name)!r}")
         _choice("trust_bundle", self.trust_bundle, get_args(TrustBundle))

@@ -23,7 +23,7 @@ from typing import Any, Final
 
 import certifi
 
-from condukt_egress import contract
+from condukt_egress import compat, contract
 from condukt_egress._quantity import format_quantity, parse_quantity
 from condukt_egress.args import SandboxEgressArgs, validate_image
 from condukt_egress.errors import ConfigError
@@ -44,7 +44,9 @@ __all__ = [
     "DEFAULT_WORKSPACE_UID",
     "GUARD_CAPABILITIES",
     "GUARD_CONTAINER",
+    "GUARD_RULES6_FILE",
     "GUARD_RULES_FILE",
+    "GUARD_SCRIPT",
     "GUARD_VOLUME",
     "NETFILTER_CONTAINER",
     "SIDECAR_CONTAINER",
@@ -57,6 +59,7 @@ __all__ = [
     "check",
     "config_digest",
     "guard_rules",
+    "guard_rules_ipv6",
     "inject",
     "network_policy_manifest",
     "object_metadata",
@@ -76,7 +79,15 @@ GUARD_VOLUME: Final = "condukt-egress-guard"
 """Guard-only volume: the filter rules file, nothing else of the Secret."""
 GUARD_RULES_FILE: Final = "guard.rules"
 """Secret key and file name of the ``iptables-restore`` input."""
+GUARD_RULES6_FILE: Final = "guard6.rules"
 GUARD_DIR: Final = "/etc/condukt-guard"
+GUARD_SCRIPT: Final = (
+    f"{contract.IPTABLES_RESTORE} --noflush {GUARD_DIR}/{GUARD_RULES_FILE} && "
+    f"{{ ip6tables-restore --noflush {GUARD_DIR}/{GUARD_RULES6_FILE} || "
+    "[ ! -e /proc/net/if_inet6 ]; }"
+)
+"""The guard's whole job (``/bin/sh`` is dash in ``debian:bookworm-slim``). The IPv6
+rules may fail only on a node without IPv6, where there is no ``[::1]`` to guard."""
 GUARD_CAPABILITIES: Final = ("NET_ADMIN",)
 """What the guard needs: ``iptables-restore`` talks netlink (nft backend), no raw sockets."""
 DEFAULT_WORKSPACE_UID: Final = 65532
@@ -172,6 +183,7 @@ def config_digest(args: SandboxEgressArgs) -> str:
         {
             "policy": args.egress_policy.to_wire(),
             "trust_bundle": args.trust_bundle,
+            "client_compat": args.client_compat,
             "ca": [args.ca_key_algorithm, args.ca_validity_hours],
             "session": args.session_id,
         },
@@ -213,7 +225,31 @@ def secret_data(args: SandboxEgressArgs, ca_cert_pem: str, ca_key_pem: str) -> d
         contract.CA_KEY_FILE: ca_key_pem,
         contract.BUNDLE_FILE: bundle_pem(args, ca_cert_pem),
         GUARD_RULES_FILE: guard_rules(args),
+        GUARD_RULES6_FILE: guard_rules_ipv6(args),
+        **_compat_files(args),
     }
+
+
+def _compat_files(args: SandboxEgressArgs) -> dict[str, str]:
+    if not args.client_compat:
+        return {}
+    return {
+        compat.OPENSSL_CONF_FILE: compat.openssl_config(),
+        compat.SITECUSTOMIZE_FILE: compat.sitecustomize_source(),
+    }
+
+
+def _trust_items(args: SandboxEgressArgs) -> list[JSON]:
+    items = [{"key": k, "path": k} for k in (contract.CA_CERT_FILE, contract.BUNDLE_FILE)]
+    if args.client_compat:
+        items += [
+            {"key": compat.OPENSSL_CONF_FILE, "path": compat.OPENSSL_CONF_FILE},
+            {
+                "key": compat.SITECUSTOMIZE_FILE,
+                "path": f"{compat.PYTHON_DIR}/{compat.SITECUSTOMIZE_FILE}",
+            },
+        ]
+    return items
 
 
 def secret_manifest(args: SandboxEgressArgs, string_data: Any) -> JSON:
@@ -350,6 +386,9 @@ def guard_rules(args: SandboxEgressArgs) -> str:
     listens on every address, so without these rules a workspace process
     reaches both sidecar ports directly. In ``filter OUTPUT`` (after ``nat``):
 
+    0. Neither port from outside the pod (kubelet, the node, hostNetwork
+       pods, which most CNIs exempt from NetworkPolicy): only redirected
+       in-pod traffic and in-pod port-forward are the sidecar's business.
     1. The control port over loopback only from uid 0, the port-forward path
        (the container runtime dials ``localhost`` in the pod's namespace):
        a workspace can neither answer its own ``decision_request`` s nor hold
@@ -365,6 +404,8 @@ def guard_rules(args: SandboxEgressArgs) -> str:
     reject = "-j REJECT --reject-with tcp-reset"
     rules = [
         "*filter",
+        f"-A INPUT ! -i lo -p tcp --dport {args.proxy_port} {reject}",
+        f"-A INPUT ! -i lo -p tcp --dport {args.control_port} {reject}",
         f"-A OUTPUT -o lo -p tcp --dport {args.control_port} "
         f"-m owner ! --uid-owner {PORT_FORWARD_UID} {reject}",
         f"-A OUTPUT -o lo -p tcp --dport {args.proxy_port} -m conntrack ! --ctstate DNAT {reject}",
@@ -377,6 +418,22 @@ def guard_rules(args: SandboxEgressArgs) -> str:
     return "\n".join(rules) + "\n"
 
 
+def guard_rules_ipv6(args: SandboxEgressArgs) -> str:
+    """The IPv6 half of :func:`guard_rules`: no in-pod connection to ``[::1]`` sidecar ports.
+
+    The sidecar listens on IPv4 only, so a workspace could bind ``[::1]:<control
+    port>`` and be the "sidecar" for a runtime that dials ``localhost`` as IPv6
+    first (CRI-O resolves it serially); refused, the runtime goes on to
+    127.0.0.1.
+    """
+    return (
+        "*filter\n"
+        f"-A OUTPUT -o lo -p tcp -m multiport --dports {args.proxy_port},{args.control_port} "
+        "-j REJECT --reject-with tcp-reset\n"
+        "COMMIT\n"
+    )
+
+
 def guard_container(args: SandboxEgressArgs) -> JSON:
     """The init container that installs :func:`guard_rules`, then exits.
 
@@ -386,12 +443,12 @@ def guard_container(args: SandboxEgressArgs) -> JSON:
     """
     context = _restricted_context(0, 0)
     context["runAsNonRoot"] = False
-    context["readOnlyRootFilesystem"] = False  # as the netfilter container: xtables lock
+    # iptables' nft backend (the image's) takes no /run/xtables.lock: read-only is fine.
     context["capabilities"] = {"drop": ["ALL"], "add": list(GUARD_CAPABILITIES)}
     return {
         "name": GUARD_CONTAINER,
         "image": args.sidecar_image,
-        "command": [contract.IPTABLES_RESTORE, "--noflush", f"{GUARD_DIR}/{GUARD_RULES_FILE}"],
+        "command": ["/bin/sh", "-c", GUARD_SCRIPT],
         "securityContext": context,
         "resources": {
             "requests": {"cpu": "10m", "memory": "16Mi"},
@@ -455,7 +512,9 @@ def _volumes(args: SandboxEgressArgs) -> list[JSON]:
             "secret": {
                 "secretName": secret,
                 "defaultMode": 0o444,
-                "items": [{"key": GUARD_RULES_FILE, "path": GUARD_RULES_FILE}],
+                "items": [
+                    {"key": k, "path": k} for k in (GUARD_RULES_FILE, GUARD_RULES6_FILE)
+                ],
             },
         },
         {
@@ -464,9 +523,7 @@ def _volumes(args: SandboxEgressArgs) -> list[JSON]:
             "secret": {
                 "secretName": secret,
                 "defaultMode": 0o444,
-                "items": [
-                    {"key": k, "path": k} for k in (contract.CA_CERT_FILE, contract.BUNDLE_FILE)
-                ],
+                "items": _trust_items(args),
             },
         },
     ]
@@ -733,7 +790,7 @@ def _under(path: str, directory: str) -> bool:
     return normal == directory or normal.startswith(directory + "/")
 
 
-def _with_trust(container: JSON, where: str) -> None:
+def _with_trust(container: JSON, where: str, args: SandboxEgressArgs) -> None:
     mounts = [dict(m) for m in container.get("volumeMounts") or ()]
     for ours in _trust_mounts():
         clash = next(
@@ -763,6 +820,8 @@ def _with_trust(container: JSON, where: str) -> None:
     present = {e.get("name") for e in env}
     # An explicit user value of a CA variable wins (documented): they chose it.
     env += [e for e in _ca_env() if e["name"] not in present]
+    if args.client_compat:
+        env = compat.compat_env(env, WORKSPACE_TRUST_DIR)
     container["env"] = env
 
 
@@ -931,7 +990,7 @@ def inject(pod_spec: Mapping[str, Any], args: SandboxEgressArgs) -> JSON:
     lists: dict[str, list[JSON]] = {"initContainers": [], "containers": []}
     for kind, where, container in _user_containers(spec, args, ours):
         _harden(container, pod_context, where, args)
-        _with_trust(container, where)
+        _with_trust(container, where, args)
         lists[kind].append(container)
 
     if not lists["containers"]:

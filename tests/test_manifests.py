@@ -51,7 +51,10 @@ def test_secret_carries_exactly_the_sidecar_files() -> None:
     secret = manifests.secret_manifest(session(), manifests.secret_data(session(), CA_PEM, KEY_PEM))
     assert_valid(secret)
     data = secret["stringData"]
-    assert set(data) == {"policy.json", "ca.pem", "ca-key.pem", "bundle.pem", "guard.rules"}
+    assert set(data) == {
+        "policy.json", "ca.pem", "ca-key.pem", "bundle.pem", "guard.rules", "guard6.rules",
+        "openssl.cnf", "sitecustomize.py",
+    }
     assert json.loads(data["policy.json"]) == POLICY.to_wire()
     assert data["ca-key.pem"] == KEY_PEM
     assert secret["immutable"] is True
@@ -180,7 +183,9 @@ def test_workspace_trusts_the_ca_through_files_and_env() -> None:
     assert env["SSL_CERT_FILE"] == "/etc/condukt/bundle.pem"
     assert len([n for n, _ in manifests.CA_ENV_VARS]) == 6
     trust = next(v for v in spec["volumes"] if v["name"] == manifests.TRUST_VOLUME)
-    assert {i["key"] for i in trust["secret"]["items"]} == {"ca.pem", "bundle.pem"}
+    assert {i["key"] for i in trust["secret"]["items"]} == {
+        "ca.pem", "bundle.pem", "openssl.cnf", "sitecustomize.py"
+    }
 
 
 def test_user_ca_env_value_wins() -> None:

@@ -59,6 +59,7 @@ FULL_CONFIG = {
         {"cidr": "10.0.12.7/32", "ports": [5432]},
         {"cidr": "10.0.0.0/24", "ports": [53, 5353], "protocol": "UDP"},
     ],
+    "clientCompat": "false",
     "allowRootWorkspace": "true",
 }
 REPEATED = {"clusterCidrs", "dnsPodLabels", "unproxiedEgress"}
