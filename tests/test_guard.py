@@ -8,6 +8,7 @@ the fix. See ``tests/cel_admission.py`` for what the evaluator models.
 from __future__ import annotations
 
 import copy
+import doctest
 from collections.abc import Callable
 from typing import Any
 
@@ -16,6 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from condukt_egress import SandboxEgressArgs, contract, manifests
+from condukt_egress import guard as guard_module
 from condukt_egress.errors import ConfigError
 from condukt_egress.guard import (
     GUARD_NAMESPACE_LABEL,
@@ -683,3 +685,9 @@ def test_bad_options_name_the_field_and_the_fix(
         SandboxGuardArgs(**kwargs)
     assert info.value.field == field
     assert fix in str(info.value)
+
+
+def test_the_module_example_runs() -> None:
+    result = doctest.testmod(guard_module, raise_on_error=False, verbose=False)
+    assert result.attempted >= 2
+    assert result.failed == 0
