@@ -16,10 +16,10 @@ sidecar is the only way out. Inject the sidecar into the session's workload::
 
 Errors all derive from :class:`EgressError` (see :mod:`condukt_egress.errors`).
 
-Importing the package is light: :class:`SandboxEgress` and :class:`SandboxGuard`,
-and with them Pulumi, gRPC and protobuf, load on first use (PEP 562), so the ``render``,
-``explain`` and ``events`` commands and a service that only uses
-:class:`~condukt_egress.control.ControlClient` never load them.
+Importing the package is light: :class:`SandboxEgress` and the guard's classes,
+and with them Pulumi, gRPC and protobuf, load on first use (PEP 562), so the
+``render``, ``render-guard``, ``explain`` and ``events`` commands and a service
+that only uses :class:`~condukt_egress.control.ControlClient` never load them.
 """
 
 import importlib

@@ -8,7 +8,7 @@ only a bounded part of the value.
 
 Example:
     >>> shown("x" * 10_000)[-5:]
-    "x'..."
+    'xx...'
     >>> shown(10**5000)
     '<an integer of 16610 bits>'
 """

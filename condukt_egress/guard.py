@@ -193,13 +193,14 @@ class SandboxGuardArgs:
     def __post_init__(self) -> None:
         set_ = object.__setattr__
         set_(self, "namespace_labels", _namespace_labels(self.namespace_labels))
-        for name in ("session_pods", "ephemeral_containers", "network_policies"):
+        for name in (
+            "session_pods",
+            "ephemeral_containers",
+            "network_policies",
+            "only_session_pods",
+        ):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(name, f"must be true or false, got {getattr(self, name)!r}")
-        if not isinstance(self.only_session_pods, bool):
-            raise ConfigError(
-                "only_session_pods", f"must be true or false, got {self.only_session_pods!r}"
-            )
         if not self.rules:
             raise ConfigError(
                 "session_pods",
@@ -555,6 +556,17 @@ def _session_pods_policy(args: SandboxGuardArgs) -> JSON:
         f"&& has(v.secret.items) && v.secret.items.map(i, i.key) == {_lit(list(keys))})"
         for name, keys in ours.secret_volumes.items()
     )
+    our_volumes = _lit(list(ours.secret_volumes))
+    variables.append(
+        {
+            # Our volumes (by name) that are not this session's Secret with the
+            # keys the injection gives them.
+            "name": "ourVolumesBad",
+            "expression": "has(object.spec.volumes) ? object.spec.volumes.filter(v, "
+            f"v.name in {our_volumes} && !(has(v.secret) && ({allowed_volume})))"
+            ".map(v, v.name) : []",
+        }
+    )
     variables.append(
         {
             # Volumes on a session's Secret other than ours as injected (ours
@@ -666,18 +678,24 @@ def _session_pods_policy(args: SandboxGuardArgs) -> JSON:
         ),
         _validation(
             f"{judged}has(object.spec.volumes) && object.spec.volumes.exists(v, v.name == "
-            f"{_lit(manifests.CONFIG_VOLUME)} && has(v.secret) "
-            "&& v.secret.secretName == variables.secretName)",
-            f"session-pods: the sidecar's volume {manifests.CONFIG_VOLUME} must be the Secret of "
-            f"the session the pod's {LABEL_SESSION} label names; a pod may carry only the label "
-            "of the session whose policy it runs",
+            f"{_lit(manifests.CONFIG_VOLUME)}) && size(variables.ourVolumesBad) == 0",
+            f"session-pods: the condukt-egress volumes ({', '.join(ours.secret_volumes)}) must "
+            f"be the Secret of the session the pod's {LABEL_SESSION} label names, with the "
+            "keys condukt-egress gives each; a pod may carry only the label of the session "
+            "whose policy it runs",
             _message(
-                f"session-pods: the sidecar volume {manifests.CONFIG_VOLUME} must be the Secret ",
+                "session-pods: volume ",
+                _Cel(
+                    "size(variables.ourVolumesBad) > 0 ? variables.ourVolumesBad[0] : "
+                    + _lit(manifests.CONFIG_VOLUME)
+                ),
+                " must be the Secret ",
                 _Cel("variables.secretName"),
                 f" of the session labelled {LABEL_SESSION}=",
                 _Cel("variables.label"),
-                "; a pod may carry only the label of the session whose policy it runs: label it "
-                "with the session it was injected for, or inject it for this one",
+                " (with the keys condukt-egress gives it); a pod may carry only the label of "
+                "the session whose policy it runs: label it with the session it was injected "
+                "for, or inject it for this one",
             ),
         ),
         _validation(

@@ -24,8 +24,8 @@ object of a session once.
 
 Example:
     >>> n = session_names("Agent Run #42")
-    >>> n.label_value
-    'agent-run-42-...'  # doctest: +SKIP
+    >>> n.label_value  # doctest: +ELLIPSIS
+    'agent-run-42-...'
 """
 
 from __future__ import annotations

@@ -187,7 +187,9 @@ class SandboxEgressArgs(TypedDict):
     dns_namespace: NotRequired[str]
     dns_pod_labels: NotRequired[dict[str, str]]
     unproxied_egress: NotRequired[list[UnproxiedEgress]]
+    client_compat: NotRequired[bool]
     allow_root_workspace: NotRequired[bool]
+    unsafe_unproxied_egress: NotRequired[bool]
     proxy_port: NotRequired[int]
     """Port the redirected traffic lands on."""
     control_port: NotRequired[int]

@@ -883,3 +883,33 @@ def test_the_public_import_path_exports_every_name_it_lists() -> None:
 
     missing = [name for name in control.__all__ if not hasattr(control, name)]
     assert not missing
+
+
+def test_decision_outbox_keeps_the_newest_answers_and_counts_the_lost() -> None:
+    async def main() -> ControlClient:
+        client = ControlClient(TcpTarget("127.0.0.1", 1), on_notice=lambda _: None)
+        for i in range(1030):
+            client._keep(Decision(f"r{i}", "allow"))
+        return client
+
+    client = asyncio.run(main())
+    assert len(client._outbox) == 1024
+    assert client.stats.decisions_lost == 6
+    assert client._outbox[0].decision.id == "r6", "the oldest answers go first"
+
+
+def test_decision_outbox_drops_answers_past_the_sidecars_timeout() -> None:
+    async def main() -> ControlClient:
+        client = ControlClient(
+            TcpTarget("127.0.0.1", 1), decide_timeout_ms=20, on_notice=lambda _: None
+        )
+        client._keep(Decision("late", "allow"))
+        await asyncio.sleep(0.05)  # the sidecar has denied it by now
+        client._keep(Decision("fresh", "allow"))
+        client._flush_outbox()  # no connection: the fresh one stays queued
+        return client
+
+    client = asyncio.run(main())
+    assert [p.decision.id for p in client._outbox] == ["fresh"]
+    assert client.stats.decisions_lost == 1
+    assert client.stats.decisions_sent == 0

@@ -393,3 +393,18 @@ def test_sensitive_query_parameters_are_redacted_in_paths() -> None:
     assert redactor.path("/plain/path") == "/plain/path"
     assert redactor.path(None) is None
     assert Redactor(enabled=False).path("/x?token=t") == "/x?token=t"
+
+
+def test_request_timestamps_keep_their_text() -> None:
+    line = (
+        b'{"type":"event","kind":"request_closed","at":"2026-11-28T19:37:08.123456789Z",'
+        b'"request":{"id":"r","host":"h","port":443,"scheme":"https","bytes_in":0,'
+        b'"bytes_out":0,"started_at":"2026-11-28T19:37:07.987654321Z",'
+        b'"finished_at":"2026-11-28T19:37:08.000000001Z"}}'
+    )
+    event = decode_frame(line)
+    assert isinstance(event, Event)
+    assert event.at_text == "2026-11-28T19:37:08.123456789Z"
+    assert event.request.started_at_text == "2026-11-28T19:37:07.987654321Z"
+    assert event.request.finished_at_text == "2026-11-28T19:37:08.000000001Z"
+    assert event.request.started_at.microsecond == 987654

@@ -90,6 +90,12 @@ def test_one_policy_and_one_binding_per_rule_valid_for_every_kubernetes_from_1_3
             "namespaceSelector": {"matchLabels": NS_LABELS}
         }
     assert all(b["spec"]["validationActions"] == ["Deny"] for b in GUARD[1::2])
+    for policy in everything[::2]:
+        for validation in policy["spec"]["validations"]:
+            # The API server refuses messages with line breaks; each names its rule.
+            assert "\n" not in validation["message"]
+            rule = policy["metadata"]["name"].removeprefix(POLICY_PREFIX)
+            assert validation["message"].startswith(f"{rule}: ")
 
 
 def expressions(objects: list[JSON]) -> list[str]:
@@ -256,7 +262,7 @@ MUTATIONS: dict[str, tuple[Callable[[JSON], Any], str]] = {
     "sidecar removed": (remove_sidecar, "must run the condukt-egress sidecar condukt-egress"),
     "netfilter after a user init container": (
         netfilter_after_user_init,
-        "must start with the condukt-egress init container(s) condukt-egress-init",
+        "must start with the condukt-egress init container(s) condukt-egress-init, ",
     ),
     "config volume of another session": (
         other_sessions_secret,
@@ -349,6 +355,12 @@ MUTATIONS: dict[str, tuple[Callable[[JSON], Any], str]] = {
             }
         ),
         "but container workspace refers to one",
+    ),
+    "filter rules volume on a Secret of one's own": (
+        lambda p: next(v for v in p["spec"]["volumes"] if v["name"] == manifests.GUARD_VOLUME)[
+            "secret"
+        ].update(secretName="my-empty-rules"),
+        f"volume {manifests.GUARD_VOLUME} must be the Secret {SESSION.names.secret} of the session",
     ),
     "netfilter made a sidecar": (
         lambda p: init(p, manifests.NETFILTER_CONTAINER).update(restartPolicy="Always"),
@@ -607,6 +619,7 @@ def test_rules_can_be_turned_off() -> None:
         ({"sidecar_images": ["has space"]}, "sidecar_images", "printable ASCII"),
         ({"proxy_port": 443}, "proxy_port", "15001"),
         ({"mode": "audit"}, "mode", "'deny' or 'warn'"),
+        ({"only_session_pods": "yes"}, "only_session_pods", "true or false"),
         (
             {"session_pods": False, "ephemeral_containers": False, "network_policies": False},
             "session_pods",

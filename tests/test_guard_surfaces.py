@@ -18,6 +18,7 @@ from condukt_egress.guard import guard_manifests
 from condukt_egress.guard_component import TYPE_TOKEN
 from tests.k8s_schema import assert_valid, versions
 from tests.pulumi_harness import run
+from tests.test_imports import heavy, loaded_after
 
 POLICY = "kubernetes:admissionregistration.k8s.io/v1:ValidatingAdmissionPolicy"
 BINDING = "kubernetes:admissionregistration.k8s.io/v1:ValidatingAdmissionPolicyBinding"
@@ -133,3 +134,13 @@ def test_every_guard_option_is_declared_and_is_a_flag() -> None:
     assert code == 0
     for opt in GUARD_OPTIONS:
         assert opt.flag in out
+
+
+def test_render_guard_and_the_pure_guard_never_load_pulumi() -> None:
+    assert heavy(loaded_after("from condukt_egress import SandboxGuardArgs")) == []
+    code = (
+        "from condukt_egress.cli import main\n"
+        "import tempfile, os\n"
+        "main(['render-guard', '--output', os.path.join(tempfile.mkdtemp(), 'g.yaml')])"
+    )
+    assert heavy(loaded_after(code)) == []

@@ -19,7 +19,7 @@ session_ids = st.text(min_size=1, max_size=MAX_SESSION_ID_LENGTH).filter(
 
 
 @given(session_ids)
-@settings(max_examples=300)
+@settings(max_examples=2 * settings().max_examples)
 def test_names_are_valid_kubernetes_names_for_any_id(session_id: str) -> None:
     n = session_names(session_id)
     for value in (n.secret, n.network_policy, n.pod, n.label_value, n.base):
@@ -31,7 +31,7 @@ def test_names_are_valid_kubernetes_names_for_any_id(session_id: str) -> None:
 
 
 @given(session_ids, session_ids)
-@settings(max_examples=300)
+@settings(max_examples=2 * settings().max_examples)
 def test_distinct_ids_give_distinct_names_and_labels(a: str, b: str) -> None:
     if a == b:
         assert session_names(a) == session_names(b)
@@ -69,7 +69,7 @@ def test_names_are_stable() -> None:
 
 
 @given(session_ids)
-@settings(max_examples=200)
+@settings(max_examples=2 * settings().max_examples)
 def test_names_carry_at_least_128_bits_of_the_full_id(session_id: str) -> None:
     # 64 bits of SHA-256 were collided in about 13 minutes on two cores (parallel
     # rho): two sessions then shared a NetworkPolicy and a label.

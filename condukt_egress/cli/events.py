@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import importlib
 import importlib.machinery
 import importlib.util
@@ -176,6 +177,10 @@ def events(  # noqa: PLR0917
         on_reconnect=view.gap,
         **options,
     )
+    # Everything loaded so far lives as long as the process: keep the cyclic
+    # GC from walking it again on every collection while frames stream in.
+    gc.collect()
+    gc.freeze()
     asyncio.run(_watch(client, view, duration))
 
 
@@ -369,6 +374,7 @@ class View:
         self.actions: Counter[str] = Counter()
         self.finished = asyncio.Event()
         self._matches: Callable[[str, str], bool] | None = None
+        self._format: Callable[[dict[str, Any]], str] = _to_json if fmt == "json" else _text_line
 
     @property
     def done(self) -> bool:
@@ -490,8 +496,9 @@ class View:
             "remote_addr": request.remote_addr,
             "bytes_in": request.bytes_in,
             "bytes_out": request.bytes_out,
-            "started_at": _iso(request.started_at),
-            "finished_at": None if request.finished_at is None else _iso(request.finished_at),
+            "started_at": request.started_at_text or _iso(request.started_at),
+            "finished_at": request.finished_at_text
+            or (None if request.finished_at is None else _iso(request.finished_at)),
             "headers": self.redactor.headers(request.request_headers),
         }
 
@@ -513,11 +520,7 @@ class View:
             self.finished.set()
 
     def _write(self, record: dict[str, Any]) -> None:
-        if self.fmt == "json":
-            text = json.dumps(record, ensure_ascii=False, separators=(",", ":"))
-        else:
-            text = _text_line(record)
-        self.out.write(text + "\n")
+        self.out.write(self._format(record) + "\n")
         self.out.flush()
 
 
@@ -601,6 +604,10 @@ def _clean(text: str) -> str:
 
 def _counts(counter: Counter[str]) -> str:
     return ", ".join(f"{key} {value}" for key, value in counter.most_common())
+
+
+_to_json: Final = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+"""One encoder for every record (``json.dumps`` with options builds one per call)."""
 
 
 def _iso(moment: datetime) -> str:
