@@ -921,7 +921,9 @@ def test_daemon_pool_serves_a_burst_of_instant_calls_with_few_threads() -> None:
 
     async def main() -> tuple[list[object], int]:
         pool = DaemonPool(16)
-        results = await asyncio.gather(*(pool.submit(functools.partial(int, i)) for i in range(200)))
+        results = await asyncio.gather(
+            *(pool.submit(functools.partial(int, i)) for i in range(200))
+        )
         threads = len(pool._threads)
         pool.shutdown()
         return list(results), threads
