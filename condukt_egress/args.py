@@ -28,6 +28,8 @@ from functools import cached_property
 from typing import Any, Final, Literal, get_args
 
 from condukt_egress import contract
+from condukt_egress._quantity import parse_quantity
+from condukt_egress._text import shown
 from condukt_egress.errors import ConfigError, PolicyError
 from condukt_egress.naming import SessionNames, session_names, validate_session_id
 from condukt_egress.options import option
@@ -56,10 +58,32 @@ DEFAULT_SIDECAR_RESOURCES: Final = {
     "limits": {"cpu": "1", "memory": "256Mi"},
 }
 MAX_CA_VALIDITY_HOURS: Final = 24 * 365
+_RESOURCES: Final = ("cpu", "memory", "ephemeral-storage")
+
+UNSAFE_DESTINATION_RANGES: Final = (
+    "0.0.0.0/8",
+    "127.0.0.0/8",
+    "169.254.0.0/16",
+    "192.0.0.0/24",
+    "224.0.0.0/4",
+    "240.0.0.0/4",
+    "100.100.100.200/32",
+)
+"""Never reachable unproxied without ``unsafe_unproxied_egress``: this host,
+loopback, link-local (cloud metadata: 169.254.169.254, 169.254.170.2),
+IETF protocol assignments, multicast, reserved, Alibaba's metadata address."""
+
+METADATA_ADDRESSES: Final = ("169.254.169.254", "169.254.170.2", "100.100.100.200")
+"""Cloud instance and task metadata services (AWS, GCP, Azure; ECS; Alibaba)."""
+
+UNSAFE_UNPROXIED_PORTS: Final = (53, 443)
+"""DNS to any resolver (tunnelling, around the cluster DNS rule) and 443 (UDP:
+QUIC/HTTP 3, which the TCP-only redirect never sees)."""
+
+_PRIVATE_DNS_RANGES: Final = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16")
 
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
-_LABEL_KEY_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
 _CAPABILITY = re.compile(r"^[A-Z][A-Z0-9_]*$")
 _UNPROXIED = re.compile(r"^(?P<cidr>[^:]+):(?P<ports>[^/]+)(?:/(?P<protocol>[^/]+))?$")
 
@@ -297,11 +321,29 @@ class SessionOptions:
             parse=UnproxiedEgress.parse,
         ),
     )
+    client_compat: bool = field(
+        default=True,
+        metadata=option(
+            "Client compatibility profile in the workspace: classic TLS key shares "
+            "(OpenSSL, Node, Go, Java) so the sidecar sees the SNI, and Python's strict "
+            "check that rejects the sidecar's leaf certificates relaxed for the session CA.",
+            example="true",
+        ),
+    )
     allow_root_workspace: bool = field(
         default=False,
         metadata=option(
             "Let workspace containers run as root (risky: root reaches the sidecar's "
             "control port, which the in-pod rules keep for the port-forward path).",
+            example="false",
+        ),
+    )
+    unsafe_unproxied_egress: bool = field(
+        default=False,
+        metadata=option(
+            "Accept unproxiedEgress and nodeLocalDns destinations that bypass the proxy "
+            "dangerously: wider than a /8, cloud metadata and other special ranges, port 53 "
+            "(DNS to any resolver) or 443 (QUIC), a public DNS address. Unsafe.",
             example="false",
         ),
     )
@@ -336,6 +378,11 @@ class SandboxEgressArgs(SessionOptions):
         dns_namespace: Namespace of the cluster DNS pods.
         dns_pod_labels: Labels selecting the cluster DNS pods.
         unproxied_egress: Explicit destinations reachable without the proxy.
+        unsafe_unproxied_egress: Accept unproxied destinations (and a
+            ``node_local_dns`` address) that open a way around the proxy:
+            CIDRs wider than a /8, special ranges (cloud metadata, loopback,
+            multicast), ports 53 and 443, a public DNS address. Off by
+            default: each is refused with an error naming the field.
         proxy_port: Port the redirected traffic lands on.
         control_port: Port of the sidecar's NDJSON control channel.
         sidecar_uid: The uid the redirect exempts; only the sidecar runs as it.
@@ -344,6 +391,11 @@ class SandboxEgressArgs(SessionOptions):
         unsafe_allowed_capabilities: Capabilities workspace containers may add
             although they can defeat egress control. Empty by default; every
             entry is a risk the user accepts explicitly.
+        client_compat: The client compatibility profile (on by default): an
+            OpenSSL config limiting key shares to classic curves (``OPENSSL_CONF``),
+            ``GODEBUG=tlsmlkem=0``, the JVM's named groups, and a Python
+            ``sitecustomize`` that accepts the sidecar's leaves (no AKI) under
+            Python 3.13's strict checks; see :mod:`condukt_egress.compat`.
         allow_root_workspace: Let workspace containers run as root. Off by
             default: workspaces get ``runAsNonRoot: true`` (and uid/gid 65532
             when the spec names none), because root passes the in-pod rule
@@ -375,7 +427,7 @@ class SandboxEgressArgs(SessionOptions):
             "sidecar_image",
             validate_image("sidecar_image", self.sidecar_image, contract.DEFAULT_IMAGE),
         )
-        for name in ("allow_plain_http", "native_sidecar", "allow_root_workspace"):
+        for name in ("allow_plain_http", "native_sidecar", "allow_root_workspace", "client_compat"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(name, f"must be true or false, got {getattr(self, name)!r}")
         _choice("trust_bundle", self.trust_bundle, get_args(TrustBundle))
@@ -425,6 +477,13 @@ class SandboxEgressArgs(SessionOptions):
             )
         set_(self, "ca_validity_hours", whole_hours)
         set_(self, "sidecar_resources", _resources(self.sidecar_resources))
+        if not isinstance(self.unsafe_unproxied_egress, bool):
+            raise ConfigError(
+                "unsafe_unproxied_egress",
+                f"must be true or false, got {shown(self.unsafe_unproxied_egress)}",
+            )
+        if not self.unsafe_unproxied_egress:
+            _refuse_unsafe_destinations(self)
         set_(
             self,
             "unsafe_allowed_capabilities",
@@ -581,13 +640,43 @@ def _labels(name: str, value: object) -> dict[str, str]:
         )
     out: dict[str, str] = {}
     for key, val in value.items():
-        key_name = key.rsplit("/", 1)[-1] if isinstance(key, str) else ""
-        if not key_name or len(key_name) > 63 or not _LABEL_KEY_NAME.match(key_name):
-            raise ConfigError(f"{name}[{key!r}]", "is not a valid Kubernetes label key")
+        problem = _label_key_problem(key)
+        if problem is not None:
+            raise ConfigError(
+                f"{name}[{shown(key)}]", f"is not a valid Kubernetes label key: it {problem}"
+            )
         if not isinstance(val, str) or len(val) > 63 or not _LABEL_VALUE.match(val):
             raise ConfigError(f"{name}[{key!r}]", f"value {val!r} is not a valid label value")
         out[key] = val
     return out
+
+
+_LABEL_NAME: Final = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
+_SUBDOMAIN: Final = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+
+
+def _label_key_problem(key: object) -> str | None:
+    """Why the API server would refuse ``key`` as a label key, or None.
+
+    A key is ``[prefix/]name`` (apimachinery's ``IsQualifiedName``): the name
+    at most 63 characters of alphanumerics, ``-``, ``_`` and ``.``, starting
+    and ending alphanumeric; the prefix a lower-case DNS subdomain of at most
+    253 characters.
+    """
+    if not isinstance(key, str):
+        return f"must be a string, got {type(key).__name__}"
+    prefix, slash, name = key.rpartition("/")
+    if not name or len(name) > 63 or not _LABEL_NAME.match(name):
+        return (
+            "has a bad name part: at most 63 characters of letters, digits, '-', '_' and "
+            "'.', starting and ending with a letter or digit"
+        )
+    if slash and (not prefix or len(prefix) > 253 or not _SUBDOMAIN.match(prefix)):
+        return (
+            "has a bad prefix: the part before '/' must be a lower-case DNS subdomain "
+            "such as example.com (at most 253 characters)"
+        )
+    return None
 
 
 def _ipv4_address(name: str, value: object) -> str:
@@ -620,17 +709,117 @@ def _ipv4_network(name: str, value: object) -> str:
     return str(net)
 
 
+def _refuse_unsafe_destinations(args: SandboxEgressArgs) -> None:
+    """Refuse unproxied destinations and a DNS address that open a way around the proxy.
+
+    Unproxied traffic has no policy and no audit; these make it a bypass:
+    a CIDR wider than a /8 (most of the internet), a special range (cloud
+    metadata and the like), port 53 (DNS to any resolver: tunnelling) or
+    443 (UDP: QUIC, which the TCP-only redirect never sees). A NodeLocal DNS
+    address must be private or link-local (and not a metadata service).
+    """
+    unsafe = [ipaddress.ip_network(r) for r in UNSAFE_DESTINATION_RANGES]
+    fix = (
+        "narrow it to the service you need, or accept the risk with "
+        "unsafe_unproxied_egress=True (stack config unsafeUnproxiedEgress: true)"
+    )
+    for index, dest in enumerate(args.unproxied_egress):
+        assert not isinstance(dest, Mapping)  # noqa: S101 - normalised before
+        net = ipaddress.ip_network(dest.cidr)
+        where = f"unproxied_egress[{index}]"
+        if net.prefixlen < 8:
+            raise ConfigError(
+                f"{where}.cidr",
+                f"{dest.cidr} spans {net.num_addresses:,} addresses, most of the internet, "
+                f"reachable with no policy and no audit: {fix}",
+            )
+        hit = next((r for r in unsafe if net.overlaps(r)), None)
+        if hit is not None:
+            raise ConfigError(
+                f"{where}.cidr",
+                f"{dest.cidr} overlaps {hit}, a special range (cloud metadata, loopback, "
+                f"multicast or reserved) a workspace must never reach directly: {fix}",
+            )
+        port = next((p for p in dest.ports if p in UNSAFE_UNPROXIED_PORTS), None)
+        if port is not None:
+            why = (
+                "DNS to a resolver of the workspace's choosing (tunnelling past the cluster DNS "
+                "rule)"
+                if port == 53
+                else "UDP 443 is QUIC (HTTP/3), which the TCP redirect never sends to the proxy"
+            )
+            raise ConfigError(
+                f"{where}.ports",
+                f"contains {port}: {why}; TCP 443 always goes through the proxy anyway. "
+                f"Remove it, or {fix.split(', or ', 1)[1]}",
+            )
+    dns = args.node_local_dns
+    if dns is not None:
+        address = ipaddress.ip_address(dns)
+        private = any(address in ipaddress.ip_network(r) for r in _PRIVATE_DNS_RANGES)
+        if dns in METADATA_ADDRESSES or not private:
+            what = "a cloud metadata service" if private else "not a private or link-local address"
+            raise ConfigError(
+                "node_local_dns",
+                f"{dns} is {what}: "
+                "NodeLocal DNSCache listens on a node-local address such as 169.254.20.10; "
+                "DNS to anything else lets the workspace pick its resolver (tunnelling). Use "
+                "the cache's address, or accept the risk with unsafe_unproxied_egress=True",
+            )
+
+
 def _resources(value: object) -> dict[str, dict[str, str]]:
+    """Requests and limits of the sidecar containers, as the API server would accept them.
+
+    Known resources, valid quantities, a memory limit (a CPU limit is
+    optional), no request above its limit.
+    """
     if not isinstance(value, Mapping):
-        raise ConfigError("sidecar_resources", f"must be a mapping, got {value!r}")
+        raise ConfigError("sidecar_resources", f"must be a mapping, got {shown(value)}")
     out: dict[str, dict[str, str]] = {}
+    amounts: dict[tuple[str, str], Any] = {}
     for section, quantities in value.items():
         if section not in ("requests", "limits") or not isinstance(quantities, Mapping):
             raise ConfigError(
                 "sidecar_resources",
-                f"accepts only 'requests' and 'limits' mappings, got {section!r}: {quantities!r}",
+                f"accepts only 'requests' and 'limits' mappings, got {shown(section)}: "
+                f"{shown(quantities)}",
             )
-        out[section] = {str(k): str(v) for k, v in quantities.items()}
+        out[section] = {}
+        for resource, amount in quantities.items():
+            where = f"sidecar_resources.{section}.{shown(resource)}"
+            if resource not in _RESOURCES:
+                raise ConfigError(
+                    where, f"is not a resource the sidecar uses; use {', '.join(_RESOURCES)}"
+                )
+            try:
+                amounts[section, resource] = parse_quantity(amount)
+            except (ValueError, ArithmeticError):  # decimal.Overflow is an ArithmeticError
+                example = DEFAULT_SIDECAR_RESOURCES["limits"][
+                    resource if resource in ("cpu", "memory") else "memory"
+                ]
+                raise ConfigError(
+                    where,
+                    f"{shown(amount)} is not a Kubernetes quantity (non-negative, e.g. "
+                    f"{example!r})",
+                ) from None
+            out[section][resource] = str(amount)
+    if ("limits", "memory") not in amounts:
+        raise ConfigError(
+            "sidecar_resources.limits.memory",
+            "is missing; the sidecar handles all of the workspace's traffic and must not take "
+            "the node down with it: set a limit such as "
+            f"{DEFAULT_SIDECAR_RESOURCES['limits']['memory']!r}",
+        )
+    for resource in _RESOURCES:
+        limit = amounts.get(("limits", resource))
+        request = amounts.get(("requests", resource))
+        if limit is not None and request is not None and request > limit:
+            raise ConfigError(
+                f"sidecar_resources.requests.{resource}",
+                f"{out['requests'][resource]!r} is above the limit {out['limits'][resource]!r}, "
+                "which the API server refuses; lower the request or raise the limit",
+            )
     return out
 
 

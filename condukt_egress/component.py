@@ -15,8 +15,9 @@ Example:
     ...     opts=egress.workload_options())  # doctest: +SKIP
 """
 
-from __future__ import annotations
-
+# No ``from __future__ import annotations``: ``condukt_egress.provider`` hosts a
+# subclass for other languages, and Pulumi's schema analyzer evaluates the class
+# annotations of its whole MRO at run time.
 from collections.abc import Mapping
 from typing import Any, Final
 
@@ -27,7 +28,6 @@ import pulumi_tls as tls
 from condukt_egress import manifests
 from condukt_egress.args import SandboxEgressArgs
 from condukt_egress.ca import CA_ALLOWED_USES, CA_ORGANIZATION, key_spec
-from condukt_egress.naming import SessionNames
 from condukt_egress.transform import workload_transform
 
 __all__ = ["TYPE_TOKEN", "SandboxEgress"]
@@ -51,8 +51,8 @@ class SandboxEgress(pulumi.ComponentResource):
         ca_cert_pem: The CA certificate PEM.
     """
 
-    args: SandboxEgressArgs
-    names: SessionNames
+    # ``args`` and ``names`` are set in __init__ but not declared here: every
+    # class-level annotation is an output in the multi-language schema.
     pod_labels: dict[str, str]
     secret_name: pulumi.Output[str]
     network_policy_name: pulumi.Output[str]

@@ -23,7 +23,7 @@ from collections.abc import Iterable, Mapping
 from decimal import Decimal
 from typing import Any, Final
 
-from condukt_egress import contract
+from condukt_egress import compat, contract
 from condukt_egress._quantity import format_quantity, parse_quantity
 from condukt_egress.args import SandboxEgressArgs, validate_image
 from condukt_egress.errors import ConfigError
@@ -36,6 +36,7 @@ from condukt_egress.naming import (
 )
 
 __all__ = [
+    "APPARMOR_ANNOTATION_PREFIX",
     "BYPASS_CAPABILITIES",
     "CA_ENV_VARS",
     "CONFIG_DIGEST_ENV",
@@ -44,9 +45,13 @@ __all__ = [
     "DEFAULT_WORKSPACE_UID",
     "GUARD_CAPABILITIES",
     "GUARD_CONTAINER",
+    "GUARD_RULES6_FILE",
     "GUARD_RULES_FILE",
+    "GUARD_SCRIPT",
     "GUARD_VOLUME",
+    "MANAGED_SECRET_PREFIX",
     "NETFILTER_CONTAINER",
+    "SAFE_SYSCTLS",
     "SIDECAR_CONTAINER",
     "SPECIAL_IPV4_RANGES",
     "TRUST_BUNDLE_PATHS",
@@ -55,8 +60,11 @@ __all__ = [
     "WORKSPACE_TRUST_DIR",
     "bundle_pem",
     "check",
+    "check_pod_metadata",
     "config_digest",
     "guard_rules",
+    "guard_rules_ipv6",
+    "harden_patch",
     "inject",
     "network_policy_manifest",
     "object_metadata",
@@ -77,7 +85,15 @@ GUARD_VOLUME: Final = "condukt-egress-guard"
 """Guard-only volume: the filter rules file, nothing else of the Secret."""
 GUARD_RULES_FILE: Final = "guard.rules"
 """Secret key and file name of the ``iptables-restore`` input."""
+GUARD_RULES6_FILE: Final = "guard6.rules"
 GUARD_DIR: Final = "/etc/condukt-guard"
+GUARD_SCRIPT: Final = (
+    f"{contract.IPTABLES_RESTORE} --noflush {GUARD_DIR}/{GUARD_RULES_FILE} && "
+    f"{{ ip6tables-restore --noflush {GUARD_DIR}/{GUARD_RULES6_FILE} || "
+    "[ ! -e /proc/net/if_inet6 ]; }"
+)
+"""The guard's whole job (``/bin/sh`` is dash in ``debian:bookworm-slim``). The IPv6
+rules may fail only on a node without IPv6, where there is no ``[::1]`` to guard."""
 GUARD_CAPABILITIES: Final = ("NET_ADMIN",)
 """What the guard needs: ``iptables-restore`` talks netlink (nft backend), no raw sockets."""
 DEFAULT_WORKSPACE_UID: Final = 65532
@@ -174,6 +190,7 @@ def config_digest(args: SandboxEgressArgs) -> str:
         {
             "policy": args.egress_policy.to_wire(),
             "trust_bundle": args.trust_bundle,
+            "client_compat": args.client_compat,
             "ca": [args.ca_key_algorithm, args.ca_validity_hours],
             "session": args.session_id,
         },
@@ -209,12 +226,17 @@ def workspace_trust_files(args: SandboxEgressArgs) -> dict[str, str]:
 
     With ``session-ca`` the bundle *is* the CA certificate, so the Secret
     holds it once and the volume shows ``ca.pem`` under both names; with
-    ``public-roots`` the bundle is its own key.
+    ``public-roots`` the bundle is its own key. The client compatibility
+    profile, when on, adds its OpenSSL config and Python ``sitecustomize``.
     """
     bundle_key = (
         contract.BUNDLE_FILE if args.trust_bundle == "public-roots" else contract.CA_CERT_FILE
     )
-    return {contract.CA_CERT_FILE: contract.CA_CERT_FILE, contract.BUNDLE_FILE: bundle_key}
+    files = {contract.CA_CERT_FILE: contract.CA_CERT_FILE, contract.BUNDLE_FILE: bundle_key}
+    if args.client_compat:
+        files[compat.OPENSSL_CONF_FILE] = compat.OPENSSL_CONF_FILE
+        files[f"{compat.PYTHON_DIR}/{compat.SITECUSTOMIZE_FILE}"] = compat.SITECUSTOMIZE_FILE
+    return files
 
 
 def secret_data(args: SandboxEgressArgs, ca_cert_pem: str, ca_key_pem: str) -> dict[str, str]:
@@ -234,10 +256,21 @@ def secret_data(args: SandboxEgressArgs, ca_cert_pem: str, ca_key_pem: str) -> d
         contract.CA_CERT_FILE: ca_cert_pem,
         contract.CA_KEY_FILE: ca_key_pem,
         GUARD_RULES_FILE: guard_rules(args),
+        GUARD_RULES6_FILE: guard_rules_ipv6(args),
+        **_compat_files(args),
     }
     if workspace_trust_files(args)[contract.BUNDLE_FILE] == contract.BUNDLE_FILE:
         data[contract.BUNDLE_FILE] = bundle_pem(args, ca_cert_pem)
     return data
+
+
+def _compat_files(args: SandboxEgressArgs) -> dict[str, str]:
+    if not args.client_compat:
+        return {}
+    return {
+        compat.OPENSSL_CONF_FILE: compat.openssl_config(),
+        compat.SITECUSTOMIZE_FILE: compat.sitecustomize_source(),
+    }
 
 
 def secret_manifest(args: SandboxEgressArgs, string_data: Any) -> JSON:
@@ -374,6 +407,9 @@ def guard_rules(args: SandboxEgressArgs) -> str:
     listens on every address, so without these rules a workspace process
     reaches both sidecar ports directly. In ``filter OUTPUT`` (after ``nat``):
 
+    0. Neither port from outside the pod (kubelet, the node, hostNetwork
+       pods, which most CNIs exempt from NetworkPolicy): only redirected
+       in-pod traffic and in-pod port-forward are the sidecar's business.
     1. The control port over loopback only from uid 0, the port-forward path
        (the container runtime dials ``localhost`` in the pod's namespace):
        a workspace can neither answer its own ``decision_request`` s nor hold
@@ -389,6 +425,8 @@ def guard_rules(args: SandboxEgressArgs) -> str:
     reject = "-j REJECT --reject-with tcp-reset"
     rules = [
         "*filter",
+        f"-A INPUT ! -i lo -p tcp --dport {args.proxy_port} {reject}",
+        f"-A INPUT ! -i lo -p tcp --dport {args.control_port} {reject}",
         f"-A OUTPUT -o lo -p tcp --dport {args.control_port} "
         f"-m owner ! --uid-owner {PORT_FORWARD_UID} {reject}",
         f"-A OUTPUT -o lo -p tcp --dport {args.proxy_port} -m conntrack ! --ctstate DNAT {reject}",
@@ -401,6 +439,22 @@ def guard_rules(args: SandboxEgressArgs) -> str:
     return "\n".join(rules) + "\n"
 
 
+def guard_rules_ipv6(args: SandboxEgressArgs) -> str:
+    """The IPv6 half of :func:`guard_rules`: no in-pod connection to ``[::1]`` sidecar ports.
+
+    The sidecar listens on IPv4 only, so a workspace could bind ``[::1]:<control
+    port>`` and be the "sidecar" for a runtime that dials ``localhost`` as IPv6
+    first (CRI-O resolves it serially); refused, the runtime goes on to
+    127.0.0.1.
+    """
+    return (
+        "*filter\n"
+        f"-A OUTPUT -o lo -p tcp -m multiport --dports {args.proxy_port},{args.control_port} "
+        "-j REJECT --reject-with tcp-reset\n"
+        "COMMIT\n"
+    )
+
+
 def guard_container(args: SandboxEgressArgs) -> JSON:
     """The init container that installs :func:`guard_rules`, then exits.
 
@@ -410,12 +464,12 @@ def guard_container(args: SandboxEgressArgs) -> JSON:
     """
     context = _restricted_context(0, 0)
     context["runAsNonRoot"] = False
-    context["readOnlyRootFilesystem"] = False  # as the netfilter container: xtables lock
+    # iptables' nft backend (the image's) takes no /run/xtables.lock: read-only is fine.
     context["capabilities"] = {"drop": ["ALL"], "add": list(GUARD_CAPABILITIES)}
     return {
         "name": GUARD_CONTAINER,
         "image": args.sidecar_image,
-        "command": [contract.IPTABLES_RESTORE, "--noflush", f"{GUARD_DIR}/{GUARD_RULES_FILE}"],
+        "command": ["/bin/sh", "-c", GUARD_SCRIPT],
         "securityContext": context,
         "resources": {
             "requests": {"cpu": "10m", "memory": "16Mi"},
@@ -479,7 +533,9 @@ def _volumes(args: SandboxEgressArgs) -> list[JSON]:
             "secret": {
                 "secretName": secret,
                 "defaultMode": 0o444,
-                "items": [{"key": GUARD_RULES_FILE, "path": GUARD_RULES_FILE}],
+                "items": [
+                    {"key": k, "path": k} for k in (GUARD_RULES_FILE, GUARD_RULES6_FILE)
+                ],
             },
         },
         {
@@ -569,20 +625,105 @@ def _refuse_pod(spec: Mapping[str, Any], args: SandboxEgressArgs) -> None:
                 "escape the pod and its egress control: use an emptyDir or a "
                 "PersistentVolumeClaim",
             )
-        if _names_session_secret(volume, args):
+        secret = _managed_secret_of(volume)
+        if secret is not None:
+            raise ConfigError(where, _managed_secret_problem("mounts", secret, args))
+    _refuse_pod_confinement(spec)
+
+
+MANAGED_SECRET_PREFIX: Final = "condukt-egress-"  # noqa: S105 - a name, not a password
+"""Every Secret condukt-egress declares is named with this prefix (see
+:mod:`condukt_egress.naming`); workloads may reference none of them but
+through the injected volumes: each holds a session CA's private key."""
+
+
+def _is_managed_secret(name: object) -> bool:
+    return isinstance(name, str) and name.startswith(MANAGED_SECRET_PREFIX)
+
+
+def _managed_secret_of(volume: Mapping[str, Any]) -> str | None:
+    """The condukt-egress Secret a volume (plain or projected) references, if any."""
+    name = (volume.get("secret") or {}).get("secretName")
+    if _is_managed_secret(name):
+        return str(name)
+    for source in (volume.get("projected") or {}).get("sources") or ():
+        name = (source.get("secret") or {}).get("name")
+        if _is_managed_secret(name):
+            return str(name)
+    return None
+
+
+def _managed_secret_problem(verb: str, secret: str, args: SandboxEgressArgs) -> str:
+    own = secret == args.names.secret
+    whose = "the session Secret" if own else "another session's condukt-egress Secret"
+    return (
+        f"{verb} {whose} {secret!r}, which holds {'the' if own else 'its'} CA key; only the "
+        f"volumes condukt-egress injects may reference Secrets named {MANAGED_SECRET_PREFIX}*: "
+        "remove it"
+    )
+
+
+SAFE_SYSCTLS: Final = frozenset(
+    {
+        "kernel.shm_rmid_forced",
+        "net.ipv4.ip_local_port_range",
+        "net.ipv4.ip_local_reserved_ports",
+        "net.ipv4.ip_unprivileged_port_start",
+        "net.ipv4.ping_group_range",
+        "net.ipv4.tcp_fin_timeout",
+        "net.ipv4.tcp_keepalive_intvl",
+        "net.ipv4.tcp_keepalive_probes",
+        "net.ipv4.tcp_keepalive_time",
+        "net.ipv4.tcp_syncookies",
+    }
+)
+"""Kubernetes' safe sysctls (namespaced, no effect on other pods or the redirect).
+Any other is refused: net.* sysctls act on the pod's network namespace, where
+the redirect and the sidecar live (route_localnet, forwarding, rp_filter...)."""
+
+_UNCONFINED_SELINUX: Final = frozenset({"spc_t", "unconfined_t"})
+
+
+def _refuse_confinement(context: Mapping[str, Any], where: str) -> None:
+    """Refuse AppArmor ``Unconfined`` and unconfined SELinux types, like ``privileged``."""
+    if (context.get("appArmorProfile") or {}).get("type") == "Unconfined":
+        raise ConfigError(
+            f"{where}.appArmorProfile.type",
+            "is Unconfined; a workspace without its AppArmor profile has fewer walls between "
+            "it and the redirect: use RuntimeDefault (or a Localhost profile) or leave it unset",
+        )
+    selinux_type = (context.get("seLinuxOptions") or {}).get("type")
+    if selinux_type in _UNCONFINED_SELINUX:
+        raise ConfigError(
+            f"{where}.seLinuxOptions.type",
+            f"is {selinux_type}, an unconfined SELinux domain (spc_t is the 'super privileged "
+            "container' type): remove it and let the runtime pick container_t",
+        )
+
+
+def _refuse_pod_confinement(spec: Mapping[str, Any]) -> None:
+    """Pod-level confinement: AppArmor, SELinux, sysctls."""
+    context = spec.get("securityContext") or {}
+    _refuse_confinement(context, "spec.securityContext")
+    for index, sysctl in enumerate(context.get("sysctls") or ()):
+        name = sysctl.get("name")
+        if name not in SAFE_SYSCTLS:
             raise ConfigError(
-                where,
-                f"mounts the session Secret {args.names.secret!r}, which holds the CA key; "
-                f"only the condukt-egress volumes may reference it: remove the volume",
+                f"spec.securityContext.sysctls[{index}] ({name!r})",
+                "is not one of Kubernetes' safe sysctls; unsafe ones can change the pod's "
+                "network stack under the redirect (and need a kubelet allowlist): remove it",
             )
 
 
-def _names_session_secret(volume: Mapping[str, Any], args: SandboxEgressArgs) -> bool:
-    secret = args.names.secret
-    if (volume.get("secret") or {}).get("secretName") == secret:
-        return True
-    sources = (volume.get("projected") or {}).get("sources") or ()
-    return any((s.get("secret") or {}).get("name") == secret for s in sources)
+def _refuse_host_ports(container: Mapping[str, Any], where: str) -> None:
+    for index, port in enumerate(container.get("ports") or ()):
+        if port.get("hostPort"):
+            raise ConfigError(
+                f"{where}.ports[{index}].hostPort",
+                f"is {port.get('hostPort')!r}; a host port opens the pod on the node's "
+                "network, past the NetworkPolicy's closed ingress: remove hostPort (use a "
+                "Service, or port-forward)",
+            )
 
 
 def _refuse_container(container: Mapping[str, Any], where: str, args: SandboxEgressArgs) -> None:
@@ -619,6 +760,8 @@ def _refuse_container(container: Mapping[str, Any], where: str, args: SandboxEgr
             f"{where}.securityContext.windowsOptions.hostProcess",
             "is true; a host process runs in the node's network: remove it",
         )
+    _refuse_confinement(context, f"{where}.securityContext")
+    _refuse_host_ports(container, where)
     for cap in (context.get("capabilities") or {}).get("add") or ():
         normal = str(cap).upper().removeprefix("CAP_")
         if normal in args.unsafe_allowed_capabilities:
@@ -641,19 +784,19 @@ def _refuse_container(container: Mapping[str, Any], where: str, args: SandboxEgr
                 "sidecar takes every connection there for workspace traffic (or its only "
                 "control peer); probe a port of your own container or use an exec probe",
             )
-    secret = args.names.secret
     for index, env in enumerate(container.get("env") or ()):
         ref = ((env.get("valueFrom") or {}).get("secretKeyRef") or {}).get("name")
-        if ref == secret:
+        if _is_managed_secret(ref):
             raise ConfigError(
                 f"{where}.env[{index}] ({env.get('name')!r}).valueFrom.secretKeyRef",
-                f"reads the session Secret {secret!r}, which holds the CA key: remove it",
+                _managed_secret_problem("reads", str(ref), args),
             )
     for index, source in enumerate(container.get("envFrom") or ()):
-        if (source.get("secretRef") or {}).get("name") == secret:
+        ref = (source.get("secretRef") or {}).get("name")
+        if _is_managed_secret(ref):
             raise ConfigError(
                 f"{where}.envFrom[{index}].secretRef",
-                f"imports the session Secret {secret!r}, which holds the CA key: remove it",
+                _managed_secret_problem("imports", str(ref), args),
             )
     for mount in container.get("volumeMounts") or ():
         if mount.get("name") == CONFIG_VOLUME:
@@ -757,7 +900,7 @@ def _under(path: str, directory: str) -> bool:
     return normal == directory or normal.startswith(directory + "/")
 
 
-def _with_trust(container: JSON, where: str) -> None:
+def _with_trust(container: JSON, where: str, args: SandboxEgressArgs) -> None:
     mounts = [dict(m) for m in container.get("volumeMounts") or ()]
     for ours in _trust_mounts():
         clash = next(
@@ -787,6 +930,8 @@ def _with_trust(container: JSON, where: str) -> None:
     present = {e.get("name") for e in env}
     # An explicit user value of a CA variable wins (documented): they chose it.
     env += [e for e in _ca_env() if e["name"] not in present]
+    if args.client_compat:
+        env = compat.compat_env(env, WORKSPACE_TRUST_DIR)
     container["env"] = env
 
 
@@ -920,6 +1065,78 @@ def check(pod_spec: Mapping[str, Any], args: SandboxEgressArgs) -> None:
             )
 
 
+def harden_patch(pod_spec: Mapping[str, Any], args: SandboxEgressArgs) -> JSON:
+    """The pod spec of a server-side-apply patch, hardened like an injected one, or refused.
+
+    A patch merges into a pod declared elsewhere, so it cannot carry the
+    sidecar; but every container it adds or touches ends hardened like an
+    injected one (``capabilities.drop: [ALL]``, ``allowPrivilegeEscalation:
+    false``, seccomp ``RuntimeDefault`` unless the patch sets a profile),
+    since a container it adds would otherwise run with the runtime's default
+    capabilities (root can ``setuid`` to the sidecar uid and skip the
+    redirect); like injected ones they run as non-root unless the session
+    allows root workspaces. Init containers are refused: server-side apply may place a new
+    one before the netfilter init container, where it runs before the
+    redirect exists.
+
+    Args:
+        pod_spec: The patch's (partial) pod spec, Kubernetes field names.
+        args: The session.
+
+    Returns:
+        A new dict; the input is not modified. Idempotent.
+
+    Raises:
+        ConfigError: Every refusal of :func:`check`, and init containers.
+    """
+    check(pod_spec, args)
+    if pod_spec.get("initContainers"):
+        raise ConfigError(
+            "spec.initContainers",
+            "is set in a patch; server-side apply may order a patched init container before "
+            f"{NETFILTER_CONTAINER!r}, so it would run before the egress redirect exists: "
+            "declare init containers in the workload itself, which condukt-egress injects",
+        )
+    spec: JSON = copy.deepcopy(dict(pod_spec))
+    if spec.get("containers"):
+        pod_context = spec.get("securityContext") or {}
+        containers = [dict(c) for c in spec["containers"]]
+        for index, container in enumerate(containers):
+            _harden(container, pod_context, _where("containers", index, container), args)
+        spec["containers"] = containers
+    return spec
+
+
+APPARMOR_ANNOTATION_PREFIX: Final = "container.apparmor.security.beta.kubernetes.io/"
+"""The pre-1.30 way to choose a container's AppArmor profile (still honoured)."""
+
+
+def check_pod_metadata(metadata: Mapping[str, Any], args: SandboxEgressArgs) -> None:
+    """Refuse pod (template) metadata that unconfines a container or moves the pod's session.
+
+    Raises:
+        ConfigError: An AppArmor ``unconfined`` annotation
+            (``metadata.annotations[...]``), or the session label with another
+            session's value (``metadata.labels[...]``).
+    """
+    for key, value in (metadata.get("annotations") or {}).items():
+        if str(key).startswith(APPARMOR_ANNOTATION_PREFIX) and value == "unconfined":
+            raise ConfigError(
+                f"metadata.annotations[{key!r}]",
+                "is 'unconfined'; a workspace without its AppArmor profile has fewer walls "
+                "between it and the redirect: use 'runtime/default' or remove the annotation",
+            )
+    labels = metadata.get("labels") or {}
+    key, value = args.names.label_key, args.names.label_value
+    if labels.get(key, value) != value:
+        raise ConfigError(
+            f"metadata.labels[{key!r}]",
+            f"is {labels[key]!r}, but the workload is injected for session "
+            f"{args.session_id!r} ({value!r}); a pod belongs to one session: remove the label "
+            "or use that session's SandboxEgress",
+        )
+
+
 def inject(pod_spec: Mapping[str, Any], args: SandboxEgressArgs) -> JSON:
     """Return ``pod_spec`` with the session's egress control injected.
 
@@ -955,7 +1172,7 @@ def inject(pod_spec: Mapping[str, Any], args: SandboxEgressArgs) -> JSON:
     lists: dict[str, list[JSON]] = {"initContainers": [], "containers": []}
     for kind, where, container in _user_containers(spec, args, ours):
         _harden(container, pod_context, where, args)
-        _with_trust(container, where)
+        _with_trust(container, where, args)
         lists[kind].append(container)
 
     if not lists["containers"]:

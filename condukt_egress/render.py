@@ -51,6 +51,7 @@ __all__ = [
     "teardown_commands",
     "to_json",
     "to_yaml",
+    "yaml_stream",
 ]
 
 JSON = dict[str, Any]
@@ -127,12 +128,9 @@ _KubeDumper.add_implicit_resolver(
 )
 
 
-def to_yaml(objects: Sequence[JSON]) -> str:
-    """A multi-document YAML stream (one ``---`` document per object).
-
-    Its header comment says how to tear the session down (:func:`teardown_commands`).
-    """
-    body = yaml.dump_all(
+def yaml_stream(objects: Sequence[JSON]) -> str:
+    """Any objects as a multi-document YAML stream kubectl reads back unchanged, no header."""
+    return yaml.dump_all(
         objects,
         Dumper=_KubeDumper,
         explicit_start=True,
@@ -141,6 +139,14 @@ def to_yaml(objects: Sequence[JSON]) -> str:
         default_flow_style=False,
         width=1 << 20,
     )
+
+
+def to_yaml(objects: Sequence[JSON]) -> str:
+    """A session as a multi-document YAML stream (one ``---`` document per object).
+
+    Its header comment says how to tear the session down (:func:`teardown_commands`).
+    """
+    body = yaml_stream(objects)
     teardown = "".join(f"#   {c}\n" for c in teardown_commands(objects))
     return (
         YAML_HEADER

@@ -25,6 +25,7 @@ import pulumi
 from pulumi.output import Unknown
 from pulumi.runtime import rpc
 
+from condukt_egress._passthrough import passthrough_warning
 from condukt_egress.args import SandboxEgressArgs
 from condukt_egress.workloads import (
     Workload,
@@ -76,12 +77,27 @@ def transform_props(
     if workload.variant == "List":
         out["items"] = _lift(wire.get("items"), lambda i: workload_items(i, workload, name, args))
         return out
-    if workload.variant != "Patch":
+    if workload.variant != "Patch" or "metadata" in wire:
         out["metadata"] = _lift(
             wire.get("metadata"), lambda m: workload_metadata(m, workload, name, args)
         )
     out["spec"] = _lift(wire.get("spec"), lambda s: workload_spec(s, workload, name, args))
     return out
+
+
+def _warn_passthrough(
+    transform_args: pulumi.ResourceTransformArgs, warned: set[tuple[str, str]]
+) -> None:
+    """Name, once, a resource that may create or change pods out of the transform's sight."""
+    key = (transform_args.type_, transform_args.name)
+    if key in warned:
+        return
+    message = passthrough_warning(
+        transform_args.type_, transform_args.name, custom=transform_args.custom
+    )
+    if message is not None:
+        warned.add(key)
+        pulumi.log.warn(message)
 
 
 def workload_transform(
@@ -97,14 +113,18 @@ def workload_transform(
     Returns:
         A callable for ``ResourceOptions(transforms=[...])`` or
         ``pulumi.runtime.register_resource_transform``; it returns None (no
-        change) for anything that is not a workload.
+        change) for anything that is not a workload, and warns once (Pulumi's
+        log) about a resource that may create or change pods out of its sight
+        (:func:`condukt_egress._passthrough.passthrough_warning`).
     """
+    warned: set[tuple[str, str]] = set()
 
     def transform(
         transform_args: pulumi.ResourceTransformArgs,
     ) -> pulumi.ResourceTransformResult | None:
         workload = workload_of(transform_args.type_)
         if workload is None:
+            _warn_passthrough(transform_args, warned)
             return None
         props = transform_props(transform_args.props, workload, transform_args.name, args)
         opts = pulumi.ResourceOptions.merge(

@@ -20,9 +20,10 @@ CronJob                  ``spec.jobTemplate.spec.template.spec``
 =======================  =========================================
 
 ``<Kind>List`` resources are injected item by item. ``<Kind>Patch`` resources
-are server-side-apply patches of an object declared elsewhere: they are
-checked with :func:`condukt_egress.manifests.check` (a patch can never add a
-bypass) but not injected, since a partial spec cannot carry a whole sidecar.
+are server-side-apply patches of an object declared elsewhere: they are not
+injected, since a partial spec cannot carry a whole sidecar, but every
+container they add or touch is hardened, and anything that could bypass the
+sidecar is refused (:func:`condukt_egress.manifests.harden_patch`).
 """
 
 from __future__ import annotations
@@ -140,8 +141,16 @@ def _relocated(exc: ConfigError, prefix: str, pod_spec_path: str) -> ConfigError
 def workload_metadata(
     metadata: Any, workload: Workload, name: str, args: SandboxEgressArgs
 ) -> JSON:
-    """The workload's ``metadata`` with its namespace checked or set (and a Pod labelled)."""
+    """The workload's ``metadata`` with its namespace checked or set (and a Pod labelled).
+
+    A ``Patch``'s metadata is returned unchanged, once a Pod patch's labels and
+    annotations are checked (:func:`condukt_egress.manifests.check_pod_metadata`).
+    """
     prefix = workload.describe(name)
+    if workload.variant == "Patch":
+        if not workload.template:
+            _check_pod_metadata(metadata, prefix, args)
+        return metadata  # type: ignore[no-any-return]
     meta: JSON = dict(metadata or {})
     namespace = meta.get("namespace")
     if namespace is None or namespace == "":
@@ -156,7 +165,46 @@ def workload_metadata(
         )
     if not workload.template:
         meta["labels"] = _labelled(meta.get("labels"), f"{prefix} metadata.labels", args)
+        _check_pod_metadata(meta, prefix, args)
     return meta
+
+
+def _check_pod_metadata(meta: Any, prefix: str, args: SandboxEgressArgs, path: str = "") -> None:
+    """:func:`manifests.check_pod_metadata` with the field at ``path`` in the workload."""
+    if isinstance(meta, Mapping):
+        try:
+            manifests.check_pod_metadata(meta, args)
+        except ConfigError as exc:
+            raise (exc.under(path) if path else exc).under(prefix, sep=" ") from None
+
+
+def _patch_spec(
+    spec: Mapping[str, Any], workload: Workload, prefix: str, args: SandboxEgressArgs
+) -> JSON:
+    """A ``*Patch``'s spec with its pod spec hardened and pod metadata checked, if it has them."""
+
+    def hardened(pod_spec: Mapping[str, Any]) -> JSON:
+        try:
+            return manifests.harden_patch(pod_spec, args)
+        except ConfigError as exc:
+            raise _relocated(exc, prefix, workload.pod_spec_path) from None
+
+    if not workload.template:
+        return hardened(spec)
+    out: JSON = dict(spec)
+    template = out
+    for key in workload.template:
+        node = template.get(key)
+        if not isinstance(node, Mapping):
+            return out  # the patch does not touch the pod template
+        template[key] = dict(node)
+        template = template[key]
+    _check_pod_metadata(
+        template.get("metadata"), prefix, args, f"spec.{'.'.join(workload.template)}"
+    )
+    if isinstance(template.get("spec"), Mapping):
+        template["spec"] = hardened(template["spec"])
+    return out
 
 
 def _labelled(labels: Any, where: str, args: SandboxEgressArgs) -> JSON:
@@ -185,19 +233,12 @@ def _dig(value: Any, path: Sequence[str], where: str) -> JSON:
 
 
 def workload_spec(spec: Any, workload: Workload, name: str, args: SandboxEgressArgs) -> JSON:
-    """The workload's ``spec`` with its pod template injected (a patch is only checked)."""
+    """The workload's ``spec`` with its pod template injected (a patch's hardened)."""
     prefix = workload.describe(name)
     if not isinstance(spec, Mapping):
         raise ConfigError(f"{prefix} spec", "is missing; declare the workload's spec")
     if workload.variant == "Patch":
-        pod_spec: Mapping[str, Any] = spec
-        for key in (*workload.template, "spec") if workload.template else ():
-            pod_spec = pod_spec.get(key) or {}
-        try:
-            manifests.check(pod_spec, args)
-        except ConfigError as exc:
-            raise _relocated(exc, prefix, workload.pod_spec_path) from None
-        return dict(spec)
+        return _patch_spec(spec, workload, prefix, args)
     if workload.kind in JOB_KINDS and not args.native_sidecar:
         raise ConfigError(
             f"{prefix}",
@@ -220,6 +261,9 @@ def workload_spec(spec: Any, workload: Workload, name: str, args: SandboxEgressA
     template["metadata"] = dict(template.get("metadata") or {})
     template["metadata"]["labels"] = _labelled(
         template["metadata"].get("labels"), f"{prefix} {workload.labels_path}", args
+    )
+    _check_pod_metadata(
+        template["metadata"], prefix, args, f"spec.{'.'.join(workload.template)}"
     )
     try:
         template["spec"] = manifests.inject(
@@ -245,7 +289,8 @@ def inject_workload(
 
     Returns:
         A new dict: namespace set or checked, pod template labelled and
-        injected (a ``Patch`` is only checked). Idempotent.
+        injected (a ``Patch`` has what it carries hardened or refused:
+        :func:`condukt_egress.manifests.harden_patch`). Idempotent.
 
     Raises:
         ConfigError: The workload could bypass the sidecar, clashes with what
@@ -254,7 +299,7 @@ def inject_workload(
             ``Deployment 'agent' spec.template.spec.containers[0] ...``.
     """
     out = dict(obj)
-    if workload.variant != "Patch":
+    if workload.variant != "Patch" or "metadata" in obj:
         out["metadata"] = workload_metadata(obj.get("metadata"), workload, name, args)
     out["spec"] = workload_spec(obj.get("spec"), workload, name, args)
     return out

@@ -77,7 +77,7 @@ def _matches(rule: Sequence[str], conn: Connection, dport: int, dnat: bool) -> b
             negate = True
             i += 1
             continue
-        if word in ("-m", "-p"):
+        if word in ("-m", "-p", "-i"):  # -i only in INPUT rules, not evaluated here
             assert word != "-p" or words[i + 1] == "tcp"
             i += 2
             continue
@@ -112,7 +112,7 @@ def evaluate(conn: Connection, nat: list[list[str]], filter_: list[list[str]]) -
     # REDIRECT rewrites the destination to the loopback address: re-routed via lo.
     after = Connection(conn.uid, LOOPBACK if redirected else conn.dst, dport)
     for rule in filter_:
-        if _matches(rule, after, dport, redirected):
+        if rule[1] == "OUTPUT" and _matches(rule, after, dport, redirected):
             target = rule[rule.index("-j") + 1]
             if target in ("REJECT", "DROP", "ACCEPT"):
                 return Outcome("ACCEPT" if target == "ACCEPT" else "REJECT", dport, redirected)

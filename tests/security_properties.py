@@ -12,7 +12,7 @@ import re
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from condukt_egress import contract
+from condukt_egress import compat, contract
 from condukt_egress.manifests import (
     CA_ENV_VARS,
     CONFIG_VOLUME,
@@ -192,6 +192,34 @@ def assert_hardened(pod_spec: JSON) -> None:
     assert not pod_spec.get("ephemeralContainers")
 
 
+def assert_container_hardened(container: JSON, pod_context: JSON | None = None) -> None:
+    """Property 9 on one user container: drops ALL, cannot escalate, confined by seccomp."""
+    context = container.get("securityContext") or {}
+    name = container.get("name")
+    assert "ALL" in ((context.get("capabilities") or {}).get("drop") or ()), name
+    assert context.get("allowPrivilegeEscalation") is False, name
+    assert not context.get("privileged"), name
+    pod_seccomp = ((pod_context or {}).get("seccompProfile") or {}).get("type")
+    seccomp = (context.get("seccompProfile") or {}).get("type") or pod_seccomp
+    assert seccomp in ("RuntimeDefault", "Localhost"), name
+
+
+def assert_patch_hardened(pod_spec: JSON) -> None:
+    """Property 9 on a patch's pod spec: every container it adds or touches ends hardened.
+
+    A patch merges into a pod declared elsewhere, so it carries no sidecar; it
+    must carry no init container either (server-side apply could order one
+    before the redirect), and every container in it is hardened.
+    """
+    assert not pod_spec.get("initContainers"), "a patch may not carry init containers"
+    assert not pod_spec.get("ephemeralContainers")
+    for name in ("hostNetwork", "hostPID", "hostIPC", "shareProcessNamespace"):
+        assert not pod_spec.get(name), name
+    for container in pod_spec.get("containers") or ():
+        assert container.get("name") not in (NETFILTER_CONTAINER, SIDECAR_CONTAINER)
+        assert_container_hardened(container, pod_spec.get("securityContext"))
+
+
 def pod_template(obj: JSON) -> JSON:
     """The pod template (``metadata`` and ``spec``) of a workload object of any kind."""
     kind = obj["kind"]
@@ -269,7 +297,11 @@ def assert_workspace_trusts_the_ca(secret: JSON, pod_spec: JSON) -> None:
     holding the session CA."""
     view = workspace_trust_view(secret, pod_spec)
     ca = secret["stringData"][contract.CA_CERT_FILE].strip()
-    assert set(view) == {contract.CA_CERT_FILE, contract.BUNDLE_FILE}
+    profile = {compat.OPENSSL_CONF_FILE, f"{compat.PYTHON_DIR}/{compat.SITECUSTOMIZE_FILE}"}
+    assert {contract.CA_CERT_FILE, contract.BUNDLE_FILE} <= set(view)
+    assert set(view) - {contract.CA_CERT_FILE, contract.BUNDLE_FILE} <= profile, set(view)
+    key = secret["stringData"][contract.CA_KEY_FILE].strip()
+    assert not any(key in text for text in view.values()), "the workspace would see the CA key"
     workspace = next(c for c in pod_spec["containers"] if c["name"] != SIDECAR_CONTAINER)
     env = {e["name"]: e.get("value") for e in workspace.get("env") or ()}
     for name, file in CA_ENV_VARS:

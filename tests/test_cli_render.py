@@ -11,6 +11,7 @@ import yaml
 from click.testing import CliRunner
 
 from condukt_egress.cli import cli, main
+from condukt_egress.errors import EgressError
 from tests.k8s_schema import assert_valid
 from tests.security_properties import assert_network_policy, assert_session_secure
 
@@ -31,6 +32,15 @@ def main_exit(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int,
         main(argv)
     code = info.value.code
     return (code if isinstance(code, int) else 1), capsys.readouterr().err
+
+
+def main_exit_plain(*argv: str) -> tuple[int, str]:
+    """Run the console script in a subprocess-free way; return its exit status and stderr."""
+    result = CliRunner().invoke(cli, list(argv))
+    return result.exit_code if not isinstance(result.exception, EgressError) else 1, (
+        result.stderr if not isinstance(result.exception, EgressError)
+        else f"{type(result.exception).__name__}: {result.exception}"
+    )
 
 
 # --- render ------------------------------------------------------------------
@@ -103,6 +113,7 @@ def test_render_network_options_reach_the_network_policy() -> None:
         "--dns-pod-label", "k8s-app=coredns", "--dns-pod-label", "tier=dns",
         "--unproxied-egress", "10.0.12.7/32:5432",
         "--unproxied-egress", "10.0.0.0/24:53,5353/UDP",
+        "--unsafe-unproxied-egress",  # port 53: DNS to a resolver of the workspace's choosing
     )  # fmt: skip
     assert code == 0
     _, policy, _ = yaml.safe_load_all(out)
@@ -118,6 +129,13 @@ def test_render_network_options_reach_the_network_policy() -> None:
         "ports": [{"protocol": "TCP", "port": 5432}],
     }
     assert resolver["ports"] == [{"protocol": "UDP", "port": 53}, {"protocol": "UDP", "port": 5353}]
+    # Without the acknowledgement, the same flags are refused, naming the flag and entry.
+    code, err = main_exit_plain(
+        "render", "--session-id", "demo", "--unproxied-egress", "10.0.0.0/24:53,5353/UDP"
+    )
+    assert code == 1
+    assert err.startswith("ConfigError: --unproxied-egress[0].ports: contains 53")
+    assert "unsafeUnproxiedEgress" in err
 
 
 def test_render_to_a_file_only_its_owner_can_read(tmp_path: Path) -> None:

@@ -75,6 +75,14 @@ def test_sandbox_egress_loads_on_first_use() -> None:
     assert condukt_egress.SandboxEgress is Component
 
 
+def test_sandbox_guard_loads_on_first_use() -> None:
+    assert "pulumi" not in loaded_after("import condukt_egress.guard")
+    modules = loaded_after(
+        "import condukt_egress\nassert condukt_egress.SandboxGuard.__name__ == 'SandboxGuard'"
+    )
+    assert "pulumi" in modules
+
+
 def test_portforward_does_not_import_the_manifest_builders() -> None:
     assert "condukt_egress.manifests" not in loaded_after("import condukt_egress.portforward")
 

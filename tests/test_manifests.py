@@ -14,7 +14,11 @@ from condukt_egress.errors import ConfigError
 from condukt_egress.naming import ANNOTATION_SESSION_ID
 from condukt_egress.policy import EgressPolicy, allow, decide, deny
 from tests.k8s_schema import assert_valid
-from tests.security_properties import assert_network_policy, assert_session_secure
+from tests.security_properties import (
+    assert_network_policy,
+    assert_patch_hardened,
+    assert_session_secure,
+)
 from tests.strategies import user_containers
 
 CA_PEM = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
@@ -53,9 +57,11 @@ def test_secret_carries_exactly_the_sidecar_files() -> None:
     assert_valid(secret)
     data = secret["stringData"]
     # The default bundle is the CA itself: the trust volume shows ca.pem as bundle.pem.
-    assert set(data) == {"policy.json", "ca.pem", "ca-key.pem", "guard.rules"}
+    compat_files = {"openssl.cnf", "sitecustomize.py"}
+    sidecar_files = {"policy.json", "ca.pem", "ca-key.pem", "guard.rules", "guard6.rules"}
+    assert set(data) == sidecar_files | compat_files
     roots = manifests.secret_data(session(trust_bundle="public-roots"), CA_PEM, KEY_PEM)
-    assert set(roots) == {"policy.json", "ca.pem", "ca-key.pem", "bundle.pem", "guard.rules"}
+    assert set(roots) == sidecar_files | compat_files | {"bundle.pem"}
     assert json.loads(data["policy.json"]) == POLICY.to_wire()
     assert data["ca-key.pem"] == KEY_PEM
     assert secret["immutable"] is True
@@ -192,16 +198,20 @@ def test_workspace_trusts_the_ca_through_files_and_env() -> None:
     assert env["SSL_CERT_FILE"] == "/etc/condukt/bundle.pem"
     assert len([n for n, _ in manifests.CA_ENV_VARS]) == 6
     trust = next(v for v in spec["volumes"] if v["name"] == manifests.TRUST_VOLUME)
-    # The workspace sees ca.pem and bundle.pem; by default both show the Secret's ca.pem.
+    # The workspace sees ca.pem and bundle.pem (by default both show the Secret's
+    # ca.pem) and the client compatibility profile.
+    compat_items = {"openssl.cnf": "openssl.cnf", "python/sitecustomize.py": "sitecustomize.py"}
     assert {i["path"]: i["key"] for i in trust["secret"]["items"]} == {
         "ca.pem": "ca.pem",
         "bundle.pem": "ca.pem",
+        **compat_items,
     }
     roots = manifests.inject(workspace_spec(), session(trust_bundle="public-roots"))
     trust = next(v for v in roots["volumes"] if v["name"] == manifests.TRUST_VOLUME)
     assert {i["path"]: i["key"] for i in trust["secret"]["items"]} == {
         "ca.pem": "ca.pem",
         "bundle.pem": "bundle.pem",
+        **compat_items,
     }
 
 
@@ -522,3 +532,137 @@ def test_pod_level_bypass_settings_are_refused(
             refuse(spec, session())
         assert info.value.field == field
         assert fix in info.value.message
+
+
+# -- security round 2 ------------------------------------------------------------------
+
+OTHER_SECRET = SandboxEgressArgs(session_id="someone else's run").names.secret
+WS = "spec.containers[0] (container 'workspace')"
+
+
+@pytest.mark.parametrize(
+    ("mutate", "field"),
+    [
+        (lambda s: s["volumes"].append({"name": "k", "secret": {"secretName": OTHER_SECRET}}),
+         "spec.volumes[1] (volume 'k')"),
+        (lambda s: s["volumes"].append(
+            {"name": "k", "projected": {"sources": [{"secret": {"name": OTHER_SECRET}}]}}),
+         "spec.volumes[1] (volume 'k')"),
+        (lambda s: s["containers"][0]["env"].append(
+            {"name": "K", "valueFrom": {"secretKeyRef": {"name": OTHER_SECRET, "key": "k"}}}),
+         f"{WS}.env[1] ('K').valueFrom.secretKeyRef"),
+        (lambda s: s["containers"][0].update(envFrom=[{"secretRef": {"name": OTHER_SECRET}}]),
+         f"{WS}.envFrom[0].secretRef"),
+    ],
+)  # fmt: skip
+def test_another_sessions_secret_is_refused(mutate: Any, field: str) -> None:
+    # Round 2: inject for session B accepted a volume of session A's Secret, CA key included.
+    spec = workspace_spec()
+    mutate(spec)
+    with pytest.raises(ConfigError) as info:
+        manifests.inject(spec, session())
+    assert info.value.field == field
+    assert f"another session's condukt-egress Secret {OTHER_SECRET!r}" in info.value.message
+    assert "condukt-egress-*" in info.value.message
+
+
+@pytest.mark.parametrize(
+    ("mutate", "field", "fix"),
+    [
+        (lambda s: s.update(securityContext={"appArmorProfile": {"type": "Unconfined"}}),
+         "spec.securityContext.appArmorProfile.type", "RuntimeDefault"),
+        (lambda s: s["containers"][0].update(
+            securityContext={"appArmorProfile": {"type": "Unconfined"}}),
+         f"{WS}.securityContext.appArmorProfile.type", "RuntimeDefault"),
+        (lambda s: s.update(securityContext={"seLinuxOptions": {"type": "spc_t"}}),
+         "spec.securityContext.seLinuxOptions.type", "container_t"),
+        (lambda s: s["containers"][0].update(securityContext={"seLinuxOptions": {"type": "spc_t"}}),
+         f"{WS}.securityContext.seLinuxOptions.type", "container_t"),
+        (lambda s: s["containers"][0].update(
+            ports=[{"containerPort": 8080}, {"containerPort": 15002, "hostPort": 15002}]),
+         f"{WS}.ports[1].hostPort", "remove hostPort"),
+        (lambda s: s.update(securityContext={"sysctls": [
+            {"name": "net.ipv4.tcp_syncookies", "value": "1"},
+            {"name": "net.ipv4.conf.all.route_localnet", "value": "1"}]}),
+         "spec.securityContext.sysctls[1] ('net.ipv4.conf.all.route_localnet')", "remove it"),
+    ],
+)  # fmt: skip
+def test_unconfined_profiles_host_ports_and_unsafe_sysctls_are_refused(
+    mutate: Any, field: str, fix: str
+) -> None:
+    # Round 2: all of these were accepted, while privileged was refused.
+    spec = workspace_spec()
+    mutate(spec)
+    with pytest.raises(ConfigError) as info:
+        manifests.inject(spec, session())
+    assert info.value.field == field
+    assert fix in info.value.message
+
+
+def test_safe_sysctls_confined_profiles_and_sandbox_runtimes_stay_allowed() -> None:
+    spec = workspace_spec() | {
+        "runtimeClassName": "gvisor",  # gVisor/Kata: good practice for agent sandboxes
+        "securityContext": {
+            "sysctls": [{"name": "net.ipv4.ip_unprivileged_port_start", "value": "0"}],
+            "seLinuxOptions": {"type": "container_t", "level": "s0:c1,c2"},
+        },
+    }
+    spec["containers"][0]["ports"] = [{"containerPort": 8080, "hostPort": 0}]
+    out = manifests.inject(spec, session())
+    assert out["runtimeClassName"] == "gvisor"
+    assert_valid({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "spec": out})
+
+
+def test_apparmor_annotations_and_foreign_session_labels_are_refused() -> None:
+    args = session()
+    manifests.check_pod_metadata({"annotations": {"a": "unconfined"}}, args)
+    with pytest.raises(ConfigError) as info:
+        manifests.check_pod_metadata(
+            {"annotations": {f"{manifests.APPARMOR_ANNOTATION_PREFIX}workspace": "unconfined"}},
+            args,
+        )
+    assert info.value.field.startswith("metadata.annotations[")
+    with pytest.raises(ConfigError, match=r"^metadata\.labels\["):
+        manifests.check_pod_metadata({"labels": {args.names.label_key: "other"}}, args)
+
+
+# -- property 9: patches -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "container",
+    [
+        {"name": "added", "image": "x"},  # no securityContext at all
+        {"name": "ws", "securityContext": {"capabilities": {"drop": []}}},  # drop emptied
+        {"name": "ws", "securityContext": {"capabilities": {"drop": ["NET_RAW"]}}},
+    ],
+)
+def test_harden_patch_leaves_every_container_hardened(container: dict[str, Any]) -> None:
+    # Round 2: a patch adding a container without securityContext, or emptying
+    # capabilities.drop, was accepted unchanged; a root container with the runtime's
+    # default capabilities can setuid(1337) and skip the redirect.
+    patch = {"containers": [container]}
+    out = manifests.harden_patch(patch, session())
+    assert_patch_hardened(out)
+    assert out["containers"][0]["securityContext"]["runAsNonRoot"] is True
+    assert patch == {"containers": [container]}, "the input is not modified"
+    assert manifests.harden_patch(out, session()) == out
+
+
+def test_a_root_container_in_a_patch_is_refused_or_hardened_when_root_is_allowed() -> None:
+    root = {"name": "root", "image": "x", "securityContext": {"runAsUser": 0}}
+    with pytest.raises(ConfigError) as info:
+        manifests.harden_patch({"containers": [root]}, session())
+    assert info.value.field == "spec.containers[0] (container 'root').securityContext.runAsUser"
+    out = manifests.harden_patch({"containers": [root]}, session(allow_root_workspace=True))
+    assert_patch_hardened(out)  # root, but with no capability to setuid(1337)
+
+
+def test_harden_patch_refuses_init_containers() -> None:
+    with pytest.raises(ConfigError) as info:
+        manifests.harden_patch(
+            {"initContainers": [{"name": "setup", "securityContext": {"runAsUser": 0}}]},
+            session(),
+        )
+    assert info.value.field == "spec.initContainers"
+    assert "before the egress redirect exists" in info.value.message

@@ -59,7 +59,9 @@ FULL_CONFIG = {
         {"cidr": "10.0.12.7/32", "ports": [5432]},
         {"cidr": "10.0.0.0/24", "ports": [53, 5353], "protocol": "UDP"},
     ],
+    "clientCompat": "false",
     "allowRootWorkspace": "true",
+    "unsafeUnproxiedEgress": "true",  # port 53 above: accepted only with the acknowledgement
 }
 REPEATED = {"clusterCidrs", "dnsPodLabels", "unproxiedEgress"}
 """Keys given as one flag per entry, named for one entry (``--cluster-cidr``)."""

@@ -413,6 +413,8 @@ def test_a_pod_level_quantity_we_cannot_read_names_the_field() -> None:
 
 GUARD_DEFAULT = (
     "*filter\n"
+    "-A INPUT ! -i lo -p tcp --dport 15001 -j REJECT --reject-with tcp-reset\n"
+    "-A INPUT ! -i lo -p tcp --dport 15002 -j REJECT --reject-with tcp-reset\n"
     "-A OUTPUT -o lo -p tcp --dport 15002 -m owner ! --uid-owner 0 "
     "-j REJECT --reject-with tcp-reset\n"
     "-A OUTPUT -o lo -p tcp --dport 15001 -m conntrack ! --ctstate DNAT "
@@ -473,16 +475,29 @@ def test_the_guard_runs_after_the_redirect_and_before_anything_else() -> None:
     assert names == ["condukt-egress-init", "condukt-egress-guard", "condukt-egress", "setup"]
     guard = spec["initContainers"][1]
     assert guard["image"] == "ghcr.io/tuist/condukt-egress:1.5.1"  # ships iptables
-    assert guard["command"] == ["iptables-restore", "--noflush", "/etc/condukt-guard/guard.rules"]
+    assert guard["command"] == [
+        "/bin/sh", "-c",
+        "iptables-restore --noflush /etc/condukt-guard/guard.rules && "
+        "{ ip6tables-restore --noflush /etc/condukt-guard/guard6.rules || "
+        "[ ! -e /proc/net/if_inet6 ]; }",
+    ]  # fmt: skip
     assert guard["securityContext"]["runAsUser"] == 0
+    assert guard["securityContext"]["readOnlyRootFilesystem"] is True
     assert guard["securityContext"]["capabilities"] == {"drop": ["ALL"], "add": ["NET_ADMIN"]}
     assert guard["volumeMounts"] == [
         {"name": "condukt-egress-guard", "mountPath": "/etc/condukt-guard", "readOnly": True}
     ]
     volume = next(v for v in spec["volumes"] if v["name"] == "condukt-egress-guard")
-    assert volume["secret"]["items"] == [{"key": "guard.rules", "path": "guard.rules"}]
+    assert volume["secret"]["items"] == [
+        {"key": "guard.rules", "path": "guard.rules"},
+        {"key": "guard6.rules", "path": "guard6.rules"},
+    ]
     data = manifests.secret_data(SandboxEgressArgs(session_id="p"), "c", KEY)
     assert data["guard.rules"] == GUARD_DEFAULT
+    assert data["guard6.rules"] == (
+        "*filter\n-A OUTPUT -o lo -p tcp -m multiport --dports 15001,15002 "
+        "-j REJECT --reject-with tcp-reset\nCOMMIT\n"
+    )
     assert_session_secure(spec)
 
 

@@ -24,6 +24,7 @@ COMMANDS: Final = {
     "events": "condukt_egress.cli.events",
     "explain": "condukt_egress.cli.explain",
     "render": "condukt_egress.cli.render",
+    "render-guard": "condukt_egress.cli.render_guard",
 }
 """Each subcommand and the module that defines it (add one line per new command)."""
 

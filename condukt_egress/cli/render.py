@@ -9,7 +9,7 @@ The flags are the stack config keys of ``Pulumi.yaml`` one-to-one
 ``clusterCidrs`` is ``--cluster-cidr CIDR``, ``dnsPodLabels`` is
 ``--dns-pod-label KEY=VALUE`` and ``unproxiedEgress`` is
 ``--unproxied-egress CIDR:PORT[,PORT...][/PROTOCOL]`` (e.g.
-``10.0.12.7/32:5432`` or ``10.0.0.0/24:53,5353/UDP``; TCP when no protocol).
+``10.0.12.7/32:5432`` or ``10.0.0.0/24:8125,5353/UDP``; TCP when no protocol).
 
 Example:
     condukt-egress render --session-id run-42 --namespace agents \
