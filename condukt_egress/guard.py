@@ -371,13 +371,21 @@ def _affixed(expression: str, prefix: str, suffix: str) -> str:
     )
 
 
+def _common_prefix(a: str, b: str) -> str:
+    """The longest text both ``a`` and ``b`` start with."""
+    pairs = enumerate(zip(a, b, strict=False))
+    end = next((i for i, (x, y) in pairs if x != y), min(len(a), len(b)))
+    return a[:end]
+
+
 @dataclass(frozen=True)
 class _Ours:
     """What the injection puts in a pod, read off injected template pods."""
 
     root_init: tuple[JSON, ...]  # our init containers other than the sidecar, in order
     sidecar: JSON
-    wildcard_args: Mapping[str, frozenset[int]]  # per container: session-dependent argv slots
+    wildcard_args: Mapping[str, Mapping[int, str]]  # per container: session-dependent argv
+    # slots, each with the text every session's value starts with (e.g. "--session-id=")
     secret_volumes: Mapping[str, tuple[str, ...]]  # volumes on the session Secret: their keys
     key_volumes: tuple[str, ...]  # those exposing the CA key
     key_readers: tuple[str, ...]  # our containers mounting one of those
@@ -403,13 +411,15 @@ def _ours(args: SandboxGuardArgs) -> _Ours:
     root_plain = list(plain["initContainers"])
     if [c["name"] for c in root_native] != [c["name"] for c in root_plain]:  # pragma: no cover
         raise AssertionError("native and plain injection disagree on the init containers")
-    wildcards: dict[str, frozenset[int]] = {}
+    wildcards: dict[str, dict[int, str]] = {}
     other = ours(specs[(_TEMPLATE_IDS[1], True)])
     for name, container in ours(native).items():
         a, b = container.get("args") or [], other[name].get("args") or []
         if len(a) != len(b):  # pragma: no cover - argv length depends on the session
             raise AssertionError(f"{name}: argv length depends on the session id")
-        wildcards[name] = frozenset(i for i, (x, y) in enumerate(zip(a, b, strict=True)) if x != y)
+        wildcards[name] = {
+            i: _common_prefix(x, y) for i, (x, y) in enumerate(zip(a, b, strict=True)) if x != y
+        }
     secret = args.template(_TEMPLATE_IDS[0], native_sidecar=True).names.secret
     secret_volumes = {
         v["name"]: tuple(i["key"] for i in v["secret"]["items"])
@@ -433,7 +443,7 @@ def _ours(args: SandboxGuardArgs) -> _Ours:
 
 
 def _container_matches(
-    c: str, template: JSON, wildcard: frozenset[int], images: Sequence[str]
+    c: str, template: JSON, wildcard: Mapping[int, str], images: Sequence[str]
 ) -> str:
     """CEL: container ``c`` runs what ``template`` runs and nothing more.
 
@@ -454,7 +464,13 @@ def _container_matches(
         if argv
         else f"(!has({c}.args) || size({c}.args) == 0)"
     )
-    parts += [f"{c}.args[{i}] == {_lit(a)}" for i, a in enumerate(argv) if i not in wildcard]
+    parts += [
+        f"{c}.args[{i}].startsWith({_lit(wildcard[i])})"
+        if i in wildcard
+        else f"{c}.args[{i}] == {_lit(a)}"
+        for i, a in enumerate(argv)
+        if i not in wildcard or wildcard[i]
+    ]
     env_names = [e["name"] for e in template.get("env") or ()]
     if env_names:
         parts.append(

@@ -8,6 +8,7 @@ the fix. See ``tests/cel_admission.py`` for what the evaluator models.
 from __future__ import annotations
 
 import copy
+import doctest
 from collections.abc import Callable
 from typing import Any
 
@@ -16,6 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from condukt_egress import SandboxEgressArgs, contract, manifests
+from condukt_egress import guard as guard_module
 from condukt_egress.errors import ConfigError
 from condukt_egress.guard import (
     GUARD_NAMESPACE_LABEL,
@@ -318,6 +320,12 @@ MUTATIONS: dict[str, tuple[Callable[[JSON], Any], str]] = {
         ),
         "the sidecar condukt-egress must be the one condukt-egress injects",
     ),
+    "sidecar session-id slot used for another flag": (
+        lambda p: init(p, manifests.SIDECAR_CONTAINER)["args"].__setitem__(
+            -1, "--policy-file=/etc/condukt/ca.pem"
+        ),
+        "the sidecar condukt-egress must be the one condukt-egress injects",
+    ),
     "netfilter args changed": (
         lambda p: init(p, manifests.NETFILTER_CONTAINER)["args"].__setitem__(-1, "0"),
         "the init container condukt-egress-init must be the one condukt-egress injects",
@@ -357,10 +365,11 @@ MUTATIONS: dict[str, tuple[Callable[[JSON], Any], str]] = {
         "but container workspace refers to one",
     ),
     "filter rules volume on a Secret of one's own": (
-        lambda p: next(v for v in p["spec"]["volumes"] if v["name"] == manifests.GUARD_VOLUME)[
+        lambda p: next(v for v in p["spec"]["volumes"] if v["name"] == manifests.FILTER_VOLUME)[
             "secret"
         ].update(secretName="my-empty-rules"),
-        f"volume {manifests.GUARD_VOLUME} must be the Secret {SESSION.names.secret} of the session",
+        f"volume {manifests.FILTER_VOLUME} must be the Secret {SESSION.names.secret} "
+        "of the session",
     ),
     "netfilter made a sidecar": (
         lambda p: init(p, manifests.NETFILTER_CONTAINER).update(restartPolicy="Always"),
@@ -552,6 +561,49 @@ def test_every_pod_inject_produces_is_admitted(
     assert refusals(manifests.network_policy_manifest(args)) == []
 
 
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    containers=strategies.user_containers,
+    native=st.booleans(),
+    pick=st.integers(min_value=0),
+    escape=st.sampled_from(["capability", "uid", "privileged", "escalation", "no-drop"]),
+    capability=st.sampled_from(["NET_ADMIN", "NET_RAW", "SETUID", "CAP_SYS_ADMIN", "CHOWN"]),
+)
+def test_any_escape_on_any_user_container_is_refused(
+    *,
+    containers: list[JSON],
+    native: bool,
+    pick: int,
+    escape: str,
+    capability: str,
+) -> None:
+    """Whichever container of an injected pod is weakened afterwards, the pod is refused."""
+    args = SandboxEgressArgs(session_id="prop", namespace="agents", native_sidecar=native)
+    pod = session_pod(args, {"containers": containers})
+    ours = {manifests.SIDECAR_CONTAINER, *(c["name"] for c in pod["spec"]["initContainers"])}
+    users = [c for c in pod["spec"]["containers"] if c["name"] not in ours]
+    target = users[pick % len(users)]
+    context = target["securityContext"]
+    expected = {
+        "capability": "must drop ALL capabilities and add none",
+        "uid": "no container but the sidecar may run as uid",
+        "privileged": "may not be privileged",
+        "escalation": "must set securityContext.allowPrivilegeEscalation: false",
+        "no-drop": "must drop ALL capabilities",
+    }[escape]
+    if escape == "capability":
+        context["capabilities"]["add"] = [capability]
+    elif escape == "uid":
+        context["runAsUser"] = args.sidecar_uid
+    elif escape == "privileged":
+        context["privileged"] = True
+    elif escape == "escalation":
+        context["allowPrivilegeEscalation"] = True
+    else:
+        context["capabilities"]["drop"] = [d for d in context["capabilities"]["drop"] if d != "ALL"]
+    refused_with(refusals(pod), expected)
+
+
 @settings(max_examples=60, deadline=None)
 @given(first=session_ids, second=session_ids)
 def test_the_secret_matches_the_label_for_any_ids(first: str, second: str) -> None:
@@ -634,3 +686,9 @@ def test_bad_options_name_the_field_and_the_fix(
         SandboxGuardArgs(**kwargs)
     assert info.value.field == field
     assert fix in str(info.value)
+
+
+def test_the_module_example_runs() -> None:
+    result = doctest.testmod(guard_module, raise_on_error=False, verbose=False)
+    assert result.attempted >= 2
+    assert result.failed == 0
