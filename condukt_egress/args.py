@@ -111,7 +111,7 @@ class UnproxiedEgress:
         if isinstance(self.ports, str | bytes) or not self.ports:
             raise ConfigError(
                 "unproxied_egress.ports",
-                f"must be a non-empty list of ports, got {self.ports!r}; e.g. ports=[5432]",
+                f"must be a non-empty list of ports, got {shown(self.ports)}; e.g. ports=[5432]",
             )
         object.__setattr__(
             self, "ports", tuple(_port("unproxied_egress.ports", p) for p in self.ports)
@@ -119,7 +119,7 @@ class UnproxiedEgress:
         if self.protocol not in get_args(Protocol):
             raise ConfigError(
                 "unproxied_egress.protocol",
-                f"must be one of {', '.join(get_args(Protocol))}, got {self.protocol!r}",
+                f"must be one of {', '.join(get_args(Protocol))}, got {shown(self.protocol)}",
             )
 
     @classmethod
@@ -131,7 +131,7 @@ class UnproxiedEgress:
             raise ConfigError(
                 "unproxied_egress",
                 f"entries must be objects like {{'cidr': '10.0.0.5/32', 'ports': [5432]}}, "
-                f"got {value!r}",
+                f"got {shown(value)}",
             )
         unknown = set(value) - {"cidr", "ports", "protocol"}
         if unknown:
@@ -141,7 +141,7 @@ class UnproxiedEgress:
             )
         if "cidr" not in value or "ports" not in value:
             raise ConfigError(
-                "unproxied_egress", f"each entry needs 'cidr' and 'ports', got {dict(value)!r}"
+                "unproxied_egress", f"each entry needs 'cidr' and 'ports', got {shown(dict(value))}"
             )
         return cls(cidr=value["cidr"], ports=value["ports"], protocol=value.get("protocol", "TCP"))
 
@@ -159,7 +159,7 @@ class UnproxiedEgress:
             raise ConfigError(
                 "unproxied_egress",
                 f"must be CIDR:PORT[,PORT...][/PROTOCOL] like 10.0.12.7/32:5432 or "
-                f"10.0.0.0/24:53,5353/UDP, got {text!r}",
+                f"10.0.0.0/24:53,5353/UDP, got {shown(text)}",
             )
         protocol: Any = match["protocol"] or "TCP"
         return cls(cidr=match["cidr"], ports=[int(p) for p in ports], protocol=protocol)
@@ -179,7 +179,7 @@ def parse_label(text: str) -> tuple[str, str]:
     key, sep, value = text.partition("=")
     if not sep:
         raise ConfigError(
-            "dns_pod_labels", f"must be KEY=VALUE like k8s-app=kube-dns, got {text!r}"
+            "dns_pod_labels", f"must be KEY=VALUE like k8s-app=kube-dns, got {shown(text)}"
         )
     return key, value
 
@@ -393,7 +393,7 @@ class SandboxEgressArgs(SessionOptions):
             entry is a risk the user accepts explicitly.
         client_compat: The client compatibility profile (on by default): an
             OpenSSL config limiting key shares to classic curves (``OPENSSL_CONF``),
-            ``GODEBUG=tlsmlkem=0``, the JVM's named groups, and a Python
+            ``GODEBUG=tlsmlkem=0,tlskyber=0``, the JVM's named groups, and a Python
             ``sitecustomize`` that accepts the sidecar's leaves (no AKI) under
             Python 3.13's strict checks; see :mod:`condukt_egress.compat`.
         allow_root_workspace: Let workspace containers run as root. Off by
@@ -429,7 +429,7 @@ class SandboxEgressArgs(SessionOptions):
         )
         for name in ("allow_plain_http", "native_sidecar", "allow_root_workspace", "client_compat"):
             if not isinstance(getattr(self, name), bool):
-                raise ConfigError(name, f"must be true or false, got {getattr(self, name)!r}")
+                raise ConfigError(name, f"must be true or false, got {shown(getattr(self, name))}")
         _choice("trust_bundle", self.trust_bundle, get_args(TrustBundle))
         _choice("ca_key_algorithm", self.ca_key_algorithm, get_args(CaKeyAlgorithm))
         set_(self, "proxy_port", _port("proxy_port", self.proxy_port))
@@ -473,7 +473,7 @@ class SandboxEgressArgs(SessionOptions):
             raise ConfigError(
                 "ca_validity_hours",
                 f"must be a whole number of hours from 1 to {MAX_CA_VALIDITY_HOURS}, got "
-                f"{hours!r}; the default 24 fits a session",
+                f"{shown(hours)}; the default 24 fits a session",
             )
         set_(self, "ca_validity_hours", whole_hours)
         set_(self, "sidecar_resources", _resources(self.sidecar_resources))
@@ -541,7 +541,7 @@ setattr(SandboxEgressArgs, "image", property(_image))  # noqa: B010
 
 def _seq(name: str, value: object) -> Sequence[Any]:
     if isinstance(value, str | bytes | Mapping) or not isinstance(value, Sequence):
-        raise ConfigError(name, f"must be a list, got {value!r}")
+        raise ConfigError(name, f"must be a list, got {shown(value)}")
     return value
 
 
@@ -549,9 +549,9 @@ def _choice(name: str, value: object, choices: tuple[str, ...]) -> None:
     if value not in choices:
         hint = ""
         if isinstance(value, str) and value.lower().replace("_", "-") in choices:
-            hint = f" (did you mean {value.lower().replace('_', '-')!r}?)"
+            hint = f" (did you mean {shown(value.lower().replace('_', '-'))}?)"
         raise ConfigError(
-            name, f"must be one of {', '.join(map(repr, choices))}, got {value!r}{hint}"
+            name, f"must be one of {', '.join(map(repr, choices))}, got {shown(value)}{hint}"
         )
 
 
@@ -577,7 +577,7 @@ def _dns_label(name: str, value: object) -> str:
         raise ConfigError(
             name,
             f"must be a Kubernetes namespace name (lower-case letters, digits and '-', "
-            f"at most 63 characters, starting and ending alphanumeric), got {value!r}",
+            f"at most 63 characters, starting and ending alphanumeric), got {shown(value)}",
         )
     return value
 
@@ -601,7 +601,7 @@ def validate_image(field_name: str, value: object, default: str) -> str:
         raise ConfigError(
             field_name,
             f"must be a container image reference (printable ASCII without spaces), "
-            f"got {value!r}; default is {default!r}",
+            f"got {shown(value)}; default is {shown(default)}",
         )
     return value
 
@@ -618,7 +618,7 @@ def _whole(value: object) -> int | None:
 def _port(name: str, value: object) -> int:
     port = _whole(value)
     if port is None or not 1 <= port <= 65535:
-        raise ConfigError(name, f"must be a port number from 1 to 65535, got {value!r}")
+        raise ConfigError(name, f"must be a port number from 1 to 65535, got {shown(value)}")
     return port
 
 
@@ -627,7 +627,7 @@ def _id(name: str, value: object) -> int:
     if id_ is None or not 1 <= id_ <= 2**31 - 1:
         raise ConfigError(
             name,
-            f"must be a non-root id from 1 to 2147483647, got {value!r}; the image's "
+            f"must be a non-root id from 1 to 2147483647, got {shown(value)}; the image's "
             f"default is {contract.DEFAULT_SIDECAR_UID}",
         )
     return id_
@@ -636,7 +636,7 @@ def _id(name: str, value: object) -> int:
 def _labels(name: str, value: object) -> dict[str, str]:
     if not isinstance(value, Mapping) or not value:
         raise ConfigError(
-            name, f"must be a non-empty mapping of label keys to values, got {value!r}"
+            name, f"must be a non-empty mapping of label keys to values, got {shown(value)}"
         )
     out: dict[str, str] = {}
     for key, val in value.items():
@@ -646,7 +646,9 @@ def _labels(name: str, value: object) -> dict[str, str]:
                 f"{name}[{shown(key)}]", f"is not a valid Kubernetes label key: it {problem}"
             )
         if not isinstance(val, str) or len(val) > 63 or not _LABEL_VALUE.match(val):
-            raise ConfigError(f"{name}[{key!r}]", f"value {val!r} is not a valid label value")
+            raise ConfigError(
+                f"{name}[{shown(key)}]", f"value {shown(val)} is not a valid label value"
+            )
         out[key] = val
     return out
 
@@ -684,11 +686,11 @@ def _ipv4_address(name: str, value: object) -> str:
         addr = ipaddress.ip_address(value)  # type: ignore[arg-type]
     except ValueError:
         raise ConfigError(
-            name, f"must be an IPv4 address like 169.254.20.10, got {value!r}"
+            name, f"must be an IPv4 address like 169.254.20.10, got {shown(value)}"
         ) from None
     if addr.version != 4:
         raise ConfigError(
-            name, f"must be IPv4, got {value!r}: the NetworkPolicy allows no IPv6 at all"
+            name, f"must be IPv4, got {shown(value)}: the NetworkPolicy allows no IPv6 at all"
         )
     return str(addr)
 
@@ -698,12 +700,12 @@ def _ipv4_network(name: str, value: object) -> str:
         net = ipaddress.ip_network(value, strict=True)  # type: ignore[arg-type]
     except (ValueError, TypeError) as exc:
         raise ConfigError(
-            name, f"must be an IPv4 CIDR like 10.96.0.0/12, got {value!r} ({exc})"
+            name, f"must be an IPv4 CIDR like 10.96.0.0/12, got {shown(value)} ({exc})"
         ) from None
     if net.version != 4:
         raise ConfigError(
             name,
-            f"must be IPv4, got {value!r}: the NetworkPolicy allows no IPv6 at all, "
+            f"must be IPv4, got {shown(value)}: the NetworkPolicy allows no IPv6 at all, "
             "so IPv6 ranges need no entry",
         )
     return str(net)
@@ -787,7 +789,8 @@ def _resources(value: object) -> dict[str, dict[str, str]]:
             )
         out[section] = {}
         for resource, amount in quantities.items():
-            where = f"sidecar_resources.{section}.{shown(resource)}"
+            plain = isinstance(resource, str) and re.fullmatch(r"[a-z0-9.-]{1,63}", resource)
+            where = f"sidecar_resources.{section}.{resource if plain else shown(resource)}"
             if resource not in _RESOURCES:
                 raise ConfigError(
                     where, f"is not a resource the sidecar uses; use {', '.join(_RESOURCES)}"
@@ -801,7 +804,7 @@ def _resources(value: object) -> dict[str, dict[str, str]]:
                 raise ConfigError(
                     where,
                     f"{shown(amount)} is not a Kubernetes quantity (non-negative, e.g. "
-                    f"{example!r})",
+                    f"{shown(example)})",
                 ) from None
             out[section][resource] = str(amount)
     if ("limits", "memory") not in amounts:
@@ -809,7 +812,7 @@ def _resources(value: object) -> dict[str, dict[str, str]]:
             "sidecar_resources.limits.memory",
             "is missing; the sidecar handles all of the workspace's traffic and must not take "
             "the node down with it: set a limit such as "
-            f"{DEFAULT_SIDECAR_RESOURCES['limits']['memory']!r}",
+            f"{shown(DEFAULT_SIDECAR_RESOURCES['limits']['memory'])}",
         )
     for resource in _RESOURCES:
         limit = amounts.get(("limits", resource))
@@ -817,7 +820,8 @@ def _resources(value: object) -> dict[str, dict[str, str]]:
         if limit is not None and request is not None and request > limit:
             raise ConfigError(
                 f"sidecar_resources.requests.{resource}",
-                f"{out['requests'][resource]!r} is above the limit {out['limits'][resource]!r}, "
+                f"{shown(out['requests'][resource])} is above the limit "
+                f"{shown(out['limits'][resource])}, "
                 "which the API server refuses; lower the request or raise the limit",
             )
     return out
@@ -825,10 +829,13 @@ def _resources(value: object) -> dict[str, dict[str, str]]:
 
 def _capability(value: object) -> str:
     if not isinstance(value, str):
-        raise ConfigError("unsafe_allowed_capabilities", f"entries must be strings, got {value!r}")
+        raise ConfigError(
+            "unsafe_allowed_capabilities", f"entries must be strings, got {shown(value)}"
+        )
     cap = value.upper().removeprefix("CAP_")
     if not _CAPABILITY.match(cap):
         raise ConfigError(
-            "unsafe_allowed_capabilities", f"{value!r} is not a Linux capability name like NET_RAW"
+            "unsafe_allowed_capabilities",
+            f"{shown(value)} is not a Linux capability name like NET_RAW",
         )
     return cap

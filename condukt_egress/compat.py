@@ -8,7 +8,7 @@ Two faults of the sidecar (not ours to fix) stop today's TLS clients:
    hello 1.2-1.8 KB: no SNI is seen, the host becomes the IP, and the policy
    denies it. The profile limits key-share groups to classic curves: an
    OpenSSL config named by ``OPENSSL_CONF`` (sections ``openssl_conf`` and
-   Node's ``nodejs_conf``), ``GODEBUG=tlsmlkem=0`` and the JVM's
+   Node's ``nodejs_conf``), ``GODEBUG=tlsmlkem=0,tlskyber=0`` and the JVM's
    ``jdk.tls.namedGroups``.
 2. Its leaves carry no Authority Key Identifier (src/proxy/tls.rs:134-149),
    which Python 3.13's strict verification rejects. A ``sitecustomize``
@@ -47,7 +47,8 @@ SYSTEM_OPENSSL_CONF: Final = "/etc/ssl/openssl.cnf"
 CLASSIC_GROUPS: Final = "X25519:P-256:P-384"
 """Key-share groups without post-quantum hybrids: ClientHellos stay near 300 bytes."""
 JAVA_GROUPS: Final = "x25519,secp256r1,secp384r1"
-GODEBUG_SETTING: Final = "tlsmlkem=0"
+GODEBUG_SETTINGS: Final = ("tlsmlkem=0", "tlskyber=0")
+"""Go >= 1.24 (X25519MLKEM768) and Go 1.23 (X25519Kyber768Draft00); Go ignores unknown keys."""
 
 
 def openssl_config(system_config: str = SYSTEM_OPENSSL_CONF) -> str:
@@ -87,6 +88,12 @@ def _merged(value: str, setting: str, marker: str, separator: str) -> str:
     return f"{value}{separator}{setting}" if value else setting
 
 
+def _godebug(value: str) -> str:
+    for setting in GODEBUG_SETTINGS:
+        value = _merged(value, setting, setting.split("=")[0] + "=", ",")
+    return value
+
+
 def compat_env(existing: Iterable[Mapping[str, Any]], trust_dir: str) -> list[dict[str, Any]]:
     """Return ``existing`` env entries with the profile's variables merged in.
 
@@ -100,7 +107,7 @@ def compat_env(existing: Iterable[Mapping[str, Any]], trust_dir: str) -> list[di
     python_dir = f"{trust_dir}/{PYTHON_DIR}"
     wanted: dict[str, Callable[[str], str]] = {
         "OPENSSL_CONF": lambda v: v or f"{trust_dir}/{OPENSSL_CONF_FILE}",
-        "GODEBUG": lambda v: _merged(v, GODEBUG_SETTING, "tlsmlkem=", ","),
+        "GODEBUG": _godebug,
         "JAVA_TOOL_OPTIONS": lambda v: _merged(
             v, f"-Djdk.tls.namedGroups={JAVA_GROUPS}", "jdk.tls.namedGroups", " "
         ),

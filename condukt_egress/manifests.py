@@ -43,12 +43,12 @@ __all__ = [
     "CONFIG_VOLUME",
     "DEFAULT_WORKSPACE_IMAGE",
     "DEFAULT_WORKSPACE_UID",
-    "GUARD_CAPABILITIES",
-    "GUARD_CONTAINER",
-    "GUARD_RULES6_FILE",
-    "GUARD_RULES_FILE",
-    "GUARD_SCRIPT",
-    "GUARD_VOLUME",
+    "FILTER_CAPABILITIES",
+    "FILTER_CONTAINER",
+    "FILTER_RULES6_FILE",
+    "FILTER_RULES_FILE",
+    "FILTER_SCRIPT",
+    "FILTER_VOLUME",
     "MANAGED_SECRET_PREFIX",
     "NETFILTER_CONTAINER",
     "SAFE_SYSCTLS",
@@ -62,8 +62,8 @@ __all__ = [
     "check",
     "check_pod_metadata",
     "config_digest",
-    "guard_rules",
-    "guard_rules_ipv6",
+    "filter_rules",
+    "filter_rules_ipv6",
     "harden_patch",
     "inject",
     "network_policy_manifest",
@@ -79,23 +79,24 @@ JSON = dict[str, Any]
 DEFAULT_WORKSPACE_IMAGE: Final = "python:3.13-slim"
 """Image of the workspace container the stack program and ``render`` declare."""
 
-GUARD_CONTAINER: Final = "condukt-egress-guard"
-"""Init container that installs the in-pod filter rules (:func:`guard_rules`)."""
-GUARD_VOLUME: Final = "condukt-egress-guard"
-"""Guard-only volume: the filter rules file, nothing else of the Secret."""
-GUARD_RULES_FILE: Final = "guard.rules"
+FILTER_CONTAINER: Final = "condukt-egress-filter"
+"""Init container that installs the in-pod filter rules (:func:`filter_rules`)."""
+FILTER_VOLUME: Final = "condukt-egress-filter"
+"""Filter-only volume: the filter rules file, nothing else of the Secret."""
+FILTER_RULES_FILE: Final = "filter.rules"
 """Secret key and file name of the ``iptables-restore`` input."""
-GUARD_RULES6_FILE: Final = "guard6.rules"
-GUARD_DIR: Final = "/etc/condukt-guard"
-GUARD_SCRIPT: Final = (
-    f"{contract.IPTABLES_RESTORE} --noflush {GUARD_DIR}/{GUARD_RULES_FILE} && "
-    f"{{ ip6tables-restore --noflush {GUARD_DIR}/{GUARD_RULES6_FILE} || "
+FILTER_RULES6_FILE: Final = "filter6.rules"
+FILTER_DIR: Final = "/etc/condukt-filter"
+FILTER_SCRIPT: Final = (
+    f"{contract.IPTABLES_RESTORE} --noflush {FILTER_DIR}/{FILTER_RULES_FILE} && "
+    f"{{ ip6tables-restore --noflush {FILTER_DIR}/{FILTER_RULES6_FILE} || "
     "[ ! -e /proc/net/if_inet6 ]; }"
 )
-"""The guard's whole job (``/bin/sh`` is dash in ``debian:bookworm-slim``). The IPv6
-rules may fail only on a node without IPv6, where there is no ``[::1]`` to guard."""
-GUARD_CAPABILITIES: Final = ("NET_ADMIN",)
-"""What the guard needs: ``iptables-restore`` talks netlink (nft backend), no raw sockets."""
+"""The filter container's whole job (``/bin/sh`` is dash in ``debian:bookworm-slim``). The IPv6
+rules may fail only on a node without IPv6, where there is no ``[::1]`` to protect."""
+FILTER_CAPABILITIES: Final = ("NET_ADMIN",)
+"""What the filter container needs: ``iptables-restore`` talks netlink (nft backend).
+No raw sockets."""
 DEFAULT_WORKSPACE_UID: Final = 65532
 """The uid (and gid) workspace containers run as when neither the container nor the
 pod names one: a non-root id, not the sidecar's, that no common image uses for root."""
@@ -162,8 +163,8 @@ any); this set only makes the message say why."""
 
 _PEM_BLOCK: Final = re.compile(r"-----BEGIN CERTIFICATE-----\n.*?\n-----END CERTIFICATE-----", re.S)
 _FORBIDDEN_POD_FIELDS: Final = ("hostNetwork", "hostPID", "hostIPC", "shareProcessNamespace")
-_OURS: Final = (NETFILTER_CONTAINER, GUARD_CONTAINER, SIDECAR_CONTAINER)
-_OUR_VOLUMES: Final = (CONFIG_VOLUME, TRUST_VOLUME, GUARD_VOLUME)
+_OURS: Final = (NETFILTER_CONTAINER, FILTER_CONTAINER, SIDECAR_CONTAINER)
+_OUR_VOLUMES: Final = (CONFIG_VOLUME, TRUST_VOLUME, FILTER_VOLUME)
 PORT_FORWARD_UID: Final = 0
 """The uid of port-forward connections: containerd and CRI-O dial ``localhost:<port>``
 inside the pod's network namespace from their own (root) process."""
@@ -255,8 +256,8 @@ def secret_data(args: SandboxEgressArgs, ca_cert_pem: str, ca_key_pem: str) -> d
         contract.POLICY_FILE: args.egress_policy.to_json(),
         contract.CA_CERT_FILE: ca_cert_pem,
         contract.CA_KEY_FILE: ca_key_pem,
-        GUARD_RULES_FILE: guard_rules(args),
-        GUARD_RULES6_FILE: guard_rules_ipv6(args),
+        FILTER_RULES_FILE: filter_rules(args),
+        FILTER_RULES6_FILE: filter_rules_ipv6(args),
         **_compat_files(args),
     }
     if workspace_trust_files(args)[contract.BUNDLE_FILE] == contract.BUNDLE_FILE:
@@ -398,7 +399,7 @@ def listen_probe_command(port: int) -> list[str]:
     ]
 
 
-def guard_rules(args: SandboxEgressArgs) -> str:
+def filter_rules(args: SandboxEgressArgs) -> str:
     """The in-pod ``filter`` rules, as ``iptables-restore --noflush`` input.
 
     ``netfilter-setup`` only adds ``nat OUTPUT`` rules (upstream
@@ -439,8 +440,8 @@ def guard_rules(args: SandboxEgressArgs) -> str:
     return "\n".join(rules) + "\n"
 
 
-def guard_rules_ipv6(args: SandboxEgressArgs) -> str:
-    """The IPv6 half of :func:`guard_rules`: no in-pod connection to ``[::1]`` sidecar ports.
+def filter_rules_ipv6(args: SandboxEgressArgs) -> str:
+    """The IPv6 half of :func:`filter_rules`: no in-pod connection to ``[::1]`` sidecar ports.
 
     The sidecar listens on IPv4 only, so a workspace could bind ``[::1]:<control
     port>`` and be the "sidecar" for a runtime that dials ``localhost`` as IPv6
@@ -455,8 +456,8 @@ def guard_rules_ipv6(args: SandboxEgressArgs) -> str:
     )
 
 
-def guard_container(args: SandboxEgressArgs) -> JSON:
-    """The init container that installs :func:`guard_rules`, then exits.
+def filter_container(args: SandboxEgressArgs) -> JSON:
+    """The init container that installs :func:`filter_rules`, then exits.
 
     Same image as the sidecar (it ships ``iptables``); root with
     ``NET_ADMIN`` only; it runs after the netfilter init container and before
@@ -465,17 +466,17 @@ def guard_container(args: SandboxEgressArgs) -> JSON:
     context = _restricted_context(0, 0)
     context["runAsNonRoot"] = False
     # iptables' nft backend (the image's) takes no /run/xtables.lock: read-only is fine.
-    context["capabilities"] = {"drop": ["ALL"], "add": list(GUARD_CAPABILITIES)}
+    context["capabilities"] = {"drop": ["ALL"], "add": list(FILTER_CAPABILITIES)}
     return {
-        "name": GUARD_CONTAINER,
+        "name": FILTER_CONTAINER,
         "image": args.sidecar_image,
-        "command": ["/bin/sh", "-c", GUARD_SCRIPT],
+        "command": ["/bin/sh", "-c", FILTER_SCRIPT],
         "securityContext": context,
         "resources": {
             "requests": {"cpu": "10m", "memory": "16Mi"},
             "limits": {"cpu": "100m", "memory": "64Mi"},
         },
-        "volumeMounts": [{"name": GUARD_VOLUME, "mountPath": GUARD_DIR, "readOnly": True}],
+        "volumeMounts": [{"name": FILTER_VOLUME, "mountPath": FILTER_DIR, "readOnly": True}],
     }
 
 
@@ -528,13 +529,13 @@ def _volumes(args: SandboxEgressArgs) -> list[JSON]:
             },
         },
         {
-            # Only the guard init container mounts this volume: its rules file.
-            "name": GUARD_VOLUME,
+            # Only the filter init container mounts this volume: its rules file.
+            "name": FILTER_VOLUME,
             "secret": {
                 "secretName": secret,
                 "defaultMode": 0o444,
                 "items": [
-                    {"key": k, "path": k} for k in (GUARD_RULES_FILE, GUARD_RULES6_FILE)
+                    {"key": k, "path": k} for k in (FILTER_RULES_FILE, FILTER_RULES6_FILE)
                 ],
             },
         },
@@ -825,8 +826,8 @@ def _run_as_non_root(
 ) -> None:
     """Make a workspace container non-root, unless the session opted out.
 
-    Root (uid 0) passes the guard rule that keeps the control port for the
-    port-forward path (:func:`guard_rules`). A uid the spec sets is kept; with
+    Root (uid 0) passes the filter rule that keeps the control port for the
+    port-forward path (:func:`filter_rules`). A uid the spec sets is kept; with
     none, :data:`DEFAULT_WORKSPACE_UID` (an image's ``USER`` cannot be seen
     here, and ``runAsNonRoot`` alone refuses images whose user is a name).
     """
@@ -1162,7 +1163,7 @@ def inject(pod_spec: Mapping[str, Any], args: SandboxEgressArgs) -> JSON:
     """
     spec: JSON = copy.deepcopy(dict(pod_spec))
     _refuse_pod(spec, args)
-    ours_init = [netfilter_container(args), guard_container(args)]
+    ours_init = [netfilter_container(args), filter_container(args)]
     ours_main: list[JSON] = []
     (ours_init if args.native_sidecar else ours_main).append(sidecar_container(args))
     ours = {c["name"]: ("initContainers", c) for c in ours_init}

@@ -16,8 +16,8 @@ from condukt_egress import compat, contract
 from condukt_egress.manifests import (
     CA_ENV_VARS,
     CONFIG_VOLUME,
-    GUARD_CAPABILITIES,
-    GUARD_CONTAINER,
+    FILTER_CAPABILITIES,
+    FILTER_CONTAINER,
     NETFILTER_CONTAINER,
     SIDECAR_CONTAINER,
     SPECIAL_IPV4_RANGES,
@@ -67,10 +67,10 @@ def assert_key_only_in_sidecar(pod_spec: JSON) -> None:
 
 PRIVILEGED_INIT: Mapping[str, frozenset[str]] = {
     NETFILTER_CONTAINER: frozenset(contract.NETFILTER_CAPABILITIES),
-    GUARD_CONTAINER: frozenset(GUARD_CAPABILITIES),
+    FILTER_CONTAINER: frozenset(FILTER_CAPABILITIES),
 }
 """The only containers that add capabilities, and exactly what each adds: the
-netfilter init container (NET_ADMIN, NET_RAW) and the guard (NET_ADMIN alone).
+netfilter init container (NET_ADMIN, NET_RAW) and the filter container (NET_ADMIN alone).
 Both are init containers of ours that run as root and exit before user code."""
 
 
@@ -175,13 +175,13 @@ def assert_session_secure(pod_spec: JSON, uid: int = 1337, gid: int = 1337) -> N
     assert_sidecar_identity(pod_spec, uid, gid)
     assert_no_host_namespaces(pod_spec)
     names = [c["name"] for c in pod_spec["initContainers"]]
-    assert names[:2] == [NETFILTER_CONTAINER, GUARD_CONTAINER], (
-        "the redirect and the guard rules must be installed before any user code"
+    assert names[:2] == [NETFILTER_CONTAINER, FILTER_CONTAINER], (
+        "the redirect and the filter rules must be installed before any user code"
     )
 
 
 def assert_hardened(pod_spec: JSON) -> None:
-    """Items 3 and 9: seccomp confined, no node paths, no ephemeral containers."""
+    """Items 3 and 9: seccomp confined, no node paths, non-root workspace containers."""
     pod_seccomp = ((pod_spec.get("securityContext") or {}).get("seccompProfile") or {}).get("type")
     assert pod_seccomp != "Unconfined"
     for container in containers(pod_spec):
@@ -189,6 +189,13 @@ def assert_hardened(pod_spec: JSON) -> None:
         seccomp = (context.get("seccompProfile") or {}).get("type") or pod_seccomp
         assert seccomp in ("RuntimeDefault", "Localhost"), container["name"]
     assert not any("hostPath" in v for v in pod_spec.get("volumes") or ())
+    for container in containers(pod_spec):
+        if container["name"].startswith("condukt-egress"):
+            continue
+        context = container.get("securityContext") or {}
+        # Property 9 (non-root by default): root passes the control-port filter rule.
+        assert context.get("runAsNonRoot") is True, container["name"]
+        assert context.get("runAsUser") != 0, container["name"]
     assert not pod_spec.get("ephemeralContainers")
 
 

@@ -182,13 +182,13 @@ def test_ordinary_unproxied_destinations_need_no_acknowledgement(options: dict[s
         ({"requests": {"cpu": "10m", "memory": "16Mi"}}, "sidecar_resources.limits.memory",
          "is missing"),
         ({"limits": {"cpu": "1"}}, "sidecar_resources.limits.memory", "is missing"),
-        ({"limits": {"cpu": "1", "memory": "lots"}}, "sidecar_resources.limits.'memory'",
+        ({"limits": {"cpu": "1", "memory": "lots"}}, "sidecar_resources.limits.memory",
          "'lots' is not a Kubernetes quantity (non-negative, e.g. '256Mi')"),
-        ({"limits": {"cpu": "1", "memory": "-1Gi"}}, "sidecar_resources.limits.'memory'",
+        ({"limits": {"cpu": "1", "memory": "-1Gi"}}, "sidecar_resources.limits.memory",
          "non-negative"),
-        ({"limits": {"cpu": "1e99999999", "memory": "1Gi"}}, "sidecar_resources.limits.'cpu'",
+        ({"limits": {"cpu": "1e99999999", "memory": "1Gi"}}, "sidecar_resources.limits.cpu",
          "not a Kubernetes quantity"),
-        ({"limits": {"cpu": "1", "memory": "1Gi", "gpu": "1"}}, "sidecar_resources.limits.'gpu'",
+        ({"limits": {"cpu": "1", "memory": "1Gi", "gpu": "1"}}, "sidecar_resources.limits.gpu",
          "is not a resource the sidecar uses"),
         ({"requests": {"cpu": "2"}, "limits": {"cpu": "1", "memory": "1Gi"}},
          "sidecar_resources.requests.cpu", "above the limit '1'"),
@@ -227,3 +227,24 @@ def test_label_keys_the_api_server_rejects_are_refused(key: str, needle: str) ->
     assert info.value.field == f"dns_pod_labels[{key!r}]"
     assert needle in info.value.message
     SandboxEgressArgs(session_id="42", dns_pod_labels={"k8s.example.com/app": "dns"})
+
+
+@pytest.mark.parametrize(
+    ("options", "field"),
+    [
+        ({"ca_validity_hours": 10**5000}, "ca_validity_hours"),
+        ({"proxy_port": -(10**5000)}, "proxy_port"),
+        ({"sidecar_uid": 10**4400}, "sidecar_uid"),
+        ({"unproxied_egress": [{"cidr": "10.0.0.1/32", "ports": [10**5000]}]},
+         "unproxied_egress.ports"),
+        ({"namespace": "X" * 1_000_000}, "namespace"),
+    ],
+)  # fmt: skip
+def test_huge_values_give_our_error_with_a_short_message(
+    options: dict[str, Any], field: str
+) -> None:
+    # Round 2: integers past Python's 4,300-digit limit raised a bare ValueError from repr().
+    with pytest.raises(ConfigError) as info:
+        SandboxEgressArgs(session_id="42", **options)
+    assert info.value.field == field
+    assert len(str(info.value)) < 300

@@ -163,13 +163,13 @@ def test_the_workspace_env_points_at_the_profile_and_merges_user_values() -> Non
         for container in spec["containers"]
     ]
     assert env[0]["OPENSSL_CONF"] == "/etc/condukt/openssl.cnf"
-    assert env[0]["GODEBUG"] == "http2client=0,tlsmlkem=0"
+    assert env[0]["GODEBUG"] == "http2client=0,tlsmlkem=0,tlskyber=0"
     assert env[0]["JAVA_TOOL_OPTIONS"] == (
         "-Xmx1g -Djdk.tls.namedGroups=x25519,secp256r1,secp384r1"
     )
     assert env[0]["PYTHONPATH"] == "/etc/condukt/python:/app"
     assert env[1]["OPENSSL_CONF"] == "/mine.cnf"  # the user's choice wins
-    assert env[1]["GODEBUG"] == "tlsmlkem=1"
+    assert env[1]["GODEBUG"] == "tlsmlkem=1,tlskyber=0"  # their tlsmlkem choice stands
     assert env[1]["JAVA_TOOL_OPTIONS"] == {"configMapKeyRef": {"name": "j", "key": "k"}}
     assert manifests.inject(spec, SandboxEgressArgs(session_id="p")) == spec
     trust = next(v for v in spec["volumes"] if v["name"] == manifests.TRUST_VOLUME)

@@ -365,10 +365,11 @@ MUTATIONS: dict[str, tuple[Callable[[JSON], Any], str]] = {
         "but container workspace refers to one",
     ),
     "filter rules volume on a Secret of one's own": (
-        lambda p: next(v for v in p["spec"]["volumes"] if v["name"] == manifests.GUARD_VOLUME)[
+        lambda p: next(v for v in p["spec"]["volumes"] if v["name"] == manifests.FILTER_VOLUME)[
             "secret"
         ].update(secretName="my-empty-rules"),
-        f"volume {manifests.GUARD_VOLUME} must be the Secret {SESSION.names.secret} of the session",
+        f"volume {manifests.FILTER_VOLUME} must be the Secret {SESSION.names.secret} "
+        "of the session",
     ),
     "netfilter made a sidecar": (
         lambda p: init(p, manifests.NETFILTER_CONTAINER).update(restartPolicy="Always"),

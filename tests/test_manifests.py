@@ -58,7 +58,7 @@ def test_secret_carries_exactly_the_sidecar_files() -> None:
     data = secret["stringData"]
     # The default bundle is the CA itself: the trust volume shows ca.pem as bundle.pem.
     compat_files = {"openssl.cnf", "sitecustomize.py"}
-    sidecar_files = {"policy.json", "ca.pem", "ca-key.pem", "guard.rules", "guard6.rules"}
+    sidecar_files = {"policy.json", "ca.pem", "ca-key.pem", "filter.rules", "filter6.rules"}
     assert set(data) == sidecar_files | compat_files
     roots = manifests.secret_data(session(trust_bundle="public-roots"), CA_PEM, KEY_PEM)
     assert set(roots) == sidecar_files | compat_files | {"bundle.pem"}
@@ -145,13 +145,13 @@ def test_injected_pod_is_valid_and_secure(native: bool) -> None:
     if native:
         assert init_names == [
             manifests.NETFILTER_CONTAINER,
-            manifests.GUARD_CONTAINER,
+            manifests.FILTER_CONTAINER,
             manifests.SIDECAR_CONTAINER,
         ]
         assert spec["initContainers"][2]["restartPolicy"] == "Always"
         assert names == ["workspace"]
     else:
-        assert init_names == [manifests.NETFILTER_CONTAINER, manifests.GUARD_CONTAINER]
+        assert init_names == [manifests.NETFILTER_CONTAINER, manifests.FILTER_CONTAINER]
         assert names == ["workspace", manifests.SIDECAR_CONTAINER]
         assert "restartPolicy" not in spec["containers"][1]
     assert pod["metadata"]["labels"][args.names.label_key] == args.names.label_value
@@ -473,7 +473,7 @@ def test_user_init_containers_run_after_the_redirect_and_trust_the_ca() -> None:
     spec = workspace_spec() | {"initContainers": [{"name": "setup", "image": "python:3.13-slim"}]}
     out = manifests.inject(spec, session())
     assert [c["name"] for c in out["initContainers"]] == [
-        manifests.NETFILTER_CONTAINER, manifests.GUARD_CONTAINER, manifests.SIDECAR_CONTAINER,
+        manifests.NETFILTER_CONTAINER, manifests.FILTER_CONTAINER, manifests.SIDECAR_CONTAINER,
         "setup",
     ]  # fmt: skip
     setup = out["initContainers"][3]

@@ -409,9 +409,9 @@ def test_a_pod_level_quantity_we_cannot_read_names_the_field() -> None:
         manifests.inject(spec, SandboxEgressArgs(session_id="p"))
 
 
-# --- Item 6: in-pod guard rules next to the sidecar's nat OUTPUT rules -------------
+# --- Item 6: in-pod filter rules next to the sidecar's nat OUTPUT rules -------------
 
-GUARD_DEFAULT = (
+FILTER_DEFAULT = (
     "*filter\n"
     "-A INPUT ! -i lo -p tcp --dport 15001 -j REJECT --reject-with tcp-reset\n"
     "-A INPUT ! -i lo -p tcp --dport 15002 -j REJECT --reject-with tcp-reset\n"
@@ -424,10 +424,10 @@ GUARD_DEFAULT = (
 )
 
 
-def test_the_guard_rules_are_exactly_these() -> None:
-    assert manifests.guard_rules(SandboxEgressArgs(session_id="p")) == GUARD_DEFAULT
-    plain = manifests.guard_rules(SandboxEgressArgs(session_id="p", allow_plain_http=True))
-    assert plain == GUARD_DEFAULT.replace(
+def test_the_filter_rules_are_exactly_these() -> None:
+    assert manifests.filter_rules(SandboxEgressArgs(session_id="p")) == FILTER_DEFAULT
+    plain = manifests.filter_rules(SandboxEgressArgs(session_id="p", allow_plain_http=True))
+    assert plain == FILTER_DEFAULT.replace(
         "-A OUTPUT -p tcp --dport 80 -m owner --uid-owner 1337 -j REJECT --reject-with "
         "tcp-reset\n",
         "",
@@ -453,48 +453,48 @@ _CASES = [
 
 
 @pytest.mark.parametrize(("conn", "plain_off", "plain_on"), _CASES)
-def test_guard_and_redirect_together(
+def test_filter_rules_and_redirect_together(
     conn: tuple[int, str, int], plain_off: tuple[str, int], plain_on: tuple[str, int]
 ) -> None:
     connection = nf.Connection(*conn)
     nat = nf.sidecar_nat_rules(15001, 1337)
     for plain, expected in ((False, plain_off), (True, plain_on)):
         args = SandboxEgressArgs(session_id="p", allow_plain_http=plain)
-        filter_ = nf.restore_rules(manifests.guard_rules(args), "filter")
+        filter_ = nf.restore_rules(manifests.filter_rules(args), "filter")
         outcome = nf.evaluate(connection, nat, filter_)
         assert (outcome.verdict, outcome.dport) == expected, (conn, plain)
 
 
-def test_the_guard_runs_after_the_redirect_and_before_anything_else() -> None:
+def test_the_filter_runs_after_the_redirect_and_before_anything_else() -> None:
     spec = manifests.inject(
         {"initContainers": [{"name": "setup", "image": "busybox"}],
          "containers": [{"name": "w", "image": "i"}]},
         SandboxEgressArgs(session_id="p", sidecar_image="ghcr.io/tuist/condukt-egress:1.5.1"),
     )  # fmt: skip
     names = [c["name"] for c in spec["initContainers"]]
-    assert names == ["condukt-egress-init", "condukt-egress-guard", "condukt-egress", "setup"]
-    guard = spec["initContainers"][1]
-    assert guard["image"] == "ghcr.io/tuist/condukt-egress:1.5.1"  # ships iptables
-    assert guard["command"] == [
+    assert names == ["condukt-egress-init", "condukt-egress-filter", "condukt-egress", "setup"]
+    filter_ = spec["initContainers"][1]
+    assert filter_["image"] == "ghcr.io/tuist/condukt-egress:1.5.1"  # ships iptables
+    assert filter_["command"] == [
         "/bin/sh", "-c",
-        "iptables-restore --noflush /etc/condukt-guard/guard.rules && "
-        "{ ip6tables-restore --noflush /etc/condukt-guard/guard6.rules || "
+        "iptables-restore --noflush /etc/condukt-filter/filter.rules && "
+        "{ ip6tables-restore --noflush /etc/condukt-filter/filter6.rules || "
         "[ ! -e /proc/net/if_inet6 ]; }",
     ]  # fmt: skip
-    assert guard["securityContext"]["runAsUser"] == 0
-    assert guard["securityContext"]["readOnlyRootFilesystem"] is True
-    assert guard["securityContext"]["capabilities"] == {"drop": ["ALL"], "add": ["NET_ADMIN"]}
-    assert guard["volumeMounts"] == [
-        {"name": "condukt-egress-guard", "mountPath": "/etc/condukt-guard", "readOnly": True}
+    assert filter_["securityContext"]["runAsUser"] == 0
+    assert filter_["securityContext"]["readOnlyRootFilesystem"] is True
+    assert filter_["securityContext"]["capabilities"] == {"drop": ["ALL"], "add": ["NET_ADMIN"]}
+    assert filter_["volumeMounts"] == [
+        {"name": "condukt-egress-filter", "mountPath": "/etc/condukt-filter", "readOnly": True}
     ]
-    volume = next(v for v in spec["volumes"] if v["name"] == "condukt-egress-guard")
+    volume = next(v for v in spec["volumes"] if v["name"] == "condukt-egress-filter")
     assert volume["secret"]["items"] == [
-        {"key": "guard.rules", "path": "guard.rules"},
-        {"key": "guard6.rules", "path": "guard6.rules"},
+        {"key": "filter.rules", "path": "filter.rules"},
+        {"key": "filter6.rules", "path": "filter6.rules"},
     ]
     data = manifests.secret_data(SandboxEgressArgs(session_id="p"), "c", KEY)
-    assert data["guard.rules"] == GUARD_DEFAULT
-    assert data["guard6.rules"] == (
+    assert data["filter.rules"] == FILTER_DEFAULT
+    assert data["filter6.rules"] == (
         "*filter\n-A OUTPUT -o lo -p tcp -m multiport --dports 15001,15002 "
         "-j REJECT --reject-with tcp-reset\nCOMMIT\n"
     )

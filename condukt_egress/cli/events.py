@@ -115,7 +115,7 @@ _HOST_CHARS: Final = 253
     type=click.FloatRange(min=0),
     default=60.0,
     show_default=True,
-    help="Seconds to reuse a decider's answer per host (0: ask every time).",
+    help="Seconds to reuse a decider's answer per host, port and scheme (0: ask every time).",
 )
 @click.option("--no-reconnect", is_flag=True, help="Stop when the channel drops.")
 @click.option(
