@@ -35,6 +35,12 @@ class DaemonPool:
     Results go back to the event loop in batches: one wake-up of the loop
     settles every answer finished since the last, instead of one cross-thread
     call (and one GIL hand-over) per answer.
+
+    Threads are added one at a time, only while jobs wait and no thread is
+    idle or starting: a burst of instant answers is served by one thread
+    instead of waking the whole pool to fight over the interpreter lock (each
+    lost fight costs up to the 5 ms switch interval), while slow, blocking
+    deciders still grow the pool up to ``size``.
     """
 
     def __init__(self, size: int) -> None:
@@ -44,21 +50,32 @@ class DaemonPool:
             tuple[Callable[[], object], asyncio.Future[object], asyncio.AbstractEventLoop] | None
         ] = queue.SimpleQueue()
         self._idle = 0
+        self._starting = 0
         self._lock = threading.Lock()
         self._done: list[tuple[asyncio.Future[object], object, BaseException | None]] = []
 
     def submit(self, fn: Callable[[], object]) -> asyncio.Future[object]:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[object] = loop.create_future()
+        self._jobs.put((fn, future, loop))
+        self._grow()
+        return future
+
+    def _grow(self) -> None:
+        """Start one more thread if jobs wait and no thread is idle or starting."""
         with self._lock:
-            if self._idle == 0 and len(self._threads) < self._size:
+            if (
+                self._idle == 0
+                and self._starting == 0
+                and len(self._threads) < self._size
+                and not self._jobs.empty()
+            ):
+                self._starting += 1
                 thread = threading.Thread(
                     target=self._work, name="condukt-egress-decider", daemon=True
                 )
                 self._threads.append(thread)
                 thread.start()
-        self._jobs.put((fn, future, loop))
-        return future
 
     def shutdown(self) -> None:
         for _ in self._threads:
@@ -66,6 +83,8 @@ class DaemonPool:
         self._threads.clear()
 
     def _work(self) -> None:
+        with self._lock:
+            self._starting -= 1
         while True:
             with self._lock:
                 self._idle += 1
@@ -74,6 +93,7 @@ class DaemonPool:
                 self._idle -= 1
             if job is None:
                 return
+            self._grow()  # more jobs wait behind this one: let another thread help
             fn, future, loop = job
             try:
                 outcome: tuple[object, BaseException | None] = (fn(), None)

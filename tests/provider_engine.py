@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import subprocess
 import sys
+import tempfile
 import threading
 from collections.abc import Iterator, Mapping
 from concurrent import futures
@@ -114,6 +115,7 @@ class EngineDouble:
     monitor: _Monitor
     provider: Any
     process: subprocess.Popen[bytes]
+    stderr_file: Any
     server: Any
     channel: Any
     logs: list[str] = field(default_factory=list)
@@ -154,11 +156,13 @@ class EngineDouble:
         self.channel.close()
         self.process.terminate()
         try:
-            _, err = self.process.communicate(timeout=10)
+            self.process.communicate(timeout=10)
         except subprocess.TimeoutExpired:  # pragma: no cover - a hung provider
             self.process.kill()
-            _, err = self.process.communicate()
-        self.stderr = err.decode(errors="replace")
+            self.process.communicate()
+        self.stderr_file.seek(0)
+        self.stderr = self.stderr_file.read().decode(errors="replace")
+        self.stderr_file.close()
         self.server.stop(None)
         for loop in self.monitor.loops:
             if not loop.is_running() and not loop.is_closed():
@@ -196,19 +200,25 @@ def running_provider(cwd: Path) -> Iterator[EngineDouble]:
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
     address = f"127.0.0.1:{port}"
+    # Like the engine, never let stderr back up: a refusal makes the SDK print
+    # long tracebacks there, and a full pipe would block the provider.
+    stderr = tempfile.TemporaryFile()  # noqa: SIM115 - closed in EngineDouble.stop
     process = subprocess.Popen(
         [sys.executable, str(PROVIDER_DIR), address],
         cwd=cwd,
         stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+        stderr=stderr,
     )
     assert process.stdout is not None
     line = process.stdout.readline().decode().strip()
     if not line.isdigit():
         process.kill()
-        _, err = process.communicate()
+        process.wait()
         server.stop(None)
-        raise AssertionError(f"provider did not print its port: {line!r}\n{err.decode()}")
+        stderr.seek(0)
+        raise AssertionError(
+            f"provider did not print its port: {line!r}\n{stderr.read().decode(errors='replace')}"
+        )
     channel = grpc.insecure_channel(f"127.0.0.1:{line}")
     double = EngineDouble(
         address=address,
@@ -216,6 +226,7 @@ def running_provider(cwd: Path) -> Iterator[EngineDouble]:
         monitor=monitor,
         provider=provider_pb2_grpc.ResourceProviderStub(channel),
         process=process,
+        stderr_file=stderr,
         server=server,
         channel=channel,
         logs=logs,

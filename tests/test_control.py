@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import socket
 import threading
@@ -913,3 +914,39 @@ def test_decision_outbox_drops_answers_past_the_sidecars_timeout() -> None:
     assert [p.decision.id for p in client._outbox] == ["fresh"]
     assert client.stats.decisions_lost == 1
     assert client.stats.decisions_sent == 0
+
+
+def test_daemon_pool_serves_a_burst_of_instant_calls_with_few_threads() -> None:
+    from condukt_egress._threads import DaemonPool  # noqa: PLC0415 - private, tested here
+
+    async def main() -> tuple[list[object], int]:
+        pool = DaemonPool(16)
+        results = await asyncio.gather(
+            *(pool.submit(functools.partial(int, i)) for i in range(200))
+        )
+        threads = len(pool._threads)
+        pool.shutdown()
+        return list(results), threads
+
+    results, threads = asyncio.run(main())
+    assert results == list(range(200))
+    assert threads <= 4, "instant calls must not wake the whole pool"
+
+
+def test_daemon_pool_grows_for_blocking_calls() -> None:
+    import time  # noqa: PLC0415
+
+    from condukt_egress._threads import DaemonPool  # noqa: PLC0415 - private, tested here
+
+    async def main() -> tuple[float, int]:
+        pool = DaemonPool(8)
+        start = time.perf_counter()
+        await asyncio.gather(*(pool.submit(lambda: time.sleep(0.2)) for _ in range(8)))
+        elapsed = time.perf_counter() - start
+        threads = len(pool._threads)
+        pool.shutdown()
+        return elapsed, threads
+
+    elapsed, threads = asyncio.run(main())
+    assert threads == 8
+    assert elapsed < 1.0, f"8 blocking calls of 0.2 s took {elapsed:.2f} s: not in parallel"

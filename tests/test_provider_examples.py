@@ -13,14 +13,20 @@ import re
 from pathlib import Path
 from typing import Any, cast
 
+import grpc  # type: ignore[import-untyped]
 import pytest
 import yaml
 from pulumi.provider.experimental.component import ComponentProvider
+from pulumi.runtime import rpc
 
-from condukt_egress import provider, workloads
+from condukt_egress import manifests, provider, workloads
 from tests.k8s_schema import assert_valid
-from tests.provider_engine import PROVIDER_DIR
-from tests.security_properties import assert_workload_secure
+from tests.provider_engine import PROVIDER_DIR, output_value, running_provider
+from tests.security_properties import assert_workload_secure, pod_template
+from tests.test_transform_sdk import ints
+
+EGRESS = "condukt-egress:index:SandboxEgress"
+WORKLOAD = "condukt-egress:index:SandboxWorkload"
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
@@ -106,3 +112,83 @@ def test_typescript_example_uses_the_schema_names() -> None:
     # What `pulumi package add` links for a package named condukt-egress without a namespace.
     assert package["dependencies"]["@pulumi/condukt-egress"] == "file:sdks/condukt-egress"
     assert "@pulumi/condukt-egress" in source
+
+
+ROOT = Path(__file__).resolve().parent.parent
+CORPUS = next(
+    (
+        p
+        for p in (
+            ROOT.parent / "shared" / "k8s-corpus",
+            ROOT.parent.parent / "shared" / "k8s-corpus",
+        )
+        if p.is_dir()
+    ),
+    None,
+)
+
+
+def _corpus_workloads(every: int) -> list[tuple[str, dict[str, Any]]]:
+    assert CORPUS is not None
+    found = []
+    for file in sorted(CORPUS.glob("*.yaml")):
+        try:
+            docs = list(yaml.safe_load_all(file.read_text()))
+        except yaml.YAMLError:
+            continue
+        for doc in docs:
+            if (
+                isinstance(doc, dict)
+                and doc.get("kind") in workloads.WORKLOAD_KINDS
+                and isinstance(doc.get("apiVersion"), str)
+                and isinstance(doc.get("spec"), dict)
+            ):
+                metadata = {
+                    k: v for k, v in (doc.get("metadata") or {}).items() if k != "namespace"
+                }
+                found.append((file.name, {**doc, "metadata": metadata}))
+    return found[::every]
+
+
+@pytest.mark.skipif(CORPUS is None, reason="no ../shared/k8s-corpus beside this checkout")
+def test_corpus_workloads_through_the_provider_are_injected_or_refused_by_field(
+    tmp_path: Path,
+) -> None:
+    """Every 8th real-world workload, sent to the provider process as a program would send it."""
+    sample = _corpus_workloads(every=8)
+    assert len(sample) >= 40
+    injected, refused = 0, []
+    with running_provider(tmp_path) as engine:
+        egress = engine.construct(EGRESS, "s", {"sessionId": "corpus", "namespace": "agents"})
+        session = output_value(
+            rpc.deserialize_properties(egress.state)["session"],
+            list(egress.stateDependencies["session"].urns),
+        )
+        labels = provider.session_args(
+            rpc.deserialize_properties(egress.state)["session"]
+        ).names.pod_labels
+        for index, (file, doc) in enumerate(sample):
+            workload = json.loads(json.dumps(doc, default=str))
+            workload = {k: workload[k] for k in ("apiVersion", "kind", "metadata", "spec")}
+            reply, details = None, ""
+            try:
+                reply = engine.construct(
+                    WORKLOAD, f"w{index}", {"session": session, "workload": workload}
+                )
+            except grpc.RpcError as error:
+                details = error.details() or ""
+            if reply is None:
+                # A refusal names the kind, the resource, the field and the fix.
+                field = rf"{doc['kind']} 'w{index}' spec\.[^\n]*?: \S"
+                assert re.search(field, details), (file, details)
+                refused.append(file)
+                continue
+            manifest = ints(rpc.deserialize_properties(reply.state)["manifest"])
+            template = pod_template(manifest)
+            assert manifest["metadata"]["namespace"] == "agents"
+            assert labels.items() <= template["metadata"]["labels"].items()
+            init = [c["name"] for c in template["spec"].get("initContainers") or ()]
+            assert init[0] == manifests.NETFILTER_CONTAINER, file
+            assert manifests.SIDECAR_CONTAINER in init, file
+            injected += 1
+    assert injected > 3 * len(refused)
