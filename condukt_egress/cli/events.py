@@ -375,6 +375,7 @@ class View:
         self.finished = asyncio.Event()
         self._matches: Callable[[str, str], bool] | None = None
         self._format: Callable[[dict[str, Any]], str] = _to_json if fmt == "json" else _text_line
+        self._flush_pending = False
 
     @property
     def done(self) -> bool:
@@ -521,6 +522,21 @@ class View:
 
     def _write(self, record: dict[str, Any]) -> None:
         self.out.write(self._format(record) + "\n")
+        if self._flush_pending:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # called outside the event loop
+            self.out.flush()
+            return
+        # One flush per loop iteration: every frame of a read is written, then
+        # flushed once, so a burst costs one write call and a quiet stream
+        # still shows each line at once.
+        self._flush_pending = True
+        loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_pending = False
         self.out.flush()
 
 
