@@ -78,6 +78,7 @@ class DaemonPool:
         self._lock = threading.Lock()
         self._submitted: list[_Job] = []
         self._done: list[tuple[asyncio.Future[object], object, BaseException | None]] = []
+        self._closed = False
 
     def submit(self, fn: Callable[[], object]) -> asyncio.Future[object]:
         """Run ``fn`` on a pool thread; it leaves with this loop iteration's other calls."""
@@ -89,6 +90,7 @@ class DaemonPool:
         return future
 
     def shutdown(self) -> None:
+        self._closed = True  # a batch's pending check no longer spills
         for _ in self._threads:
             self._batches.put(None)
         self._threads.clear()
@@ -120,6 +122,8 @@ class DaemonPool:
     def _check(self, batch: _Batch) -> None:
         """A batch runs long: move its calls not yet started to another thread."""
         spill: list[_Job] = []
+        if self._closed:
+            return
         with self._lock:
             started = batch.started
             running = bool(batch.jobs)  # else its last call posts the rest
