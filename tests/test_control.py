@@ -950,3 +950,23 @@ def test_daemon_pool_grows_for_blocking_calls() -> None:
     elapsed, threads = asyncio.run(main())
     assert threads == 8
     assert elapsed < 1.0, f"8 blocking calls of 0.2 s took {elapsed:.2f} s: not in parallel"
+
+
+def test_daemon_pool_moves_calls_queued_behind_a_blocking_one_to_another_thread() -> None:
+    import time  # noqa: PLC0415
+
+    from condukt_egress._threads import DaemonPool  # noqa: PLC0415 - private, tested here
+
+    async def main() -> tuple[float, object]:
+        pool = DaemonPool(4)
+        slow = pool.submit(lambda: time.sleep(1.0))
+        start = time.perf_counter()
+        fast = await pool.submit(lambda: "fast")  # same loop iteration: same batch as slow
+        elapsed = time.perf_counter() - start
+        await slow
+        pool.shutdown()
+        return elapsed, fast
+
+    elapsed, fast = asyncio.run(main())
+    assert fast == "fast"
+    assert elapsed < 0.5, f"an instant call waited {elapsed:.2f} s behind a blocking one"
