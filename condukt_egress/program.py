@@ -6,7 +6,8 @@ created by ``pulumi up`` and one created by a Python service are the same.
 Stack config (namespace ``condukt-egress``; see ``Pulumi.yaml``):
 ``sessionId`` (required), ``namespace``, ``policy`` (document form),
 ``workspaceImage``, ``sidecarImage``, ``allowPlainHttp``, ``trustBundle``,
-``nativeSidecar``, ``caKeyAlgorithm``, ``caValidityHours``, ``clusterCidrs``,
+``nativeSidecar``, ``caKeyAlgorithm``, ``caValidityHours``,
+``caEarlyRenewalHours``, ``clusterCidrs``,
 ``nodeLocalDns``, ``dnsNamespace``, ``dnsPodLabels`` and ``unproxiedEgress``:
 each the :class:`SandboxEgressArgs` field of the same name in snake_case
 (``sidecarImage`` is ``image``), and the ``render`` flag in kebab-case.
@@ -22,17 +23,37 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from condukt_egress import manifests
-from condukt_egress.args import SandboxEgressArgs
+from condukt_egress.args import SandboxEgressArgs, validate_image
 from condukt_egress.component import SandboxEgress
-from condukt_egress.errors import ConfigError
+from condukt_egress.errors import ConfigError, PolicyError
 from condukt_egress.manifests import DEFAULT_WORKSPACE_IMAGE
 
 __all__ = [
     "CONFIG_KEYS",
     "DEFAULT_WORKSPACE_IMAGE",
+    "StackConfigError",
+    "StackPolicyError",
     "args_from_config",
     "session_program",
 ]
+
+
+class StackConfigError(ConfigError, pulumi.RunError):
+    """A stack config value is wrong; ``pulumi up`` prints it as one line.
+
+    A :class:`pulumi.RunError` ends the program with ``error: <message>`` and
+    no traceback (the Python language host and the Automation API's inline
+    server both treat it so). :attr:`field` is the config key, e.g.
+    ``config caValidityHours``; the message ends with the command that fixes it.
+    """
+
+
+class StackPolicyError(PolicyError, pulumi.RunError):
+    """The ``policy`` config value is wrong; one line naming the key path to change.
+
+    :attr:`field` is the path ``pulumi config set --path`` takes, e.g.
+    ``config policy.rules[2].allow[0]``.
+    """
 
 
 _STACK_YAML: Final = "Pulumi.<stack>.yaml"
@@ -75,6 +96,13 @@ _OPTIONS: Final = (
         "get_int",
         "a whole number of hours",
         "`pulumi config set caValidityHours 24`",
+    ),
+    (
+        "caEarlyRenewalHours",
+        "ca_early_renewal_hours",
+        "get_int",
+        "a whole number of hours",
+        "`pulumi config set caEarlyRenewalHours 0`",
     ),
     (
         "clusterCidrs",
@@ -125,6 +153,7 @@ CONFIG_KEYS: Final = (
     "nativeSidecar",
     "caKeyAlgorithm",
     "caValidityHours",
+    "caEarlyRenewalHours",
     "clusterCidrs",
     "nodeLocalDns",
     "dnsNamespace",
@@ -147,7 +176,7 @@ def _typed(config: pulumi.Config, getter: str, key: str, kind: str) -> Any:
     try:
         return getattr(config, getter)(key)
     except pulumi.ConfigTypeError as exc:
-        raise ConfigError(
+        raise StackConfigError(
             f"config {key}", f"must be {kind}: {exc}. Set it with {_FIXES[key]}"
         ) from None
 
@@ -159,24 +188,25 @@ def args_from_config(config: pulumi.Config) -> tuple[SandboxEgressArgs, str]:
         The validated :class:`SandboxEgressArgs` and the workspace image.
 
     Raises:
-        ConfigError: A key is missing or has the wrong type or value; the
+        StackConfigError: A key is missing or has the wrong type or value; the
             message names the key and how to set it right.
-        PolicyError: The ``policy`` object is invalid.
+        StackPolicyError: The ``policy`` object is invalid; the field is the
+            key path to change, e.g. ``config policy.rules[2].allow[0]``.
     """
     session_id = config.get("sessionId")
     if not session_id:
-        raise ConfigError(
+        raise StackConfigError(
             "config sessionId",
             "is required: run `pulumi config set sessionId <id>` (one stack per session)",
         )
     try:
         policy = config.get_object("policy")
     except pulumi.ConfigTypeError as exc:
-        raise ConfigError(
+        raise StackConfigError(
             "config policy", f"must be an object: {exc}. Set it in {_STACK_YAML}"
         ) from None
     if policy is not None and not isinstance(policy, Mapping):
-        raise ConfigError(
+        raise StackConfigError(
             "config policy",
             "must be an object like {rules: [{allow: [api.github.com]}], default: deny}; "
             f"set it with `pulumi config set --path` or in {_STACK_YAML}",
@@ -188,13 +218,33 @@ def args_from_config(config: pulumi.Config) -> tuple[SandboxEgressArgs, str]:
             options[field] = value
     try:
         args = SandboxEgressArgs(**options)
+    except PolicyError as exc:
+        raise _as_policy_error(exc) from None
     except ConfigError as exc:
         raise _as_config_error(exc) from None
     image = config.get("workspaceImage") or DEFAULT_WORKSPACE_IMAGE
+    try:
+        validate_image("workspaceImage", image, DEFAULT_WORKSPACE_IMAGE)
+    except ConfigError as exc:
+        raise StackConfigError(
+            "config workspaceImage",
+            f"{str(exc).removeprefix('workspaceImage: ')}. Set it with "
+            "`pulumi config set workspaceImage python:3.13-slim`",
+        ) from None
     return args, image
 
 
-def _as_config_error(exc: ConfigError) -> ConfigError:
+def _as_policy_error(exc: PolicyError) -> StackPolicyError:
+    """``exc`` (about ``policy.<path>``) as an error naming the config key path to change."""
+    message = str(exc).removeprefix(f"{exc.field}: ")
+    return StackPolicyError(
+        f"config {exc.field}",
+        f"{message}. Change it with `pulumi config set --path '{exc.field}' <value>` "
+        f"or in {_STACK_YAML}",
+    )
+
+
+def _as_config_error(exc: ConfigError) -> StackConfigError:
     """``exc`` (about a SandboxEgressArgs field) as an error about its config key."""
     root = re.split(r"[.\[]", exc.field, maxsplit=1)[0]
     key = _FIELD_TO_KEY.get(root, root)
@@ -203,7 +253,7 @@ def _as_config_error(exc: ConfigError) -> ConfigError:
     if detail:
         message = f"{detail}: {message}"
     fix = _FIXES.get(key)
-    return ConfigError(f"config {key}", f"{message}. Set it with {fix}" if fix else message)
+    return StackConfigError(f"config {key}", f"{message}. Set it with {fix}" if fix else message)
 
 
 def session_program() -> None:
