@@ -149,6 +149,10 @@ class SandboxEgressArgs:
         unproxied_egress: Explicit destinations reachable without the proxy.
         ca_key_algorithm: Key type of the per-session CA.
         ca_validity_hours: Lifetime of the per-session CA certificate.
+        ca_early_renewal_hours: pulumi-tls ``early_renewal_hours``: an ``up``
+            this many hours (or less) before the CA expires mints a new CA,
+            which replaces the Secret and replaces or rolls the session pods.
+            0 (default): only an expired CA is re-minted.
         sidecar_resources: Resource requests/limits of the sidecar containers.
         unsafe_allowed_capabilities: Capabilities workspace containers may add
             although they can defeat egress control. Empty by default; every
@@ -173,6 +177,7 @@ class SandboxEgressArgs:
     unproxied_egress: Sequence[UnproxiedEgress | Mapping[str, Any]] = ()
     ca_key_algorithm: CaKeyAlgorithm = "ecdsa-p256"
     ca_validity_hours: int = 24
+    ca_early_renewal_hours: int = 0
     sidecar_resources: Mapping[str, Mapping[str, str]] = field(
         default_factory=lambda: {k: dict(v) for k, v in DEFAULT_SIDECAR_RESOURCES.items()}
     )
@@ -233,6 +238,15 @@ class SandboxEgressArgs:
                 f"{hours!r}; the default 24 fits a session",
             )
         set_(self, "ca_validity_hours", whole_hours)
+        early = _whole(self.ca_early_renewal_hours)
+        if early is None or not 0 <= early < whole_hours:
+            raise ConfigError(
+                "ca_early_renewal_hours",
+                f"must be a whole number of hours from 0 to ca_validity_hours - 1 "
+                f"({whole_hours - 1}), got {self.ca_early_renewal_hours!r}; 0 renews only an "
+                "expired CA",
+            )
+        set_(self, "ca_early_renewal_hours", early)
         set_(self, "sidecar_resources", _resources(self.sidecar_resources))
         set_(
             self,

@@ -49,6 +49,8 @@ class SandboxEgress(pulumi.ComponentResource):
         secret_name: Name of the Secret, as an Output that depends on it.
         network_policy_name: Name of the NetworkPolicy, as an Output that depends on it.
         ca_cert_pem: The CA certificate PEM.
+        ca_fingerprint: SHA-256 of the CA certificate (hex); every workload's
+            sidecar carries it in its env, so a new CA replaces or rolls the pods.
     """
 
     args: SandboxEgressArgs
@@ -57,6 +59,7 @@ class SandboxEgress(pulumi.ComponentResource):
     secret_name: pulumi.Output[str]
     network_policy_name: pulumi.Output[str]
     ca_cert_pem: pulumi.Output[str]
+    ca_fingerprint: pulumi.Output[str]
 
     def __init__(
         self,
@@ -98,6 +101,7 @@ class SandboxEgress(pulumi.ComponentResource):
             set_subject_key_id=True,
             allowed_uses=list(CA_ALLOWED_USES),
             validity_period_hours=args.ca_validity_hours,
+            early_renewal_hours=args.ca_early_renewal_hours,
             subject=tls.SelfSignedCertSubjectArgs(
                 common_name=self.names.ca_common_name,
                 organization=CA_ORGANIZATION,
@@ -131,7 +135,8 @@ class SandboxEgress(pulumi.ComponentResource):
             opts=child,
         )
         self.secret_name = self.secret.metadata.apply(lambda m: str(m["name"]))
-        self._transform = workload_transform(args, self._workload_dependencies)
+        self.ca_fingerprint = self.ca_cert.cert_pem.apply(manifests.ca_fingerprint)
+        self._transform = workload_transform(args, self._workload_dependencies, self.ca_fingerprint)
         self.network_policy_name = self.network_policy.metadata.apply(lambda m: str(m["name"]))
         self.register_outputs(
             {
@@ -139,6 +144,7 @@ class SandboxEgress(pulumi.ComponentResource):
                 "networkPolicyName": self.network_policy_name,
                 "podLabels": self.pod_labels,
                 "caCertPem": self.ca_cert_pem,
+                "caFingerprint": self.ca_fingerprint,
             }
         )
 

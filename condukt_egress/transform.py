@@ -342,33 +342,80 @@ def _lift(value: Any, fn: Callable[[Any], Any]) -> Any:
 
 
 def transform_props(
-    props: Mapping[str, Any], workload: Workload, name: str, args: SandboxEgressArgs
+    props: Mapping[str, Any],
+    workload: Workload,
+    name: str,
+    args: SandboxEgressArgs,
+    ca_fingerprint: Any = None,
 ) -> JSON:
-    """The transformed properties of one workload resource (wire form, Outputs lifted)."""
+    """The transformed properties of one workload resource (wire form, Outputs lifted).
+
+    ``ca_fingerprint`` (an Output in the component) becomes the sidecar's
+    :data:`~condukt_egress.manifests.CA_FINGERPRINT_ENV`, so a new CA changes
+    the pod template. Only that value waits for the CA: everything else is
+    checked and shown at preview as before.
+    """
     wire: JSON = _to_wire(dict(props), _resource_args_type(workload))
     out = dict(wire)
     if workload.variant == "List":
 
         def items(values: Any) -> list[JSON]:
             return [
-                inject_workload(item, workload_item, f"{name}.items[{index}]", args)
+                _with_ca(
+                    inject_workload(item, workload_item, f"{name}.items[{index}]", args),
+                    workload_item,
+                    ca_fingerprint,
+                )
                 for index, item in enumerate(values or ())
             ]
 
         workload_item = Workload(workload.api, workload.kind, "")
-        out["items"] = _lift(wire.get("items"), items)
+        out["items"] = _settle(_lift(wire.get("items"), items))
         return out
     prefix = f"{workload.kind}{workload.variant} {name!r}"
     if workload.variant != "Patch":
         out["metadata"] = _lift(
             wire.get("metadata"), lambda m: _metadata(m, workload, prefix, args)
         )
-    out["spec"] = _lift(wire.get("spec"), lambda s: _spec(s, workload, prefix, args))
+    spec = _lift(wire.get("spec"), lambda s: _spec(s, workload, prefix, args))
+    if workload.variant == "Patch" or ca_fingerprint is None:
+        out["spec"] = spec
+    elif isinstance(spec, pulumi.Output):
+        out["spec"] = _settle(
+            spec.apply(lambda s: _with_ca({"spec": s}, workload, ca_fingerprint)["spec"])
+        )
+    else:
+        out["spec"] = _with_ca({"spec": spec}, workload, ca_fingerprint)["spec"]
+    return out
+
+
+def _settle(value: Any) -> Any:
+    """An Output whose value may hold Outputs, as one Output of plain values."""
+    if isinstance(value, pulumi.Output):
+        return value.apply(pulumi.Output.from_input)
+    return value
+
+
+def _with_ca(obj: JSON, workload: Workload, ca_fingerprint: Any) -> JSON:
+    """``obj`` (an injected workload) with the CA fingerprint in its sidecar's env."""
+    if ca_fingerprint is None:
+        return obj
+    out = dict(obj)
+    parent = out
+    for key in ("spec", *workload.template):
+        parent[key] = dict(parent[key])
+        parent = parent[key]
+    if workload.template:
+        parent["spec"] = manifests.with_ca_fingerprint(parent["spec"], ca_fingerprint)
+    else:
+        out["spec"] = manifests.with_ca_fingerprint(out["spec"], ca_fingerprint)
     return out
 
 
 def workload_transform(
-    args: SandboxEgressArgs, depends_on: Callable[[], Sequence[pulumi.Resource]]
+    args: SandboxEgressArgs,
+    depends_on: Callable[[], Sequence[pulumi.Resource]],
+    ca_fingerprint: pulumi.Input[str] | None = None,
 ) -> Callable[[pulumi.ResourceTransformArgs], pulumi.ResourceTransformResult | None]:
     """A resource transform that injects ``args``' session into every workload.
 
@@ -376,6 +423,8 @@ def workload_transform(
         args: The session.
         depends_on: Returns the resources every workload must depend on (the
             session's Secret and NetworkPolicy).
+        ca_fingerprint: The session CA's fingerprint (an Output in the
+            component); set in the sidecar's env so a new CA rolls the pods.
 
     Returns:
         A callable for ``ResourceOptions(transforms=[...])`` or
@@ -389,7 +438,9 @@ def workload_transform(
         workload = workload_of(transform_args.type_)
         if workload is None:
             return None
-        props = transform_props(transform_args.props, workload, transform_args.name, args)
+        props = transform_props(
+            transform_args.props, workload, transform_args.name, args, ca_fingerprint
+        )
         opts = pulumi.ResourceOptions.merge(
             transform_args.opts or pulumi.ResourceOptions(),
             pulumi.ResourceOptions(depends_on=list(depends_on())),

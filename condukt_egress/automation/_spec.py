@@ -42,6 +42,7 @@ __all__ = [
     "SessionOutputs",
     "SessionSpec",
     "SessionSummary",
+    "ca_certificate_urn",
     "stack_config",
     "stack_name",
 ]
@@ -73,6 +74,21 @@ def stack_name(session_id: str) -> str:
     return f"{STACK_PREFIX}{session_names(session_id).base}"
 
 
+def ca_certificate_urn(session_id: str) -> str:
+    """The URN of a session's CA certificate, for ``up(spec, replace=[...])``.
+
+    Replacing it mints a new CA, which replaces the Secret and (through the
+    CA fingerprint in the sidecar's env) the workspace Pod: the way to rotate
+    a session's CA before it expires. The URN is the one
+    :func:`~condukt_egress.program.session_program` declares.
+    """
+    from condukt_egress.component import TYPE_TOKEN  # noqa: PLC0415 - keeps this module light
+
+    base = session_names(session_id).base
+    chain = f"{TYPE_TOKEN}$tls:index/selfSignedCert:SelfSignedCert"
+    return f"urn:pulumi:{stack_name(session_id)}::{PROJECT_NAME}::{chain}::egress-{base}-ca"
+
+
 @dataclass(frozen=True)
 class SessionSpec:
     """One session, with the options of the stack config (see ``Pulumi.yaml``).
@@ -91,6 +107,8 @@ class SessionSpec:
         native_sidecar: Run the proxy as a native sidecar (``nativeSidecar``).
         ca_key_algorithm: Key type of the session CA (``caKeyAlgorithm``).
         ca_validity_hours: Lifetime of the session CA (``caValidityHours``).
+        ca_early_renewal_hours: Re-mint the CA at an ``up`` this close to its
+            expiry (``caEarlyRenewalHours``).
         cluster_cidrs: Extra IPv4 ranges never reachable directly (``clusterCidrs``).
         node_local_dns: IPv4 address of NodeLocal DNSCache, if any (``nodeLocalDns``).
         dns_namespace: Namespace of the cluster DNS pods (``dnsNamespace``).
@@ -116,6 +134,7 @@ class SessionSpec:
     native_sidecar: bool = True
     ca_key_algorithm: CaKeyAlgorithm = "ecdsa-p256"
     ca_validity_hours: int = 24
+    ca_early_renewal_hours: int = 0
     cluster_cidrs: Sequence[str] = ()
     node_local_dns: str | None = None
     dns_namespace: str = "kube-system"
@@ -143,6 +162,7 @@ class SessionSpec:
                 native_sidecar=self.native_sidecar,
                 ca_key_algorithm=self.ca_key_algorithm,
                 ca_validity_hours=self.ca_validity_hours,
+                ca_early_renewal_hours=self.ca_early_renewal_hours,
                 cluster_cidrs=self.cluster_cidrs,
                 node_local_dns=self.node_local_dns,
                 dns_namespace=self.dns_namespace,
@@ -179,6 +199,7 @@ class SessionSpec:
             "nativeSidecar": _bool(args.native_sidecar),
             "caKeyAlgorithm": args.ca_key_algorithm,
             "caValidityHours": str(args.ca_validity_hours),
+            "caEarlyRenewalHours": str(args.ca_early_renewal_hours),
             "clusterCidrs": json.dumps(list(args.cluster_cidrs)),
             "nodeLocalDns": args.node_local_dns or "",
             "dnsNamespace": args.dns_namespace,
@@ -189,6 +210,7 @@ class SessionSpec:
 
 _NORMALISED: Final = (
     "ca_validity_hours",
+    "ca_early_renewal_hours",
     "cluster_cidrs",
     "node_local_dns",
     "dns_pod_labels",

@@ -47,6 +47,7 @@ FIELD_FLAGS: Final = {
     "native_sidecar": "--native-sidecar",
     "ca_key_algorithm": "--ca-key-algorithm",
     "ca_validity_hours": "--ca-validity-hours",
+    "ca_early_renewal_hours": "--ca-early-renewal-hours",
     "cluster_cidrs": "--cluster-cidr",
     "node_local_dns": "--node-local-dns",
     "dns_namespace": "--dns-namespace",
@@ -177,6 +178,14 @@ def _write_private(path: Path, text: str) -> None:
     help=f"Lifetime of the session CA [default: {_default('ca_validity_hours')}].",
 )
 @click.option(
+    "--ca-early-renewal-hours",
+    type=int,
+    metavar="HOURS",
+    help="As the stack's caEarlyRenewalHours (checked against the validity); a rendered CA "
+    f"is never renewed: render a new session instead [default: "
+    f"{_default('ca_early_renewal_hours')}].",
+)
+@click.option(
     "--cluster-cidr",
     "cluster_cidrs",
     multiple=True,
@@ -229,6 +238,7 @@ def render(
     native_sidecar: bool | None,
     ca_key_algorithm: str | None,
     ca_validity_hours: int | None,
+    ca_early_renewal_hours: int | None,
     cluster_cidrs: tuple[str, ...],
     node_local_dns: str | None,
     dns_namespace: str | None,
@@ -250,6 +260,7 @@ def render(
         "native_sidecar": native_sidecar,
         "ca_key_algorithm": ca_key_algorithm,
         "ca_validity_hours": ca_validity_hours,
+        "ca_early_renewal_hours": ca_early_renewal_hours,
         "cluster_cidrs": cluster_cidrs or None,
         "node_local_dns": node_local_dns,
         "dns_namespace": dns_namespace,
