@@ -432,6 +432,11 @@ class FakeCli:
 
 @pytest.fixture
 def fake(tmp_path: Path) -> FakeCli:
+    return make_fake(tmp_path)
+
+
+def make_fake(tmp_path: Path) -> FakeCli:
+    """A scripted CLI in ``tmp_path/cli/bin/pulumi`` answering like an empty backend."""
     root = tmp_path / "cli"
     (root / "bin").mkdir(parents=True)
     script = root / "bin" / "pulumi"

@@ -53,24 +53,29 @@ from condukt_egress.automation._spec import (
     SessionOutputs,
     SessionSpec,
     SessionSummary,
+    ca_certificate_urn,
     stack_config,
     stack_name,
 )
 from condukt_egress.automation._stacks import (
+    DEFAULT_MAX_OPERATIONS,
     MIN_PULUMI_VERSION,
     AsyncSessionStacks,
+    OnEvent,
     OnOutput,
     SessionStacks,
     default_state_dir,
 )
 
 __all__ = [
+    "DEFAULT_MAX_OPERATIONS",
     "KUBERNETES_CONFIG_KEYS",
     "MIN_PULUMI_VERSION",
     "PROJECT_NAME",
     "STACK_PREFIX",
     "AsyncSessionStacks",
     "KubernetesSettings",
+    "OnEvent",
     "OnOutput",
     "PassphraseRequiredError",
     "PulumiCliError",
@@ -81,6 +86,7 @@ __all__ = [
     "SessionSpec",
     "SessionStacks",
     "SessionSummary",
+    "ca_certificate_urn",
     "default_state_dir",
     "stack_config",
     "stack_name",
