@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Final, Literal, TypeAlias
 
+from condukt_egress.errors import ConfigError
 from condukt_egress.events import Decision, DecisionAction, DecisionRequest
 
 __all__ = [
@@ -82,8 +83,12 @@ class DecisionCache:
     """
 
     def __init__(self, ttl: float = 60.0, max_entries: int = 4096) -> None:
-        if ttl <= 0 or max_entries < 1:
-            raise ValueError("ttl must be > 0 and max_entries >= 1")
+        if ttl <= 0:
+            raise ConfigError("cache_ttl", f"must be a positive number of seconds, got {ttl!r}")
+        if max_entries < 1:
+            raise ConfigError(
+                "cache_size", f"must be at least 1 host, got {max_entries!r}; the default is 4096"
+            )
         self.ttl = ttl
         self.max_entries = max_entries
         self._entries: OrderedDict[str, tuple[float, DecisionAction, str | None]] = OrderedDict()
@@ -122,7 +127,11 @@ def decider_budget(decide_timeout_ms: int) -> float:
         decide_timeout_ms: The policy's ``decide_timeout_ms``.
     """
     if decide_timeout_ms < 1:
-        raise ValueError("decide_timeout_ms must be a positive number of milliseconds")
+        raise ConfigError(
+            "decide_timeout_ms",
+            f"must be a positive number of milliseconds, got {decide_timeout_ms!r}; use the "
+            "policy's decide timeout (5000 by default)",
+        )
     return (decide_timeout_ms - min(1000, decide_timeout_ms / 5)) / 1000
 
 

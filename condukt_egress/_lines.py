@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Final
 
+from condukt_egress.errors import ConfigError
+
 __all__ = ["DEFAULT_MAX_LINE_BYTES", "LineSplitter"]
 
 DEFAULT_MAX_LINE_BYTES: Final = 1 << 20
@@ -23,7 +25,7 @@ class LineSplitter:
 
     def __init__(self, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES) -> None:
         if max_line_bytes < 1:
-            raise ValueError("max_line_bytes must be at least 1")
+            raise ConfigError("max_line_bytes", f"must be at least 1, got {max_line_bytes!r}")
         self.max_line_bytes = max_line_bytes
         self.oversized = 0
         self._partial = bytearray()

@@ -18,8 +18,13 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import inspect
 import ipaddress
 import re
+import sys
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -28,11 +33,14 @@ from typing import Any, Final, Literal, get_args
 from condukt_egress import contract
 from condukt_egress.errors import ConfigError, PolicyError
 from condukt_egress.naming import SessionNames, session_names, validate_session_id
+from condukt_egress.options import option
 from condukt_egress.policy import DENY_ALL, EgressPolicy
 
 __all__ = [
+    "INPUT_FIELDS",
     "CaKeyAlgorithm",
     "SandboxEgressArgs",
+    "SessionOptions",
     "TrustBundle",
     "UnproxiedEgress",
     "validate_image",
@@ -53,10 +61,18 @@ DEFAULT_SIDECAR_RESOURCES: Final = {
 }
 MAX_CA_VALIDITY_HOURS: Final = 24 * 365
 
+INPUT_FIELDS: Final = ("namespace", "sidecar_image", "policy", "trust_bundle")
+""":class:`SandboxEgressArgs` fields that may be ``pulumi.Input`` values (an
+Output of another resource, a StackReference output; ``policy`` also as a
+document holding Outputs, e.g. ``{"rules": [{"allow": [db.host]}]}``). They
+are validated when they resolve; every other field, and ``session_id`` above
+all (names and labels derive from it at preview), must be a plain value."""
+
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 _LABEL_KEY_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
 _CAPABILITY = re.compile(r"^[A-Z][A-Z0-9_]*$")
+_UNPROXIED = re.compile(r"^(?P<cidr>[^:]+):(?P<ports>[^/]+)(?:/(?P<protocol>[^/]+))?$")
 
 
 @dataclass(frozen=True)
@@ -116,9 +132,198 @@ class UnproxiedEgress:
             )
         return cls(cidr=value["cidr"], ports=value["ports"], protocol=value.get("protocol", "TCP"))
 
+    @classmethod
+    def parse(cls, text: str) -> UnproxiedEgress:
+        """Read the text form ``CIDR:PORT[,PORT...][/PROTOCOL]`` (TCP when no protocol).
+
+        Example:
+            >>> UnproxiedEgress.parse("10.0.0.0/24:53,5353/UDP")
+            UnproxiedEgress(cidr='10.0.0.0/24', ports=(53, 5353), protocol='UDP')
+        """
+        match = _UNPROXIED.match(text)
+        ports = match["ports"].split(",") if match else []
+        if match is None or not all(p.strip().isdigit() for p in ports):
+            raise ConfigError(
+                "unproxied_egress",
+                f"must be CIDR:PORT[,PORT...][/PROTOCOL] like 10.0.12.7/32:5432 or "
+                f"10.0.0.0/24:53,5353/UDP, got {text!r}",
+            )
+        protocol: Any = match["protocol"] or "TCP"
+        return cls(cidr=match["cidr"], ports=[int(p) for p in ports], protocol=protocol)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The document form ``{"cidr", "ports", "protocol"}`` that :meth:`from_value` reads."""
+        return {"cidr": self.cidr, "ports": list(self.ports), "protocol": self.protocol}
+
+
+def parse_label(text: str) -> tuple[str, str]:
+    """Read one label in the text form ``KEY=VALUE`` (validated with the others).
+
+    Example:
+        >>> parse_label("k8s-app=kube-dns")
+        ('k8s-app', 'kube-dns')
+    """
+    key, sep, value = text.partition("=")
+    if not sep:
+        raise ConfigError(
+            "dns_pod_labels", f"must be KEY=VALUE like k8s-app=kube-dns, got {text!r}"
+        )
+    return key, value
+
+
+def _load_policy(path: str) -> EgressPolicy:
+    return EgressPolicy.load(path)
+
 
 @dataclass(frozen=True)
-class SandboxEgressArgs:
+class SessionOptions:
+    """The options of a session that are stack config: declared once, here.
+
+    Each field's metadata (see :mod:`condukt_egress.options`) gives its stack
+    config key (camelCase), its ``render`` flag (kebab-case) and its help, so
+    :class:`SandboxEgressArgs`, :class:`~condukt_egress.spec.SessionSpec`,
+    the stack program and ``render`` share one list. Not built directly: use
+    one of those two subclasses, which validate.
+    """
+
+    session_id: str = field(
+        metadata=option(
+            "The agent platform's id for the session; any string up to 1024 characters.",
+            example="<id>",
+            metavar="ID",
+        )
+    )
+    namespace: str = field(
+        default="default",
+        metadata=option(
+            "Namespace of the Secret, the NetworkPolicy and the pods.",
+            example="agents",
+            short="-n",
+            metavar="NS",
+        ),
+    )
+    policy: EgressPolicy | Mapping[str, Any] | None = field(
+        default=None,
+        metadata=option(
+            "The egress policy in document form (`render`: a .yaml or .json file).",
+            example="{rules: [{allow: [api.github.com]}], default: deny}",
+            kind="object",
+            what="an object like {rules: [{allow: [api.github.com]}], default: deny}",
+            metavar="FILE",
+            parse=_load_policy,
+            doc_default="deny every host",
+        ),
+    )
+    sidecar_image: str = field(
+        default=contract.DEFAULT_IMAGE,
+        metadata=option(
+            "The condukt-egress sidecar image (init container and proxy).",
+            example="<image>",
+            metavar="IMG",
+        ),
+    )
+    allow_plain_http: bool = field(
+        default=False,
+        metadata=option(
+            "Open TCP 80 (risky: one allowed name opens every public IP on port 80).",
+            example="false",
+        ),
+    )
+    trust_bundle: TrustBundle = field(
+        default="session-ca",
+        metadata=option(
+            "What the workspace trusts: the session CA alone, or certifi's public roots "
+            "and the session CA.",
+            example="session-ca",
+            choices=get_args(TrustBundle),
+        ),
+    )
+    native_sidecar: bool = field(
+        default=True,
+        metadata=option(
+            "Run the proxy as a native sidecar (Kubernetes 1.29+) or a plain container.",
+            example="true",
+        ),
+    )
+    ca_key_algorithm: CaKeyAlgorithm = field(
+        default="ecdsa-p256",
+        metadata=option(
+            "Key type of the session CA.",
+            example="ecdsa-p256",
+            choices=get_args(CaKeyAlgorithm),
+        ),
+    )
+    ca_validity_hours: int = field(
+        default=24,
+        metadata=option(
+            f"Lifetime of the session CA, 1 to {MAX_CA_VALIDITY_HOURS} hours.",
+            example="24",
+            what="a whole number of hours",
+            metavar="HOURS",
+        ),
+    )
+    ca_early_renewal_hours: int = field(
+        default=0,
+        metadata=option(
+            "Re-mint the session CA at a `pulumi up` this many hours or fewer before it expires "
+            "(pulumi-tls early_renewal_hours); 0: only once expired. A new CA replaces the "
+            "Secret and the pod (`render`: checked only, a rendered CA is never renewed).",
+            example="0",
+            what="a whole number of hours",
+            metavar="HOURS",
+        ),
+    )
+    cluster_cidrs: Sequence[str] = field(
+        default=(),
+        metadata=option(
+            "Extra IPv4 ranges never reachable directly (pod and service CIDRs outside RFC 1918).",
+            example="[100.64.0.0/10]",
+            what="a list of IPv4 CIDRs",
+            flag="--cluster-cidr",
+            metavar="CIDR",
+            parse=str,
+        ),
+    )
+    node_local_dns: str | None = field(
+        default=None,
+        metadata=option(
+            "IPv4 address of NodeLocal DNSCache, which DNS may then also go to.",
+            example="169.254.20.10",
+            metavar="IP",
+            doc_default="none",
+        ),
+    )
+    dns_namespace: str = field(
+        default="kube-system",
+        metadata=option("Namespace of the cluster DNS pods.", example="kube-system", metavar="NS"),
+    )
+    dns_pod_labels: Mapping[str, str] = field(
+        default_factory=lambda: dict(DEFAULT_DNS_POD_LABELS),
+        metadata=option(
+            "Labels selecting the cluster DNS pods.",
+            example="{k8s-app: kube-dns}",
+            what="an object of label keys to values",
+            flag="--dns-pod-label",
+            metavar="KEY=VALUE",
+            parse=parse_label,
+        ),
+    )
+    unproxied_egress: Sequence[UnproxiedEgress | Mapping[str, Any]] = field(
+        default=(),
+        metadata=option(
+            "Destinations reachable without the proxy (no policy, no audit); TCP 80/443 "
+            "still go through it. Flag form: CIDR:PORT[,PORT...][/PROTOCOL].",
+            example="[{cidr: 10.0.12.7/32, ports: [5432]}]",
+            what="a list of {cidr, ports, protocol} objects",
+            items="object",
+            metavar="CIDR:PORT[,PORT...][/PROTOCOL]",
+            parse=UnproxiedEgress.parse,
+        ),
+    )
+
+
+@dataclass(frozen=True)
+class SandboxEgressArgs(SessionOptions):
     """The options of one sandbox session's egress control.
 
     Attributes:
@@ -127,7 +332,8 @@ class SandboxEgressArgs:
         namespace: Namespace of the Secret, the NetworkPolicy and the pods.
         policy: An :class:`EgressPolicy` or its document form; default denies
             every host.
-        image: The sidecar image (both modes).
+        sidecar_image: The sidecar image (both modes). ``image=`` is its
+            deprecated old name: it still works, with a ``DeprecationWarning``.
         allow_plain_http: Open TCP 80. Off by default: on port 80 the sidecar
             judges the ``Host:`` header but dials the original IP, so one
             allowed name opens every public IP on port 80.
@@ -137,47 +343,35 @@ class SandboxEgressArgs:
             ``restartPolicy: Always`` and a startup probe): it is up before any
             workspace container starts and does not keep Jobs alive. Needs
             Kubernetes 1.29+. ``False`` makes it a plain container.
+        ca_key_algorithm: Key type of the per-session CA.
+        ca_validity_hours: Lifetime of the per-session CA certificate.
+        ca_early_renewal_hours: pulumi-tls ``early_renewal_hours``: an ``up``
+            this many hours (or fewer) before the CA expires mints a new CA,
+            which replaces the Secret and replaces or rolls the session pods.
+            0 (default): only an expired CA is re-minted.
+        cluster_cidrs: Extra IPv4 ranges the pod must never reach directly
+            (pod and service CIDRs of clusters outside RFC 1918).
+        node_local_dns: IPv4 address of NodeLocal DNSCache, if the cluster uses it.
+        dns_namespace: Namespace of the cluster DNS pods.
+        dns_pod_labels: Labels selecting the cluster DNS pods.
+        unproxied_egress: Explicit destinations reachable without the proxy.
         proxy_port: Port the redirected traffic lands on.
         control_port: Port of the sidecar's NDJSON control channel.
         sidecar_uid: The uid the redirect exempts; only the sidecar runs as it.
         sidecar_gid: The gid the sidecar runs as; no workspace may use it.
-        dns_namespace: Namespace of the cluster DNS pods.
-        dns_pod_labels: Labels selecting the cluster DNS pods.
-        node_local_dns: IPv4 address of NodeLocal DNSCache, if the cluster uses it.
-        cluster_cidrs: Extra IPv4 ranges the pod must never reach directly
-            (pod and service CIDRs of clusters outside RFC 1918).
-        unproxied_egress: Explicit destinations reachable without the proxy.
-        ca_key_algorithm: Key type of the per-session CA.
-        ca_validity_hours: Lifetime of the per-session CA certificate.
-        ca_early_renewal_hours: pulumi-tls ``early_renewal_hours``: an ``up``
-            this many hours (or less) before the CA expires mints a new CA,
-            which replaces the Secret and replaces or rolls the session pods.
-            0 (default): only an expired CA is re-minted.
         sidecar_resources: Resource requests/limits of the sidecar containers.
         unsafe_allowed_capabilities: Capabilities workspace containers may add
             although they can defeat egress control. Empty by default; every
             entry is a risk the user accepts explicitly.
+
+    The options up to ``unproxied_egress`` are the stack config options
+    (:class:`SessionOptions`); the rest exist in the Python API only.
     """
 
-    session_id: str
-    namespace: str = "default"
-    policy: EgressPolicy | Mapping[str, Any] | None = None
-    image: str = contract.DEFAULT_IMAGE
-    allow_plain_http: bool = False
-    trust_bundle: TrustBundle = "session-ca"
-    native_sidecar: bool = True
     proxy_port: int = contract.DEFAULT_PROXY_PORT
     control_port: int = contract.DEFAULT_CONTROL_PORT
     sidecar_uid: int = contract.DEFAULT_SIDECAR_UID
     sidecar_gid: int = contract.DEFAULT_SIDECAR_UID
-    dns_namespace: str = "kube-system"
-    dns_pod_labels: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_DNS_POD_LABELS))
-    node_local_dns: str | None = None
-    cluster_cidrs: Sequence[str] = ()
-    unproxied_egress: Sequence[UnproxiedEgress | Mapping[str, Any]] = ()
-    ca_key_algorithm: CaKeyAlgorithm = "ecdsa-p256"
-    ca_validity_hours: int = 24
-    ca_early_renewal_hours: int = 0
     sidecar_resources: Mapping[str, Mapping[str, str]] = field(
         default_factory=lambda: {k: dict(v) for k, v in DEFAULT_SIDECAR_RESOURCES.items()}
     )
@@ -185,10 +379,26 @@ class SandboxEgressArgs:
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
+        if _holds_input(self.session_id):
+            raise ConfigError(
+                "session_id",
+                "must be a plain string, not an Output: the Secret, NetworkPolicy and pod "
+                "names and labels derive from it and must be known at preview",
+            )
         validate_session_id(self.session_id)
+        # Input-valued fields are checked when they resolve (see resolved());
+        # the rest is checked now, against the defaults standing in for them.
+        deferred = {n: getattr(self, n) for n in INPUT_FIELDS if _holds_input(getattr(self, n))}
+        for name in deferred:
+            set_(self, name, _FIELD_DEFAULTS[name])
+        set_(self, "_deferred", deferred)
         set_(self, "namespace", _dns_label("namespace", self.namespace))
         set_(self, "policy", _policy(self.policy))
-        set_(self, "image", validate_image("image", self.image, contract.DEFAULT_IMAGE))
+        set_(
+            self,
+            "sidecar_image",
+            validate_image("sidecar_image", self.sidecar_image, contract.DEFAULT_IMAGE),
+        )
         for name in ("allow_plain_http", "native_sidecar"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(name, f"must be true or false, got {getattr(self, name)!r}")
@@ -256,6 +466,22 @@ class SandboxEgressArgs:
                 for c in _seq("unsafe_allowed_capabilities", self.unsafe_allowed_capabilities)
             ),
         )
+        for name, value in deferred.items():
+            set_(self, name, value)
+
+    @property
+    def deferred(self) -> Mapping[str, Any]:
+        """The fields given as ``pulumi.Input`` values, not yet resolved or validated."""
+        return dict(getattr(self, "_deferred", {}))
+
+    def resolved(self, values: Mapping[str, Any]) -> SandboxEgressArgs:
+        """These args with :attr:`deferred` fields replaced by their resolved ``values``.
+
+        Validated like any args, so a bad resolved value raises the usual
+        error naming the field (``namespace: must be a Kubernetes namespace
+        name ...``, ``policy.rules[0].allow[0]: ...``).
+        """
+        return dataclasses.replace(self, **values)
 
     @property
     def egress_policy(self) -> EgressPolicy:
@@ -267,6 +493,62 @@ class SandboxEgressArgs:
     def names(self) -> SessionNames:
         """Names and labels derived from ``session_id``."""
         return session_names(self.session_id)
+
+
+_FIELD_DEFAULTS: Final = {
+    f.name: f.default for f in dataclasses.fields(SandboxEgressArgs) if f.name in INPUT_FIELDS
+}
+
+
+def _holds_input(value: object) -> bool:
+    """Whether ``value`` is, or (a list or mapping) holds, a Pulumi Output or awaitable.
+
+    Pure: an Output exists only once the program imported ``pulumi``.
+    """
+    if inspect.isawaitable(value):
+        return True
+    pulumi = sys.modules.get("pulumi")
+    if pulumi is not None and isinstance(value, pulumi.Output):
+        return True
+    if isinstance(value, Mapping):
+        return any(_holds_input(v) for v in value.values())
+    if isinstance(value, list | tuple):
+        return any(_holds_input(v) for v in value)
+    return False
+
+
+_dataclass_init = SandboxEgressArgs.__init__
+
+
+@functools.wraps(_dataclass_init)
+def _init(self: SandboxEgressArgs, *args: Any, image: str | None = None, **kwargs: Any) -> None:
+    """The dataclass ``__init__``, still accepting ``image=``, the old name of ``sidecar_image``."""
+    if image is not None:
+        warnings.warn(
+            "SandboxEgressArgs(image=...) is deprecated: use sidecar_image=...",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        if kwargs.setdefault("sidecar_image", image) != image:
+            raise ConfigError(
+                "image",
+                "is the deprecated name of sidecar_image and both are given, with different "
+                "values: give sidecar_image only",
+            )
+    _dataclass_init(self, *args, **kwargs)
+
+
+def _image(self: SandboxEgressArgs) -> str:
+    """``args.image``: the deprecated name of :attr:`SandboxEgressArgs.sidecar_image`."""
+    warnings.warn(
+        "SandboxEgressArgs.image is deprecated: use sidecar_image", DeprecationWarning, stacklevel=2
+    )
+    return self.sidecar_image
+
+
+# The old name keeps working, with a DeprecationWarning, as an argument and an attribute.
+setattr(SandboxEgressArgs, "__init__", _init)  # noqa: B010
+setattr(SandboxEgressArgs, "image", property(_image))  # noqa: B010
 
 
 def _seq(name: str, value: object) -> Sequence[Any]:
@@ -294,7 +576,7 @@ def _policy(value: object) -> EgressPolicy:
         try:
             return EgressPolicy.from_dict(value)
         except PolicyError as exc:
-            raise PolicyError(f"policy.{exc.field}", str(exc).split(": ", 1)[-1]) from None
+            raise exc.under("policy") from None
     raise ConfigError(
         "policy",
         f"must be an EgressPolicy or its document form (a mapping), got {type(value).__name__}; "

@@ -111,25 +111,26 @@ def proxy_args(
 ) -> list[str]:
     """Return the sidecar's ``proxy`` arguments, with every path flag explicit.
 
+    Every value travels in the same word as its flag, so any session id that
+    :func:`condukt_egress.naming.validate_session_id` accepts (``-42``,
+    ``--resume``) reaches the sidecar intact.
+
     Args:
         proxy_port: Port the redirected traffic lands on.
         control_port: Port of the NDJSON control channel.
         session_id: Raw session id, echoed in every event.
     """
+    # One word per flag (``--flag=value``): clap reads a separate value word
+    # that starts with ``-`` (``--session-id -42``) as another flag and exits
+    # with a usage error (upstream src/main.rs:65, ``Cli::parse``).
     return [
         MODE_PROXY,
-        "--listen",
-        f"0.0.0.0:{proxy_port}",
-        "--control-listen",
-        f"0.0.0.0:{control_port}",
-        "--policy-file",
-        f"{CONFIG_DIR}/{POLICY_FILE}",
-        "--ca-cert-path",
-        f"{CONFIG_DIR}/{CA_CERT_FILE}",
-        "--ca-key-path",
-        f"{CONFIG_DIR}/{CA_KEY_FILE}",
-        "--session-id",
-        session_id,
+        f"--listen=0.0.0.0:{proxy_port}",
+        f"--control-listen=0.0.0.0:{control_port}",
+        f"--policy-file={CONFIG_DIR}/{POLICY_FILE}",
+        f"--ca-cert-path={CONFIG_DIR}/{CA_CERT_FILE}",
+        f"--ca-key-path={CONFIG_DIR}/{CA_KEY_FILE}",
+        f"--session-id={session_id}",
     ]
 
 
@@ -142,8 +143,6 @@ def netfilter_args(*, proxy_port: int, sidecar_uid: int) -> list[str]:
     """
     return [
         MODE_NETFILTER_SETUP,
-        "--proxy-port",
-        str(proxy_port),
-        "--sidecar-uid",
-        str(sidecar_uid),
+        f"--proxy-port={proxy_port}",
+        f"--sidecar-uid={sidecar_uid}",
     ]

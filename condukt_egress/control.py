@@ -62,7 +62,7 @@ from condukt_egress._decisions import (
 from condukt_egress._lines import DEFAULT_MAX_LINE_BYTES, LineSplitter
 from condukt_egress._transport import READ_CHUNK, Connection, Target, TcpTarget, os_reason
 from condukt_egress.contract import DEFAULT_DECIDE_TIMEOUT_MS
-from condukt_egress.errors import ControlChannelError
+from condukt_egress.errors import ConfigError, ControlChannelError
 from condukt_egress.events import (
     Decision,
     DecisionRequest,
@@ -179,15 +179,20 @@ class ControlClient:
         budget = decider_budget(decide_timeout_ms)
         if decider_timeout is not None:
             if not 0 < decider_timeout < decide_timeout_ms / 1000:
-                raise ValueError(
-                    f"decider_timeout must be above 0 and below the sidecar's "
-                    f"decide_timeout_ms ({decide_timeout_ms} ms), got {decider_timeout} s"
+                raise ConfigError(
+                    "decider_timeout",
+                    f"must be above 0 and below the sidecar's decide_timeout_ms "
+                    f"({decide_timeout_ms} ms), got {decider_timeout} s; leave it unset to "
+                    "keep the default margin",
                 )
             budget = decider_timeout
         if cache_ttl < 0:
-            raise ValueError("cache_ttl must be 0 (no cache) or a positive number of seconds")
+            raise ConfigError(
+                "cache_ttl",
+                f"must be 0 (no cache) or a positive number of seconds, got {cache_ttl}",
+            )
         if max_line_bytes < 1:
-            raise ValueError("max_line_bytes must be at least 1")
+            raise ConfigError("max_line_bytes", f"must be at least 1, got {max_line_bytes}")
         self.target = target
         self.stats = ChannelStats()
         self.decider_timeout = budget

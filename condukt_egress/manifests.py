@@ -351,7 +351,7 @@ def netfilter_container(args: SandboxEgressArgs) -> JSON:
     context["capabilities"] = {"drop": ["ALL"], "add": list(contract.NETFILTER_CAPABILITIES)}
     return {
         "name": NETFILTER_CONTAINER,
-        "image": args.image,
+        "image": args.sidecar_image,
         "command": [contract.BINARY],
         "args": contract.netfilter_args(proxy_port=args.proxy_port, sidecar_uid=args.sidecar_uid),
         "securityContext": context,
@@ -362,11 +362,31 @@ def netfilter_container(args: SandboxEgressArgs) -> JSON:
     }
 
 
+def listen_probe_command(port: int) -> list[str]:
+    """An exec probe that is true once a socket LISTENs on ``0.0.0.0:port``.
+
+    It reads ``/proc/net/tcp`` (the pod's network namespace) instead of
+    connecting: the sidecar treats every connection accepted on the proxy port
+    as redirected workspace traffic (an event, a ``decision_request``, under
+    ``default: allow`` a dial to itself), and the control port serves one peer
+    at a time. The proxy binds its listener after the control channel, so
+    this one line means both are up. ``grep`` is in the image
+    (``debian:bookworm-slim``, upstream Dockerfile:48).
+    """
+    # /proc/net/tcp: "  sl: local_address rem_address st ...", hex, st 0A = LISTEN.
+    return [
+        "grep",
+        "-qE",
+        f"^ *[0-9]+: 00000000:{port:04X} 00000000:0000 0A ",
+        "/proc/net/tcp",
+    ]
+
+
 def sidecar_container(args: SandboxEgressArgs) -> JSON:
     """The proxy container: native sidecar (init container) or plain container."""
     container: JSON = {
         "name": SIDECAR_CONTAINER,
-        "image": args.image,
+        "image": args.sidecar_image,
         "command": [contract.BINARY],
         "args": contract.proxy_args(
             proxy_port=args.proxy_port,
@@ -384,7 +404,7 @@ def sidecar_container(args: SandboxEgressArgs) -> JSON:
             {"name": CONFIG_VOLUME, "mountPath": contract.CONFIG_DIR, "readOnly": True}
         ],
         "startupProbe": {
-            "tcpSocket": {"port": args.proxy_port},
+            "exec": {"command": listen_probe_command(args.proxy_port)},
             "periodSeconds": 1,
             "failureThreshold": 60,
         },
@@ -561,6 +581,14 @@ def _refuse_container(container: Mapping[str, Any], where: str, args: SandboxEgr
             f"adds {cap!r}: {why}. Remove it, or, accepting that risk, list it in "
             "SandboxEgressArgs.unsafe_allowed_capabilities",
         )
+    for path, port in _network_checks(container):
+        if port in (args.proxy_port, args.control_port, "proxy", "control"):
+            raise ConfigError(
+                f"{where}.{path}",
+                f"connects to port {port!r}, the egress sidecar's proxy or control port: the "
+                "sidecar takes every connection there for workspace traffic (or its only "
+                "control peer); probe a port of your own container or use an exec probe",
+            )
     secret = args.names.secret
     for index, env in enumerate(container.get("env") or ()):
         ref = ((env.get("valueFrom") or {}).get("secretKeyRef") or {}).get("name")
@@ -581,6 +609,20 @@ def _refuse_container(container: Mapping[str, Any], where: str, args: SandboxEgr
                 f"{where}.volumeMounts",
                 f"mounts {CONFIG_VOLUME!r}, which holds the CA key; only the sidecar may",
             )
+
+
+def _network_checks(container: Mapping[str, Any]) -> Iterable[tuple[str, object]]:
+    """Yield ``(field path, port)`` of every probe or hook kubelet opens a connection for."""
+    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+        for kind in ("tcpSocket", "httpGet", "grpc"):
+            handler = (container.get(probe) or {}).get(kind)
+            if isinstance(handler, Mapping):
+                yield f"{probe}.{kind}.port", handler.get("port")
+    for hook in ("postStart", "preStop"):
+        for kind in ("tcpSocket", "httpGet"):
+            handler = ((container.get("lifecycle") or {}).get(hook) or {}).get(kind)
+            if isinstance(handler, Mapping):
+                yield f"lifecycle.{hook}.{kind}.port", handler.get("port")
 
 
 def _harden(container: JSON, pod_context: Mapping[str, Any]) -> None:

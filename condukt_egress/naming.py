@@ -107,6 +107,12 @@ def validate_session_id(session_id: object) -> str:
             f"contains {session_id[exc.start]!r}, an unpaired surrogate that is not valid "
             "Unicode text; Kubernetes stores UTF-8, so pass well-formed text",
         ) from None
+    if "\x00" in session_id:
+        raise ConfigError(
+            "session_id",
+            "contains a NUL character, which a process argument cannot carry: the sidecar "
+            "gets the id as --session-id=<id>; remove the NUL",
+        )
     if len(session_id) > MAX_SESSION_ID_LENGTH:
         raise ConfigError(
             "session_id",

@@ -486,12 +486,6 @@ def _as_list(value: object, field: str, what: str) -> Sequence[object]:
     raise PolicyError(field, f"expected a list of {what}, got {type(value).__name__} {value!r}")
 
 
-def _reprefixed(error: PolicyError, prefix: str) -> PolicyError:
-    """The same error with its field placed under ``prefix``."""
-    message = str(error)[len(error.field) + 2 :]
-    return PolicyError(f"{prefix}{error.field}", message)
-
-
 @dataclass(frozen=True)
 class Rule:
     """One step of the policy: ``allow``/``deny`` a host list, or ``decide``.
@@ -725,6 +719,15 @@ class EgressPolicy:
                     f"expected a non-empty string, got {type(entry).__name__} {entry!r}; "
                     "remove it or quote it",
                 )
+            try:
+                entry.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                raise PolicyError(
+                    f"redact[{index}]",
+                    f"contains {entry[exc.start]!r}, an unpaired surrogate that is not valid "
+                    "Unicode text; the sidecar's JSON parser rejects it and the proxy exits: "
+                    "write well-formed text (a surrogate pair or the character itself)",
+                ) from None
             if len(entry) > MAX_REDACT_LENGTH:
                 raise PolicyError(
                     f"redact[{index}]",
@@ -881,7 +884,7 @@ class EgressPolicy:
         try:
             return cls.from_dict(document)
         except PolicyError as error:
-            raise _reprefixed(error, f"{file}: ") from None
+            raise error.under(str(file), sep=": ") from None
 
 
 def _short(value: object) -> str:
@@ -922,7 +925,7 @@ def _rule_from_dict(entry: object, field: str) -> Rule:
         hosts = [value] if isinstance(value, str) else value
         return Rule(kind, cast("Sequence[str]", hosts))
     except PolicyError as error:
-        raise _reprefixed(error, f"{field}.") from None
+        raise error.under(field) from None
 
 
 def _decide_from_dict(value: object) -> Rule:

@@ -35,6 +35,7 @@ the wire form first, using pulumi-kubernetes' own type metadata.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import re
 import typing
@@ -146,11 +147,8 @@ def workload_of(type_: str) -> Workload | None:
 
 def _relocated(exc: ConfigError, prefix: str, pod_spec_path: str) -> ConfigError:
     """Re-anchor an error of :func:`manifests.inject` (relative to ``spec``) in the workload."""
-    message = str(exc)[len(exc.field) + 2 :]
-    field = exc.field
-    if field == "spec" or field.startswith("spec."):
-        field = pod_spec_path + field[len("spec") :]
-    return ConfigError(f"{prefix} {field}", message)
+    relocated = exc.renamed(pod_spec_path) if exc.root == "spec" else exc
+    return relocated.under(prefix, sep=" ")
 
 
 def _metadata(metadata: Any, workload: Workload, prefix: str, args: SandboxEgressArgs) -> JSON:
@@ -389,6 +387,32 @@ def transform_props(
     return out
 
 
+def _props_when_resolved(
+    props: Mapping[str, Any],
+    workload: Workload,
+    name: str,
+    resolved: pulumi.Output[SandboxEgressArgs],
+    ca_fingerprint: Any,
+) -> JSON:
+    """:func:`transform_props` once the session's Input-valued args resolve, per property."""
+    source = dict(props)
+    out: pulumi.Output[JSON] = resolved.apply(
+        lambda args: pulumi.Output.from_input(
+            transform_props(source, workload, name, args, ca_fingerprint)
+        )
+    )
+    keys = set(source) | (
+        {"items"}
+        if workload.variant == "List"
+        else {"spec"} | ({"metadata"} if workload.variant != "Patch" else set())
+    )
+    return {key: out.apply(functools.partial(_get, key=key)) for key in sorted(keys)}
+
+
+def _get(props: JSON, key: str) -> Any:
+    return props.get(key)
+
+
 def _settle(value: Any) -> Any:
     """An Output whose value may hold Outputs, as one Output of plain values."""
     if isinstance(value, pulumi.Output):
@@ -416,6 +440,7 @@ def workload_transform(
     args: SandboxEgressArgs,
     depends_on: Callable[[], Sequence[pulumi.Resource]],
     ca_fingerprint: pulumi.Input[str] | None = None,
+    resolved: pulumi.Output[SandboxEgressArgs] | None = None,
 ) -> Callable[[pulumi.ResourceTransformArgs], pulumi.ResourceTransformResult | None]:
     """A resource transform that injects ``args``' session into every workload.
 
@@ -425,6 +450,9 @@ def workload_transform(
             session's Secret and NetworkPolicy).
         ca_fingerprint: The session CA's fingerprint (an Output in the
             component); set in the sidecar's env so a new CA rolls the pods.
+        resolved: ``args`` once its Input-valued fields resolved, when it has
+            any (:attr:`SandboxEgressArgs.deferred`): the workload is then
+            checked and injected when they resolve.
 
     Returns:
         A callable for ``ResourceOptions(transforms=[...])`` or
@@ -438,9 +466,14 @@ def workload_transform(
         workload = workload_of(transform_args.type_)
         if workload is None:
             return None
-        props = transform_props(
-            transform_args.props, workload, transform_args.name, args, ca_fingerprint
-        )
+        if resolved is None:
+            props = transform_props(
+                transform_args.props, workload, transform_args.name, args, ca_fingerprint
+            )
+        else:
+            props = _props_when_resolved(
+                transform_args.props, workload, transform_args.name, resolved, ca_fingerprint
+            )
         opts = pulumi.ResourceOptions.merge(
             transform_args.opts or pulumi.ResourceOptions(),
             pulumi.ResourceOptions(depends_on=list(depends_on())),

@@ -130,7 +130,8 @@ def assert_network_policy(
 
 
 def assert_session_secure(pod_spec: JSON, uid: int = 1337, gid: int = 1337) -> None:
-    """Properties 1-4 on an injected pod spec."""
+    """Properties 1-4 and 10 on an injected pod spec."""
+    assert_no_probe_of_the_sidecar_ports(pod_spec, _sidecar_ports(pod_spec))
     assert_key_only_in_sidecar(pod_spec)
     assert_capabilities(pod_spec)
     assert_sidecar_identity(pod_spec, uid, gid)
@@ -170,3 +171,39 @@ def assert_workload_secure(obj: JSON, pod_labels: Mapping[str, str], namespace: 
     assert obj["metadata"]["namespace"] == namespace
     assert_session_secure(template["spec"])
     assert_hardened(template["spec"])
+
+
+_CONNECTING_HANDLERS = ("tcpSocket", "httpGet", "grpc")
+
+
+def assert_no_probe_of_the_sidecar_ports(pod_spec: JSON, ports: tuple[int, int]) -> None:
+    """Property 10: no probe or hook connects to the proxy or control port.
+
+    The sidecar takes every connection accepted on the proxy port for
+    redirected workspace traffic (upstream src/proxy/mod.rs:89-105) and serves
+    one control peer at a time (src/proxy/control.rs); kubelet's TCP/HTTP/gRPC
+    checks would be such connections. Our own containers use no network probe.
+    """
+    names = {p: p for p in ports} | {"proxy": "proxy", "control": "control"}
+    for container in containers(pod_spec):
+        handlers = [
+            container.get(p) or {} for p in ("startupProbe", "livenessProbe", "readinessProbe")
+        ]
+        lifecycle = container.get("lifecycle") or {}
+        handlers += [lifecycle.get("postStart") or {}, lifecycle.get("preStop") or {}]
+        for handler in handlers:
+            for kind in _CONNECTING_HANDLERS:
+                if kind not in handler:
+                    continue
+                assert container["name"] not in (SIDECAR_CONTAINER, NETFILTER_CONTAINER), (
+                    f"{container['name']} has a {kind} check"
+                )
+                assert handler[kind].get("port") not in names, (
+                    f"{container['name']} {kind} connects to {handler[kind].get('port')}"
+                )
+
+
+def _sidecar_ports(pod_spec: JSON) -> tuple[int, int]:
+    sidecar = next(c for c in containers(pod_spec) if c["name"] == SIDECAR_CONTAINER)
+    by_name = {p["name"]: p["containerPort"] for p in sidecar["ports"]}
+    return by_name["proxy"], by_name["control"]

@@ -42,7 +42,7 @@ def test_integral_floats_from_stack_config_are_accepted() -> None:
     [
         ({"namespace": "Agents"}, "namespace", "lower-case"),
         ({"namespace": ""}, "namespace", "at most 63"),
-        ({"image": "ghcr.io/x y"}, "image", "without spaces"),
+        ({"sidecar_image": "ghcr.io/x y"}, "sidecar_image", "without spaces"),
         ({"allow_plain_http": "yes"}, "allow_plain_http", "true or false"),
         ({"trust_bundle": "public_roots"}, "trust_bundle", "did you mean 'public-roots'"),
         ({"ca_key_algorithm": "ed25519"}, "ca_key_algorithm", "'ecdsa-p256'"),
@@ -95,3 +95,28 @@ def test_unproxied_egress_is_normalised() -> None:
 def test_capabilities_are_normalised() -> None:
     args = SandboxEgressArgs(session_id="42", unsafe_allowed_capabilities=["cap_net_raw"])
     assert args.unsafe_allowed_capabilities == ("NET_RAW",)
+
+
+def test_image_is_the_deprecated_name_of_sidecar_image() -> None:
+    with pytest.warns(DeprecationWarning, match="sidecar_image"):
+        args = SandboxEgressArgs(session_id="42", image="ghcr.io/acme/egress:2")  # type: ignore[call-arg]
+    assert args.sidecar_image == "ghcr.io/acme/egress:2"
+    with pytest.warns(DeprecationWarning, match="sidecar_image"):
+        assert args.image == "ghcr.io/acme/egress:2"  # type: ignore[attr-defined]
+    with (
+        pytest.warns(DeprecationWarning, match="sidecar_image"),
+        pytest.raises(ConfigError, match="give sidecar_image"),
+    ):
+        SandboxEgressArgs(session_id="42", image="a:1", sidecar_image="b:2")  # type: ignore[call-arg]
+
+
+@pytest.mark.parametrize("key", ["a: b", "x.y", "rules[0]: allow", ": "])
+def test_a_policy_error_keeps_the_key_whole(key: str) -> None:
+    """The field is composed from parts, never cut out of a message (it held ': ' before)."""
+    with pytest.raises(PolicyError) as info:
+        SandboxEgressArgs(session_id="1", policy={key: 1})
+    assert info.value.field.startswith("policy.")
+    assert repr(key) in info.value.field
+    assert str(info.value) == f"{info.value.field}: {info.value.message}"
+    assert "unknown key" in info.value.message
+    assert info.value.message.count(repr(key)) <= 1

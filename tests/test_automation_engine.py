@@ -83,8 +83,8 @@ def test_preview_of_an_existing_session_leaves_its_config(fake: FakeCli, tmp_pat
     assert arg(preview, "--config-file") == [config_file]
     assert Path(config_file).parent == work_dir
     assert Path(config_file) != stored
-    assert "--plaintext" in set_all
-    assert "condukt-egress:namespace=after" in set_all
+    values = json.loads(set_all[set_all.index("--json") + 1])
+    assert values["condukt-egress:namespace"] == {"value": "after", "secret": False}
     assert not Path(config_file).exists(), "the private copy is removed"
     assert "config rm-all" not in fake.commands()
 
@@ -343,9 +343,9 @@ def test_kubernetes_settings_per_session_override_the_instance(
     stacks = fake.stacks(tmp_path / "state", kubernetes=KubernetesSettings(context="default-ctx"))
     stacks.up(SPECS["every option"], kubernetes=KubernetesSettings(kubeconfig="apiVersion: v1\n"))
     set_all = next(c for c in fake.calls() if c["key"] == "config set-all")["args"]
-    at = set_all.index("--secret")
-    assert set_all[at : at + 2] == ["--secret", "kubernetes:kubeconfig=apiVersion: v1\n"]
-    assert "kubernetes:context=default-ctx" not in set_all
+    values = json.loads(set_all[set_all.index("--json") + 1])
+    assert values["kubernetes:kubeconfig"] == {"value": "apiVersion: v1\n", "secret": True}
+    assert "kubernetes:context" not in values
     rm_all = next(c for c in fake.calls() if c["key"] == "config rm-all")["args"]
     assert "kubernetes:context" in rm_all, "the instance's context no longer applies"
     with pytest.raises(TypeError, match="kubernetes must be KubernetesSettings"):

@@ -145,18 +145,18 @@ def test_render_to_a_file_only_its_owner_can_read(tmp_path: Path) -> None:
         (["--dns-namespace", "A"], "ConfigError: --dns-namespace: must be a Kubernetes namespace"),
         (["--dns-pod-label", "kube-dns"], "ConfigError: --dns-pod-label: must be KEY=VALUE"),
         (["--dns-pod-label", "a=b", "--dns-pod-label", "a=c"], "ConfigError: --dns-pod-label: 'a'"),
-        (["--dns-pod-label", "a=b c"], "ConfigError: --dns-pod-label: ['a']: value 'b c' is not"),
+        (["--dns-pod-label", "a=b c"], "ConfigError: --dns-pod-label['a']: value 'b c' is not"),
         (
             ["--unproxied-egress", "10.0.0.5/32"],
             "ConfigError: --unproxied-egress: must be CIDR:PORT[,PORT...][/PROTOCOL]",
         ),
         (
             ["--unproxied-egress", "10.0.0.5/32:5432/tcp"],
-            "ConfigError: --unproxied-egress: protocol: must be one of TCP, UDP, SCTP",
+            "ConfigError: --unproxied-egress.protocol: must be one of TCP, UDP, SCTP",
         ),
         (
             ["--unproxied-egress", "10.0.0.5/32:70000"],
-            "ConfigError: --unproxied-egress: ports: must be a port number",
+            "ConfigError: --unproxied-egress.ports: must be a port number",
         ),
         (["--policy", "/nonexistent/policy.yaml"], "PolicyError: /nonexistent/policy.yaml: cannot"),
     ],

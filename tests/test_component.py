@@ -1,6 +1,7 @@
 """SandboxEgress and the stack program under Pulumi's mocks."""
 
 import json
+import re
 from typing import Any
 
 import pulumi_kubernetes as k8s
@@ -288,7 +289,7 @@ def test_stack_program_defaults_deny_everything() -> None:
         (
             {"sessionId": "1", "dnsPodLabels": {"k8s-app": "kube dns"}},
             ConfigError,
-            "config dnsPodLabels: ['k8s-app']: value 'kube dns' is not a valid label value",
+            "config dnsPodLabels['k8s-app']: value 'kube dns' is not a valid label value",
         ),
         (
             {"sessionId": "1", "unproxiedEgress": {"cidr": "10.0.0.5/32", "ports": [5432]}},
@@ -298,7 +299,7 @@ def test_stack_program_defaults_deny_everything() -> None:
         (
             {"sessionId": "1", "unproxiedEgress": [{"cidr": "10.0.0.5/32", "ports": [0]}]},
             ConfigError,
-            "config unproxiedEgress: ports: must be a port number from 1 to 65535",
+            "config unproxiedEgress.ports: must be a port number from 1 to 65535",
         ),
         (
             {"sessionId": "1", "unproxiedEgress": [{"cidr": "10.0.0.5/32", "port": 5432}]},
@@ -314,7 +315,7 @@ def test_bad_stack_config_fails_before_any_resource(
     with pytest.raises(error) as info:
         run(session_program, config=config, recorder=recorder)
     assert needle in str(info.value)
-    key = needle.split(":", maxsplit=1)[0].removeprefix("config ")
+    key = re.split(r"[:\[.]", needle.removeprefix("config "), maxsplit=1)[0]
     if key not in ("sessionId", "policy", "policy.rules[0]"):
         assert "Set it with" in str(info.value), "the message must say how to fix it"
         assert key in str(info.value).split("Set it with", 1)[1]

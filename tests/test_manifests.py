@@ -142,29 +142,23 @@ def test_sidecar_flags_match_the_contract() -> None:
     )
     netfilter, sidecar = spec["initContainers"][:2]
     assert netfilter["command"] == ["condukt-egress"]
-    assert netfilter["args"] == [
-        "netfilter-setup",
-        "--proxy-port",
-        "16001",
-        "--sidecar-uid",
-        "2000",
-    ]
+    assert netfilter["args"] == ["netfilter-setup", "--proxy-port=16001", "--sidecar-uid=2000"]
     assert netfilter["securityContext"]["runAsUser"] == 0
     # iptables may write /run/xtables.lock; the sidecar itself stays read-only.
     assert netfilter["securityContext"]["readOnlyRootFilesystem"] is False
     assert sidecar["securityContext"]["readOnlyRootFilesystem"] is True
     assert sidecar["args"] == [
         "proxy",
-        "--listen", "0.0.0.0:16001",
-        "--control-listen", "0.0.0.0:16002",
-        "--policy-file", "/etc/condukt/policy.json",
-        "--ca-cert-path", "/etc/condukt/ca.pem",
-        "--ca-key-path", "/etc/condukt/ca-key.pem",
-        "--session-id", "Agent Run 42",
+        "--listen=0.0.0.0:16001",
+        "--control-listen=0.0.0.0:16002",
+        "--policy-file=/etc/condukt/policy.json",
+        "--ca-cert-path=/etc/condukt/ca.pem",
+        "--ca-key-path=/etc/condukt/ca-key.pem",
+        "--session-id=Agent Run 42",
     ]  # fmt: skip
     assert sidecar["securityContext"]["runAsUser"] == 2000
     assert sidecar["securityContext"]["runAsGroup"] == 2001
-    assert sidecar["startupProbe"]["tcpSocket"] == {"port": 16001}
+    assert sidecar["startupProbe"]["exec"]["command"] == manifests.listen_probe_command(16001)
     assert sidecar["resources"]["limits"]
     assert_session_secure(spec, uid=2000, gid=2001)
 

@@ -10,7 +10,9 @@ from condukt_egress.naming import MAX_SESSION_ID_LENGTH, session_names
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 
-session_ids = st.text(min_size=1, max_size=MAX_SESSION_ID_LENGTH).filter(lambda s: s.strip())
+session_ids = st.text(min_size=1, max_size=MAX_SESSION_ID_LENGTH).filter(
+    lambda s: bool(s.strip()) and "\x00" not in s
+)
 
 
 @given(session_ids)

@@ -49,8 +49,8 @@ def test_config_errors_are_run_errors_of_one_line(config: dict[str, Any], key: s
     assert isinstance(error, StackConfigError)
     assert isinstance(error, pulumi.RunError), "else the engine prints a traceback"
     assert isinstance(error, ConfigError), "callers catching ConfigError still do"
-    assert error.field == key
-    assert str(error).startswith(f"{key}: ")
+    assert error.field.startswith(key), "the key, with the path inside it if any"
+    assert str(error).startswith(f"{error.field}: ")
     assert "\n" not in str(error)
     assert "pulumi config set" in str(error) or "Pulumi.<stack>.yaml" in str(error)
 

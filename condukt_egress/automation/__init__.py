@@ -8,7 +8,7 @@ unless you pass another (S3, Azure Blob, GCS, Postgres, Pulumi Cloud; several
 service replicas may share one); secrets (the session CA key, a kubeconfig)
 are encrypted by the backend's default secrets provider or the one you name,
 with a passphrase only where the passphrase is the provider. The ``pulumi``
-CLI (3.181+) must be installed.
+CLI (3.203+) must be installed.
 
 Example::
 
@@ -45,6 +45,7 @@ from condukt_egress.automation._errors import (
     PassphraseRequiredError,
     PulumiCliError,
     SessionBusyError,
+    SessionError,
     SessionNotFoundError,
     SessionOperationError,
 )
@@ -58,6 +59,7 @@ from condukt_egress.automation._spec import (
     SessionSummary,
     ca_certificate_urn,
     stack_config,
+    stack_config_json,
     stack_name,
 )
 from condukt_egress.automation._stacks import (
@@ -83,6 +85,7 @@ __all__ = [
     "PassphraseRequiredError",
     "PulumiCliError",
     "SessionBusyError",
+    "SessionError",
     "SessionNotFoundError",
     "SessionOperationError",
     "SessionOutputs",
@@ -92,5 +95,6 @@ __all__ = [
     "ca_certificate_urn",
     "default_state_dir",
     "stack_config",
+    "stack_config_json",
     "stack_name",
 ]

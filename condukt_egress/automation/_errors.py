@@ -17,6 +17,7 @@ __all__ = [
     "PassphraseRequiredError",
     "PulumiCliError",
     "SessionBusyError",
+    "SessionError",
     "SessionNotFoundError",
     "SessionOperationError",
     "translate",
@@ -33,43 +34,45 @@ class PassphraseRequiredError(AutomationError):
     """No passphrase for the passphrase secrets provider was given or found."""
 
 
-class SessionNotFoundError(AutomationError):
-    """No stack exists for the session id (or it holds no session).
-
-    Attributes:
-        session_id: The session asked for.
-        stack_name: The stack name derived from it.
-    """
-
-    def __init__(self, session_id: str, stack_name: str, message: str) -> None:
-        self.session_id = session_id
-        self.stack_name = stack_name
-        super().__init__(f"session {session_id!r} (stack {stack_name}): {message}")
-
-
-class SessionBusyError(AutomationError):
-    """Another operation on the same session is running (this process or another).
+class SessionError(AutomationError):
+    """Something about one session's stack; the text names both and says what to do.
 
     Attributes:
         session_id: The session.
         stack_name: Its stack.
+        message: What happened and the next step, without the session.
     """
 
     def __init__(self, session_id: str, stack_name: str, message: str) -> None:
+        super().__init__(session_id, stack_name, message)
         self.session_id = session_id
         self.stack_name = stack_name
-        super().__init__(f"session {session_id!r} (stack {stack_name}): {message}")
+        self.message = message
+
+    def __str__(self) -> str:
+        return f"{self.subject}: {self.message}"
+
+    @property
+    def subject(self) -> str:
+        """The session and its stack, as every message starts."""
+        return f"session {self.session_id!r} (stack {self.stack_name})"
 
 
-class SessionOperationError(AutomationError):
+class SessionNotFoundError(SessionError):
+    """No stack exists for the session id (or it holds no session)."""
+
+
+class SessionBusyError(SessionError):
+    """Another operation on the same session is running (this process or another)."""
+
+
+class SessionOperationError(SessionError):
     """``up``, ``preview``, ``refresh`` or ``destroy`` of a session failed.
 
     After a failed ``up`` the stack keeps what was created and stays
     destroyable: call ``destroy(session_id)``, or fix the cause and ``up`` again.
 
     Attributes:
-        session_id: The session.
-        stack_name: Its stack.
         operation: ``up``, ``preview``, ``refresh``, ``destroy`` or ``install plugins``.
         details: The engine's last error lines (may be empty).
     """
@@ -77,12 +80,14 @@ class SessionOperationError(AutomationError):
     def __init__(
         self, session_id: str, stack_name: str, operation: str, message: str, details: str = ""
     ) -> None:
-        self.session_id = session_id
-        self.stack_name = stack_name
+        super().__init__(session_id, stack_name, message)
+        self.args = (session_id, stack_name, operation, message, details)
         self.operation = operation
         self.details = details
-        text = f"session {session_id!r} (stack {stack_name}): {operation} failed: {message}"
-        super().__init__(f"{text}\n{details}" if details else text)
+
+    def __str__(self) -> str:
+        text = f"{self.subject}: {self.operation} failed: {self.message}"
+        return f"{text}\n{self.details}" if self.details else text
 
 
 _HINTS: Final = {

@@ -1,38 +1,28 @@
 """What a service says about one session, and what it gets back.
 
-:class:`SessionSpec` carries the same options as the stack config the shared
-program reads (``Pulumi.yaml``), so :func:`stack_config` is the exact config a
-``pulumi up`` user would set. :class:`KubernetesSettings` becomes the default
-Kubernetes provider's ``kubernetes:*`` config: the program needs no explicit
-provider, and a CLI user sets the same keys with ``pulumi config set``.
+:class:`~condukt_egress.spec.SessionSpec` (re-exported here) carries the same
+options as the stack config the shared program reads (``Pulumi.yaml``), so
+:func:`stack_config` is the exact config a ``pulumi up`` user would set.
+:class:`KubernetesSettings` becomes the default Kubernetes provider's
+``kubernetes:*`` config: the program needs no explicit provider, and a CLI
+user sets the same keys with ``pulumi config set``.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime
-from functools import cached_property
 from pathlib import Path
 from typing import Any, Final
 
 from pulumi.automation import ConfigValue
 
-from condukt_egress import contract
-from condukt_egress.args import (
-    DEFAULT_DNS_POD_LABELS,
-    CaKeyAlgorithm,
-    SandboxEgressArgs,
-    TrustBundle,
-    UnproxiedEgress,
-    validate_image,
-)
 from condukt_egress.errors import ConfigError
-from condukt_egress.manifests import DEFAULT_WORKSPACE_IMAGE
 from condukt_egress.naming import session_names
-from condukt_egress.policy import EgressPolicy
+from condukt_egress.spec import SESSION_OPTIONS, STACK_PREFIX, SessionSpec, stack_name
 
 __all__ = [
     "KUBERNETES_CONFIG_KEYS",
@@ -44,14 +34,12 @@ __all__ = [
     "SessionSummary",
     "ca_certificate_urn",
     "stack_config",
+    "stack_config_json",
     "stack_name",
 ]
 
 PROJECT_NAME: Final = "condukt-egress"
 """The Pulumi project (and config namespace) of every session stack; as in ``Pulumi.yaml``."""
-
-STACK_PREFIX: Final = "session-"
-"""Every session stack's name starts with this; :func:`stack_name` adds the rest."""
 
 KUBERNETES_CONFIG_KEYS: Final = (
     "kubernetes:kubeconfig",
@@ -59,19 +47,6 @@ KUBERNETES_CONFIG_KEYS: Final = (
     "kubernetes:renderYamlToDirectory",
 )
 """The default Kubernetes provider's config keys that :class:`KubernetesSettings` manages."""
-
-
-def stack_name(session_id: str) -> str:
-    """The stack name of a session: ``session-<readable prefix>-<hash of the full id>``.
-
-    Valid for any id accepted by :func:`~condukt_egress.naming.validate_session_id`
-    (letters, digits and ``-`` only, at most 49 characters) and distinct for
-    distinct ids, because it embeds :attr:`SessionNames.base`.
-
-    Raises:
-        ConfigError: The id is empty, blank, too long or not a string.
-    """
-    return f"{STACK_PREFIX}{session_names(session_id).base}"
 
 
 def ca_certificate_urn(session_id: str) -> str:
@@ -87,146 +62,6 @@ def ca_certificate_urn(session_id: str) -> str:
     base = session_names(session_id).base
     chain = f"{TYPE_TOKEN}$tls:index/selfSignedCert:SelfSignedCert"
     return f"urn:pulumi:{stack_name(session_id)}::{PROJECT_NAME}::{chain}::egress-{base}-ca"
-
-
-@dataclass(frozen=True)
-class SessionSpec:
-    """One session, with the options of the stack config (see ``Pulumi.yaml``).
-
-    Validated when constructed, so bad input fails before any stack exists.
-
-    Attributes:
-        session_id: The agent platform's id (config ``sessionId``).
-        namespace: Namespace of the session's objects (``namespace``).
-        policy: An :class:`EgressPolicy` or its document form; None denies
-            every host (``policy``). Stored as an :class:`EgressPolicy`.
-        workspace_image: Image of the untrusted workspace container (``workspaceImage``).
-        sidecar_image: The condukt-egress image (``sidecarImage``).
-        allow_plain_http: Open TCP 80 (``allowPlainHttp``); see :class:`SandboxEgressArgs`.
-        trust_bundle: ``session-ca`` or ``public-roots`` (``trustBundle``).
-        native_sidecar: Run the proxy as a native sidecar (``nativeSidecar``).
-        ca_key_algorithm: Key type of the session CA (``caKeyAlgorithm``).
-        ca_validity_hours: Lifetime of the session CA (``caValidityHours``).
-        ca_early_renewal_hours: Re-mint the CA at an ``up`` this close to its
-            expiry (``caEarlyRenewalHours``).
-        cluster_cidrs: Extra IPv4 ranges never reachable directly (``clusterCidrs``).
-        node_local_dns: IPv4 address of NodeLocal DNSCache, if any (``nodeLocalDns``).
-        dns_namespace: Namespace of the cluster DNS pods (``dnsNamespace``).
-        dns_pod_labels: Labels selecting the cluster DNS pods (``dnsPodLabels``).
-        unproxied_egress: Destinations reachable without the proxy, as
-            :class:`UnproxiedEgress` or its mapping form (``unproxiedEgress``).
-
-    The options of :class:`SandboxEgressArgs` alone (ports, ids, resources,
-    capabilities) are not stack config; use the component for those.
-
-    Example:
-        >>> spec = SessionSpec("run-42", namespace="agents",
-        ...                    policy={"rules": [{"allow": ["api.github.com"]}]})
-    """
-
-    session_id: str
-    namespace: str = "default"
-    policy: EgressPolicy | Mapping[str, Any] | None = None
-    workspace_image: str = DEFAULT_WORKSPACE_IMAGE
-    sidecar_image: str = contract.DEFAULT_IMAGE
-    allow_plain_http: bool = False
-    trust_bundle: TrustBundle = "session-ca"
-    native_sidecar: bool = True
-    ca_key_algorithm: CaKeyAlgorithm = "ecdsa-p256"
-    ca_validity_hours: int = 24
-    ca_early_renewal_hours: int = 0
-    cluster_cidrs: Sequence[str] = ()
-    node_local_dns: str | None = None
-    dns_namespace: str = "kube-system"
-    dns_pod_labels: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_DNS_POD_LABELS))
-    unproxied_egress: Sequence[UnproxiedEgress | Mapping[str, Any]] = ()
-
-    def __post_init__(self) -> None:
-        validate_image("workspace_image", self.workspace_image, DEFAULT_WORKSPACE_IMAGE)
-        args = self.args
-        object.__setattr__(self, "policy", args.egress_policy)
-        for name in _NORMALISED:
-            object.__setattr__(self, name, getattr(args, name))
-
-    @cached_property
-    def args(self) -> SandboxEgressArgs:
-        """The session's validated :class:`SandboxEgressArgs`, as the program builds them."""
-        try:
-            return SandboxEgressArgs(
-                session_id=self.session_id,
-                namespace=self.namespace,
-                policy=self.policy,
-                image=self.sidecar_image,
-                allow_plain_http=self.allow_plain_http,
-                trust_bundle=self.trust_bundle,
-                native_sidecar=self.native_sidecar,
-                ca_key_algorithm=self.ca_key_algorithm,
-                ca_validity_hours=self.ca_validity_hours,
-                ca_early_renewal_hours=self.ca_early_renewal_hours,
-                cluster_cidrs=self.cluster_cidrs,
-                node_local_dns=self.node_local_dns,
-                dns_namespace=self.dns_namespace,
-                dns_pod_labels=self.dns_pod_labels,
-                unproxied_egress=self.unproxied_egress,
-            )
-        except ConfigError as exc:
-            if exc.field != "image":
-                raise
-            raise ConfigError("sidecar_image", str(exc).split(": ", 1)[-1]) from None
-
-    @property
-    def stack_name(self) -> str:
-        """This session's stack name, see :func:`stack_name`."""
-        return stack_name(self.session_id)
-
-    def program_config(self) -> dict[str, str]:
-        """The program's stack config as text, keyed like ``Pulumi.yaml`` (no namespace).
-
-        Every key of :data:`condukt_egress.program.CONFIG_KEYS` is set, so a
-        stack never keeps a stale value from an earlier ``up``. Objects and
-        lists are JSON text, as ``policy`` is; no NodeLocal DNSCache is ``""``,
-        the ``Pulumi.yaml`` default.
-        """
-        args = self.args
-        return {
-            "sessionId": self.session_id,
-            "namespace": args.namespace,
-            "policy": json.dumps(args.egress_policy.to_dict(), sort_keys=True),
-            "workspaceImage": self.workspace_image,
-            "sidecarImage": args.image,
-            "allowPlainHttp": _bool(args.allow_plain_http),
-            "trustBundle": args.trust_bundle,
-            "nativeSidecar": _bool(args.native_sidecar),
-            "caKeyAlgorithm": args.ca_key_algorithm,
-            "caValidityHours": str(args.ca_validity_hours),
-            "caEarlyRenewalHours": str(args.ca_early_renewal_hours),
-            "clusterCidrs": json.dumps(list(args.cluster_cidrs)),
-            "nodeLocalDns": args.node_local_dns or "",
-            "dnsNamespace": args.dns_namespace,
-            "dnsPodLabels": json.dumps(dict(args.dns_pod_labels), sort_keys=True),
-            "unproxiedEgress": json.dumps([_unproxied(u) for u in args.unproxied_egress]),
-        }
-
-
-_NORMALISED: Final = (
-    "ca_validity_hours",
-    "ca_early_renewal_hours",
-    "cluster_cidrs",
-    "node_local_dns",
-    "dns_pod_labels",
-    "unproxied_egress",
-)
-"""Fields whose validated form (tuples, canonical CIDRs) replaces the given value."""
-
-
-def _unproxied(value: UnproxiedEgress | Mapping[str, Any]) -> dict[str, Any]:
-    """The ``unproxiedEgress`` document form of one (validated) destination."""
-    assert isinstance(value, UnproxiedEgress)  # noqa: S101 - normalised by SandboxEgressArgs
-    return {"cidr": value.cidr, "ports": list(value.ports), "protocol": value.protocol}
-
-
-def _bool(value: bool) -> str:
-    return "true" if value else "false"
 
 
 @dataclass(frozen=True)
@@ -299,6 +134,27 @@ def stack_config(spec: SessionSpec, kubernetes: KubernetesSettings) -> dict[str,
     config = {f"{PROJECT_NAME}:{k}": ConfigValue(v) for k, v in spec.program_config().items()}
     config.update(kubernetes.provider_config())
     return config
+
+
+def stack_config_json(spec: SessionSpec, kubernetes: KubernetesSettings) -> str:
+    """:func:`stack_config` for ``pulumi config set-all --json``: lists and objects as such.
+
+    ``Pulumi.yaml`` types ``policy``, ``dnsPodLabels``, ``clusterCidrs`` and
+    ``unproxiedEgress`` as objects and arrays, and the CLI refuses a string
+    there, so those are set as object values (``objectValue``), the way
+    ``pulumi config set --path`` or a YAML value in ``Pulumi.<stack>.yaml``
+    sets them.
+    """
+    objects = {
+        f"{PROJECT_NAME}:{o.config}" for o in SESSION_OPTIONS if o.kind in ("array", "object")
+    }
+    entries: dict[str, dict[str, Any]] = {}
+    for key, value in stack_config(spec, kubernetes).items():
+        entry: dict[str, Any] = {"value": value.value, "secret": value.secret}
+        if key in objects:
+            entry["objectValue"] = json.loads(value.value)
+        entries[key] = entry
+    return json.dumps(entries, sort_keys=True)
 
 
 @dataclass(frozen=True)

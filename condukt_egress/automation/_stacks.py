@@ -65,6 +65,7 @@ from condukt_egress.automation._spec import (
     SessionSpec,
     SessionSummary,
     stack_config,
+    stack_config_json,
     stack_name,
 )
 from condukt_egress.errors import AutomationError, ConfigError
@@ -80,8 +81,10 @@ __all__ = [
     "default_state_dir",
 ]
 
-MIN_PULUMI_VERSION: Final = (3, 181)
-"""Oldest ``pulumi`` CLI accepted: the first to run inline programs for refresh and destroy."""
+MIN_PULUMI_VERSION: Final = (3, 203)
+"""Oldest ``pulumi`` CLI accepted: 3.181 runs inline programs for refresh and destroy,
+3.187 checks object-typed config (``Pulumi.yaml``), 3.203 sets object values with
+``config set-all --json``."""
 
 OnOutput = Callable[[str, str], None]
 """Progress callback: ``(session_id, line)`` for each line the engine prints."""
@@ -323,7 +326,7 @@ class SessionStacks:
         """Find and check the ``pulumi`` CLI now, e.g. when a service starts.
 
         Raises:
-            PulumiCliError: Not found, not runnable, or older than 3.181.
+            PulumiCliError: Not found, not runnable, or older than 3.203.
         """
         return str(self._cli().version or "unknown")
 
@@ -636,8 +639,8 @@ class SessionStacks:
             if version is not None and (version.major, version.minor) < MIN_PULUMI_VERSION:
                 raise PulumiCliError(
                     f"the `pulumi` CLI is {version}; session stacks need "
-                    f"{'.'.join(map(str, MIN_PULUMI_VERSION))} or newer (inline programs for "
-                    f"refresh and destroy); upgrade it: {_INSTALL_HINT}"
+                    f"{'.'.join(map(str, MIN_PULUMI_VERSION))} or newer (object-typed stack "
+                    f"config set with `config set-all --json`); upgrade it: {_INSTALL_HINT}"
                 )
             self._command = command
             return command
@@ -723,9 +726,9 @@ class SessionStacks:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(yaml.safe_dump(doc, sort_keys=False))
         path = Path(tmp)
+        config_json = stack_config_json(spec, settings)
         args = ["config", "set-all", "--config-file", str(path), "--stack", name]
-        for key, value in wanted.items():
-            args += ["--secret" if value.secret else "--plaintext", f"{key}={value.value}"]
+        args += ["--json", config_json]
         env = {"PULUMI_HOME": self._pulumi_home} if self._pulumi_home else {}
         try:
             self._cli().run(args, str(work_dir), {**env, **self.environment()})
@@ -738,7 +741,7 @@ class SessionStacks:
         """Set the session's full stack config; drop provider keys no longer wanted."""
         wanted = stack_config(spec, settings)
         current = stack.get_all_config()
-        stack.set_all_config(wanted)
+        stack.set_all_config_json(stack_config_json(spec, settings))
         stale = [key for key in KUBERNETES_CONFIG_KEYS if key in current and key not in wanted]
         if stale:
             stack.remove_all_config(stale)

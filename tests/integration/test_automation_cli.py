@@ -1,7 +1,7 @@
 """SessionStacks against the real ``pulumi`` CLI and engine.
 
 No cluster is needed: the Kubernetes provider renders manifests into a
-directory (``kubernetes:renderYamlToDirectory``). Needs the CLI (3.181+) on
+directory (``kubernetes:renderYamlToDirectory``). Needs the CLI (3.203+) on
 PATH and network access to download the kubernetes and tls plugins on the
 first run; skips with the reason otherwise. Every test removes its stacks in
 ``finally``.
