@@ -1,4 +1,4 @@
-"""Deciders and their answers: types, the per-host cache, the time budget, fail-closed checks.
+"""Deciders and their answers: types, the answer cache, the time budget, fail-closed checks.
 
 A decider's return value is trusted only when it is exactly ``"allow"``,
 ``"deny"`` or ``("deny", reason)`` (:func:`interpret`); anything else, like an
@@ -7,11 +7,7 @@ exception or a timeout, becomes a ``deny`` in the client.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import inspect
-import queue
-import threading
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -23,14 +19,15 @@ from condukt_egress.events import Decision, DecisionAction, DecisionRequest
 __all__ = [
     "SYNC_DECIDER_THREADS",
     "Answer",
-    "DaemonPool",
     "DecidedBy",
     "Decider",
     "DeciderResult",
     "DecisionCache",
+    "DecisionKey",
     "DecisionSent",
     "InvalidAnswerError",
     "decider_budget",
+    "decision_key",
     "interpret",
     "is_async_callable",
 ]
@@ -49,6 +46,18 @@ Decider: TypeAlias = Callable[[DecisionRequest], DeciderResult | Awaitable[Decid
 
 DecidedBy: TypeAlias = Literal["decider", "cache", "fail_closed"]
 """Where an answer came from; ``fail_closed`` means the decider failed."""
+
+DecisionKey: TypeAlias = tuple[str, int, str]
+"""``(host lower-cased, port, scheme lower-cased)``: what one cached answer covers."""
+
+
+def decision_key(request: DecisionRequest) -> DecisionKey:
+    """The cache and in-flight key of a request: host, port and scheme together.
+
+    A decider sees all three, so an answer for ``api.github.com:443`` over
+    https says nothing about ``api.github.com:80`` over plain http.
+    """
+    return request.host.lower(), request.port, request.scheme.lower()
 
 
 @dataclass(frozen=True)
@@ -71,15 +80,16 @@ class DecisionSent:
 
 
 class DecisionCache:
-    """Answers per host, kept for ``ttl`` seconds, at most ``max_entries`` (LRU).
+    """Answers per (host, port, scheme), kept for ``ttl`` seconds, at most ``max_entries`` (LRU).
 
     Only answers the decider gave are cached; fail-closed denials are not, so a
-    passing failure does not stick. Keys are lower-cased host names: the
-    sidecar's policy is per host, and so is this cache.
+    passing failure does not stick. Keys are :data:`DecisionKey` tuples: the
+    decider judged the whole destination, so the answer is replayed only for
+    the same host, port and scheme.
 
     Args:
         ttl: Seconds an answer stays valid; must be positive.
-        max_entries: Bound on the number of hosts remembered.
+        max_entries: Bound on the number of destinations remembered.
     """
 
     def __init__(self, ttl: float = 60.0, max_entries: int = 4096) -> None:
@@ -91,11 +101,12 @@ class DecisionCache:
             )
         self.ttl = ttl
         self.max_entries = max_entries
-        self._entries: OrderedDict[str, tuple[float, DecisionAction, str | None]] = OrderedDict()
+        self._entries: OrderedDict[DecisionKey, tuple[float, DecisionAction, str | None]] = (
+            OrderedDict()
+        )
 
-    def get(self, host: str, now: float) -> tuple[DecisionAction, str | None] | None:
-        """Return the cached ``(action, reason)`` for ``host``, or ``None``."""
-        key = host.lower()
+    def get(self, key: DecisionKey, now: float) -> tuple[DecisionAction, str | None] | None:
+        """Return the cached ``(action, reason)`` for ``key``, or ``None``."""
         entry = self._entries.get(key)
         if entry is None:
             return None
@@ -105,9 +116,8 @@ class DecisionCache:
         self._entries.move_to_end(key)
         return entry[1], entry[2]
 
-    def put(self, host: str, action: DecisionAction, reason: str | None, now: float) -> None:
-        """Remember an answer for ``host``."""
-        key = host.lower()
+    def put(self, key: DecisionKey, action: DecisionAction, reason: str | None, now: float) -> None:
+        """Remember an answer for ``key`` (from :func:`decision_key`)."""
         self._entries[key] = (now + self.ttl, action, reason)
         self._entries.move_to_end(key)
         while len(self._entries) > self.max_entries:
@@ -171,71 +181,3 @@ def is_async_callable(fn: object) -> bool:
     )
 
 
-class DaemonPool:
-    """Daemon worker threads for sync deciders; a stuck one never blocks exit.
-
-    Results go back to the event loop in batches: one wake-up of the loop
-    settles every answer finished since the last, instead of one cross-thread
-    call (and one GIL hand-over) per answer.
-    """
-
-    def __init__(self, size: int) -> None:
-        self._size = size
-        self._threads: list[threading.Thread] = []
-        self._jobs: queue.SimpleQueue[
-            tuple[Callable[[], object], asyncio.Future[object], asyncio.AbstractEventLoop] | None
-        ] = queue.SimpleQueue()
-        self._idle = 0
-        self._lock = threading.Lock()
-        self._done: list[tuple[asyncio.Future[object], object, BaseException | None]] = []
-
-    def submit(self, fn: Callable[[], object]) -> asyncio.Future[object]:
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[object] = loop.create_future()
-        with self._lock:
-            if self._idle == 0 and len(self._threads) < self._size:
-                thread = threading.Thread(
-                    target=self._work, name="condukt-egress-decider", daemon=True
-                )
-                self._threads.append(thread)
-                thread.start()
-        self._jobs.put((fn, future, loop))
-        return future
-
-    def shutdown(self) -> None:
-        for _ in self._threads:
-            self._jobs.put(None)
-        self._threads.clear()
-
-    def _work(self) -> None:
-        while True:
-            with self._lock:
-                self._idle += 1
-            job = self._jobs.get()
-            with self._lock:
-                self._idle -= 1
-            if job is None:
-                return
-            fn, future, loop = job
-            try:
-                outcome: tuple[object, BaseException | None] = (fn(), None)
-            except BaseException as exc:  # handed to the awaiting task
-                outcome = (None, exc)
-            with self._lock:
-                self._done.append((future, *outcome))
-                first = len(self._done) == 1
-            if first:  # later answers ride on this wake-up
-                with contextlib.suppress(RuntimeError):  # loop already closed
-                    loop.call_soon_threadsafe(self._settle)
-
-    def _settle(self) -> None:
-        """On the loop: hand every finished answer to its awaiting task."""
-        with self._lock:
-            done, self._done = self._done, []
-        for future, result, exc in done:
-            if future.done():
-                continue
-            if exc is not None:
-                future.set_exception(exc)
-            else:
-                future.set_result(result)

@@ -31,6 +31,8 @@ from functools import cached_property
 from typing import Any, Final, Literal, get_args
 
 from condukt_egress import contract
+from condukt_egress._quantity import parse_quantity
+from condukt_egress._text import shown
 from condukt_egress.errors import ConfigError, PolicyError
 from condukt_egress.naming import SessionNames, session_names, validate_session_id
 from condukt_egress.options import option
@@ -60,6 +62,29 @@ DEFAULT_SIDECAR_RESOURCES: Final = {
     "limits": {"cpu": "1", "memory": "256Mi"},
 }
 MAX_CA_VALIDITY_HOURS: Final = 24 * 365
+_RESOURCES: Final = ("cpu", "memory", "ephemeral-storage")
+
+UNSAFE_DESTINATION_RANGES: Final = (
+    "0.0.0.0/8",
+    "127.0.0.0/8",
+    "169.254.0.0/16",
+    "192.0.0.0/24",
+    "224.0.0.0/4",
+    "240.0.0.0/4",
+    "100.100.100.200/32",
+)
+"""Never reachable unproxied without ``unsafe_unproxied_egress``: this host,
+loopback, link-local (cloud metadata: 169.254.169.254, 169.254.170.2),
+IETF protocol assignments, multicast, reserved, Alibaba's metadata address."""
+
+METADATA_ADDRESSES: Final = ("169.254.169.254", "169.254.170.2", "100.100.100.200")
+"""Cloud instance and task metadata services (AWS, GCP, Azure; ECS; Alibaba)."""
+
+UNSAFE_UNPROXIED_PORTS: Final = (53, 443)
+"""DNS to any resolver (tunnelling, around the cluster DNS rule) and 443 (UDP:
+QUIC/HTTP 3, which the TCP-only redirect never sees)."""
+
+_PRIVATE_DNS_RANGES: Final = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16")
 
 INPUT_FIELDS: Final = ("namespace", "sidecar_image", "policy", "trust_bundle")
 """:class:`SandboxEgressArgs` fields that may be ``pulumi.Input`` values (an
@@ -70,7 +95,6 @@ all (names and labels derive from it at preview), must be a plain value."""
 
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
-_LABEL_KEY_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
 _CAPABILITY = re.compile(r"^[A-Z][A-Z0-9_]*$")
 _UNPROXIED = re.compile(r"^(?P<cidr>[^:]+):(?P<ports>[^/]+)(?:/(?P<protocol>[^/]+))?$")
 
@@ -98,7 +122,7 @@ class UnproxiedEgress:
         if isinstance(self.ports, str | bytes) or not self.ports:
             raise ConfigError(
                 "unproxied_egress.ports",
-                f"must be a non-empty list of ports, got {self.ports!r}; e.g. ports=[5432]",
+                f"must be a non-empty list of ports, got {shown(self.ports)}; e.g. ports=[5432]",
             )
         object.__setattr__(
             self, "ports", tuple(_port("unproxied_egress.ports", p) for p in self.ports)
@@ -106,7 +130,7 @@ class UnproxiedEgress:
         if self.protocol not in get_args(Protocol):
             raise ConfigError(
                 "unproxied_egress.protocol",
-                f"must be one of {', '.join(get_args(Protocol))}, got {self.protocol!r}",
+                f"must be one of {', '.join(get_args(Protocol))}, got {shown(self.protocol)}",
             )
 
     @classmethod
@@ -118,7 +142,7 @@ class UnproxiedEgress:
             raise ConfigError(
                 "unproxied_egress",
                 f"entries must be objects like {{'cidr': '10.0.0.5/32', 'ports': [5432]}}, "
-                f"got {value!r}",
+                f"got {shown(value)}",
             )
         unknown = set(value) - {"cidr", "ports", "protocol"}
         if unknown:
@@ -128,7 +152,7 @@ class UnproxiedEgress:
             )
         if "cidr" not in value or "ports" not in value:
             raise ConfigError(
-                "unproxied_egress", f"each entry needs 'cidr' and 'ports', got {dict(value)!r}"
+                "unproxied_egress", f"each entry needs 'cidr' and 'ports', got {shown(dict(value))}"
             )
         return cls(cidr=value["cidr"], ports=value["ports"], protocol=value.get("protocol", "TCP"))
 
@@ -146,7 +170,7 @@ class UnproxiedEgress:
             raise ConfigError(
                 "unproxied_egress",
                 f"must be CIDR:PORT[,PORT...][/PROTOCOL] like 10.0.12.7/32:5432 or "
-                f"10.0.0.0/24:53,5353/UDP, got {text!r}",
+                f"10.0.0.0/24:53,5353/UDP, got {shown(text)}",
             )
         protocol: Any = match["protocol"] or "TCP"
         return cls(cidr=match["cidr"], ports=[int(p) for p in ports], protocol=protocol)
@@ -166,7 +190,7 @@ def parse_label(text: str) -> tuple[str, str]:
     key, sep, value = text.partition("=")
     if not sep:
         raise ConfigError(
-            "dns_pod_labels", f"must be KEY=VALUE like k8s-app=kube-dns, got {text!r}"
+            "dns_pod_labels", f"must be KEY=VALUE like k8s-app=kube-dns, got {shown(text)}"
         )
     return key, value
 
@@ -320,6 +344,32 @@ class SessionOptions:
             parse=UnproxiedEgress.parse,
         ),
     )
+    client_compat: bool = field(
+        default=True,
+        metadata=option(
+            "Client compatibility profile in the workspace: classic TLS key shares "
+            "(OpenSSL, Node, Go, Java) so the sidecar sees the SNI, and Python's strict "
+            "check that rejects the sidecar's leaf certificates relaxed for the session CA.",
+            example="true",
+        ),
+    )
+    allow_root_workspace: bool = field(
+        default=False,
+        metadata=option(
+            "Let workspace containers run as root (risky: root reaches the sidecar's "
+            "control port, which the in-pod rules keep for the port-forward path).",
+            example="false",
+        ),
+    )
+    unsafe_unproxied_egress: bool = field(
+        default=False,
+        metadata=option(
+            "Accept unproxiedEgress and nodeLocalDns destinations that bypass the proxy "
+            "dangerously: wider than a /8, cloud metadata and other special ranges, port 53 "
+            "(DNS to any resolver) or 443 (QUIC), a public DNS address. Unsafe.",
+            example="false",
+        ),
+    )
 
 
 @dataclass(frozen=True)
@@ -355,6 +405,11 @@ class SandboxEgressArgs(SessionOptions):
         dns_namespace: Namespace of the cluster DNS pods.
         dns_pod_labels: Labels selecting the cluster DNS pods.
         unproxied_egress: Explicit destinations reachable without the proxy.
+        unsafe_unproxied_egress: Accept unproxied destinations (and a
+            ``node_local_dns`` address) that open a way around the proxy:
+            CIDRs wider than a /8, special ranges (cloud metadata, loopback,
+            multicast), ports 53 and 443, a public DNS address. Off by
+            default: each is refused with an error naming the field.
         proxy_port: Port the redirected traffic lands on.
         control_port: Port of the sidecar's NDJSON control channel.
         sidecar_uid: The uid the redirect exempts; only the sidecar runs as it.
@@ -363,9 +418,21 @@ class SandboxEgressArgs(SessionOptions):
         unsafe_allowed_capabilities: Capabilities workspace containers may add
             although they can defeat egress control. Empty by default; every
             entry is a risk the user accepts explicitly.
+        client_compat: The client compatibility profile (on by default): an
+            OpenSSL config limiting key shares to classic curves (``OPENSSL_CONF``),
+            ``GODEBUG=tlsmlkem=0,tlskyber=0``, the JVM's named groups, and a Python
+            ``sitecustomize`` that accepts the sidecar's leaves (no AKI) under
+            Python 3.13's strict checks; see :mod:`condukt_egress.compat`.
+        allow_root_workspace: Let workspace containers run as root. Off by
+            default: workspaces get ``runAsNonRoot: true`` (and uid/gid 65532
+            when the spec names none), because root passes the in-pod rule
+            that keeps the control port for the port-forward path; turning
+            this on reopens ``127.0.0.1:<control_port>`` to the workspace
+            (reading every event, answering its own ``decide`` requests,
+            holding the single peer slot).
 
-    The options up to ``unproxied_egress`` are the stack config options
-    (:class:`SessionOptions`); the rest exist in the Python API only.
+    The options of :class:`SessionOptions` are the stack config options; the
+    rest exist in the Python API only.
     """
 
     proxy_port: int = contract.DEFAULT_PROXY_PORT
@@ -399,9 +466,9 @@ class SandboxEgressArgs(SessionOptions):
             "sidecar_image",
             validate_image("sidecar_image", self.sidecar_image, contract.DEFAULT_IMAGE),
         )
-        for name in ("allow_plain_http", "native_sidecar"):
+        for name in ("allow_plain_http", "native_sidecar", "allow_root_workspace", "client_compat"):
             if not isinstance(getattr(self, name), bool):
-                raise ConfigError(name, f"must be true or false, got {getattr(self, name)!r}")
+                raise ConfigError(name, f"must be true or false, got {shown(getattr(self, name))}")
         _choice("trust_bundle", self.trust_bundle, get_args(TrustBundle))
         _choice("ca_key_algorithm", self.ca_key_algorithm, get_args(CaKeyAlgorithm))
         set_(self, "proxy_port", _port("proxy_port", self.proxy_port))
@@ -445,7 +512,7 @@ class SandboxEgressArgs(SessionOptions):
             raise ConfigError(
                 "ca_validity_hours",
                 f"must be a whole number of hours from 1 to {MAX_CA_VALIDITY_HOURS}, got "
-                f"{hours!r}; the default 24 fits a session",
+                f"{shown(hours)}; the default 24 fits a session",
             )
         set_(self, "ca_validity_hours", whole_hours)
         early = _whole(self.ca_early_renewal_hours)
@@ -458,6 +525,13 @@ class SandboxEgressArgs(SessionOptions):
             )
         set_(self, "ca_early_renewal_hours", early)
         set_(self, "sidecar_resources", _resources(self.sidecar_resources))
+        if not isinstance(self.unsafe_unproxied_egress, bool):
+            raise ConfigError(
+                "unsafe_unproxied_egress",
+                f"must be true or false, got {shown(self.unsafe_unproxied_egress)}",
+            )
+        if not self.unsafe_unproxied_egress:
+            _refuse_unsafe_destinations(self)
         set_(
             self,
             "unsafe_allowed_capabilities",
@@ -553,7 +627,7 @@ setattr(SandboxEgressArgs, "image", property(_image))  # noqa: B010
 
 def _seq(name: str, value: object) -> Sequence[Any]:
     if isinstance(value, str | bytes | Mapping) or not isinstance(value, Sequence):
-        raise ConfigError(name, f"must be a list, got {value!r}")
+        raise ConfigError(name, f"must be a list, got {shown(value)}")
     return value
 
 
@@ -561,9 +635,9 @@ def _choice(name: str, value: object, choices: tuple[str, ...]) -> None:
     if value not in choices:
         hint = ""
         if isinstance(value, str) and value.lower().replace("_", "-") in choices:
-            hint = f" (did you mean {value.lower().replace('_', '-')!r}?)"
+            hint = f" (did you mean {shown(value.lower().replace('_', '-'))}?)"
         raise ConfigError(
-            name, f"must be one of {', '.join(map(repr, choices))}, got {value!r}{hint}"
+            name, f"must be one of {', '.join(map(repr, choices))}, got {shown(value)}{hint}"
         )
 
 
@@ -589,7 +663,7 @@ def _dns_label(name: str, value: object) -> str:
         raise ConfigError(
             name,
             f"must be a Kubernetes namespace name (lower-case letters, digits and '-', "
-            f"at most 63 characters, starting and ending alphanumeric), got {value!r}",
+            f"at most 63 characters, starting and ending alphanumeric), got {shown(value)}",
         )
     return value
 
@@ -613,7 +687,7 @@ def validate_image(field_name: str, value: object, default: str) -> str:
         raise ConfigError(
             field_name,
             f"must be a container image reference (printable ASCII without spaces), "
-            f"got {value!r}; default is {default!r}",
+            f"got {shown(value)}; default is {shown(default)}",
         )
     return value
 
@@ -630,7 +704,7 @@ def _whole(value: object) -> int | None:
 def _port(name: str, value: object) -> int:
     port = _whole(value)
     if port is None or not 1 <= port <= 65535:
-        raise ConfigError(name, f"must be a port number from 1 to 65535, got {value!r}")
+        raise ConfigError(name, f"must be a port number from 1 to 65535, got {shown(value)}")
     return port
 
 
@@ -639,7 +713,7 @@ def _id(name: str, value: object) -> int:
     if id_ is None or not 1 <= id_ <= 2**31 - 1:
         raise ConfigError(
             name,
-            f"must be a non-root id from 1 to 2147483647, got {value!r}; the image's "
+            f"must be a non-root id from 1 to 2147483647, got {shown(value)}; the image's "
             f"default is {contract.DEFAULT_SIDECAR_UID}",
         )
     return id_
@@ -648,17 +722,49 @@ def _id(name: str, value: object) -> int:
 def _labels(name: str, value: object) -> dict[str, str]:
     if not isinstance(value, Mapping) or not value:
         raise ConfigError(
-            name, f"must be a non-empty mapping of label keys to values, got {value!r}"
+            name, f"must be a non-empty mapping of label keys to values, got {shown(value)}"
         )
     out: dict[str, str] = {}
     for key, val in value.items():
-        key_name = key.rsplit("/", 1)[-1] if isinstance(key, str) else ""
-        if not key_name or len(key_name) > 63 or not _LABEL_KEY_NAME.match(key_name):
-            raise ConfigError(f"{name}[{key!r}]", "is not a valid Kubernetes label key")
+        problem = _label_key_problem(key)
+        if problem is not None:
+            raise ConfigError(
+                f"{name}[{shown(key)}]", f"is not a valid Kubernetes label key: it {problem}"
+            )
         if not isinstance(val, str) or len(val) > 63 or not _LABEL_VALUE.match(val):
-            raise ConfigError(f"{name}[{key!r}]", f"value {val!r} is not a valid label value")
+            raise ConfigError(
+                f"{name}[{shown(key)}]", f"value {shown(val)} is not a valid label value"
+            )
         out[key] = val
     return out
+
+
+_LABEL_NAME: Final = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
+_SUBDOMAIN: Final = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+
+
+def _label_key_problem(key: object) -> str | None:
+    """Why the API server would refuse ``key`` as a label key, or None.
+
+    A key is ``[prefix/]name`` (apimachinery's ``IsQualifiedName``): the name
+    at most 63 characters of alphanumerics, ``-``, ``_`` and ``.``, starting
+    and ending alphanumeric; the prefix a lower-case DNS subdomain of at most
+    253 characters.
+    """
+    if not isinstance(key, str):
+        return f"must be a string, got {type(key).__name__}"
+    prefix, slash, name = key.rpartition("/")
+    if not name or len(name) > 63 or not _LABEL_NAME.match(name):
+        return (
+            "has a bad name part: at most 63 characters of letters, digits, '-', '_' and "
+            "'.', starting and ending with a letter or digit"
+        )
+    if slash and (not prefix or len(prefix) > 253 or not _SUBDOMAIN.match(prefix)):
+        return (
+            "has a bad prefix: the part before '/' must be a lower-case DNS subdomain "
+            "such as example.com (at most 253 characters)"
+        )
+    return None
 
 
 def _ipv4_address(name: str, value: object) -> str:
@@ -666,11 +772,11 @@ def _ipv4_address(name: str, value: object) -> str:
         addr = ipaddress.ip_address(value)  # type: ignore[arg-type]
     except ValueError:
         raise ConfigError(
-            name, f"must be an IPv4 address like 169.254.20.10, got {value!r}"
+            name, f"must be an IPv4 address like 169.254.20.10, got {shown(value)}"
         ) from None
     if addr.version != 4:
         raise ConfigError(
-            name, f"must be IPv4, got {value!r}: the NetworkPolicy allows no IPv6 at all"
+            name, f"must be IPv4, got {shown(value)}: the NetworkPolicy allows no IPv6 at all"
         )
     return str(addr)
 
@@ -680,37 +786,142 @@ def _ipv4_network(name: str, value: object) -> str:
         net = ipaddress.ip_network(value, strict=True)  # type: ignore[arg-type]
     except (ValueError, TypeError) as exc:
         raise ConfigError(
-            name, f"must be an IPv4 CIDR like 10.96.0.0/12, got {value!r} ({exc})"
+            name, f"must be an IPv4 CIDR like 10.96.0.0/12, got {shown(value)} ({exc})"
         ) from None
     if net.version != 4:
         raise ConfigError(
             name,
-            f"must be IPv4, got {value!r}: the NetworkPolicy allows no IPv6 at all, "
+            f"must be IPv4, got {shown(value)}: the NetworkPolicy allows no IPv6 at all, "
             "so IPv6 ranges need no entry",
         )
     return str(net)
 
 
+def _refuse_unsafe_destinations(args: SandboxEgressArgs) -> None:
+    """Refuse unproxied destinations and a DNS address that open a way around the proxy.
+
+    Unproxied traffic has no policy and no audit; these make it a bypass:
+    a CIDR wider than a /8 (most of the internet), a special range (cloud
+    metadata and the like), port 53 (DNS to any resolver: tunnelling) or
+    443 (UDP: QUIC, which the TCP-only redirect never sees). A NodeLocal DNS
+    address must be private or link-local (and not a metadata service).
+    """
+    unsafe = [ipaddress.ip_network(r) for r in UNSAFE_DESTINATION_RANGES]
+    fix = (
+        "narrow it to the service you need, or accept the risk with "
+        "unsafe_unproxied_egress=True (stack config unsafeUnproxiedEgress: true)"
+    )
+    for index, dest in enumerate(args.unproxied_egress):
+        assert not isinstance(dest, Mapping)  # noqa: S101 - normalised before
+        net = ipaddress.ip_network(dest.cidr)
+        where = f"unproxied_egress[{index}]"
+        if net.prefixlen < 8:
+            raise ConfigError(
+                f"{where}.cidr",
+                f"{dest.cidr} spans {net.num_addresses:,} addresses, most of the internet, "
+                f"reachable with no policy and no audit: {fix}",
+            )
+        hit = next((r for r in unsafe if net.overlaps(r)), None)
+        if hit is not None:
+            raise ConfigError(
+                f"{where}.cidr",
+                f"{dest.cidr} overlaps {hit}, a special range (cloud metadata, loopback, "
+                f"multicast or reserved) a workspace must never reach directly: {fix}",
+            )
+        port = next((p for p in dest.ports if p in UNSAFE_UNPROXIED_PORTS), None)
+        if port is not None:
+            why = (
+                "DNS to a resolver of the workspace's choosing (tunnelling past the cluster DNS "
+                "rule)"
+                if port == 53
+                else "UDP 443 is QUIC (HTTP/3), which the TCP redirect never sends to the proxy"
+            )
+            raise ConfigError(
+                f"{where}.ports",
+                f"contains {port}: {why}; TCP 443 always goes through the proxy anyway. "
+                f"Remove it, or {fix.split(', or ', 1)[1]}",
+            )
+    dns = args.node_local_dns
+    if dns is not None:
+        address = ipaddress.ip_address(dns)
+        private = any(address in ipaddress.ip_network(r) for r in _PRIVATE_DNS_RANGES)
+        if dns in METADATA_ADDRESSES or not private:
+            what = "a cloud metadata service" if private else "not a private or link-local address"
+            raise ConfigError(
+                "node_local_dns",
+                f"{dns} is {what}: "
+                "NodeLocal DNSCache listens on a node-local address such as 169.254.20.10; "
+                "DNS to anything else lets the workspace pick its resolver (tunnelling). Use "
+                "the cache's address, or accept the risk with unsafe_unproxied_egress=True",
+            )
+
+
 def _resources(value: object) -> dict[str, dict[str, str]]:
+    """Requests and limits of the sidecar containers, as the API server would accept them.
+
+    Known resources, valid quantities, a memory limit (a CPU limit is
+    optional), no request above its limit.
+    """
     if not isinstance(value, Mapping):
-        raise ConfigError("sidecar_resources", f"must be a mapping, got {value!r}")
+        raise ConfigError("sidecar_resources", f"must be a mapping, got {shown(value)}")
     out: dict[str, dict[str, str]] = {}
+    amounts: dict[tuple[str, str], Any] = {}
     for section, quantities in value.items():
         if section not in ("requests", "limits") or not isinstance(quantities, Mapping):
             raise ConfigError(
                 "sidecar_resources",
-                f"accepts only 'requests' and 'limits' mappings, got {section!r}: {quantities!r}",
+                f"accepts only 'requests' and 'limits' mappings, got {shown(section)}: "
+                f"{shown(quantities)}",
             )
-        out[section] = {str(k): str(v) for k, v in quantities.items()}
+        out[section] = {}
+        for resource, amount in quantities.items():
+            plain = isinstance(resource, str) and re.fullmatch(r"[a-z0-9.-]{1,63}", resource)
+            where = f"sidecar_resources.{section}.{resource if plain else shown(resource)}"
+            if resource not in _RESOURCES:
+                raise ConfigError(
+                    where, f"is not a resource the sidecar uses; use {', '.join(_RESOURCES)}"
+                )
+            try:
+                amounts[section, resource] = parse_quantity(amount)
+            except (ValueError, ArithmeticError):  # decimal.Overflow is an ArithmeticError
+                example = DEFAULT_SIDECAR_RESOURCES["limits"][
+                    resource if resource in ("cpu", "memory") else "memory"
+                ]
+                raise ConfigError(
+                    where,
+                    f"{shown(amount)} is not a Kubernetes quantity (non-negative, e.g. "
+                    f"{shown(example)})",
+                ) from None
+            out[section][resource] = str(amount)
+    if ("limits", "memory") not in amounts:
+        raise ConfigError(
+            "sidecar_resources.limits.memory",
+            "is missing; the sidecar handles all of the workspace's traffic and must not take "
+            "the node down with it: set a limit such as "
+            f"{shown(DEFAULT_SIDECAR_RESOURCES['limits']['memory'])}",
+        )
+    for resource in _RESOURCES:
+        limit = amounts.get(("limits", resource))
+        request = amounts.get(("requests", resource))
+        if limit is not None and request is not None and request > limit:
+            raise ConfigError(
+                f"sidecar_resources.requests.{resource}",
+                f"{shown(out['requests'][resource])} is above the limit "
+                f"{shown(out['limits'][resource])}, "
+                "which the API server refuses; lower the request or raise the limit",
+            )
     return out
 
 
 def _capability(value: object) -> str:
     if not isinstance(value, str):
-        raise ConfigError("unsafe_allowed_capabilities", f"entries must be strings, got {value!r}")
+        raise ConfigError(
+            "unsafe_allowed_capabilities", f"entries must be strings, got {shown(value)}"
+        )
     cap = value.upper().removeprefix("CAP_")
     if not _CAPABILITY.match(cap):
         raise ConfigError(
-            "unsafe_allowed_capabilities", f"{value!r} is not a Linux capability name like NET_RAW"
+            "unsafe_allowed_capabilities",
+            f"{shown(value)} is not a Linux capability name like NET_RAW",
         )
     return cap

@@ -15,8 +15,9 @@ Example:
     ...     opts=egress.workload_options())  # doctest: +SKIP
 """
 
-from __future__ import annotations
-
+# No ``from __future__ import annotations``: ``condukt_egress.provider`` hosts a
+# subclass for other languages, and Pulumi's schema analyzer evaluates the class
+# annotations of its whole MRO at run time.
 import functools
 from collections.abc import Callable, Mapping
 from typing import Any, Final
@@ -29,7 +30,6 @@ from condukt_egress import manifests
 from condukt_egress.args import SandboxEgressArgs
 from condukt_egress.ca import CA_ALLOWED_USES, CA_ORGANIZATION, key_spec
 from condukt_egress.errors import ConfigError, EgressError, FieldError
-from condukt_egress.naming import SessionNames
 from condukt_egress.transform import workload_transform
 
 __all__ = ["TYPE_TOKEN", "ResolvedInputError", "SandboxEgress"]
@@ -76,8 +76,8 @@ class SandboxEgress(pulumi.ComponentResource):
             sidecar carries it in its env, so a new CA replaces or rolls the pods.
     """
 
-    args: SandboxEgressArgs
-    names: SessionNames
+    # ``args`` and ``names`` are set in __init__ but not declared here: every
+    # class-level annotation is an output in the multi-language schema.
     pod_labels: dict[str, str]
     secret_name: pulumi.Output[str]
     network_policy_name: pulumi.Output[str]
@@ -206,9 +206,7 @@ class SandboxEgress(pulumi.ComponentResource):
         return manifests.inject(pod_spec, self.args)
 
     @property
-    def transform(
-        self,
-    ) -> Callable[[pulumi.ResourceTransformArgs], pulumi.ResourceTransformResult | None]:
+    def transform(self) -> pulumi.ResourceTransform:
         """The resource transform that injects this session into any workload.
 
         Pass it as ``ResourceOptions(transforms=[egress.transform])`` on a

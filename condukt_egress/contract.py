@@ -28,6 +28,7 @@ __all__ = [
     "FRAME_DECISION",
     "FRAME_DECISION_REQUEST",
     "FRAME_EVENT",
+    "IPTABLES_RESTORE",
     "MODE_NETFILTER_SETUP",
     "MODE_PROXY",
     "NETFILTER_CAPABILITIES",
@@ -65,6 +66,10 @@ REDIRECTED_PORTS: Final = (80, 443)
 
 NETFILTER_CAPABILITIES: Final = ("NET_ADMIN", "NET_RAW")
 """Capabilities ``netfilter-setup`` needs (it runs as uid 0)."""
+
+IPTABLES_RESTORE: Final = "iptables-restore"
+"""In the image (Dockerfile:54-58 installs Debian's ``iptables``, nft backend), the
+same tool family ``netfilter-setup`` runs (src/netfilter.rs:39, ``iptables``)."""
 
 CONFIG_DIR: Final = "/etc/condukt"
 """Where the sidecar's Secret volume is mounted."""

@@ -10,7 +10,7 @@ and answers decision requests with a Python *decider*.
 Deciding fails closed: a decider that raises, times out (the budget stays
 below the sidecar's ``decide_timeout_ms``) or returns anything but ``"allow"``,
 ``"deny"`` or ``("deny", reason)`` produces a ``deny`` and is counted.
-Answers are cached per host (configurable). Reading is incremental and
+Answers are cached per host, port and scheme (configurable). Reading is incremental and
 bounded: partial lines, CRLF, blank lines, invalid UTF-8 or JSON and over-long
 lines are counted and skipped without losing the frames around them. When the
 channel drops, the client reconnects with capped exponential backoff and says
@@ -48,18 +48,20 @@ from condukt_egress._backoff import Backoff
 from condukt_egress._decisions import (
     SYNC_DECIDER_THREADS,
     Answer,
-    DaemonPool,
     DecidedBy,
     Decider,
     DeciderResult,
     DecisionCache,
+    DecisionKey,
     DecisionSent,
     InvalidAnswerError,
     decider_budget,
+    decision_key,
     interpret,
     is_async_callable,
 )
 from condukt_egress._lines import DEFAULT_MAX_LINE_BYTES, LineSplitter
+from condukt_egress._threads import DaemonPool
 from condukt_egress._transport import READ_CHUNK, Connection, Target, TcpTarget, os_reason
 from condukt_egress.contract import DEFAULT_DECIDE_TIMEOUT_MS
 from condukt_egress.errors import ConfigError, ControlChannelError
@@ -82,11 +84,13 @@ __all__ = [
     "Decider",
     "DeciderResult",
     "DecisionCache",
+    "DecisionKey",
     "DecisionSent",
     "LineSplitter",
     "Target",
     "TcpTarget",
     "decider_budget",
+    "decision_key",
 ]
 
 _log = logging.getLogger(__name__)
@@ -146,9 +150,10 @@ class ControlClient:
         decide_timeout_ms: The sidecar's ``decide_timeout_ms`` (policy value).
         decider_timeout: Seconds the decider may take; default
             :func:`decider_budget` of ``decide_timeout_ms``; must be below it.
-        cache_ttl: Seconds a decider's answer is reused for the same host;
+        cache_ttl: Seconds a decider's answer is reused for the same host,
+            port and scheme;
             ``0`` asks the decider every time.
-        cache_size: Hosts remembered at most.
+        cache_size: Destinations (host, port, scheme) remembered at most.
         reconnect: Reconnect when the channel drops (the first connection
             failing is always an error).
         max_reconnect_attempts: Consecutive failed attempts before giving up
@@ -158,6 +163,12 @@ class ControlClient:
         on_notice: Receives one-line status messages (connected, dropped,
             reconnecting, skipped lines); default: the ``logging`` module.
         on_decision: Called with a :class:`DecisionSent` after each answer.
+        on_reconnect: Called with the reconnect count each time the channel is
+            connected again after a drop. Frames may be missing around it:
+            the sidecar notices a dropped peer only when a write to it fails,
+            so 1-2 frames are written to the dead peer, and a new peer hears
+            nothing until that happens (upstream src/proxy/control.rs:111-156:
+            one peer at a time, left only when ``write_all`` fails).
     """
 
     def __init__(
@@ -175,6 +186,7 @@ class ControlClient:
         max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
         on_notice: Callable[[str], None] | None = None,
         on_decision: Callable[[DecisionSent], None] | None = None,
+        on_reconnect: Callable[[int], None] | None = None,
     ) -> None:
         budget = decider_budget(decide_timeout_ms)
         if decider_timeout is not None:
@@ -200,13 +212,14 @@ class ControlClient:
         self._decider_is_async = is_async_callable(decider)
         self._decide_timeout = decide_timeout_ms / 1000
         self._cache = DecisionCache(cache_ttl, cache_size) if cache_ttl > 0 else None
-        self._inflight: dict[str, asyncio.Future[Answer]] = {}
+        self._inflight: dict[DecisionKey, asyncio.Future[Answer]] = {}
         self._reconnect = reconnect
         self._max_attempts = max_reconnect_attempts
         self._backoff = backoff or Backoff()
         self._max_line = max_line_bytes
         self._notice = on_notice or _log.info
         self._on_decision = on_decision
+        self._on_reconnect = on_reconnect
         self._conn: Connection | None = None
         self._tasks: set[asyncio.Future[Any]] = set()
         self._outbox: deque[_Pending] = deque()
@@ -328,6 +341,8 @@ class ControlClient:
         if again:
             self.stats.reconnects += 1
             self._notice(f"reconnected to {describe}")
+            if self._on_reconnect is not None:
+                self._on_reconnect(self.stats.reconnects)
         else:
             self._notice(f"connected to {describe}")
         self._flush_outbox()
@@ -428,14 +443,14 @@ class ControlClient:
         if self._cache is None:
             task = loop.create_task(self._ask(request))
         else:
-            hit = self._cache.get(request.host, now)
+            key = decision_key(request)
+            hit = self._cache.get(key, now)
             if hit is not None:
                 self.stats.cache_hits += 1
                 self._finish(request, (*hit, None), "cache", now)
                 return
-            key = request.host.lower()
             running = self._inflight.get(key)
-            if running is not None:  # one decider call per host at a time
+            if running is not None:  # one decider call per destination at a time
                 running.add_done_callback(done)
                 return
             task = loop.create_task(self._ask(request))
@@ -452,7 +467,7 @@ class ControlClient:
             return
         answer = task.result()
         if answer[2] is None and self._cache is not None:
-            self._cache.put(request.host, answer[0], answer[1], started)
+            self._cache.put(decision_key(request), answer[0], answer[1], started)
         self._finish(request, answer, "decider" if answer[2] is None else "fail_closed", started)
 
     async def _ask(self, request: DecisionRequest) -> Answer:

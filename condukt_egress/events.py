@@ -182,6 +182,8 @@ class Request:
             included, when known; redact before showing.
         response_status: Upstream status code, when known.
         extra: Keys this version does not know, kept as sent.
+        started_at_text: ``started_at`` exactly as sent, nanoseconds included.
+        finished_at_text: ``finished_at`` exactly as sent, or ``None``.
     """
 
     id: str
@@ -199,6 +201,8 @@ class Request:
     request_headers: Mapping[str, str] | None = None
     response_status: int | None = None
     extra: Mapping[str, Any] = field(default_factory=_empty, repr=False, compare=False)
+    started_at_text: str = field(default="", repr=False, compare=False)
+    finished_at_text: str | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -377,6 +381,8 @@ def _loads(text: str) -> Any:
         raise MalformedFrameError(f"invalid JSON ({exc.msg} at column {exc.colno})") from exc
     except RecursionError as exc:
         raise MalformedFrameError("invalid JSON (nested too deeply)") from exc
+    except ValueError as exc:  # an integer past Python's 4,300-digit conversion limit
+        raise MalformedFrameError("invalid JSON (an integer of more than 4,300 digits)") from exc
 
 
 def _decode_event(obj: dict[str, Any]) -> Event:
@@ -476,6 +482,8 @@ def _decode_request(obj: dict[str, Any]) -> Request:
         headers,
         status,
         _extra(obj, _REQUEST_KEYS),
+        started,
+        finished,
     )
     decoded.__class__ = Request
     request: Request = decoded

@@ -14,37 +14,60 @@ containers, refuses specs that could bypass the sidecar, and is idempotent.
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import json
 import posixpath
+import re
 import ssl
 from collections.abc import Iterable, Mapping
+from decimal import Decimal
 from typing import Any, Final
 
-import certifi
-
-from condukt_egress import contract
+from condukt_egress import compat, contract
+from condukt_egress._quantity import format_quantity, parse_quantity
 from condukt_egress.args import SandboxEgressArgs, validate_image
 from condukt_egress.errors import ConfigError
-from condukt_egress.naming import ANNOTATION_SESSION_ID, LABEL_MANAGED_BY, MANAGED_BY
+from condukt_egress.naming import (
+    ANNOTATION_SESSION_ID,
+    LABEL_MANAGED_BY,
+    MANAGED_BY,
+    NETFILTER_CONTAINER,
+    SIDECAR_CONTAINER,
+)
 
 __all__ = [
+    "APPARMOR_ANNOTATION_PREFIX",
     "BYPASS_CAPABILITIES",
     "CA_ENV_VARS",
     "CA_FINGERPRINT_ENV",
     "CONFIG_DIGEST_ENV",
     "CONFIG_VOLUME",
     "DEFAULT_WORKSPACE_IMAGE",
+    "DEFAULT_WORKSPACE_UID",
+    "FILTER_CAPABILITIES",
+    "FILTER_CONTAINER",
+    "FILTER_RULES6_FILE",
+    "FILTER_RULES_FILE",
+    "FILTER_SCRIPT",
+    "FILTER_VOLUME",
+    "MANAGED_SECRET_PREFIX",
     "NETFILTER_CONTAINER",
+    "SAFE_SYSCTLS",
     "SIDECAR_CONTAINER",
     "SPECIAL_IPV4_RANGES",
     "TRUST_BUNDLE_PATHS",
     "TRUST_VOLUME",
+    "WORKSPACE_IDLE_COMMAND",
     "WORKSPACE_TRUST_DIR",
     "bundle_pem",
     "ca_fingerprint",
     "check",
+    "check_pod_metadata",
     "config_digest",
+    "filter_rules",
+    "filter_rules_ipv6",
+    "harden_patch",
     "inject",
     "network_policy_manifest",
     "object_metadata",
@@ -52,6 +75,7 @@ __all__ = [
     "secret_manifest",
     "with_ca_fingerprint",
     "workspace_pod_manifest",
+    "workspace_trust_files",
 ]
 
 JSON = dict[str, Any]
@@ -59,8 +83,27 @@ JSON = dict[str, Any]
 DEFAULT_WORKSPACE_IMAGE: Final = "python:3.13-slim"
 """Image of the workspace container the stack program and ``render`` declare."""
 
-NETFILTER_CONTAINER: Final = "condukt-egress-init"
-SIDECAR_CONTAINER: Final = "condukt-egress"
+FILTER_CONTAINER: Final = "condukt-egress-filter"
+"""Init container that installs the in-pod filter rules (:func:`filter_rules`)."""
+FILTER_VOLUME: Final = "condukt-egress-filter"
+"""Filter-only volume: the filter rules file, nothing else of the Secret."""
+FILTER_RULES_FILE: Final = "filter.rules"
+"""Secret key and file name of the ``iptables-restore`` input."""
+FILTER_RULES6_FILE: Final = "filter6.rules"
+FILTER_DIR: Final = "/etc/condukt-filter"
+FILTER_SCRIPT: Final = (
+    f"{contract.IPTABLES_RESTORE} --noflush {FILTER_DIR}/{FILTER_RULES_FILE} && "
+    f"{{ ip6tables-restore --noflush {FILTER_DIR}/{FILTER_RULES6_FILE} || "
+    "[ ! -e /proc/net/if_inet6 ]; }"
+)
+"""The filter container's whole job (``/bin/sh`` is dash in ``debian:bookworm-slim``). The IPv6
+rules may fail only on a node without IPv6, where there is no ``[::1]`` to protect."""
+FILTER_CAPABILITIES: Final = ("NET_ADMIN",)
+"""What the filter container needs: ``iptables-restore`` talks netlink (nft backend).
+No raw sockets."""
+DEFAULT_WORKSPACE_UID: Final = 65532
+"""The uid (and gid) workspace containers run as when neither the container nor the
+pod names one: a non-root id, not the sidecar's, that no common image uses for root."""
 CONFIG_VOLUME: Final = "condukt-egress-config"
 """Sidecar-only volume: policy, CA certificate and CA key."""
 TRUST_VOLUME: Final = "condukt-egress-trust"
@@ -127,9 +170,13 @@ BYPASS_CAPABILITIES: Final = frozenset(
 sidecar. Every added capability is refused (no workspace container may add
 any); this set only makes the message say why."""
 
+_PEM_BLOCK: Final = re.compile(r"-----BEGIN CERTIFICATE-----\n.*?\n-----END CERTIFICATE-----", re.S)
 _FORBIDDEN_POD_FIELDS: Final = ("hostNetwork", "hostPID", "hostIPC", "shareProcessNamespace")
-_OURS: Final = (NETFILTER_CONTAINER, SIDECAR_CONTAINER)
-_OUR_VOLUMES: Final = (CONFIG_VOLUME, TRUST_VOLUME)
+_OURS: Final = (NETFILTER_CONTAINER, FILTER_CONTAINER, SIDECAR_CONTAINER)
+_OUR_VOLUMES: Final = (CONFIG_VOLUME, TRUST_VOLUME, FILTER_VOLUME)
+PORT_FORWARD_UID: Final = 0
+"""The uid of port-forward connections: containerd and CRI-O dial ``localhost:<port>``
+inside the pod's network namespace from their own (root) process."""
 
 
 def object_metadata(args: SandboxEgressArgs, name: str) -> JSON:
@@ -153,6 +200,7 @@ def config_digest(args: SandboxEgressArgs) -> str:
         {
             "policy": args.egress_policy.to_wire(),
             "trust_bundle": args.trust_bundle,
+            "client_compat": args.client_compat,
             "ca": [args.ca_key_algorithm, args.ca_validity_hours],
             "session": args.session_id,
         },
@@ -223,22 +271,47 @@ def _without_ca_fingerprint(container: JSON) -> JSON:
     return {**container, "env": kept}
 
 
+@functools.cache
+def _public_roots() -> str:
+    """Certifi's Mozilla roots, certificates only: its comments are a quarter of the bytes."""
+    import certifi  # noqa: PLC0415 - only public-roots sessions need it
+
+    return "".join(f"{block}\n" for block in _PEM_BLOCK.findall(certifi.contents()))
+
+
 def bundle_pem(args: SandboxEgressArgs, ca_cert_pem: str) -> str:
     """The workspace trust bundle: the session CA, after certifi's roots if asked.
 
     Every TCP 443 flow out of the pod is intercepted and re-signed by the
     session CA, so the public roots only matter for ``public-roots`` users who
-    want them for other reasons; they add ~250 KB to the Secret.
+    want them for other reasons; they add ~180 KB to the Secret.
     """
     ca = ca_cert_pem if ca_cert_pem.endswith("\n") else ca_cert_pem + "\n"
     if args.trust_bundle == "public-roots":
-        roots = certifi.contents()
-        return roots + ("" if roots.endswith("\n") else "\n") + ca
+        return _public_roots() + ca
     return ca
 
 
+def workspace_trust_files(args: SandboxEgressArgs) -> dict[str, str]:
+    """The files of the workspace's trust volume, each with the Secret key it shows.
+
+    With ``session-ca`` the bundle *is* the CA certificate, so the Secret
+    holds it once and the volume shows ``ca.pem`` under both names; with
+    ``public-roots`` the bundle is its own key. The client compatibility
+    profile, when on, adds its OpenSSL config and Python ``sitecustomize``.
+    """
+    bundle_key = (
+        contract.BUNDLE_FILE if args.trust_bundle == "public-roots" else contract.CA_CERT_FILE
+    )
+    files = {contract.CA_CERT_FILE: contract.CA_CERT_FILE, contract.BUNDLE_FILE: bundle_key}
+    if args.client_compat:
+        files[compat.OPENSSL_CONF_FILE] = compat.OPENSSL_CONF_FILE
+        files[f"{compat.PYTHON_DIR}/{compat.SITECUSTOMIZE_FILE}"] = compat.SITECUSTOMIZE_FILE
+    return files
+
+
 def secret_data(args: SandboxEgressArgs, ca_cert_pem: str, ca_key_pem: str) -> dict[str, str]:
-    """The Secret's ``stringData``: policy, CA certificate, CA key, trust bundle.
+    """The Secret's ``stringData``: policy, CA certificate, CA key and, if it differs, the bundle.
 
     Raises:
         ConfigError: The key is not PKCS#8 PEM (the sidecar cannot load SEC1 keys).
@@ -249,11 +322,25 @@ def secret_data(args: SandboxEgressArgs, ca_cert_pem: str, ca_key_pem: str) -> d
             "must be a PKCS#8 PEM key ('-----BEGIN PRIVATE KEY-----'); the sidecar cannot "
             "load SEC1/PKCS#1 keys: use pulumi-tls private_key_pem_pkcs8",
         )
-    return {
+    data = {
         contract.POLICY_FILE: args.egress_policy.to_json(),
         contract.CA_CERT_FILE: ca_cert_pem,
         contract.CA_KEY_FILE: ca_key_pem,
-        contract.BUNDLE_FILE: bundle_pem(args, ca_cert_pem),
+        FILTER_RULES_FILE: filter_rules(args),
+        FILTER_RULES6_FILE: filter_rules_ipv6(args),
+        **_compat_files(args),
+    }
+    if workspace_trust_files(args)[contract.BUNDLE_FILE] == contract.BUNDLE_FILE:
+        data[contract.BUNDLE_FILE] = bundle_pem(args, ca_cert_pem)
+    return data
+
+
+def _compat_files(args: SandboxEgressArgs) -> dict[str, str]:
+    if not args.client_compat:
+        return {}
+    return {
+        compat.OPENSSL_CONF_FILE: compat.openssl_config(),
+        compat.SITECUSTOMIZE_FILE: compat.sitecustomize_source(),
     }
 
 
@@ -382,6 +469,87 @@ def listen_probe_command(port: int) -> list[str]:
     ]
 
 
+def filter_rules(args: SandboxEgressArgs) -> str:
+    """The in-pod ``filter`` rules, as ``iptables-restore --noflush`` input.
+
+    ``netfilter-setup`` only adds ``nat OUTPUT`` rules (upstream
+    src/netfilter.rs:66-111): loopback and the sidecar uid RETURN, then TCP
+    80 and 443 are REDIRECTed to the proxy. Loopback is exempt, and the proxy
+    listens on every address, so without these rules a workspace process
+    reaches both sidecar ports directly. In ``filter OUTPUT`` (after ``nat``):
+
+    0. Neither port from outside the pod (kubelet, the node, hostNetwork
+       pods, which most CNIs exempt from NetworkPolicy): only redirected
+       in-pod traffic and in-pod port-forward are the sidecar's business.
+    1. The control port over loopback only from uid 0, the port-forward path
+       (the container runtime dials ``localhost`` in the pod's namespace):
+       a workspace can neither answer its own ``decision_request`` s nor hold
+       the sidecar's single peer slot.
+    2. The proxy port over loopback only for connections the redirect made
+       (conntrack state DNAT): no connection without an original destination.
+    3. With plain HTTP off, the sidecar's own dials to port 80 are reset at
+       once, so an allowed ``http://`` request fails instead of hanging
+       until the dial times out (the NetworkPolicy drops it silently).
+
+    Rejections answer with a TCP reset: the client fails at once.
+    """
+    reject = "-j REJECT --reject-with tcp-reset"
+    rules = [
+        "*filter",
+        f"-A INPUT ! -i lo -p tcp --dport {args.proxy_port} {reject}",
+        f"-A INPUT ! -i lo -p tcp --dport {args.control_port} {reject}",
+        f"-A OUTPUT -o lo -p tcp --dport {args.control_port} "
+        f"-m owner ! --uid-owner {PORT_FORWARD_UID} {reject}",
+        f"-A OUTPUT -o lo -p tcp --dport {args.proxy_port} -m conntrack ! --ctstate DNAT {reject}",
+    ]
+    if not args.allow_plain_http:
+        rules.append(
+            f"-A OUTPUT -p tcp --dport 80 -m owner --uid-owner {args.sidecar_uid} {reject}"
+        )
+    rules.append("COMMIT")
+    return "\n".join(rules) + "\n"
+
+
+def filter_rules_ipv6(args: SandboxEgressArgs) -> str:
+    """The IPv6 half of :func:`filter_rules`: no in-pod connection to ``[::1]`` sidecar ports.
+
+    The sidecar listens on IPv4 only, so a workspace could bind ``[::1]:<control
+    port>`` and be the "sidecar" for a runtime that dials ``localhost`` as IPv6
+    first (CRI-O resolves it serially); refused, the runtime goes on to
+    127.0.0.1.
+    """
+    return (
+        "*filter\n"
+        f"-A OUTPUT -o lo -p tcp -m multiport --dports {args.proxy_port},{args.control_port} "
+        "-j REJECT --reject-with tcp-reset\n"
+        "COMMIT\n"
+    )
+
+
+def filter_container(args: SandboxEgressArgs) -> JSON:
+    """The init container that installs :func:`filter_rules`, then exits.
+
+    Same image as the sidecar (it ships ``iptables``); root with
+    ``NET_ADMIN`` only; it runs after the netfilter init container and before
+    the sidecar and any user code.
+    """
+    context = _restricted_context(0, 0)
+    context["runAsNonRoot"] = False
+    # iptables' nft backend (the image's) takes no /run/xtables.lock: read-only is fine.
+    context["capabilities"] = {"drop": ["ALL"], "add": list(FILTER_CAPABILITIES)}
+    return {
+        "name": FILTER_CONTAINER,
+        "image": args.sidecar_image,
+        "command": ["/bin/sh", "-c", FILTER_SCRIPT],
+        "securityContext": context,
+        "resources": {
+            "requests": {"cpu": "10m", "memory": "16Mi"},
+            "limits": {"cpu": "100m", "memory": "64Mi"},
+        },
+        "volumeMounts": [{"name": FILTER_VOLUME, "mountPath": FILTER_DIR, "readOnly": True}],
+    }
+
+
 def sidecar_container(args: SandboxEgressArgs) -> JSON:
     """The proxy container: native sidecar (init container) or plain container."""
     container: JSON = {
@@ -431,13 +599,24 @@ def _volumes(args: SandboxEgressArgs) -> list[JSON]:
             },
         },
         {
+            # Only the filter init container mounts this volume: its rules file.
+            "name": FILTER_VOLUME,
+            "secret": {
+                "secretName": secret,
+                "defaultMode": 0o444,
+                "items": [
+                    {"key": k, "path": k} for k in (FILTER_RULES_FILE, FILTER_RULES6_FILE)
+                ],
+            },
+        },
+        {
             # What the workspace may see: the certificate and the bundle, no key.
             "name": TRUST_VOLUME,
             "secret": {
                 "secretName": secret,
                 "defaultMode": 0o444,
                 "items": [
-                    {"key": k, "path": k} for k in (contract.CA_CERT_FILE, contract.BUNDLE_FILE)
+                    {"key": key, "path": path} for path, key in workspace_trust_files(args).items()
                 ],
             },
         },
@@ -517,20 +696,105 @@ def _refuse_pod(spec: Mapping[str, Any], args: SandboxEgressArgs) -> None:
                 "escape the pod and its egress control: use an emptyDir or a "
                 "PersistentVolumeClaim",
             )
-        if _names_session_secret(volume, args):
+        secret = _managed_secret_of(volume)
+        if secret is not None:
+            raise ConfigError(where, _managed_secret_problem("mounts", secret, args))
+    _refuse_pod_confinement(spec)
+
+
+MANAGED_SECRET_PREFIX: Final = "condukt-egress-"  # noqa: S105 - a name, not a password
+"""Every Secret condukt-egress declares is named with this prefix (see
+:mod:`condukt_egress.naming`); workloads may reference none of them but
+through the injected volumes: each holds a session CA's private key."""
+
+
+def _is_managed_secret(name: object) -> bool:
+    return isinstance(name, str) and name.startswith(MANAGED_SECRET_PREFIX)
+
+
+def _managed_secret_of(volume: Mapping[str, Any]) -> str | None:
+    """The condukt-egress Secret a volume (plain or projected) references, if any."""
+    name = (volume.get("secret") or {}).get("secretName")
+    if _is_managed_secret(name):
+        return str(name)
+    for source in (volume.get("projected") or {}).get("sources") or ():
+        name = (source.get("secret") or {}).get("name")
+        if _is_managed_secret(name):
+            return str(name)
+    return None
+
+
+def _managed_secret_problem(verb: str, secret: str, args: SandboxEgressArgs) -> str:
+    own = secret == args.names.secret
+    whose = "the session Secret" if own else "another session's condukt-egress Secret"
+    return (
+        f"{verb} {whose} {secret!r}, which holds {'the' if own else 'its'} CA key; only the "
+        f"volumes condukt-egress injects may reference Secrets named {MANAGED_SECRET_PREFIX}*: "
+        "remove it"
+    )
+
+
+SAFE_SYSCTLS: Final = frozenset(
+    {
+        "kernel.shm_rmid_forced",
+        "net.ipv4.ip_local_port_range",
+        "net.ipv4.ip_local_reserved_ports",
+        "net.ipv4.ip_unprivileged_port_start",
+        "net.ipv4.ping_group_range",
+        "net.ipv4.tcp_fin_timeout",
+        "net.ipv4.tcp_keepalive_intvl",
+        "net.ipv4.tcp_keepalive_probes",
+        "net.ipv4.tcp_keepalive_time",
+        "net.ipv4.tcp_syncookies",
+    }
+)
+"""Kubernetes' safe sysctls (namespaced, no effect on other pods or the redirect).
+Any other is refused: net.* sysctls act on the pod's network namespace, where
+the redirect and the sidecar live (route_localnet, forwarding, rp_filter...)."""
+
+_UNCONFINED_SELINUX: Final = frozenset({"spc_t", "unconfined_t"})
+
+
+def _refuse_confinement(context: Mapping[str, Any], where: str) -> None:
+    """Refuse AppArmor ``Unconfined`` and unconfined SELinux types, like ``privileged``."""
+    if (context.get("appArmorProfile") or {}).get("type") == "Unconfined":
+        raise ConfigError(
+            f"{where}.appArmorProfile.type",
+            "is Unconfined; a workspace without its AppArmor profile has fewer walls between "
+            "it and the redirect: use RuntimeDefault (or a Localhost profile) or leave it unset",
+        )
+    selinux_type = (context.get("seLinuxOptions") or {}).get("type")
+    if selinux_type in _UNCONFINED_SELINUX:
+        raise ConfigError(
+            f"{where}.seLinuxOptions.type",
+            f"is {selinux_type}, an unconfined SELinux domain (spc_t is the 'super privileged "
+            "container' type): remove it and let the runtime pick container_t",
+        )
+
+
+def _refuse_pod_confinement(spec: Mapping[str, Any]) -> None:
+    """Pod-level confinement: AppArmor, SELinux, sysctls."""
+    context = spec.get("securityContext") or {}
+    _refuse_confinement(context, "spec.securityContext")
+    for index, sysctl in enumerate(context.get("sysctls") or ()):
+        name = sysctl.get("name")
+        if name not in SAFE_SYSCTLS:
             raise ConfigError(
-                where,
-                f"mounts the session Secret {args.names.secret!r}, which holds the CA key; "
-                f"only the condukt-egress volumes may reference it: remove the volume",
+                f"spec.securityContext.sysctls[{index}] ({name!r})",
+                "is not one of Kubernetes' safe sysctls; unsafe ones can change the pod's "
+                "network stack under the redirect (and need a kubelet allowlist): remove it",
             )
 
 
-def _names_session_secret(volume: Mapping[str, Any], args: SandboxEgressArgs) -> bool:
-    secret = args.names.secret
-    if (volume.get("secret") or {}).get("secretName") == secret:
-        return True
-    sources = (volume.get("projected") or {}).get("sources") or ()
-    return any((s.get("secret") or {}).get("name") == secret for s in sources)
+def _refuse_host_ports(container: Mapping[str, Any], where: str) -> None:
+    for index, port in enumerate(container.get("ports") or ()):
+        if port.get("hostPort"):
+            raise ConfigError(
+                f"{where}.ports[{index}].hostPort",
+                f"is {port.get('hostPort')!r}; a host port opens the pod on the node's "
+                "network, past the NetworkPolicy's closed ingress: remove hostPort (use a "
+                "Service, or port-forward)",
+            )
 
 
 def _refuse_container(container: Mapping[str, Any], where: str, args: SandboxEgressArgs) -> None:
@@ -567,6 +831,8 @@ def _refuse_container(container: Mapping[str, Any], where: str, args: SandboxEgr
             f"{where}.securityContext.windowsOptions.hostProcess",
             "is true; a host process runs in the node's network: remove it",
         )
+    _refuse_confinement(context, f"{where}.securityContext")
+    _refuse_host_ports(container, where)
     for cap in (context.get("capabilities") or {}).get("add") or ():
         normal = str(cap).upper().removeprefix("CAP_")
         if normal in args.unsafe_allowed_capabilities:
@@ -589,19 +855,19 @@ def _refuse_container(container: Mapping[str, Any], where: str, args: SandboxEgr
                 "sidecar takes every connection there for workspace traffic (or its only "
                 "control peer); probe a port of your own container or use an exec probe",
             )
-    secret = args.names.secret
     for index, env in enumerate(container.get("env") or ()):
         ref = ((env.get("valueFrom") or {}).get("secretKeyRef") or {}).get("name")
-        if ref == secret:
+        if _is_managed_secret(ref):
             raise ConfigError(
                 f"{where}.env[{index}] ({env.get('name')!r}).valueFrom.secretKeyRef",
-                f"reads the session Secret {secret!r}, which holds the CA key: remove it",
+                _managed_secret_problem("reads", str(ref), args),
             )
     for index, source in enumerate(container.get("envFrom") or ()):
-        if (source.get("secretRef") or {}).get("name") == secret:
+        ref = (source.get("secretRef") or {}).get("name")
+        if _is_managed_secret(ref):
             raise ConfigError(
                 f"{where}.envFrom[{index}].secretRef",
-                f"imports the session Secret {secret!r}, which holds the CA key: remove it",
+                _managed_secret_problem("imports", str(ref), args),
             )
     for mount in container.get("volumeMounts") or ():
         if mount.get("name") == CONFIG_VOLUME:
@@ -625,13 +891,52 @@ def _network_checks(container: Mapping[str, Any]) -> Iterable[tuple[str, object]
                 yield f"lifecycle.{hook}.{kind}.port", handler.get("port")
 
 
-def _harden(container: JSON, pod_context: Mapping[str, Any]) -> None:
+def _run_as_non_root(
+    context: JSON, pod_context: Mapping[str, Any], where: str, args: SandboxEgressArgs
+) -> None:
+    """Make a workspace container non-root, unless the session opted out.
+
+    Root (uid 0) passes the filter rule that keeps the control port for the
+    port-forward path (:func:`filter_rules`). A uid the spec sets is kept; with
+    none, :data:`DEFAULT_WORKSPACE_UID` (an image's ``USER`` cannot be seen
+    here, and ``runAsNonRoot`` alone refuses images whose user is a name).
+    """
+    if args.allow_root_workspace:
+        return
+    fix = (
+        "run the workspace as a non-root uid, or accept that risk with "
+        "allow_root_workspace (allowRootWorkspace)"
+    )
+    for level, ctx in ((where, context), ("spec", pod_context)):
+        if ctx.get("runAsUser") == 0:
+            raise ConfigError(
+                f"{level}.securityContext.runAsUser",
+                f"is 0 (root); a root workspace may connect to the sidecar's control port, "
+                f"which only the port-forward path (root) may reach: {fix}",
+            )
+        if ctx.get("runAsNonRoot") is False:
+            raise ConfigError(
+                f"{level}.securityContext.runAsNonRoot",
+                f"is false; workspaces run as non-root so that they cannot reach the "
+                f"sidecar's control port: remove it and {fix}",
+            )
+    context["runAsNonRoot"] = True
+    if context.get("runAsUser") is None and pod_context.get("runAsUser") is None:
+        context["runAsUser"] = DEFAULT_WORKSPACE_UID
+        if context.get("runAsGroup") is None and pod_context.get("runAsGroup") is None:
+            context["runAsGroup"] = DEFAULT_WORKSPACE_UID
+
+
+def _harden(
+    container: JSON, pod_context: Mapping[str, Any], where: str, args: SandboxEgressArgs
+) -> None:
     """Fill in what a workspace container needs to be unable to bypass the sidecar.
 
     Only missing settings are filled in; stricter user settings are kept (a
     pod-level seccomp profile is inherited rather than overridden).
     """
     context: JSON = dict(container.get("securityContext") or {})
+    _run_as_non_root(context, pod_context, where, args)
     capabilities: JSON = dict(context.get("capabilities") or {})
     drop = list(capabilities.get("drop") or [])
     if "ALL" not in drop:
@@ -666,7 +971,7 @@ def _under(path: str, directory: str) -> bool:
     return normal == directory or normal.startswith(directory + "/")
 
 
-def _with_trust(container: JSON, where: str) -> None:
+def _with_trust(container: JSON, where: str, args: SandboxEgressArgs) -> None:
     mounts = [dict(m) for m in container.get("volumeMounts") or ()]
     for ours in _trust_mounts():
         clash = next(
@@ -696,6 +1001,8 @@ def _with_trust(container: JSON, where: str) -> None:
     present = {e.get("name") for e in env}
     # An explicit user value of a CA variable wins (documented): they chose it.
     env += [e for e in _ca_env() if e["name"] not in present]
+    if args.client_compat:
+        env = compat.compat_env(env, WORKSPACE_TRUST_DIR)
     container["env"] = env
 
 
@@ -719,6 +1026,85 @@ def _user_containers(
             where = _where(kind, index, container)
             _refuse_container(container, where, args)
             yield kind, where, container
+
+
+def _quantity(value: object, where: str) -> Decimal:
+    try:
+        return parse_quantity(value)
+    except ValueError:
+        raise ConfigError(
+            where,
+            f"is {value!r}, not a Kubernetes quantity; condukt-egress must add its containers' "
+            "resources to the pod-level spec.resources: write e.g. 100Mi or 250m",
+        ) from None
+
+
+def _container_amount(container: Mapping[str, Any], where: str, section: str, name: str) -> Decimal:
+    resources = container.get("resources") or {}
+    value = (resources.get(section) or {}).get(name)
+    if value is None and section == "requests":
+        # The API server defaults a missing request to the limit.
+        section, value = "limits", (resources.get("limits") or {}).get(name)
+    if value is None:
+        return Decimal(0)
+    return _quantity(value, f"{where}.resources.{section}.{name}")
+
+
+def _aggregate(spec: Mapping[str, Any], section: str, name: str) -> Decimal:
+    """The pod's aggregate container ``requests``/``limits`` of one resource.
+
+    Kubernetes' rule (``resourcehelper.PodRequests``): the sum of the
+    containers and of the restartable (native sidecar) init containers, or,
+    if larger, the largest plain init container plus the sidecars started
+    before it.
+    """
+    total = sum(
+        (
+            _container_amount(c, _where("containers", i, c), section, name)
+            for i, c in enumerate(spec.get("containers") or ())
+        ),
+        Decimal(0),
+    )
+    sidecars = init_peak = Decimal(0)
+    for index, container in enumerate(spec.get("initContainers") or ()):
+        amount = _container_amount(
+            container, _where("initContainers", index, container), section, name
+        )
+        if container.get("restartPolicy") == "Always":
+            total += amount
+            sidecars += amount
+            init_peak = max(init_peak, sidecars)
+        else:
+            init_peak = max(init_peak, amount + sidecars)
+    return max(total, init_peak)
+
+
+def _fit_pod_resources(before: Mapping[str, Any], spec: JSON) -> None:
+    """Raise pod-level ``spec.resources`` by what the injected containers add.
+
+    With pod-level resources (on by default since Kubernetes 1.34) the API
+    server rejects a pod whose pod-level requests are below the aggregate
+    container requests, or whose limits are below a container's limit. Each
+    resource the user set at pod level grows by exactly the growth of the
+    aggregate, so the user's containers keep the budget they had; a request
+    never ends above its limit.
+    """
+    pod = spec.get("resources")
+    if not isinstance(pod, Mapping) or not pod:
+        return
+    fitted: JSON = {key: dict(value) if isinstance(value, Mapping) else value
+                    for key, value in pod.items()}
+    for section in ("requests", "limits"):
+        for name, value in (pod.get(section) or {}).items():
+            current = _quantity(value, f"spec.resources.{section}.{name}")
+            grown = _aggregate(spec, section, name) - _aggregate(before, section, name)
+            if grown > 0:
+                fitted[section][name] = format_quantity(current + grown, name)
+    requests, limits = fitted.get("requests") or {}, fitted.get("limits") or {}
+    for name, request in requests.items():
+        if name in limits and parse_quantity(request) > parse_quantity(limits[name]):
+            limits[name] = request
+    spec["resources"] = fitted
 
 
 def check(pod_spec: Mapping[str, Any], args: SandboxEgressArgs) -> None:
@@ -750,6 +1136,78 @@ def check(pod_spec: Mapping[str, Any], args: SandboxEgressArgs) -> None:
             )
 
 
+def harden_patch(pod_spec: Mapping[str, Any], args: SandboxEgressArgs) -> JSON:
+    """The pod spec of a server-side-apply patch, hardened like an injected one, or refused.
+
+    A patch merges into a pod declared elsewhere, so it cannot carry the
+    sidecar; but every container it adds or touches ends hardened like an
+    injected one (``capabilities.drop: [ALL]``, ``allowPrivilegeEscalation:
+    false``, seccomp ``RuntimeDefault`` unless the patch sets a profile),
+    since a container it adds would otherwise run with the runtime's default
+    capabilities (root can ``setuid`` to the sidecar uid and skip the
+    redirect); like injected ones they run as non-root unless the session
+    allows root workspaces. Init containers are refused: server-side apply may place a new
+    one before the netfilter init container, where it runs before the
+    redirect exists.
+
+    Args:
+        pod_spec: The patch's (partial) pod spec, Kubernetes field names.
+        args: The session.
+
+    Returns:
+        A new dict; the input is not modified. Idempotent.
+
+    Raises:
+        ConfigError: Every refusal of :func:`check`, and init containers.
+    """
+    check(pod_spec, args)
+    if pod_spec.get("initContainers"):
+        raise ConfigError(
+            "spec.initContainers",
+            "is set in a patch; server-side apply may order a patched init container before "
+            f"{NETFILTER_CONTAINER!r}, so it would run before the egress redirect exists: "
+            "declare init containers in the workload itself, which condukt-egress injects",
+        )
+    spec: JSON = copy.deepcopy(dict(pod_spec))
+    if spec.get("containers"):
+        pod_context = spec.get("securityContext") or {}
+        containers = [dict(c) for c in spec["containers"]]
+        for index, container in enumerate(containers):
+            _harden(container, pod_context, _where("containers", index, container), args)
+        spec["containers"] = containers
+    return spec
+
+
+APPARMOR_ANNOTATION_PREFIX: Final = "container.apparmor.security.beta.kubernetes.io/"
+"""The pre-1.30 way to choose a container's AppArmor profile (still honoured)."""
+
+
+def check_pod_metadata(metadata: Mapping[str, Any], args: SandboxEgressArgs) -> None:
+    """Refuse pod (template) metadata that unconfines a container or moves the pod's session.
+
+    Raises:
+        ConfigError: An AppArmor ``unconfined`` annotation
+            (``metadata.annotations[...]``), or the session label with another
+            session's value (``metadata.labels[...]``).
+    """
+    for key, value in (metadata.get("annotations") or {}).items():
+        if str(key).startswith(APPARMOR_ANNOTATION_PREFIX) and value == "unconfined":
+            raise ConfigError(
+                f"metadata.annotations[{key!r}]",
+                "is 'unconfined'; a workspace without its AppArmor profile has fewer walls "
+                "between it and the redirect: use 'runtime/default' or remove the annotation",
+            )
+    labels = metadata.get("labels") or {}
+    key, value = args.names.label_key, args.names.label_value
+    if labels.get(key, value) != value:
+        raise ConfigError(
+            f"metadata.labels[{key!r}]",
+            f"is {labels[key]!r}, but the workload is injected for session "
+            f"{args.session_id!r} ({value!r}); a pod belongs to one session: remove the label "
+            "or use that session's SandboxEgress",
+        )
+
+
 def inject(pod_spec: Mapping[str, Any], args: SandboxEgressArgs) -> JSON:
     """Return ``pod_spec`` with the session's egress control injected.
 
@@ -776,7 +1234,7 @@ def inject(pod_spec: Mapping[str, Any], args: SandboxEgressArgs) -> JSON:
     spec: JSON = copy.deepcopy(dict(pod_spec))
     _refuse_pod(spec, args)
     fingerprint = _ca_fingerprint_env(spec)
-    ours_init = [netfilter_container(args)]
+    ours_init = [netfilter_container(args), filter_container(args)]
     ours_main: list[JSON] = []
     (ours_init if args.native_sidecar else ours_main).append(sidecar_container(args))
     ours = {c["name"]: ("initContainers", c) for c in ours_init}
@@ -785,8 +1243,8 @@ def inject(pod_spec: Mapping[str, Any], args: SandboxEgressArgs) -> JSON:
     pod_context = spec.get("securityContext") or {}
     lists: dict[str, list[JSON]] = {"initContainers": [], "containers": []}
     for kind, where, container in _user_containers(spec, args, ours):
-        _harden(container, pod_context)
-        _with_trust(container, where)
+        _harden(container, pod_context, where, args)
+        _with_trust(container, where, args)
         lists[kind].append(container)
 
     if not lists["containers"]:
@@ -794,11 +1252,20 @@ def inject(pod_spec: Mapping[str, Any], args: SandboxEgressArgs) -> JSON:
     spec["initContainers"] = ours_init + lists["initContainers"]
     spec["containers"] = lists["containers"] + ours_main
     spec["volumes"] = _merge_volumes(spec.get("volumes") or (), _volumes(args))
+    _fit_pod_resources(pod_spec, spec)
     spec.setdefault("automountServiceAccountToken", False)
     spec.setdefault("enableServiceLinks", False)
     if fingerprint is not None:  # an earlier injection's CA: kept, so inject stays idempotent
         return with_ca_fingerprint(spec, fingerprint["value"])
     return spec
+
+
+WORKSPACE_IDLE_COMMAND: Final = ("sh", "-c", "trap 'exit 0' TERM INT; sleep infinity & wait")
+"""Default workspace command: idle for ``kubectl exec``, and gone on SIGTERM.
+
+A bare ``sleep infinity`` is PID 1 of its container, which ignores SIGTERM, so
+a deleted Pod kept running for its whole grace period; outside Pulumi (a
+``kubectl delete -f`` of a rendering) that could outlive the NetworkPolicy."""
 
 
 def workspace_pod_manifest(
@@ -813,7 +1280,8 @@ def workspace_pod_manifest(
     Args:
         args: The session.
         workspace_image: Image of the (untrusted) workspace container.
-        command: Its command; default keeps the pod idle for ``kubectl exec``.
+        command: Its command; default :data:`WORKSPACE_IDLE_COMMAND` keeps the
+            pod idle for ``kubectl exec`` and exits at once on SIGTERM.
         ca_cert_pem: The session CA, whose fingerprint the sidecar's env then
             carries (see :data:`CA_FINGERPRINT_ENV`). The component leaves it
             out here: its workload transform adds the fingerprint as an Output.
@@ -828,7 +1296,7 @@ def workspace_pod_manifest(
             {
                 "name": "workspace",
                 "image": workspace_image,
-                "command": command or ["sleep", "infinity"],
+                "command": command or list(WORKSPACE_IDLE_COMMAND),
                 "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}},
             }
         ],

@@ -7,26 +7,46 @@ every name keeps a readable prefix of the id *and* a hash of the whole id, so
 names are valid DNS-1123 labels / label values for any input and differ for
 any two ids.
 
+Format (derive from it, e.g. in an admission guard)::
+
+    base         = <prefix>-<hash>   (or <hash> when the id has no [a-z0-9])
+    prefix       = the id lower-cased, runs of other characters as '-', ASCII
+                   only, trimmed of '-', at most 20 characters
+    hash         = the first 26 characters of lower-case RFC 4648 base32 of
+                   SHA-256(id as UTF-8): [a-z2-7]{26}, 130 bits
+    Secret, NetworkPolicy = condukt-egress-<base>    (at most 62 characters)
+    Pod          = workspace-<base>                  (at most 57)
+    label        = egress.condukt.dev/session=<base> (at most 47)
+    CA subject   = CN=condukt-egress <base>          (at most 62)
+
+The first format kept 64 bits (16 hex characters); upgrading renames every
+object of a session once.
+
 Example:
     >>> n = session_names("Agent Run #42")
-    >>> n.label_value
-    'agent-run-42-...'  # doctest: +SKIP
+    >>> n.label_value  # doctest: +ELLIPSIS
+    'agent-run-42-...'
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import re
 from dataclasses import dataclass
 from typing import Final
 
+from condukt_egress._text import shown
 from condukt_egress.errors import ConfigError
 
 __all__ = [
     "ANNOTATION_SESSION_ID",
+    "HASH_CHARS",
     "LABEL_MANAGED_BY",
     "LABEL_SESSION",
     "MAX_SESSION_ID_LENGTH",
+    "NETFILTER_CONTAINER",
+    "SIDECAR_CONTAINER",
     "SessionNames",
     "session_names",
     "validate_session_id",
@@ -41,11 +61,20 @@ ANNOTATION_SESSION_ID: Final = "egress.condukt.dev/session-id"
 LABEL_MANAGED_BY: Final = "app.kubernetes.io/managed-by"
 MANAGED_BY: Final = "condukt-egress"
 
+NETFILTER_CONTAINER: Final = "condukt-egress-init"
+"""The init container that installs the redirect."""
+SIDECAR_CONTAINER: Final = "condukt-egress"
+"""The proxy container; the ``events`` command finds a session pod's sidecar by it."""
+
 MAX_SESSION_ID_LENGTH: Final = 1024
 """Ids longer than this are refused: no platform needs more, and it bounds annotations."""
 
-_HASH_CHARS: Final = 16  # 64 bits of SHA-256: collisions need ~4e9 ids for even odds.
-_PREFIX_CHARS: Final = 24
+HASH_CHARS: Final = 26
+"""Base32 characters of the id's SHA-256 in every name: 130 bits. 64 bits (the
+first format) were collided in minutes on two cores; 128 bits and more put a
+collision out of reach (about 2**65 hashes for even odds)."""
+_PREFIX_CHARS: Final = 20
+"""Readable prefix: ``condukt-egress-`` (15) + 20 + ``-`` + 26 = 62 <= 63."""
 _NAME_PREFIX: Final = "condukt-egress-"
 _DNS_LABEL: Final = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
@@ -56,7 +85,8 @@ class SessionNames:
 
     Attributes:
         session_id: The raw id, unchanged.
-        base: ``<readable-prefix>-<hash>`` (or ``<hash>``); a valid DNS-1123 label.
+        base: ``<readable-prefix>-<hash>`` (or ``<hash>``); a valid DNS-1123
+            label of at most 47 characters, the hash 26 base32 characters.
         secret: Name of the Secret holding the CA and the policy.
         network_policy: Name of the session's NetworkPolicy.
         pod: Name of the workspace Pod the stack program declares.
@@ -90,13 +120,13 @@ def validate_session_id(session_id: object) -> str:
     if not isinstance(session_id, str):
         raise ConfigError(
             "session_id",
-            f"must be a string, got {type(session_id).__name__} {session_id!r}; "
+            f"must be a string, got {type(session_id).__name__} {shown(session_id)}; "
             "pass the session id as text, e.g. session_id='42'",
         )
     if not session_id.strip():
         raise ConfigError(
             "session_id",
-            f"must not be empty or blank (got {session_id!r}); "
+            f"must not be empty or blank (got {shown(session_id)}); "
             "pass the agent platform's id for this session",
         )
     try:
@@ -142,8 +172,8 @@ def session_names(session_id: str) -> SessionNames:
         ConfigError: The id is empty, blank, too long or not a string.
     """
     validate_session_id(session_id)
-    digest = hashlib.sha256(session_id.encode("utf-8")).hexdigest()
-    hash_part = digest[:_HASH_CHARS]
+    digest = hashlib.sha256(session_id.encode("utf-8")).digest()
+    hash_part = base64.b32encode(digest).decode("ascii").lower()[:HASH_CHARS]
     prefix = _readable_prefix(session_id)
     base = f"{prefix}-{hash_part}" if prefix else hash_part
     name = f"{_NAME_PREFIX}{base}"
@@ -155,7 +185,7 @@ def session_names(session_id: str) -> SessionNames:
         pod=f"workspace-{base}",
         label_key=LABEL_SESSION,
         label_value=base,
-        ca_common_name=f"condukt-egress session {base}",
+        ca_common_name=f"condukt-egress {base}",
     )
     for value in (names.base, names.secret, names.pod):
         if not _DNS_LABEL.match(value) or len(value) > 63:  # pragma: no cover - invariant

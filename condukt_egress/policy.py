@@ -97,6 +97,7 @@ from typing import Any, Final, Literal, TypeAlias, cast
 
 import yaml
 
+from condukt_egress._text import shown
 from condukt_egress.contract import (
     DEFAULT_ACTIONS,
     DEFAULT_DECIDE_TIMEOUT_MS,
@@ -119,6 +120,7 @@ __all__ = [
     "MAX_HOST_PATTERNS",
     "MAX_LABEL_LENGTH",
     "MAX_PATTERN_LENGTH",
+    "MAX_POLICY_FILE_BYTES",
     "MAX_REDACT_ENTRIES",
     "MAX_REDACT_LENGTH",
     "MAX_RULES",
@@ -170,6 +172,12 @@ MAX_REDACT_ENTRIES: Final = 1_000
 
 MAX_REDACT_LENGTH: Final = 4_096
 """Longest ``redact`` entry, in characters."""
+
+MAX_POLICY_FILE_BYTES: Final = 1024 * 1024
+"""Largest policy file :meth:`EgressPolicy.load` reads (1 MiB; 10,000 patterns
+of 100 characters fit in it)."""
+
+_QUOTED_CHARS: Final = 1024
 
 _ASCII_LOWER: Final = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
 _PATTERN_CHARS: Final = frozenset(string.ascii_lowercase + string.digits + "-_.*")
@@ -296,7 +304,7 @@ def _suggest(text: str) -> str:
     """``write 'x'`` when the cleaned-up host is a valid pattern, else a hint."""
     candidate = _host_part(text)
     if candidate and _pattern_problem(candidate, suggest=False) is None:
-        return f"write the host name only: {candidate!r}"
+        return f"write the host name only: {_quoted(candidate)}"
     return "write the host name only, e.g. 'api.example.com'"
 
 
@@ -340,77 +348,77 @@ def _pattern_problem(text: str, *, suggest: bool = True) -> str | None:
     """
     if not text.strip():
         return (
-            f"{text!r} is an empty host pattern; write a host name such as "
+            f"{_quoted(text)} is an empty host pattern; write a host name such as "
             "'api.example.com' or remove it"
         )
     if "://" in text:
         hint = _suggest(text) if suggest else "write the host name only"
         return (
-            f"{text!r} is a URL; the sidecar compares bare host names, so it would "
+            f"{_quoted(text)} is a URL; the sidecar compares bare host names, so it would "
             f"never match; {hint}"
         )
     if any(char.isspace() for char in text):
         stripped = text.strip()
         if not any(char.isspace() for char in stripped):
-            return f"{text!r} has leading or trailing whitespace; write {stripped!r}"
+            return f"{_quoted(text)} has leading or trailing whitespace; write {_quoted(stripped)}"
         return (
-            f"{text!r} contains whitespace; a pattern is one host name, "
+            f"{_quoted(text)} contains whitespace; a pattern is one host name, "
             "give several names as separate patterns"
         )
     if any(char in text for char in "/?#"):
         hint = _suggest(text) if suggest else "write the host name only"
-        return f"{text!r} has a path; the sidecar matches only the host name; {hint}"
+        return f"{_quoted(text)} has a path; the sidecar matches only the host name; {hint}"
     if "@" in text:
         hint = _suggest(text) if suggest else "write the host name only"
-        return f"{text!r} has a user part ('@'), which is never part of a host name; {hint}"
+        return f"{_quoted(text)} has a user part ('@'), which is never part of a host name; {hint}"
     if ":" in text:
         if suggest and re.fullmatch(r"[^:]+:\d+", text):
             return (
-                f"{text!r} has a port; the sidecar matches the host name without it "
+                f"{_quoted(text)} has a port; the sidecar matches the host name without it "
                 f"(the NetworkPolicy decides the ports); {_suggest(text)}"
             )
         return (
-            f"{text!r} contains ':'; ports cannot be matched and IPv6 literals are "
+            f"{_quoted(text)} contains ':'; ports cannot be matched and IPv6 literals are "
             "never seen (the sidecar intercepts IPv4 only); write a host name"
         )
     if not text.isascii():
         puny = _punycode(text) if suggest else None
-        fix = f"write {puny!r}" if puny else "write the name in its IDNA (punycode) form"
+        fix = f"write {_quoted(puny)}" if puny else "write the name in its IDNA (punycode) form"
         return (
-            f"{text!r} has non-ASCII characters; the sidecar sees IDNA names "
+            f"{_quoted(text)} has non-ASCII characters; the sidecar sees IDNA names "
             f"(xn--...), so it would never match; {fix}"
         )
     lowered = _lower(text)
     for char in lowered:
         if char not in _PATTERN_CHARS:
             return (
-                f"{text!r} has {char!r}, which cannot appear in a host name; "
+                f"{_quoted(text)} has {_quoted(char)}, which cannot appear in a host name; "
                 "use only a-z, 0-9, '-', '_', '.' and '*'"
             )
     if len(lowered) > MAX_PATTERN_LENGTH:
         return (
-            f"{text[:40]!r}... is {len(lowered)} characters long; host names are "
+            f"{_quoted(text[:40])}... is {len(lowered)} characters long; host names are "
             f"at most {MAX_PATTERN_LENGTH}; shorten it, e.g. with '**'"
         )
     if lowered.endswith("."):
         fixed = lowered.rstrip(".")
-        fix = f"write {fixed!r}" if fixed else "write a host name"
+        fix = f"write {_quoted(fixed)}" if fixed else "write a host name"
         return (
-            f"{text!r} has a trailing dot; the sidecar compares names exactly and "
+            f"{_quoted(text)} has a trailing dot; the sidecar compares names exactly and "
             f"would not match the usual form without it; {fix}"
         )
     if lowered.startswith("."):
         bare = lowered.lstrip(".")
         return (
-            f"{text!r} starts with a dot, which is not a wildcard here; write "
-            f"{bare!r} for the name itself and/or {'**.' + bare!r} for its subdomains"
+            f"{_quoted(text)} starts with a dot, which is not a wildcard here; write "
+            f"{_quoted(bare)} for the name itself and/or {_quoted('**.' + bare)} for its subdomains"
         )
     if ".." in lowered:
         fixed = re.sub(r"\.{2,}", ".", lowered)
-        return f"{text!r} has an empty label ('..'); write {fixed!r}"
+        return f"{_quoted(text)} has an empty label ('..'); write {_quoted(fixed)}"
     if "***" in lowered:
         return (
-            f"{text!r} has three or more '*' in a row, which is ambiguous; use '*' "
+            f"{_quoted(text)} has three or more '*' in a row, which is ambiguous; use '*' "
             "for exactly one label or '**' for one or more labels"
         )
     for found in re.finditer(r"(?<!\*)\*(?!\*)(?=[^.])", lowered):
@@ -418,14 +426,14 @@ def _pattern_problem(text: str, *, suggest: bool = True) -> str | None:
         label_end = lowered.find(".", found.start())
         label = lowered[label_start : label_end if label_end >= 0 else len(lowered)]
         return (
-            f"{text!r} never matches: in the sidecar '*' takes the rest of its "
-            f"label, so nothing may follow it in {label!r}; put '*' at the end of a "
+            f"{_quoted(text)} never matches: in the sidecar '*' takes the rest of its "
+            f"label, so nothing may follow it in {_quoted(label)}; put '*' at the end of a "
             "label (e.g. 'api-*.example.com') or use '**' (e.g. '**-api.example.com')"
         )
     for label in lowered.split("."):
         if "*" not in label and len(label) > MAX_LABEL_LENGTH:
             return (
-                f"{text!r} has a label of {len(label)} characters; DNS labels are at "
+                f"{_quoted(text)} has a label of {len(label)} characters; DNS labels are at "
                 f"most {MAX_LABEL_LENGTH}, so it would never match; shorten it"
             )
     return None
@@ -436,7 +444,7 @@ def _normalise_pattern(value: object, field: str) -> str:
     if not isinstance(value, str):
         raise PolicyError(
             field,
-            f"expected a host name string, got {type(value).__name__} {value!r}; "
+            f"expected a host name string, got {type(value).__name__} {_short(value)}; "
             "quote it if YAML read it as something else",
         )
     problem = _pattern_problem(value)
@@ -462,19 +470,20 @@ def _as_int(value: object, field: str, *, low: int, high: int, unit: str, defaul
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise PolicyError(
             field,
-            f"expected a whole number of {unit}, got {type(value).__name__} {value!r}; "
+            f"expected a whole number of {unit}, got {type(value).__name__} {_short(value)}; "
             f"write e.g. {default}",
         )
     if isinstance(value, float):
         if not value.is_integer():
             raise PolicyError(
-                field, f"expected a whole number of {unit}, got {value!r}; write e.g. {default}"
+                field,
+                f"expected a whole number of {unit}, got {_short(value)}; write e.g. {default}",
             )
         value = int(value)
     if not low <= value <= high:
         raise PolicyError(
             field,
-            f"{value!r} {unit} is out of range; use {low}..{high} (the default is {default})",
+            f"{_short(value)} {unit} is out of range; use {low}..{high} (the default is {default})",
         )
     return value
 
@@ -483,7 +492,9 @@ def _as_list(value: object, field: str, what: str) -> Sequence[object]:
     """Accept a list or tuple (ordered, unlike a set), else explain."""
     if isinstance(value, list | tuple):
         return cast("Sequence[object]", value)
-    raise PolicyError(field, f"expected a list of {what}, got {type(value).__name__} {value!r}")
+    raise PolicyError(
+        field, f"expected a list of {what}, got {type(value).__name__} {_short(value)}"
+    )
 
 
 @dataclass(frozen=True)
@@ -511,7 +522,7 @@ class Rule:
         if kind not in RULE_TYPES:
             raise PolicyError(
                 "kind",
-                f"unknown rule kind {kind!r}; use 'allow', 'deny' or 'decide'"
+                f"unknown rule kind {_short(kind)}; use 'allow', 'deny' or 'decide'"
                 f"{_did_you_mean(kind, RULE_TYPES)}",
             )
         if self.kind == "decide":
@@ -547,7 +558,8 @@ class Rule:
         if isinstance(hosts, str | bytes):
             raise PolicyError(
                 self.kind,
-                f"hosts must be a list of patterns, not one string {hosts!r}; write [{hosts!r}]",
+                f"hosts must be a list of patterns, not one string {_short(hosts)}; "
+                f"write [{_short(hosts)}]",
             )
         patterns = _as_list(hosts, self.kind, "host patterns")
         if not patterns:
@@ -675,7 +687,7 @@ class EgressPolicy:
             if not isinstance(rule, Rule):
                 raise PolicyError(
                     f"rules[{index}]",
-                    f"expected a Rule, got {type(rule).__name__} {rule!r}; "
+                    f"expected a Rule, got {type(rule).__name__} {_short(rule)}; "
                     "build it with allow(...), deny(...) or decide(...)",
                 )
             if decide_index is not None:
@@ -702,11 +714,11 @@ class EgressPolicy:
             hint = _did_you_mean(default, DEFAULT_ACTIONS)
             if isinstance(default, bool):
                 hint = " (YAML reads unquoted yes/no/on/off as booleans; write deny)"
-            raise PolicyError("default", f"expected 'allow' or 'deny', got {default!r}{hint}")
+            raise PolicyError("default", f"expected 'allow' or 'deny', got {_short(default)}{hint}")
 
         redact: object = self.redact
         if isinstance(redact, str | bytes):
-            raise PolicyError("redact", f"expected a list of strings; write [{redact!r}]")
+            raise PolicyError("redact", f"expected a list of strings; write [{_short(redact)}]")
         entries = _as_list(redact, "redact", "strings")
         if len(entries) > MAX_REDACT_ENTRIES:
             raise PolicyError(
@@ -716,7 +728,7 @@ class EgressPolicy:
             if not isinstance(entry, str) or not entry:
                 raise PolicyError(
                     f"redact[{index}]",
-                    f"expected a non-empty string, got {type(entry).__name__} {entry!r}; "
+                    f"expected a non-empty string, got {type(entry).__name__} {_short(entry)}; "
                     "remove it or quote it",
                 )
             try:
@@ -865,7 +877,15 @@ class EgressPolicy:
                 f"unsupported suffix {file.suffix!r}; use .yaml, .yml or .json",
             )
         try:
-            text = file.read_text(encoding="utf-8")
+            with file.open("rb") as stream:
+                raw = stream.read(MAX_POLICY_FILE_BYTES + 1)
+            if len(raw) > MAX_POLICY_FILE_BYTES:
+                raise PolicyError(
+                    str(file),
+                    f"is larger than {MAX_POLICY_FILE_BYTES // 1024} KiB, far beyond any real "
+                    "policy; use '*' or '**' patterns to cover many names",
+                )
+            text = raw.decode("utf-8")
         except UnicodeDecodeError as error:
             raise PolicyError(
                 str(file), f"not UTF-8 text (byte {error.start}); save it as UTF-8"
@@ -888,9 +908,13 @@ class EgressPolicy:
 
 
 def _short(value: object) -> str:
-    """``repr`` cut to a readable length for messages."""
-    text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
+    """``repr`` for messages, bounded in length and work (a file's value may be huge)."""
+    return shown(value)
+
+
+def _quoted(text: object) -> str:
+    """A host pattern for messages: room for any real host name, escapes included."""
+    return shown(text, _QUOTED_CHARS)
 
 
 def _key_name(key: object) -> str:
@@ -916,7 +940,7 @@ def _rule_from_dict(entry: object, field: str) -> Rule:
     if kind not in RULE_TYPES:
         raise PolicyError(
             field,
-            f"unknown rule kind {kind!r}; use allow, deny or decide"
+            f"unknown rule kind {_short(kind)}; use allow, deny or decide"
             f"{_did_you_mean(kind, RULE_TYPES)}",
         )
     try:
@@ -979,38 +1003,75 @@ def _parse_json(text: str, file: Path) -> object:
     except _DuplicateKeyError as error:
         raise PolicyError(
             str(file),
-            f"duplicate key {error.args[0]!r}; each key may appear once per object, "
+            f"duplicate key {_short(error.args[0])}; each key may appear once per object, "
             "merge the two entries",
         ) from None
     except RecursionError:
         raise PolicyError(str(file), "nested too deeply to be a policy") from None
+    except ValueError:  # an integer past Python's 4,300-digit conversion limit
+        raise PolicyError(str(file), _TOO_MANY_DIGITS) from None
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """A safe YAML loader that refuses duplicate mapping keys."""
+_TOO_MANY_DIGITS: Final = (
+    "an integer of more than 4,300 digits; "
+    "no policy value is that large: write a number within its documented range"
+)
+
+
+class _PolicyLoader(yaml.SafeLoader):
+    """A safe YAML loader for policy files: no aliases, no duplicate keys, bounded integers.
+
+    Aliases (``*name``) are refused where the document is composed, before
+    anything is built: a few hundred bytes of nested aliases expand to
+    gigabytes (billion laughs) and every message quoting a value would walk
+    them. A policy never needs one.
+    """
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()  # type: ignore[no-untyped-call]
+            raise yaml.composer.ComposerError(
+                None,
+                None,
+                f"found an alias (*{event.anchor}); aliases are not accepted in a policy, "
+                "write the value out in full",
+                event.start_mark,
+            )
+        return super().compose_node(parent, index)
+
+    def construct_yaml_int(self, node: yaml.ScalarNode) -> int:
+        try:
+            return super().construct_yaml_int(node)
+        except ValueError:  # past Python's 4,300-digit limit: ours, not a traceback
+            raise yaml.constructor.ConstructorError(
+                None, None, _TOO_MANY_DIGITS, node.start_mark
+            ) from None
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Hashable, Any]:
         seen: set[object] = set()
         for key_node, _ in node.value:
             if key_node.tag == "tag:yaml.org,2002:merge":
-                continue  # `<<: *anchor` merges are resolved by the base loader
+                continue  # `<<: {...}` merges (of inline mappings: aliases are refused)
             key = self.construct_object(key_node, deep=True)
             if isinstance(key, Hashable):
                 if key in seen:
                     raise yaml.constructor.ConstructorError(
                         "while reading a mapping",
                         node.start_mark,
-                        f"found duplicate key {key!r}; merge the two entries",
+                        f"found duplicate key {_short(key)}; merge the two entries",
                         key_node.start_mark,
                     )
                 seen.add(key)
         return super().construct_mapping(node, deep=deep)
 
 
+_PolicyLoader.add_constructor("tag:yaml.org,2002:int", _PolicyLoader.construct_yaml_int)
+
+
 def _parse_yaml(text: str, file: Path) -> object:
     """Parse YAML safely, refusing duplicate keys; errors carry line and column."""
     try:
-        return cast("object", yaml.load(text, Loader=_UniqueKeyLoader))  # noqa: S506
+        return cast("object", yaml.load(text, Loader=_PolicyLoader))  # noqa: S506
     except yaml.MarkedYAMLError as error:
         mark = error.problem_mark or error.context_mark
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

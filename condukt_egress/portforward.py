@@ -21,19 +21,18 @@ Example:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import socket
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
+from condukt_egress._threads import off_loop
 from condukt_egress.contract import DEFAULT_CONTROL_PORT
 from condukt_egress.control import Connection
 from condukt_egress.errors import ConfigError, ControlChannelError
-from condukt_egress.manifests import SIDECAR_CONTAINER
+from condukt_egress.naming import SIDECAR_CONTAINER
 
 __all__ = ["PortForwardTarget", "find_sidecar", "load_api_client"]
 
@@ -161,8 +160,8 @@ class PortForwardTarget:
         """Resolve the pod, check its sidecar, and open the forward."""
         try:
             async with asyncio.timeout(self.open_timeout):
-                name = await _off_loop(self._resolve_pod)
-                forward = await _off_loop(lambda: self._forward(name))
+                name = await off_loop(self._resolve_pod, name="condukt-egress-k8s")
+                forward = await off_loop(lambda: self._forward(name), name="condukt-egress-k8s")
         except TimeoutError as exc:
             raise ControlChannelError(
                 f"{self.describe()}: no answer from the Kubernetes API within "
@@ -283,36 +282,6 @@ def _default_portforward() -> PortForwardFn:
     from kubernetes.stream import portforward  # noqa: PLC0415
 
     return portforward
-
-
-async def _off_loop(fn: Callable[[], _T]) -> _T:
-    """Run a blocking call on a daemon thread (a hung API call never blocks exit)."""
-    loop = asyncio.get_running_loop()
-    future: asyncio.Future[_T] = loop.create_future()
-
-    def settle(result: _T | None, exc: BaseException | None) -> None:
-        if future.done():  # the caller gave up: release what arrived late
-            close = getattr(result, "close", None)
-            if callable(close):
-                close()
-            return
-        if exc is not None:
-            future.set_exception(exc)
-        else:
-            future.set_result(result)  # type: ignore[arg-type]
-
-    def work() -> None:
-        try:
-            result = fn()
-        except BaseException as exc:  # handed to the awaiting task
-            outcome: tuple[_T | None, BaseException | None] = (None, exc)
-        else:
-            outcome = (result, None)
-        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
-            loop.call_soon_threadsafe(settle, *outcome)
-
-    threading.Thread(target=work, name="condukt-egress-k8s", daemon=True).start()
-    return await future
 
 
 def _one_line(value: object) -> str:

@@ -44,8 +44,23 @@ DEFAULT_HEADER_PATTERNS: Final = (
     "*credential*",
     "*signature*",
     "*session*",
+    "*access*",
+    "*private*",
+    "*jwt*",
+    "*-key",
+    "*_key",
+    "*.key",
+    "key",
+    "sig",
+    "code",
+    "pwd",
 )
-"""Header names (and query parameter names) always treated as credentials."""
+"""Header names (and query parameter names) always treated as credentials.
+
+Besides the obvious ones, this covers Google/Gemini ``?key=``, Azure SAS
+``sig=``, OAuth ``code=``, Azure ``ocp-apim-subscription-key`` and
+``x-functions-key``, ``x-access-key`` and the like. Over-matching only hides
+a value; under-matching shows a credential."""
 
 _QUERY_PARAM: Final = re.compile(r"([?&;])([^=&;#]+)=([^&;#]*)")
 

@@ -8,6 +8,12 @@ NetworkPolicy before the Pod, so the pod never runs unrestricted), as a
 multi-document YAML stream or a JSON ``List``; ``kubectl apply -f -`` accepts
 both.
 
+Teardown is the other way round, and ``kubectl delete -f`` alone gets it
+wrong: it deletes in file order, so the NetworkPolicy would go while the Pod
+is still terminating, its egress wide open. :func:`teardown_commands` gives
+the safe sequence (the Pod first, waiting until it is gone, then the rest);
+the YAML stream's header and the command's note print it.
+
 Example:
     >>> from condukt_egress import SandboxEgressArgs
     >>> from condukt_egress.ca import generate_ca
@@ -37,7 +43,16 @@ try:
 except ImportError:  # pragma: no cover - PyYAML built without libyaml
     from yaml import SafeDumper as _BaseDumper  # type: ignore[assignment]
 
-__all__ = ["FORMATS", "Format", "render_session", "serialise", "to_json", "to_yaml"]
+__all__ = [
+    "FORMATS",
+    "Format",
+    "render_session",
+    "serialise",
+    "teardown_commands",
+    "to_json",
+    "to_yaml",
+    "yaml_stream",
+]
 
 JSON = dict[str, Any]
 
@@ -49,6 +64,24 @@ YAML_HEADER: Final = (
     "# A condukt-egress session: Secret, NetworkPolicy, workspace Pod, in apply order.\n"
     "# The Secret holds the session CA's PRIVATE KEY: keep this file secret.\n"
 )
+
+
+def teardown_commands(objects: Sequence[JSON], file: str = "FILE") -> list[str]:
+    """The kubectl commands that delete a rendered session without opening its pod.
+
+    ``kubectl delete -f`` deletes in file order and does not wait in between:
+    the NetworkPolicy would be gone while the Pod still runs out its grace
+    period. So the Pod goes first, and the command waits until it is gone.
+
+    Args:
+        objects: What :func:`render_session` returned.
+        file: How to name the rendered file in the second command.
+    """
+    pod = next(o["metadata"] for o in objects if o["kind"] == "Pod")
+    return [
+        f"kubectl delete pod --namespace {pod['namespace']} {pod['name']} --wait=true",
+        f"kubectl delete -f {file} --ignore-not-found",
+    ]
 
 
 def render_session(args: SandboxEgressArgs, ca: CaMaterial, workspace_image: str) -> list[JSON]:
@@ -95,9 +128,9 @@ _KubeDumper.add_implicit_resolver(
 )
 
 
-def to_yaml(objects: Sequence[JSON]) -> str:
-    """A multi-document YAML stream (one ``---`` document per object)."""
-    body = yaml.dump_all(
+def yaml_stream(objects: Sequence[JSON]) -> str:
+    """Any objects as a multi-document YAML stream kubectl reads back unchanged, no header."""
+    return yaml.dump_all(
         objects,
         Dumper=_KubeDumper,
         explicit_start=True,
@@ -106,7 +139,22 @@ def to_yaml(objects: Sequence[JSON]) -> str:
         default_flow_style=False,
         width=1 << 20,
     )
-    return YAML_HEADER + body
+
+
+def to_yaml(objects: Sequence[JSON]) -> str:
+    """A session as a multi-document YAML stream (one ``---`` document per object).
+
+    Its header comment says how to tear the session down (:func:`teardown_commands`).
+    """
+    body = yaml_stream(objects)
+    teardown = "".join(f"#   {c}\n" for c in teardown_commands(objects))
+    return (
+        YAML_HEADER
+        + "# Tear down the Pod first, never with `kubectl delete -f` alone (file order\n"
+        + "# would delete the NetworkPolicy while the Pod still runs):\n"
+        + teardown
+        + body
+    )
 
 
 def to_json(objects: Sequence[JSON]) -> str:

@@ -2,323 +2,54 @@
 
 A :class:`SandboxEgress` hands out :func:`workload_transform` bound to its
 session; Pulumi runs it on every resource it is attached to (and, through a
-component or chart, on its children). It recognises the Kubernetes workload
-types below in every API version pulumi-kubernetes ships, finds the pod
-template, adds the session label to it (never to a selector), injects the
-sidecar with :func:`condukt_egress.manifests.inject` and makes the workload
-depend on the session's Secret and NetworkPolicy. Anything else passes through.
+component or chart, on its children). For a workload type (see
+:mod:`condukt_egress.workloads`, which does the pure surgery) it injects the
+pod template and makes the workload depend on the session's Secret and
+NetworkPolicy. Anything else passes through.
 
-=======================  =========================================
-kind                     pod spec
-=======================  =========================================
-Pod                      ``spec`` (labels in ``metadata``)
-Deployment, StatefulSet, ``spec.template.spec``
-DaemonSet, ReplicaSet,
-ReplicationController,
-Job
-CronJob                  ``spec.jobTemplate.spec.template.spec``
-=======================  =========================================
-
-``<Kind>List`` resources are injected item by item. ``<Kind>Patch`` resources
-are server-side-apply patches of an object declared elsewhere: they are
-checked with :func:`condukt_egress.manifests.check` (a patch can never add a
-bypass) but not injected, since a partial spec cannot carry a whole sidecar.
-
-What the engine hands a transform is the wire form: camelCase keys, numbers
-as floats, and every unknown or secret value as a :class:`pulumi.Output`
-(possibly the whole ``spec``). The transform lifts each such property into
-``Output.apply``, so the result is correct once values are known, stays
-secret when the input was, and is computed at ``pulumi up`` when a value is
-unknown at preview. Typed ``*Args`` objects (a direct call) are turned into
-the wire form first, using pulumi-kubernetes' own type metadata.
+What the engine hands a transform is the SDK's deserialised wire form
+(Pulumi's ``runtime/_callbacks.py`` calls ``deserialize_properties``):
+camelCase keys, numbers as floats, typed ``*Args`` already turned into dicts,
+and every unknown or secret value a :class:`pulumi.Output` (possibly the whole
+``spec``). This module only lifts such properties into ``Output.apply``, so
+the result is correct once values are known, stays secret when the input
+was, and is computed at ``pulumi up`` when a value is unknown at preview.
 """
 
 from __future__ import annotations
 
 import functools
-import importlib
-import re
-import typing
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any
 
 import pulumi
-from pulumi import _types
 from pulumi.output import Unknown
 from pulumi.runtime import rpc
 
 from condukt_egress import manifests
+from condukt_egress._passthrough import passthrough_warning
 from condukt_egress.args import SandboxEgressArgs
-from condukt_egress.errors import ConfigError
+from condukt_egress.workloads import (
+    Workload,
+    workload_items,
+    workload_metadata,
+    workload_of,
+    workload_spec,
+)
 
-__all__ = [
-    "JOB_KINDS",
-    "WORKLOAD_KINDS",
-    "Workload",
-    "inject_workload",
-    "transform_props",
-    "workload_of",
-    "workload_transform",
-]
+__all__ = ["transform_props", "workload_transform"]
 
 JSON = dict[str, Any]
 
-WORKLOAD_KINDS: Final = {
-    "Pod": (),
-    "Deployment": ("template",),
-    "StatefulSet": ("template",),
-    "DaemonSet": ("template",),
-    "ReplicaSet": ("template",),
-    "ReplicationController": ("template",),
-    "Job": ("template",),
-    "CronJob": ("jobTemplate", "spec", "template"),
-}
-"""Workload kinds and the path from their ``spec`` to the pod template
-(empty for a Pod, whose ``spec`` is the pod spec)."""
 
-JOB_KINDS: Final = frozenset({"Job", "CronJob"})
-"""Kinds whose pods must end: a plain (non-native) sidecar never exits."""
-
-_API_VERSIONS: Final = frozenset(
-    {
-        "core/v1",
-        "apps/v1",
-        "apps/v1beta1",
-        "apps/v1beta2",
-        "extensions/v1beta1",
-        "batch/v1",
-        "batch/v1beta1",
-        "batch/v2alpha1",
-    }
-)
-_TYPE: Final = re.compile(
-    r"^kubernetes:(?P<api>[a-z0-9.]+/[a-z0-9]+):(?P<kind>[A-Za-z]+?)(?P<variant>Patch|List)?$"
-)
-
-
-@dataclass(frozen=True)
-class Workload:
-    """A recognised workload resource type.
-
-    Attributes:
-        api: ``group/version`` of the Pulumi type token, e.g. ``apps/v1``.
-        kind: The Kubernetes kind, e.g. ``Deployment``.
-        variant: ``""``, ``"Patch"`` or ``"List"``.
-    """
-
-    api: str
-    kind: str
-    variant: str
-
-    @property
-    def template(self) -> tuple[str, ...]:
-        """Path from ``spec`` to the pod template (empty for a Pod)."""
-        return WORKLOAD_KINDS[self.kind]
-
-    @property
-    def pod_spec_path(self) -> str:
-        """Dotted path of the pod spec in the object, e.g. ``spec.template.spec``."""
-        return ".".join(("spec", *self.template, "spec")) if self.template else "spec"
-
-    @property
-    def labels_path(self) -> str:
-        """Dotted path of the pod template's labels, e.g. ``spec.template.metadata.labels``."""
-        return ".".join(("spec", *self.template, "metadata", "labels"))
-
-
-def workload_of(type_: str) -> Workload | None:
-    """The workload a Pulumi type token declares, or None for any other resource.
-
-    Example:
-        >>> workload_of("kubernetes:batch/v1:CronJob").template
-        ('jobTemplate', 'spec', 'template')
-        >>> workload_of("kubernetes:core/v1:Service") is None
-        True
-    """
-    match = _TYPE.match(type_)
-    if match is None or match["api"] not in _API_VERSIONS or match["kind"] not in WORKLOAD_KINDS:
-        return None
-    return Workload(match["api"], match["kind"], match["variant"] or "")
-
-
-# --- the pure, plain-value transformation ------------------------------------
-
-
-def _relocated(exc: ConfigError, prefix: str, pod_spec_path: str) -> ConfigError:
-    """Re-anchor an error of :func:`manifests.inject` (relative to ``spec``) in the workload."""
-    relocated = exc.renamed(pod_spec_path) if exc.root == "spec" else exc
-    return relocated.under(prefix, sep=" ")
-
-
-def _metadata(metadata: Any, workload: Workload, prefix: str, args: SandboxEgressArgs) -> JSON:
-    """Check or set the namespace; label a Pod."""
-    meta: JSON = dict(metadata or {})
-    namespace = meta.get("namespace")
-    if namespace is None or namespace == "":
-        meta["namespace"] = args.namespace
-    elif namespace != args.namespace:
-        raise ConfigError(
-            f"{prefix} metadata.namespace",
-            f"is {namespace!r} but the session's namespace is {args.namespace!r}: the pods "
-            "mount the session Secret, which cannot cross namespaces, and the NetworkPolicy "
-            f"selects pods of its own namespace only. Declare the workload in "
-            f"{args.namespace!r} or give the session namespace={namespace!r}",
-        )
-    if not workload.template:
-        meta["labels"] = _labelled(meta.get("labels"), f"{prefix} metadata.labels", args)
-    return meta
-
-
-def _labelled(labels: Any, where: str, args: SandboxEgressArgs) -> JSON:
-    out: JSON = dict(labels or {})
-    key, value = args.names.label_key, args.names.label_value
-    if out.get(key, value) != value:
-        raise ConfigError(
-            f"{where}[{key!r}]",
-            f"is {out[key]!r}, but the workload is injected for session "
-            f"{args.session_id!r} ({value!r}); a pod belongs to one session: remove the label "
-            "or use that session's SandboxEgress",
-        )
-    out[key] = value
-    return out
-
-
-def _dig(value: Any, path: Sequence[str], where: str) -> JSON:
-    node: Any = value
-    walked = where
-    for key in path:
-        walked += f".{key}"
-        node = node.get(key) if isinstance(node, Mapping) else None
-        if not isinstance(node, Mapping):
-            raise ConfigError(walked, "is missing; a workload needs a pod template to protect")
-    return dict(node)
-
-
-def _spec(spec: Any, workload: Workload, prefix: str, args: SandboxEgressArgs) -> JSON:
-    """Inject the pod template of ``spec`` (or check it, for a patch)."""
-    if not isinstance(spec, Mapping):
-        raise ConfigError(f"{prefix} spec", "is missing; declare the workload's spec")
-    if workload.variant == "Patch":
-        pod_spec: Mapping[str, Any] = spec
-        for key in (*workload.template, "spec") if workload.template else ():
-            pod_spec = pod_spec.get(key) or {}
-        try:
-            manifests.check(pod_spec, args)
-        except ConfigError as exc:
-            raise _relocated(exc, prefix, workload.pod_spec_path) from None
-        return dict(spec)
-    if workload.kind in JOB_KINDS and not args.native_sidecar:
-        raise ConfigError(
-            f"{prefix}",
-            "is a Job, whose pods must end, but the plain sidecar container never exits: "
-            "use the default native_sidecar=True (Kubernetes 1.29+)",
-        )
-    out: JSON = dict(spec)
-    if not workload.template:
-        try:
-            return manifests.inject(out, args)
-        except ConfigError as exc:
-            raise _relocated(exc, prefix, workload.pod_spec_path) from None
-    # Copy the path down to the template so nothing of the user's is shared or lost.
-    parent, where = out, f"{prefix} spec"
-    for key in workload.template[:-1]:
-        parent[key] = _dig(parent, (key,), where)
-        parent, where = parent[key], f"{where}.{key}"
-    last = workload.template[-1]
-    template = _dig(parent, (last,), where)
-    template["metadata"] = dict(template.get("metadata") or {})
-    template["metadata"]["labels"] = _labelled(
-        template["metadata"].get("labels"), f"{prefix} {workload.labels_path}", args
-    )
-    try:
-        template["spec"] = manifests.inject(
-            _dig(template, ("spec",), f"{prefix} {workload.pod_spec_path[: -len('.spec')]}"),
-            args,
-        )
-    except ConfigError as exc:
-        raise _relocated(exc, prefix, workload.pod_spec_path) from None
-    parent[last] = template
-    return out
-
-
-def inject_workload(
-    obj: Mapping[str, Any], workload: Workload, name: str, args: SandboxEgressArgs
-) -> JSON:
-    """Inject one plain workload object (``metadata`` and ``spec``; wire names).
-
-    Args:
-        obj: The object's properties, e.g. ``{"metadata": {...}, "spec": {...}}``.
-        workload: Its type, from :func:`workload_of`.
-        name: How to name it in errors (the Pulumi resource name).
-        args: The session.
-
-    Returns:
-        A new dict: namespace set or checked, pod template labelled and
-        injected (a ``Patch`` is only checked). Idempotent.
-
-    Raises:
-        ConfigError: The workload could bypass the sidecar, clashes with what
-            condukt-egress injects, or is in another namespace. The field
-            names the kind, the resource and the path, e.g.
-            ``Deployment 'agent' spec.template.spec.containers[0] ...``.
-    """
-    prefix = f"{workload.kind}{workload.variant} {name!r}"
-    out = dict(obj)
-    if workload.variant != "Patch":
-        out["metadata"] = _metadata(obj.get("metadata"), workload, prefix, args)
-    out["spec"] = _spec(obj.get("spec"), workload, prefix, args)
-    return out
-
-
-# --- wire form and Outputs ---------------------------------------------------
-
-
-def _resource_args_type(workload: Workload) -> type | None:
-    group, version = workload.api.split("/")
-    try:
-        module = importlib.import_module(f"pulumi_kubernetes.{group}.{version}")
-    except ImportError:  # pragma: no cover - every listed API ships with pulumi-kubernetes
-        return None
-    found = getattr(module, f"{workload.kind}{workload.variant}Args", None)
-    return found if isinstance(found, type) and _types.is_input_type(found) else None
-
-
-def _element_type(typ: Any, index: int) -> Any:
-    args = typing.get_args(typ)
-    return args[index] if len(args) > index else None
-
-
-def _to_wire(value: Any, typ: Any = None) -> Any:
-    """Turn typed ``*Args`` objects and Python names into the wire form, keeping Outputs.
-
-    ``typ`` is the pulumi-kubernetes input type expected at this position (None
-    when unknown): dict keys are translated with its metadata, as the SDK's
-    own serializer does, so a ``security_context`` key cannot hide a setting.
-    """
-    if typ is not None:
-        typ = _types.unwrap_type(typ)
-    if isinstance(value, pulumi.Output):
-        return value.apply(lambda v: _to_wire(v, typ))
+def _secrets_as_outputs(value: Any) -> Any:
+    """A secret the SDK left wrapped (a plain secret, not an output value) as a secret Output."""
     if rpc.is_rpc_secret(value):
-        return pulumi.Output.secret(_to_wire(rpc.unwrap_rpc_secret(value), typ))
-    if _types.is_input_type(type(value)):
-        typ = type(value)
-        value = _types.input_type_to_dict(value)
+        return pulumi.Output.secret(_secrets_as_outputs(rpc.unwrap_rpc_secret(value)))
     if isinstance(value, Mapping):
-        if isinstance(typ, type) and _types.is_input_type(typ):
-            names = _types.input_type_py_to_pulumi_names(typ)
-            types = _types.input_type_types(typ)
-            out = {}
-            for key, item in value.items():
-                wire = names.get(key) or key
-                out[wire] = _to_wire(item, types.get(wire))
-            return out
-        element = _element_type(typ, 1)
-        return {key: _to_wire(item, element) for key, item in value.items()}
+        return {key: _secrets_as_outputs(item) for key, item in value.items()}
     if isinstance(value, list | tuple):
-        element = _element_type(typ, 0)
-        return [_to_wire(item, element) for item in value]
+        return [_secrets_as_outputs(item) for item in value]
     return value
 
 
@@ -353,29 +84,24 @@ def transform_props(
     the pod template. Only that value waits for the CA: everything else is
     checked and shown at preview as before.
     """
-    wire: JSON = _to_wire(dict(props), _resource_args_type(workload))
+    wire: JSON = _secrets_as_outputs(dict(props))
     out = dict(wire)
     if workload.variant == "List":
+        item_workload = Workload(workload.api, workload.kind, "")
 
         def items(values: Any) -> list[JSON]:
             return [
-                _with_ca(
-                    inject_workload(item, workload_item, f"{name}.items[{index}]", args),
-                    workload_item,
-                    ca_fingerprint,
-                )
-                for index, item in enumerate(values or ())
+                _with_ca(item, item_workload, ca_fingerprint)
+                for item in workload_items(values, workload, name, args)
             ]
 
-        workload_item = Workload(workload.api, workload.kind, "")
         out["items"] = _settle(_lift(wire.get("items"), items))
         return out
-    prefix = f"{workload.kind}{workload.variant} {name!r}"
-    if workload.variant != "Patch":
+    if workload.variant != "Patch" or "metadata" in wire:
         out["metadata"] = _lift(
-            wire.get("metadata"), lambda m: _metadata(m, workload, prefix, args)
+            wire.get("metadata"), lambda m: workload_metadata(m, workload, name, args)
         )
-    spec = _lift(wire.get("spec"), lambda s: _spec(s, workload, prefix, args))
+    spec = _lift(wire.get("spec"), lambda s: workload_spec(s, workload, name, args))
     if workload.variant == "Patch" or ca_fingerprint is None:
         out["spec"] = spec
     elif isinstance(spec, pulumi.Output):
@@ -436,12 +162,27 @@ def _with_ca(obj: JSON, workload: Workload, ca_fingerprint: Any) -> JSON:
     return out
 
 
+def _warn_passthrough(
+    transform_args: pulumi.ResourceTransformArgs, warned: set[tuple[str, str]]
+) -> None:
+    """Name, once, a resource that may create or change pods out of the transform's sight."""
+    key = (transform_args.type_, transform_args.name)
+    if key in warned:
+        return
+    message = passthrough_warning(
+        transform_args.type_, transform_args.name, custom=transform_args.custom
+    )
+    if message is not None:
+        warned.add(key)
+        pulumi.log.warn(message)
+
+
 def workload_transform(
     args: SandboxEgressArgs,
     depends_on: Callable[[], Sequence[pulumi.Resource]],
     ca_fingerprint: pulumi.Input[str] | None = None,
     resolved: pulumi.Output[SandboxEgressArgs] | None = None,
-) -> Callable[[pulumi.ResourceTransformArgs], pulumi.ResourceTransformResult | None]:
+) -> pulumi.ResourceTransform:
     """A resource transform that injects ``args``' session into every workload.
 
     Args:
@@ -457,14 +198,18 @@ def workload_transform(
     Returns:
         A callable for ``ResourceOptions(transforms=[...])`` or
         ``pulumi.runtime.register_resource_transform``; it returns None (no
-        change) for anything that is not a workload.
+        change) for anything that is not a workload, and warns once (Pulumi's
+        log) about a resource that may create or change pods out of its sight
+        (:func:`condukt_egress._passthrough.passthrough_warning`).
     """
+    warned: set[tuple[str, str]] = set()
 
     def transform(
         transform_args: pulumi.ResourceTransformArgs,
     ) -> pulumi.ResourceTransformResult | None:
         workload = workload_of(transform_args.type_)
         if workload is None:
+            _warn_passthrough(transform_args, warned)
             return None
         if resolved is None:
             props = transform_props(

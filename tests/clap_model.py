@@ -42,9 +42,12 @@ def parse(argv: Sequence[str]) -> tuple[str, dict[str, str]]:
         if name not in flags:
             raise UsageError(f"unexpected argument '--{name}'")
         if not eq:
-            value = next(words, "")
-            if not value or (value.startswith("-") and value != "-"):
+            value = next(words, "--")  # nothing left reads like a missing value
+            if value.startswith("--"):
                 raise UsageError(f"a value is required for '--{name}' but none was supplied")
+            if value.startswith("-") and value != "-":
+                # clap_lex reads "-42" as the short flags -4 -2 (lab, clap 4.6.0).
+                raise UsageError(f"unexpected argument '{value[:2]}' found")
         if name in values:
             raise UsageError(f"the argument '--{name}' cannot be used multiple times")
         values[name] = value

@@ -208,16 +208,18 @@ def run(
     project: str = "condukt-egress",
     monitor_factory: Callable[[pulumi.runtime.Mocks, Recorder], Any] | None = None,
     recorder: Recorder | None = None,
+    preview: bool = False,
 ) -> Recorder:
     """Run ``program`` under mocks (with stack ``config``) and return what it registered.
 
-    Config keys without a namespace get the project's.
+    Config keys without a namespace get the project's. ``preview=True`` runs
+    it as ``pulumi preview`` does.
     """
     recorder = recorder if recorder is not None else Recorder()
     mocks = SessionMocks()
     factory = monitor_factory or RecordingMonitor
     monitor = factory(mocks, recorder)
-    pulumi.runtime.set_mocks(mocks, project=project, stack="test", preview=False, monitor=monitor)
+    pulumi.runtime.set_mocks(mocks, project=project, stack="test", preview=preview, monitor=monitor)
     import json  # noqa: PLC0415
 
     values = {

@@ -8,16 +8,23 @@ mocks, what the transform produces and what ``render`` prints.
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from condukt_egress import contract
+from condukt_egress import compat, contract
 from condukt_egress.manifests import (
+    CA_ENV_VARS,
     CONFIG_VOLUME,
+    FILTER_CAPABILITIES,
+    FILTER_CONTAINER,
     NETFILTER_CONTAINER,
     SIDECAR_CONTAINER,
     SPECIAL_IPV4_RANGES,
+    TRUST_VOLUME,
+    WORKSPACE_TRUST_DIR,
 )
+from condukt_egress.naming import SessionNames
 
 JSON = Mapping[str, Any]
 
@@ -58,14 +65,27 @@ def assert_key_only_in_sidecar(pod_spec: JSON) -> None:
     assert CONFIG_VOLUME in mounted
 
 
+PRIVILEGED_INIT: Mapping[str, frozenset[str]] = {
+    NETFILTER_CONTAINER: frozenset(contract.NETFILTER_CAPABILITIES),
+    FILTER_CONTAINER: frozenset(FILTER_CAPABILITIES),
+}
+"""The only containers that add capabilities, and exactly what each adds: the
+netfilter init container (NET_ADMIN, NET_RAW) and the filter container (NET_ADMIN alone).
+Both are init containers of ours that run as root and exit before user code."""
+
+
 def assert_capabilities(pod_spec: JSON, allowed: frozenset[str] = frozenset()) -> None:
-    """Property 2: only the netfilter container adds capabilities; all drop ALL."""
+    """Property 2: only the netfilter containers add capabilities; all drop ALL."""
+    inits = {c["name"]: c for c in pod_spec.get("initContainers") or ()}
     for container in containers(pod_spec):
         caps = (container.get("securityContext") or {}).get("capabilities") or {}
         assert "ALL" in (caps.get("drop") or ()), f"{container['name']} does not drop ALL"
         added = set(caps.get("add") or ())
-        if container["name"] == NETFILTER_CONTAINER:
-            assert added == set(contract.NETFILTER_CAPABILITIES)
+        if container["name"] in PRIVILEGED_INIT:
+            assert added == PRIVILEGED_INIT[container["name"]], container["name"]
+            assert inits.get(container["name"]) is container, "must be an init container"
+            assert "restartPolicy" not in container, "must exit before user code runs"
+            assert (container.get("securityContext") or {}).get("allowPrivilegeEscalation") is False
         else:
             assert added <= allowed, f"{container['name']} adds {added}"
             assert (container.get("securityContext") or {}).get("allowPrivilegeEscalation") is False
@@ -129,6 +149,24 @@ def assert_network_policy(
     assert all("to" in r and r["to"] for r in extra), "an extra rule without peers allows all"
 
 
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+
+
+def assert_names(names: SessionNames, other: SessionNames | None = None) -> None:
+    """Property 6: valid names and label, >= 128 bits of the id's hash, distinct per id."""
+    for value in (names.secret, names.network_policy, names.pod, names.label_value):
+        assert _DNS_LABEL.match(value), value
+        assert len(value) <= 63, value
+    hash_part = names.label_value.rsplit("-", 1)[-1]
+    assert len(hash_part) * 5 >= 128, f"{hash_part!r} carries fewer than 128 bits"
+    assert len(names.ca_common_name) <= 64
+    if other is not None and other.session_id != names.session_id:
+        assert names.secret != other.secret
+        assert names.network_policy != other.network_policy
+        assert names.pod != other.pod
+        assert names.label_value != other.label_value
+
+
 def assert_session_secure(pod_spec: JSON, uid: int = 1337, gid: int = 1337) -> None:
     """Properties 1-4 and 10 on an injected pod spec."""
     assert_no_probe_of_the_sidecar_ports(pod_spec, _sidecar_ports(pod_spec))
@@ -137,11 +175,13 @@ def assert_session_secure(pod_spec: JSON, uid: int = 1337, gid: int = 1337) -> N
     assert_sidecar_identity(pod_spec, uid, gid)
     assert_no_host_namespaces(pod_spec)
     names = [c["name"] for c in pod_spec["initContainers"]]
-    assert names[0] == NETFILTER_CONTAINER, "the redirect must be installed before any user code"
+    assert names[:2] == [NETFILTER_CONTAINER, FILTER_CONTAINER], (
+        "the redirect and the filter rules must be installed before any user code"
+    )
 
 
 def assert_hardened(pod_spec: JSON) -> None:
-    """Items 3 and 9: seccomp confined, no node paths, no ephemeral containers."""
+    """Items 3 and 9: seccomp confined, no node paths, non-root workspace containers."""
     pod_seccomp = ((pod_spec.get("securityContext") or {}).get("seccompProfile") or {}).get("type")
     assert pod_seccomp != "Unconfined"
     for container in containers(pod_spec):
@@ -149,7 +189,42 @@ def assert_hardened(pod_spec: JSON) -> None:
         seccomp = (context.get("seccompProfile") or {}).get("type") or pod_seccomp
         assert seccomp in ("RuntimeDefault", "Localhost"), container["name"]
     assert not any("hostPath" in v for v in pod_spec.get("volumes") or ())
+    for container in containers(pod_spec):
+        if container["name"].startswith("condukt-egress"):
+            continue
+        context = container.get("securityContext") or {}
+        # Property 9 (non-root by default): root passes the control-port filter rule.
+        assert context.get("runAsNonRoot") is True, container["name"]
+        assert context.get("runAsUser") != 0, container["name"]
     assert not pod_spec.get("ephemeralContainers")
+
+
+def assert_container_hardened(container: JSON, pod_context: JSON | None = None) -> None:
+    """Property 9 on one user container: drops ALL, cannot escalate, confined by seccomp."""
+    context = container.get("securityContext") or {}
+    name = container.get("name")
+    assert "ALL" in ((context.get("capabilities") or {}).get("drop") or ()), name
+    assert context.get("allowPrivilegeEscalation") is False, name
+    assert not context.get("privileged"), name
+    pod_seccomp = ((pod_context or {}).get("seccompProfile") or {}).get("type")
+    seccomp = (context.get("seccompProfile") or {}).get("type") or pod_seccomp
+    assert seccomp in ("RuntimeDefault", "Localhost"), name
+
+
+def assert_patch_hardened(pod_spec: JSON) -> None:
+    """Property 9 on a patch's pod spec: every container it adds or touches ends hardened.
+
+    A patch merges into a pod declared elsewhere, so it carries no sidecar; it
+    must carry no init container either (server-side apply could order one
+    before the redirect), and every container in it is hardened.
+    """
+    assert not pod_spec.get("initContainers"), "a patch may not carry init containers"
+    assert not pod_spec.get("ephemeralContainers")
+    for name in ("hostNetwork", "hostPID", "hostIPC", "shareProcessNamespace"):
+        assert not pod_spec.get(name), name
+    for container in pod_spec.get("containers") or ():
+        assert container.get("name") not in (NETFILTER_CONTAINER, SIDECAR_CONTAINER)
+        assert_container_hardened(container, pod_spec.get("securityContext"))
 
 
 def pod_template(obj: JSON) -> JSON:
@@ -207,3 +282,38 @@ def _sidecar_ports(pod_spec: JSON) -> tuple[int, int]:
     sidecar = next(c for c in containers(pod_spec) if c["name"] == SIDECAR_CONTAINER)
     by_name = {p["name"]: p["containerPort"] for p in sidecar["ports"]}
     return by_name["proxy"], by_name["control"]
+
+
+def workspace_trust_view(secret: JSON, pod_spec: JSON) -> dict[str, str]:
+    """The files a workspace container sees in its trust directory, as kubelet projects them.
+
+    Follows the trust volume's ``items`` (file path <- Secret key) over the
+    Secret's ``stringData``; a key the Secret lacks would fail the pod's start.
+    """
+    volume = next(v for v in pod_spec["volumes"] if v["name"] == TRUST_VOLUME)
+    data = secret["stringData"]
+    view: dict[str, str] = {}
+    for item in volume["secret"]["items"]:
+        assert item["key"] in data, f"the trust volume projects {item['key']!r}, not in the Secret"
+        view[item["path"]] = data[item["key"]]
+    return view
+
+
+def assert_workspace_trusts_the_ca(secret: JSON, pod_spec: JSON) -> None:
+    """Every CA variable and every system trust-store path of a workspace names a file
+    holding the session CA."""
+    view = workspace_trust_view(secret, pod_spec)
+    ca = secret["stringData"][contract.CA_CERT_FILE].strip()
+    profile = {compat.OPENSSL_CONF_FILE, f"{compat.PYTHON_DIR}/{compat.SITECUSTOMIZE_FILE}"}
+    assert {contract.CA_CERT_FILE, contract.BUNDLE_FILE} <= set(view)
+    assert set(view) - {contract.CA_CERT_FILE, contract.BUNDLE_FILE} <= profile, set(view)
+    key = secret["stringData"][contract.CA_KEY_FILE].strip()
+    assert not any(key in text for text in view.values()), "the workspace would see the CA key"
+    workspace = next(c for c in pod_spec["containers"] if c["name"] != SIDECAR_CONTAINER)
+    env = {e["name"]: e.get("value") for e in workspace.get("env") or ()}
+    for name, file in CA_ENV_VARS:
+        assert env[name] == f"{WORKSPACE_TRUST_DIR}/{file}"
+        assert ca in view[file], f"{name} names {file}, which lacks the session CA"
+    for mount in workspace["volumeMounts"]:
+        if mount["name"] == TRUST_VOLUME and "subPath" in mount:
+            assert ca in view[mount["subPath"]], mount["mountPath"]

@@ -29,7 +29,7 @@ env_vars = st.lists(
 security_contexts = st.fixed_dictionaries(
     {},
     optional={
-        "runAsUser": st.integers(0, 5000).filter(lambda u: u != 1337),
+        "runAsUser": st.integers(1, 5000).filter(lambda u: u != 1337),
         "readOnlyRootFilesystem": st.booleans(),
         "allowPrivilegeEscalation": st.just(False),
         "capabilities": st.fixed_dictionaries(

@@ -120,3 +120,131 @@ def test_a_policy_error_keeps_the_key_whole(key: str) -> None:
     assert str(info.value) == f"{info.value.field}: {info.value.message}"
     assert "unknown key" in info.value.message
     assert info.value.message.count(repr(key)) <= 1
+
+
+# -- security round 2: unsafe options refused unless acknowledged ------------------
+
+UNSAFE_OPTIONS = [
+    ({"unproxied_egress": [{"cidr": "0.0.0.0/0", "ports": [53], "protocol": "UDP"}]},
+     "unproxied_egress[0].cidr", "most of the internet"),
+    ({"unproxied_egress": [{"cidr": "0.0.0.0/0", "ports": [443], "protocol": "UDP"}]},
+     "unproxied_egress[0].cidr", "most of the internet"),
+    ({"unproxied_egress": [{"cidr": "64.0.0.0/3", "ports": [8080]}]},
+     "unproxied_egress[0].cidr", "most of the internet"),
+    ({"unproxied_egress": [{"cidr": "169.254.169.254/32", "ports": [80]}]},
+     "unproxied_egress[0].cidr", "overlaps 169.254.0.0/16"),
+    ({"unproxied_egress": [{"cidr": "100.100.100.200/32", "ports": [80]}]},
+     "unproxied_egress[0].cidr", "overlaps 100.100.100.200/32"),
+    ({"unproxied_egress": [{"cidr": "10.0.0.5/32", "ports": [5432]},
+                           {"cidr": "127.0.0.1/32", "ports": [6379]}]},
+     "unproxied_egress[1].cidr", "overlaps 127.0.0.0/8"),
+    ({"unproxied_egress": [{"cidr": "10.0.0.10/32", "ports": [53], "protocol": "UDP"}]},
+     "unproxied_egress[0].ports", "contains 53: DNS to a resolver"),
+    ({"unproxied_egress": [{"cidr": "10.0.0.10/32", "ports": [8443, 443], "protocol": "UDP"}]},
+     "unproxied_egress[0].ports", "contains 443: UDP 443 is QUIC"),
+    ({"node_local_dns": "8.8.8.8"}, "node_local_dns", "not a private or link-local address"),
+    ({"node_local_dns": "169.254.169.254"}, "node_local_dns", "a cloud metadata service"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("options", "field", "needle"), UNSAFE_OPTIONS)
+def test_unsafe_destinations_are_refused_unless_acknowledged(
+    options: dict[str, Any], field: str, needle: str
+) -> None:
+    # Round 2: each of these passed silently.
+    with pytest.raises(ConfigError) as info:
+        SandboxEgressArgs(session_id="42", **options)
+    assert info.value.field == field
+    assert needle in info.value.message
+    assert "unsafe_unproxied_egress=True" in info.value.message
+    args = SandboxEgressArgs(session_id="42", unsafe_unproxied_egress=True, **options)
+    assert args.unsafe_unproxied_egress is True
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"unproxied_egress": [{"cidr": "10.0.12.7/32", "ports": [5432]}]},
+        {"unproxied_egress": [{"cidr": "203.0.113.0/24", "ports": [5432, 6379]}]},
+        {"unproxied_egress": [{"cidr": "10.0.0.0/8", "ports": [8125], "protocol": "UDP"}]},
+        {"node_local_dns": "169.254.20.10"},
+        {"node_local_dns": "10.96.0.10"},
+    ],
+)
+def test_ordinary_unproxied_destinations_need_no_acknowledgement(options: dict[str, Any]) -> None:
+    SandboxEgressArgs(session_id="42", **options)
+
+
+@pytest.mark.parametrize(
+    ("resources", "field", "needle"),
+    [
+        ({}, "sidecar_resources.limits.memory", "is missing"),
+        ({"requests": {"cpu": "10m", "memory": "16Mi"}}, "sidecar_resources.limits.memory",
+         "is missing"),
+        ({"limits": {"cpu": "1"}}, "sidecar_resources.limits.memory", "is missing"),
+        ({"limits": {"cpu": "1", "memory": "lots"}}, "sidecar_resources.limits.memory",
+         "'lots' is not a Kubernetes quantity (non-negative, e.g. '256Mi')"),
+        ({"limits": {"cpu": "1", "memory": "-1Gi"}}, "sidecar_resources.limits.memory",
+         "non-negative"),
+        ({"limits": {"cpu": "1e99999999", "memory": "1Gi"}}, "sidecar_resources.limits.cpu",
+         "not a Kubernetes quantity"),
+        ({"limits": {"cpu": "1", "memory": "1Gi", "gpu": "1"}}, "sidecar_resources.limits.gpu",
+         "is not a resource the sidecar uses"),
+        ({"requests": {"cpu": "2"}, "limits": {"cpu": "1", "memory": "1Gi"}},
+         "sidecar_resources.requests.cpu", "above the limit '1'"),
+    ],
+)  # fmt: skip
+def test_sidecar_resources_are_checked_as_the_api_server_would(
+    resources: dict[str, Any], field: str, needle: str
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        SandboxEgressArgs(session_id="42", sidecar_resources=resources)
+    assert info.value.field == field
+    assert needle in info.value.message
+
+
+def test_numeric_quantities_from_stack_config_are_accepted() -> None:
+    args = SandboxEgressArgs(
+        session_id="42", sidecar_resources={"limits": {"cpu": 1, "memory": "256Mi"}},  # type: ignore[dict-item]
+    )
+    assert args.sidecar_resources == {"limits": {"cpu": "1", "memory": "256Mi"}}
+
+
+@pytest.mark.parametrize(
+    ("key", "needle"),
+    [
+        ("Example.com/app", "bad prefix"),
+        ("a/b/app", "bad prefix"),
+        ("/app", "bad prefix"),
+        ("example.com/", "bad name part"),
+        ("x" * 64, "bad name part"),
+        ("-app", "bad name part"),
+    ],
+)
+def test_label_keys_the_api_server_rejects_are_refused(key: str, needle: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        SandboxEgressArgs(session_id="42", dns_pod_labels={key: "dns"})
+    assert info.value.field == f"dns_pod_labels[{key!r}]"
+    assert needle in info.value.message
+    SandboxEgressArgs(session_id="42", dns_pod_labels={"k8s.example.com/app": "dns"})
+
+
+@pytest.mark.parametrize(
+    ("options", "field"),
+    [
+        ({"ca_validity_hours": 10**5000}, "ca_validity_hours"),
+        ({"proxy_port": -(10**5000)}, "proxy_port"),
+        ({"sidecar_uid": 10**4400}, "sidecar_uid"),
+        ({"unproxied_egress": [{"cidr": "10.0.0.1/32", "ports": [10**5000]}]},
+         "unproxied_egress.ports"),
+        ({"namespace": "X" * 1_000_000}, "namespace"),
+    ],
+)  # fmt: skip
+def test_huge_values_give_our_error_with_a_short_message(
+    options: dict[str, Any], field: str
+) -> None:
+    # Round 2: integers past Python's 4,300-digit limit raised a bare ValueError from repr().
+    with pytest.raises(ConfigError) as info:
+        SandboxEgressArgs(session_id="42", **options)
+    assert info.value.field == field
+    assert len(str(info.value)) < 300

@@ -77,7 +77,7 @@ SPECS = {
         dns_pod_labels={"k8s-app": "coredns"},
         unproxied_egress=[
             {"cidr": "10.0.12.7/32", "ports": [5432]},
-            {"cidr": "10.0.0.0/24", "ports": [53], "protocol": "UDP"},
+            {"cidr": "10.0.0.0/24", "ports": [8125], "protocol": "UDP"},
         ],
     ),
 }
@@ -172,7 +172,7 @@ def test_spec_keeps_the_validated_options() -> None:
     assert spec.unproxied_egress == spec.args.unproxied_egress
     assert json.loads(spec.program_config()["unproxiedEgress"]) == [
         {"cidr": "10.0.12.7/32", "ports": [5432], "protocol": "TCP"},
-        {"cidr": "10.0.0.0/24", "ports": [53], "protocol": "UDP"},
+        {"cidr": "10.0.0.0/24", "ports": [8125], "protocol": "UDP"},
     ]
     assert SPECS["defaults"].program_config()["nodeLocalDns"] == ""
 

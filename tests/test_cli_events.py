@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from condukt_egress.cli import _register, cli
+from condukt_egress.cli import cli
 from tests.sidecar_double import (
     ThreadedDouble,
     all_kinds,
@@ -155,8 +155,8 @@ def test_json_output_follows_the_documented_schema_and_redacts(
         "remote_addr": "10.0.0.7:40312",
         "bytes_in": 0,
         "bytes_out": 0,
-        "started_at": "2026-11-28T19:37:07.100000Z",
-        "finished_at": "2026-11-28T19:37:08.500000Z",
+        "started_at": "2026-11-28T19:37:07.100Z",  # as the sidecar sent it: no round trip
+        "finished_at": "2026-11-28T19:37:08.5Z",
         "headers": {"authorization": "[REDACTED]", "x-tenant-key": "[REDACTED]", "accept": "*/*"},
     }
 
@@ -220,10 +220,40 @@ def test_reconnects_after_the_channel_drops(double: ThreadedDouble) -> None:
     double.run(d.send(event_frame("request_opened", request_id="two")))
     code, out, err = finish(proc)
     assert code == 0, err
-    assert len(out.splitlines()) == 2
+    first, gap, second = out.splitlines()
+    assert "request_opened" in first
+    assert "request_opened" in second
+    assert " gap " in gap
+    assert "reconnect #1: control channel reconnected; frames around this point may be " in gap
+    assert "(the sidecar notices a dropped peer only when a write to it fails)" in gap
     assert "dropped (closed by the sidecar); reconnecting in" in err
     assert "reconnected to 127.0.0.1:" in err
     assert "reconnects 1" in err
+
+
+def test_json_marks_every_reconnect_as_a_gap_and_count_ignores_it(
+    double: ThreadedDouble,
+) -> None:
+    # The sidecar notices a dropped peer only when a write fails (upstream
+    # src/proxy/control.rs:137-156, write_loop returns only when write_all fails):
+    # frames around a reconnect may be lost.
+    proc = spawn("--connect", f"127.0.0.1:{double.port}", "--format", "json", "--count", "2",
+                 "--kind", "request_closed")  # fmt: skip
+    d = double.double
+    for _ in range(2):
+        double.run(d.wait_for_peer())
+        double.run(d.drop_peer())
+    double.run(d.wait_for_peer())
+    double.run(d.send(event_frame("request_closed", request_id="a")))
+    double.run(d.send(event_frame("request_closed", request_id="b")))
+    code, out, err = finish(proc)
+    assert code == 0, err
+    records = [json.loads(line) for line in out.splitlines()]
+    assert [r["type"] for r in records] == ["gap", "gap", "event", "event"]
+    assert [r["reconnects"] for r in records[:2]] == [1, 2]
+    assert set(records[0]) == {"type", "at", "reconnects", "reason"}
+    assert records[0]["reason"].startswith("control channel reconnected; frames around")
+    assert "reconnects 2" in err
 
 
 def test_no_reconnect_stops_with_the_summary(double: ThreadedDouble) -> None:
@@ -285,7 +315,6 @@ def test_port_forward_without_credentials_is_one_line_and_exit_1(tmp_path: Path)
 
 
 def _invoke(*args: str) -> Any:
-    _register()
     return CliRunner().invoke(cli, ["events", *args])
 
 
@@ -325,3 +354,78 @@ def test_a_bad_policy_file_names_the_flag(tmp_path: Path) -> None:
     assert result.exit_code == 2
     assert "Invalid value for '--policy'" in result.output
     assert "rules[0]" in result.output
+
+
+# -- --decider loading ----------------------------------------------------------------
+
+
+def test_decider_is_loaded_from_the_current_directory_without_putting_it_on_sys_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Round 2: `--decider` put the current directory first on sys.path, so a
+    # `kubernetes.py` lying there was imported with the operator's credentials.
+    from condukt_egress.cli.events import _load_decider  # noqa: PLC0415
+
+    (tmp_path / "shadowed_client_r2.py").write_text("raise SystemExit('imported from cwd')\n")
+    (tmp_path / "my_decider_r2.py").write_text("def decide(request):\n    return 'allow'\n")
+    package = tmp_path / "my_decider_pkg_r2"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "policy.py").write_text("def decide(request):\n    return 'deny'\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", str(tmp_path))])
+    try:
+        assert _load_decider("my_decider_r2:decide")(None) == "allow"  # type: ignore[arg-type]
+        assert _load_decider("my_decider_pkg_r2.policy:decide")(None) == "deny"  # type: ignore[arg-type]
+        assert str(tmp_path) not in sys.path
+        assert "" not in sys.path
+        import importlib.util  # noqa: PLC0415
+
+        assert importlib.util.find_spec("shadowed_client_r2") is None
+    finally:
+        for name in ("my_decider_r2", "my_decider_pkg_r2", "my_decider_pkg_r2.policy"):
+            sys.modules.pop(name, None)
+
+
+def test_a_decider_that_fails_to_import_is_not_left_half_loaded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "broken_decider_r2.py").write_text("raise RuntimeError('boom')\n")
+    monkeypatch.chdir(tmp_path)
+    result = _invoke("--connect", "h:1", "--decider", "broken_decider_r2:decide")
+    assert result.exit_code == 2
+    assert "cannot import module 'broken_decider_r2': RuntimeError: boom" in result.output
+    assert "broken_decider_r2" not in sys.modules
+
+
+# -- the summary ------------------------------------------------------------------------
+
+
+def test_per_host_counts_stay_bounded_when_every_request_names_a_new_host(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # Round 2: the per-host summary grew ~270 bytes per distinct host, forever.
+    import io  # noqa: PLC0415
+    from types import SimpleNamespace  # noqa: PLC0415
+
+    from condukt_egress.cli.events import View  # noqa: PLC0415
+    from condukt_egress.control import ChannelStats  # noqa: PLC0415
+    from condukt_egress.events import decode_frame  # noqa: PLC0415
+    from condukt_egress.redaction import Redactor  # noqa: PLC0415
+
+    view = View(
+        fmt="json", redactor=Redactor(), kinds=frozenset(), hosts=(), count=None, out=io.StringIO()
+    )
+    frequent = event_frame("request_allowed", host="Api.Example.com")
+    for i in range(5000):
+        view.frame(decode_frame(line(frequent)))
+        view.frame(decode_frame(line(event_frame("request_denied", host=f"h{i}." + "x" * 300))))
+    assert len(view.by_host.counts) <= 1024
+    assert all(len(host) <= 253 for host in view.by_host.counts)
+    top, others = view.by_host.top(20)
+    assert top.most_common(1) == [("api.example.com", 5000)]
+    assert top.total() + others == 10000
+    view.summary(SimpleNamespace(stats=ChannelStats()), 1.0)  # type: ignore[arg-type]
+    err = capsys.readouterr().err
+    assert "by host: api.example.com 5000, " in err
+    assert f", others {others}" in err

@@ -10,13 +10,13 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from condukt_egress.cli import _commands, cli, main
+from condukt_egress.cli import cli, main
+from condukt_egress.errors import EgressError
 from tests.k8s_schema import assert_valid
 from tests.security_properties import assert_network_policy, assert_session_secure
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "policy.yaml"
-assert _commands  # importing it registers the subcommands, as main() does
 
 
 def invoke(*argv: str) -> tuple[int, str, str]:
@@ -32,6 +32,15 @@ def main_exit(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int,
         main(argv)
     code = info.value.code
     return (code if isinstance(code, int) else 1), capsys.readouterr().err
+
+
+def main_exit_plain(*argv: str) -> tuple[int, str]:
+    """Run the console script in a subprocess-free way; return its exit status and stderr."""
+    result = CliRunner().invoke(cli, list(argv))
+    return result.exit_code if not isinstance(result.exception, EgressError) else 1, (
+        result.stderr if not isinstance(result.exception, EgressError)
+        else f"{type(result.exception).__name__}: {result.exception}"
+    )
 
 
 # --- render ------------------------------------------------------------------
@@ -104,6 +113,7 @@ def test_render_network_options_reach_the_network_policy() -> None:
         "--dns-pod-label", "k8s-app=coredns", "--dns-pod-label", "tier=dns",
         "--unproxied-egress", "10.0.12.7/32:5432",
         "--unproxied-egress", "10.0.0.0/24:53,5353/UDP",
+        "--unsafe-unproxied-egress",  # port 53: DNS to a resolver of the workspace's choosing
     )  # fmt: skip
     assert code == 0
     _, policy, _ = yaml.safe_load_all(out)
@@ -119,6 +129,13 @@ def test_render_network_options_reach_the_network_policy() -> None:
         "ports": [{"protocol": "TCP", "port": 5432}],
     }
     assert resolver["ports"] == [{"protocol": "UDP", "port": 53}, {"protocol": "UDP", "port": 5353}]
+    # Without the acknowledgement, the same flags are refused, naming the flag and entry.
+    code, err = main_exit_plain(
+        "render", "--session-id", "demo", "--unproxied-egress", "10.0.0.0/24:53,5353/UDP"
+    )
+    assert code == 1
+    assert err.startswith("ConfigError: --unproxied-egress[0].ports: contains 53")
+    assert "unsafeUnproxiedEgress" in err
 
 
 def test_render_to_a_file_only_its_owner_can_read(tmp_path: Path) -> None:
@@ -270,3 +287,44 @@ def test_explain_needs_hosts_and_a_valid_policy(
     code, err = main_exit(["explain", "--policy", str(bad), "a.com"], capsys)
     assert code == 1
     assert err.startswith(f"PolicyError: {bad}: default: expected 'allow' or 'deny'")
+
+
+# --- hostile policy files (security round 2) ----------------------------------
+
+_LAUGHS = (
+    'a0: &a0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]\n'
+    + "".join(f"a{n}: &a{n} [" + ", ".join([f"*a{n - 1}"] * 9) + "]\n" for n in range(1, 10))
+    + "rules: [{allow: *a9}]\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        (_LAUGHS, "found an alias (*a0)"),
+        ("max_body_capture: " + "9" * 5000 + "\n", "more than 4,300 digits"),
+    ],
+)
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["render", "--session-id", "1", "--policy"],
+        ["explain", "api.github.com", "--policy"],
+        ["events", "--connect", "127.0.0.1:1", "--policy"],
+    ],
+)
+def test_hostile_policy_files_fail_fast_with_one_line_in_every_command(
+    tmp_path: Path, command: list[str], text: str, needle: str
+) -> None:
+    # Round 2: a 420-byte file of nested aliases hung render, explain and events
+    # --policy (28 s and 1.9 GB at depth 7, past 60 s at depth 9).
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(text)
+    done = subprocess.run(
+        [sys.executable, "-m", "condukt_egress", *command, str(policy)],
+        capture_output=True, text=True, check=False, timeout=20, cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode in (1, 2), done.stderr
+    assert needle in done.stderr
+    assert "Traceback" not in done.stderr
+    assert len(done.stderr) < 1000

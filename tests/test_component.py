@@ -81,7 +81,7 @@ def test_secret_has_a_pkcs8_key_a_real_ca_and_stays_secret(recorded: Recorder) -
     cert = x509.load_pem_x509_certificate(data["ca.pem"].encode())
     assert cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca is True
     assert cert.extensions.get_extension_for_class(x509.KeyUsage).value.key_cert_sign is True
-    assert data["bundle.pem"] == data["ca.pem"]
+    assert "bundle.pem" not in data, "the workspace's bundle.pem is ca.pem itself"
     assert reg.inputs["immutable"] is True
     assert_valid(as_object(reg, "v1", "Secret"))
 
@@ -334,3 +334,34 @@ def test_outputs_are_exported() -> None:
     assert outputs["podLabels"] == names.pod_labels
     assert outputs["controlPort"] == 15002
     assert outputs["caCertPem"].startswith("-----BEGIN CERTIFICATE-----")
+
+
+def test_inject_is_the_pure_injection_of_the_session() -> None:
+    captured: list[dict[str, Any]] = []
+    args = SandboxEgressArgs(session_id="inject-me", namespace="agents")
+    spec = {"containers": [{"name": "workspace", "image": "python:3.13-slim"}]}
+
+    def program() -> None:
+        egress = SandboxEgress("s", args)
+        captured.append(egress.inject(spec))
+        captured.append(egress.inject(captured[0]))
+        with pytest.raises(ConfigError, match=r"spec\.hostNetwork"):
+            egress.inject({**spec, "hostNetwork": True})
+
+    run(program)
+    injected, twice = captured
+    assert injected == manifests.inject(spec, args)
+    assert twice == injected, "idempotent"
+    assert spec == {"containers": [{"name": "workspace", "image": "python:3.13-slim"}]}
+    assert_session_secure(injected)
+
+
+def test_the_program_under_preview_declares_the_whole_session_in_order() -> None:
+    rec = run(
+        session_program, config={"sessionId": "preview-1", "namespace": "agents"}, preview=True
+    )
+    assert {r.type for r in rec.registrations} >= {SECRET, NETWORK_POLICY, POD}
+    pod = rec.one(POD)
+    assert rec.one(SECRET).urn in pod.dependencies
+    assert rec.one(NETWORK_POLICY).urn in pod.dependencies
+    assert_session_secure(as_object(pod, "v1", "Pod")["spec"])

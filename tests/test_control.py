@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import socket
 import threading
@@ -24,6 +25,7 @@ from condukt_egress.control import (
     LineSplitter,
     TcpTarget,
     decider_budget,
+    decision_key,
 )
 from condukt_egress.errors import ConfigError, ControlChannelError
 from condukt_egress.events import Decision, DecisionRequest, Event, Frame, UnknownFrame
@@ -164,16 +166,25 @@ def test_backoff_grows_and_is_capped() -> None:
 
 def test_cache_expires_and_evicts_least_recently_used() -> None:
     cache = DecisionCache(ttl=10, max_entries=2)
-    cache.put("A.example", "allow", None, now=0)
-    assert cache.get("a.example", now=5) == ("allow", None)
-    assert cache.get("a.example", now=10) is None
-    cache.put("a", "allow", None, now=0)
-    cache.put("b", "deny", "r", now=0)
-    cache.get("a", now=1)
-    cache.put("c", "allow", None, now=1)
-    assert cache.get("b", now=1) is None
-    assert cache.get("a", now=1) == ("allow", None)
+    a, b, c = (("a", 443, "https"), ("b", 443, "https"), ("c", 443, "https"))
+    cache.put(("a.example", 443, "https"), "allow", None, now=0)
+    assert cache.get(("a.example", 443, "https"), now=5) == ("allow", None)
+    assert cache.get(("a.example", 443, "https"), now=10) is None
+    cache.put(a, "allow", None, now=0)
+    cache.put(b, "deny", "r", now=0)
+    cache.get(a, now=1)
+    cache.put(c, "allow", None, now=1)
+    assert cache.get(b, now=1) is None
+    assert cache.get(a, now=1) == ("allow", None)
     assert len(cache) == 2
+
+
+def test_decision_key_is_host_port_and_scheme() -> None:
+    request = DecisionRequest("1", None, "API.GitHub.com", 443, "HTTPS")
+    assert decision_key(request) == ("api.github.com", 443, "https")
+    assert decision_key(DecisionRequest("2", None, "api.github.com", 80, "http")) != (
+        decision_key(request)
+    )
 
 
 def test_decider_budget_stays_below_the_sidecar_timeout() -> None:
@@ -192,6 +203,25 @@ def test_client_rejects_a_decider_timeout_at_or_above_the_sidecars() -> None:
 
 
 # -- events through the client -----------------------------------------------------------
+
+
+def test_a_frame_with_a_huge_integer_is_skipped_and_its_neighbours_kept() -> None:
+    # Round 2: decode_frame raised a bare ValueError past Python's 4,300-digit limit;
+    # the read loop died and the frame before it, in the same chunk, was lost.
+    async def scenario() -> None:
+        async with harness() as h:
+            kinds = all_kinds()
+            huge = b'{"type":"event","kind":"request_opened","n":' + b"9" * 5000 + b"}\n"
+            await h.double.send(kinds[0], huge, kinds[1])
+            frames = await h.take(2)
+            assert [f.kind for f in frames if isinstance(f, Event)] == [
+                kinds[0]["kind"],
+                kinds[1]["kind"],
+            ]
+            assert h.client.stats.malformed_lines == 1
+            assert any("4,300 digits" in n for n in h.notices)
+
+    run(scenario())
 
 
 def test_events_of_every_kind_arrive_in_order_between_junk() -> None:
@@ -413,6 +443,51 @@ def test_answers_are_cached_per_host_and_concurrent_asks_share_one_call() -> Non
             assert calls == ["Same.example"]
             assert h.client.stats.cache_hits == 1
             assert [s.decided_by for s in h.sent][-1] == "cache"
+
+    run(scenario())
+
+
+def test_an_answer_for_one_port_and_scheme_is_not_replayed_for_another() -> None:
+    # Round 2: an allow for api.github.com:443/https was replayed for :80/http.
+    calls: list[tuple[str, int, str]] = []
+
+    def decide(request: DecisionRequest) -> Any:
+        calls.append((request.host, request.port, request.scheme))
+        return "allow" if request.port == 443 else ("deny", "no plain http")
+
+    async def scenario() -> None:
+        async with harness(decider=decide, cache_ttl=60) as h:
+            tls = await h.double.ask(decision_request_frame("api.github.com", port=443))
+            plain = await h.double.ask(decision_request_frame("api.github.com", port=80))
+            again = await h.double.ask(decision_request_frame("api.github.com", port=443))
+            assert (tls["action"], plain["action"], again["action"]) == ("allow", "deny", "allow")
+            assert calls == [("api.github.com", 443, "https"), ("api.github.com", 80, "http")]
+            assert h.client.stats.cache_hits == 1
+
+    run(scenario())
+
+
+def test_concurrent_asks_for_other_ports_do_not_share_an_answer() -> None:
+    gate = asyncio.Event()
+    calls: list[int] = []
+
+    async def decide(request: DecisionRequest) -> Any:
+        calls.append(request.port)
+        await gate.wait()
+        return "allow" if request.port == 443 else "deny"
+
+    async def scenario() -> None:
+        async with harness(decider=decide, cache_ttl=60) as h:
+            asks = [
+                asyncio.ensure_future(h.double.ask(decision_request_frame("x.example", port=p)))
+                for p in (443, 80)
+            ]
+            while h.client.stats.decision_requests < 2:
+                await asyncio.sleep(0.005)
+            gate.set()
+            tls, plain = await asyncio.gather(*asks)
+            assert (tls["action"], plain["action"]) == ("allow", "deny")
+            assert sorted(calls) == [80, 443]
 
     run(scenario())
 
@@ -809,3 +884,69 @@ def test_the_public_import_path_exports_every_name_it_lists() -> None:
 
     missing = [name for name in control.__all__ if not hasattr(control, name)]
     assert not missing
+
+
+def test_decision_outbox_keeps_the_newest_answers_and_counts_the_lost() -> None:
+    async def main() -> ControlClient:
+        client = ControlClient(TcpTarget("127.0.0.1", 1), on_notice=lambda _: None)
+        for i in range(1030):
+            client._keep(Decision(f"r{i}", "allow"))
+        return client
+
+    client = asyncio.run(main())
+    assert len(client._outbox) == 1024
+    assert client.stats.decisions_lost == 6
+    assert client._outbox[0].decision.id == "r6", "the oldest answers go first"
+
+
+def test_decision_outbox_drops_answers_past_the_sidecars_timeout() -> None:
+    async def main() -> ControlClient:
+        client = ControlClient(
+            TcpTarget("127.0.0.1", 1), decide_timeout_ms=20, on_notice=lambda _: None
+        )
+        client._keep(Decision("late", "allow"))
+        await asyncio.sleep(0.05)  # the sidecar has denied it by now
+        client._keep(Decision("fresh", "allow"))
+        client._flush_outbox()  # no connection: the fresh one stays queued
+        return client
+
+    client = asyncio.run(main())
+    assert [p.decision.id for p in client._outbox] == ["fresh"]
+    assert client.stats.decisions_lost == 1
+    assert client.stats.decisions_sent == 0
+
+
+def test_daemon_pool_serves_a_burst_of_instant_calls_with_few_threads() -> None:
+    from condukt_egress._threads import DaemonPool  # noqa: PLC0415 - private, tested here
+
+    async def main() -> tuple[list[object], int]:
+        pool = DaemonPool(16)
+        results = await asyncio.gather(
+            *(pool.submit(functools.partial(int, i)) for i in range(200))
+        )
+        threads = len(pool._threads)
+        pool.shutdown()
+        return list(results), threads
+
+    results, threads = asyncio.run(main())
+    assert results == list(range(200))
+    assert threads <= 4, "instant calls must not wake the whole pool"
+
+
+def test_daemon_pool_grows_for_blocking_calls() -> None:
+    import time  # noqa: PLC0415
+
+    from condukt_egress._threads import DaemonPool  # noqa: PLC0415 - private, tested here
+
+    async def main() -> tuple[float, int]:
+        pool = DaemonPool(8)
+        start = time.perf_counter()
+        await asyncio.gather(*(pool.submit(lambda: time.sleep(0.2)) for _ in range(8)))
+        elapsed = time.perf_counter() - start
+        threads = len(pool._threads)
+        pool.shutdown()
+        return elapsed, threads
+
+    elapsed, threads = asyncio.run(main())
+    assert threads == 8
+    assert elapsed < 1.0, f"8 blocking calls of 0.2 s took {elapsed:.2f} s: not in parallel"

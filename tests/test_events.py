@@ -262,6 +262,19 @@ def test_malformed_lines_raise_an_error_naming_the_field(raw: bytes, field: str)
     assert "sk-live" not in str(info.value)
 
 
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"type":"event","n":' + b"1" * 4301 + b"}",
+        b'  {"type":"decision_request","id":"d","host":"h","port":' + b"4" * 9000 + b"}  ",
+        b"-" + b"7" * 5000,
+    ],
+)
+def test_integers_past_the_digit_limit_are_malformed_not_a_traceback(raw: bytes) -> None:
+    with pytest.raises(MalformedFrameError, match="4,300 digits"):
+        decode_frame(raw)
+
+
 def test_errors_never_echo_the_line() -> None:
     with pytest.raises(MalformedFrameError) as info:
         decode_frame(b'{"type":"event","kind":"x","secret":"sk-live-123"')
@@ -313,6 +326,47 @@ def test_credential_headers_are_redacted_by_default(name: str) -> None:
     assert Redactor().headers({name: "s3cr3t"}) == {name: REDACTED}
 
 
+# Round 2: each of these was shown in clear (header, then the path it rides in).
+CREDENTIALS_SHOWN_BEFORE = [
+    ("ocp-apim-subscription-key", None),  # Azure API Management
+    ("x-functions-key", None),  # Azure Functions
+    ("x-access-key", None),
+    ("X-Api-Access-Key", None),
+    ("x-client-private-key", None),
+    (None, "/v1beta/models/gemini:generateContent?key=AIzaSyA"),  # Google / Gemini
+    (None, "/container/blob.txt?sv=2022-11-02&se=2026-12-01&sp=r&sig=abc%2Bdef%3D"),  # SAS
+    (None, "/oauth/callback?code=4%2F0AY0e-g7&state=xyz"),  # OAuth authorization code
+    (None, "/x?access_key=AKIA123&page=2"),
+    (None, "/x?subscription-key=abc"),
+    (None, "/x?pwd=hunter2"),
+    (None, "/x?id_jwt=eyJhbGciOi"),
+]
+
+
+@pytest.mark.parametrize(("header", "path"), CREDENTIALS_SHOWN_BEFORE)
+def test_common_credentials_are_redacted_by_default(header: str | None, path: str | None) -> None:
+    redactor = Redactor()
+    if header is not None:
+        assert redactor.headers({header: "s3cr3t", "accept": "*/*"}) == {
+            header: REDACTED,
+            "accept": "*/*",
+        }
+    if path is not None:
+        shown = redactor.path(path)
+        assert shown is not None
+        secret_names = {"key", "sig", "code", "access_key", "subscription-key", "pwd", "id_jwt"}
+        for pair in shown.partition("?")[2].split("&"):
+            name, _, value = pair.partition("=")
+            assert (value == REDACTED) == (name in secret_names), (name, shown)
+
+
+@pytest.mark.parametrize(
+    "name", ["accept", "content-type", "user-agent", "x-request-id", "page", "sv", "se", "state"]
+)
+def test_ordinary_names_stay_visible(name: str) -> None:
+    assert not Redactor().is_sensitive(name)
+
+
 def test_ordinary_headers_and_show_secrets_are_left_alone() -> None:
     headers = {"accept": "*/*", "user-agent": "curl/8", "authorization": "Bearer t"}
     assert Redactor().headers(headers) == {**headers, "authorization": REDACTED}
@@ -339,3 +393,18 @@ def test_sensitive_query_parameters_are_redacted_in_paths() -> None:
     assert redactor.path("/plain/path") == "/plain/path"
     assert redactor.path(None) is None
     assert Redactor(enabled=False).path("/x?token=t") == "/x?token=t"
+
+
+def test_request_timestamps_keep_their_text() -> None:
+    line = (
+        b'{"type":"event","kind":"request_closed","at":"2026-11-28T19:37:08.123456789Z",'
+        b'"request":{"id":"r","host":"h","port":443,"scheme":"https","bytes_in":0,'
+        b'"bytes_out":0,"started_at":"2026-11-28T19:37:07.987654321Z",'
+        b'"finished_at":"2026-11-28T19:37:08.000000001Z"}}'
+    )
+    event = decode_frame(line)
+    assert isinstance(event, Event)
+    assert event.at_text == "2026-11-28T19:37:08.123456789Z"
+    assert event.request.started_at_text == "2026-11-28T19:37:07.987654321Z"
+    assert event.request.finished_at_text == "2026-11-28T19:37:08.000000001Z"
+    assert event.request.started_at.microsecond == 987654

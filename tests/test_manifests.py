@@ -1,5 +1,6 @@
 import copy
 import json
+import re
 from typing import Any
 
 import certifi
@@ -13,7 +14,11 @@ from condukt_egress.errors import ConfigError
 from condukt_egress.naming import ANNOTATION_SESSION_ID
 from condukt_egress.policy import EgressPolicy, allow, decide, deny
 from tests.k8s_schema import assert_valid
-from tests.security_properties import assert_network_policy, assert_session_secure
+from tests.security_properties import (
+    assert_network_policy,
+    assert_patch_hardened,
+    assert_session_secure,
+)
 from tests.strategies import user_containers
 
 CA_PEM = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
@@ -51,7 +56,12 @@ def test_secret_carries_exactly_the_sidecar_files() -> None:
     secret = manifests.secret_manifest(session(), manifests.secret_data(session(), CA_PEM, KEY_PEM))
     assert_valid(secret)
     data = secret["stringData"]
-    assert set(data) == {"policy.json", "ca.pem", "ca-key.pem", "bundle.pem"}
+    # The default bundle is the CA itself: the trust volume shows ca.pem as bundle.pem.
+    compat_files = {"openssl.cnf", "sitecustomize.py"}
+    sidecar_files = {"policy.json", "ca.pem", "ca-key.pem", "filter.rules", "filter6.rules"}
+    assert set(data) == sidecar_files | compat_files
+    roots = manifests.secret_data(session(trust_bundle="public-roots"), CA_PEM, KEY_PEM)
+    assert set(roots) == sidecar_files | compat_files | {"bundle.pem"}
     assert json.loads(data["policy.json"]) == POLICY.to_wire()
     assert data["ca-key.pem"] == KEY_PEM
     assert secret["immutable"] is True
@@ -62,10 +72,18 @@ def test_default_bundle_is_the_session_ca_alone() -> None:
     assert manifests.bundle_pem(session(), CA_PEM) == CA_PEM
 
 
-def test_public_roots_bundle_prepends_certifi() -> None:
+def test_public_roots_bundle_prepends_certifis_certificates_without_comments() -> None:
     bundle = manifests.bundle_pem(session(trust_bundle="public-roots"), CA_PEM)
-    assert bundle.startswith(certifi.contents())
     assert bundle.endswith(CA_PEM)
+    assert "#" not in bundle
+    certificates = re.findall(
+        r"-----BEGIN CERTIFICATE-----.*?-----END CERTIFICATE-----", bundle, re.S
+    )
+    expected = re.findall(
+        r"-----BEGIN CERTIFICATE-----.*?-----END CERTIFICATE-----", certifi.contents(), re.S
+    )
+    assert certificates[:-1] == expected
+    assert len(bundle.encode()) < 190_000, "under the original design's 190 KB"
 
 
 def test_sec1_key_is_refused() -> None:
@@ -125,11 +143,15 @@ def test_injected_pod_is_valid_and_secure(native: bool) -> None:
     init_names = [c["name"] for c in spec["initContainers"]]
     names = [c["name"] for c in spec["containers"]]
     if native:
-        assert init_names == [manifests.NETFILTER_CONTAINER, manifests.SIDECAR_CONTAINER]
-        assert spec["initContainers"][1]["restartPolicy"] == "Always"
+        assert init_names == [
+            manifests.NETFILTER_CONTAINER,
+            manifests.FILTER_CONTAINER,
+            manifests.SIDECAR_CONTAINER,
+        ]
+        assert spec["initContainers"][2]["restartPolicy"] == "Always"
         assert names == ["workspace"]
     else:
-        assert init_names == [manifests.NETFILTER_CONTAINER]
+        assert init_names == [manifests.NETFILTER_CONTAINER, manifests.FILTER_CONTAINER]
         assert names == ["workspace", manifests.SIDECAR_CONTAINER]
         assert "restartPolicy" not in spec["containers"][1]
     assert pod["metadata"]["labels"][args.names.label_key] == args.names.label_value
@@ -140,7 +162,7 @@ def test_sidecar_flags_match_the_contract() -> None:
         workspace_spec(),
         session(proxy_port=16001, control_port=16002, sidecar_uid=2000, sidecar_gid=2001),
     )
-    netfilter, sidecar = spec["initContainers"][:2]
+    netfilter, _, sidecar = spec["initContainers"][:3]
     assert netfilter["command"] == ["condukt-egress"]
     assert netfilter["args"] == ["netfilter-setup", "--proxy-port=16001", "--sidecar-uid=2000"]
     assert netfilter["securityContext"]["runAsUser"] == 0
@@ -176,7 +198,21 @@ def test_workspace_trusts_the_ca_through_files_and_env() -> None:
     assert env["SSL_CERT_FILE"] == "/etc/condukt/bundle.pem"
     assert len([n for n, _ in manifests.CA_ENV_VARS]) == 6
     trust = next(v for v in spec["volumes"] if v["name"] == manifests.TRUST_VOLUME)
-    assert {i["key"] for i in trust["secret"]["items"]} == {"ca.pem", "bundle.pem"}
+    # The workspace sees ca.pem and bundle.pem (by default both show the Secret's
+    # ca.pem) and the client compatibility profile.
+    compat_items = {"openssl.cnf": "openssl.cnf", "python/sitecustomize.py": "sitecustomize.py"}
+    assert {i["path"]: i["key"] for i in trust["secret"]["items"]} == {
+        "ca.pem": "ca.pem",
+        "bundle.pem": "ca.pem",
+        **compat_items,
+    }
+    roots = manifests.inject(workspace_spec(), session(trust_bundle="public-roots"))
+    trust = next(v for v in roots["volumes"] if v["name"] == manifests.TRUST_VOLUME)
+    assert {i["path"]: i["key"] for i in trust["secret"]["items"]} == {
+        "ca.pem": "ca.pem",
+        "bundle.pem": "bundle.pem",
+        **compat_items,
+    }
 
 
 def test_user_ca_env_value_wins() -> None:
@@ -232,7 +268,7 @@ def test_config_digest_follows_the_policy() -> None:
     )
 
     def env(spec: dict[str, Any]) -> Any:
-        return spec["initContainers"][1]["env"]
+        return spec["initContainers"][2]["env"]
 
     assert env(a) != env(b)
     assert env(a)[0]["name"] == manifests.CONFIG_DIGEST_ENV
@@ -437,9 +473,10 @@ def test_user_init_containers_run_after_the_redirect_and_trust_the_ca() -> None:
     spec = workspace_spec() | {"initContainers": [{"name": "setup", "image": "python:3.13-slim"}]}
     out = manifests.inject(spec, session())
     assert [c["name"] for c in out["initContainers"]] == [
-        manifests.NETFILTER_CONTAINER, manifests.SIDECAR_CONTAINER, "setup",
+        manifests.NETFILTER_CONTAINER, manifests.FILTER_CONTAINER, manifests.SIDECAR_CONTAINER,
+        "setup",
     ]  # fmt: skip
-    setup = out["initContainers"][2]
+    setup = out["initContainers"][3]
     assert any(m["mountPath"] == "/etc/ssl/cert.pem" for m in setup["volumeMounts"])
 
 
@@ -447,7 +484,7 @@ def test_user_init_containers_run_after_the_redirect_and_trust_the_ca() -> None:
 
 
 @given(user_containers, st.booleans(), st.booleans())
-@settings(max_examples=60, deadline=None)
+@settings(deadline=None)
 def test_injection_properties(
     containers: list[dict[str, Any]], native: bool, plain_http: bool
 ) -> None:
@@ -468,3 +505,164 @@ def test_injection_properties(
     assert_valid(
         {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "spec": once}, ("1.29.0",)
     )
+
+
+@pytest.mark.parametrize(
+    ("context", "field", "fix"),
+    [
+        (
+            {"seccompProfile": {"type": "Unconfined"}},
+            "spec.securityContext.seccompProfile.type",
+            "RuntimeDefault",
+        ),
+        (
+            {"windowsOptions": {"hostProcess": True}},
+            "spec.securityContext.windowsOptions.hostProcess",
+            "remove it",
+        ),
+    ],
+)
+def test_pod_level_bypass_settings_are_refused(
+    context: dict[str, Any], field: str, fix: str
+) -> None:
+    """The README promises these pod-level refusals; inject and check both keep them."""
+    spec = workspace_spec() | {"securityContext": context}
+    for refuse in (manifests.inject, manifests.check):
+        with pytest.raises(ConfigError) as info:
+            refuse(spec, session())
+        assert info.value.field == field
+        assert fix in info.value.message
+
+
+# -- security round 2 ------------------------------------------------------------------
+
+OTHER_SECRET = SandboxEgressArgs(session_id="someone else's run").names.secret
+WS = "spec.containers[0] (container 'workspace')"
+
+
+@pytest.mark.parametrize(
+    ("mutate", "field"),
+    [
+        (lambda s: s["volumes"].append({"name": "k", "secret": {"secretName": OTHER_SECRET}}),
+         "spec.volumes[1] (volume 'k')"),
+        (lambda s: s["volumes"].append(
+            {"name": "k", "projected": {"sources": [{"secret": {"name": OTHER_SECRET}}]}}),
+         "spec.volumes[1] (volume 'k')"),
+        (lambda s: s["containers"][0]["env"].append(
+            {"name": "K", "valueFrom": {"secretKeyRef": {"name": OTHER_SECRET, "key": "k"}}}),
+         f"{WS}.env[1] ('K').valueFrom.secretKeyRef"),
+        (lambda s: s["containers"][0].update(envFrom=[{"secretRef": {"name": OTHER_SECRET}}]),
+         f"{WS}.envFrom[0].secretRef"),
+    ],
+)  # fmt: skip
+def test_another_sessions_secret_is_refused(mutate: Any, field: str) -> None:
+    # Round 2: inject for session B accepted a volume of session A's Secret, CA key included.
+    spec = workspace_spec()
+    mutate(spec)
+    with pytest.raises(ConfigError) as info:
+        manifests.inject(spec, session())
+    assert info.value.field == field
+    assert f"another session's condukt-egress Secret {OTHER_SECRET!r}" in info.value.message
+    assert "condukt-egress-*" in info.value.message
+
+
+@pytest.mark.parametrize(
+    ("mutate", "field", "fix"),
+    [
+        (lambda s: s.update(securityContext={"appArmorProfile": {"type": "Unconfined"}}),
+         "spec.securityContext.appArmorProfile.type", "RuntimeDefault"),
+        (lambda s: s["containers"][0].update(
+            securityContext={"appArmorProfile": {"type": "Unconfined"}}),
+         f"{WS}.securityContext.appArmorProfile.type", "RuntimeDefault"),
+        (lambda s: s.update(securityContext={"seLinuxOptions": {"type": "spc_t"}}),
+         "spec.securityContext.seLinuxOptions.type", "container_t"),
+        (lambda s: s["containers"][0].update(securityContext={"seLinuxOptions": {"type": "spc_t"}}),
+         f"{WS}.securityContext.seLinuxOptions.type", "container_t"),
+        (lambda s: s["containers"][0].update(
+            ports=[{"containerPort": 8080}, {"containerPort": 15002, "hostPort": 15002}]),
+         f"{WS}.ports[1].hostPort", "remove hostPort"),
+        (lambda s: s.update(securityContext={"sysctls": [
+            {"name": "net.ipv4.tcp_syncookies", "value": "1"},
+            {"name": "net.ipv4.conf.all.route_localnet", "value": "1"}]}),
+         "spec.securityContext.sysctls[1] ('net.ipv4.conf.all.route_localnet')", "remove it"),
+    ],
+)  # fmt: skip
+def test_unconfined_profiles_host_ports_and_unsafe_sysctls_are_refused(
+    mutate: Any, field: str, fix: str
+) -> None:
+    # Round 2: all of these were accepted, while privileged was refused.
+    spec = workspace_spec()
+    mutate(spec)
+    with pytest.raises(ConfigError) as info:
+        manifests.inject(spec, session())
+    assert info.value.field == field
+    assert fix in info.value.message
+
+
+def test_safe_sysctls_confined_profiles_and_sandbox_runtimes_stay_allowed() -> None:
+    spec = workspace_spec() | {
+        "runtimeClassName": "gvisor",  # gVisor/Kata: good practice for agent sandboxes
+        "securityContext": {
+            "sysctls": [{"name": "net.ipv4.ip_unprivileged_port_start", "value": "0"}],
+            "seLinuxOptions": {"type": "container_t", "level": "s0:c1,c2"},
+        },
+    }
+    spec["containers"][0]["ports"] = [{"containerPort": 8080, "hostPort": 0}]
+    out = manifests.inject(spec, session())
+    assert out["runtimeClassName"] == "gvisor"
+    assert_valid({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "spec": out})
+
+
+def test_apparmor_annotations_and_foreign_session_labels_are_refused() -> None:
+    args = session()
+    manifests.check_pod_metadata({"annotations": {"a": "unconfined"}}, args)
+    with pytest.raises(ConfigError) as info:
+        manifests.check_pod_metadata(
+            {"annotations": {f"{manifests.APPARMOR_ANNOTATION_PREFIX}workspace": "unconfined"}},
+            args,
+        )
+    assert info.value.field.startswith("metadata.annotations[")
+    with pytest.raises(ConfigError, match=r"^metadata\.labels\["):
+        manifests.check_pod_metadata({"labels": {args.names.label_key: "other"}}, args)
+
+
+# -- property 9: patches -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "container",
+    [
+        {"name": "added", "image": "x"},  # no securityContext at all
+        {"name": "ws", "securityContext": {"capabilities": {"drop": []}}},  # drop emptied
+        {"name": "ws", "securityContext": {"capabilities": {"drop": ["NET_RAW"]}}},
+    ],
+)
+def test_harden_patch_leaves_every_container_hardened(container: dict[str, Any]) -> None:
+    # Round 2: a patch adding a container without securityContext, or emptying
+    # capabilities.drop, was accepted unchanged; a root container with the runtime's
+    # default capabilities can setuid(1337) and skip the redirect.
+    patch = {"containers": [container]}
+    out = manifests.harden_patch(patch, session())
+    assert_patch_hardened(out)
+    assert out["containers"][0]["securityContext"]["runAsNonRoot"] is True
+    assert patch == {"containers": [container]}, "the input is not modified"
+    assert manifests.harden_patch(out, session()) == out
+
+
+def test_a_root_container_in_a_patch_is_refused_or_hardened_when_root_is_allowed() -> None:
+    root = {"name": "root", "image": "x", "securityContext": {"runAsUser": 0}}
+    with pytest.raises(ConfigError) as info:
+        manifests.harden_patch({"containers": [root]}, session())
+    assert info.value.field == "spec.containers[0] (container 'root').securityContext.runAsUser"
+    out = manifests.harden_patch({"containers": [root]}, session(allow_root_workspace=True))
+    assert_patch_hardened(out)  # root, but with no capability to setuid(1337)
+
+
+def test_harden_patch_refuses_init_containers() -> None:
+    with pytest.raises(ConfigError) as info:
+        manifests.harden_patch(
+            {"initContainers": [{"name": "setup", "securityContext": {"runAsUser": 0}}]},
+            session(),
+        )
+    assert info.value.field == "spec.initContainers"
+    assert "before the egress redirect exists" in info.value.message

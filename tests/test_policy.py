@@ -20,6 +20,7 @@ from condukt_egress.policy import (
     MAX_BODY_CAPTURE,
     MAX_DECIDE_TIMEOUT_MS,
     MAX_HOST_PATTERNS,
+    MAX_POLICY_FILE_BYTES,
     MAX_REDACT_ENTRIES,
     MAX_REDACT_LENGTH,
     MAX_RULES,
@@ -295,7 +296,7 @@ def test_integral_floats_are_accepted() -> None:
 # ------------------------------------------------------------------- validation
 
 
-def raises(build: Callable[[], object], field: str, *needles: str) -> None:
+def raises(build: Callable[[], object], field: str, *needles: str) -> PolicyError:
     with pytest.raises(PolicyError) as caught:
         build()
     assert caught.value.field == field
@@ -303,6 +304,7 @@ def raises(build: Callable[[], object], field: str, *needles: str) -> None:
     assert message.startswith(f"{field}: ")
     for needle in needles:
         assert needle in message, message
+    return caught.value
 
 
 @pytest.mark.parametrize(
@@ -608,14 +610,81 @@ def test_load_refuses_duplicate_json_keys(tmp_path: Path) -> None:
     raises(lambda: EgressPolicy.load(path), str(path), "duplicate key 'default'")
 
 
-def test_load_yaml_merge_keys_still_work(tmp_path: Path) -> None:
-    text = "base: &b {timeout_ms: 7}\nrules:\n  - decide: {<<: *b}\n"
-    path = write(tmp_path, "p.yaml", text)
-    raises(lambda: EgressPolicy.load(path), f"{path}: base", "unknown key")
+def test_load_yaml_merge_keys_work_without_aliases(tmp_path: Path) -> None:
+    # Aliases are refused (billion laughs), so `<<:` only merges inline mappings.
+    path = write(tmp_path, "p.yaml", "rules:\n  - decide: {<<: {timeout_ms: 7}}\n")
+    assert EgressPolicy.load(path).decide_timeout_ms == 7
     path = write(
         tmp_path, "q.yaml", "rules:\n  - decide: &d {timeout_ms: 7}\n  - decide: {<<: *d}\n"
     )
-    raises(lambda: EgressPolicy.load(path), f"{path}: rules[1]", "second decide")
+    raises(lambda: EgressPolicy.load(path), str(path), "line 3", "found an alias (*d)")
+
+
+def _billion_laughs(depth: int) -> str:
+    lines = ['a0: &a0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    for level in range(1, depth + 1):
+        lines.append(f"a{level}: &a{level} [" + ", ".join([f"*a{level - 1}"] * 9) + "]")
+    lines.append(f"rules: [{{allow: *a{depth}}}]")
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize("depth", [1, 7, 9])
+def test_load_refuses_yaml_aliases_before_expanding_them(tmp_path: Path, depth: int) -> None:
+    # Round 2: ~420 bytes at depth 7 took 28 s and 1.9 GB (error messages repr'd the
+    # shared values); depth 9 hung past 60 s, in render, explain and events --policy.
+    path = write(tmp_path, "laughs.yaml", _billion_laughs(depth))
+    started = time.perf_counter()
+    error = raises(lambda: EgressPolicy.load(path), str(path), "line 2", "found an alias (*a0)")
+    assert time.perf_counter() - started < 1.0
+    assert len(str(error)) < 300
+
+
+def test_load_refuses_a_file_over_the_size_cap_without_reading_it_all(tmp_path: Path) -> None:
+    path = tmp_path / "big.yaml"
+    with path.open("w") as out:
+        out.write("rules:\n  - allow:\n")
+        while out.tell() <= MAX_POLICY_FILE_BYTES:
+            out.write("      - " + "a" * 60 + ".example.com\n")
+    error = raises(lambda: EgressPolicy.load(path), str(path), "larger than 1024 KiB")
+    assert len(str(error)) < 300
+
+
+@pytest.mark.parametrize(
+    ("name", "text"),
+    [
+        ("p.yaml", "max_body_capture: " + "9" * 5000 + "\n"),
+        ("p.yaml", "rules:\n  - decide: {timeout_ms: -" + "1" * 4400 + "}\n"),
+        ("p.json", '{"max_body_capture": ' + "9" * 5000 + "}"),
+    ],
+)
+def test_load_turns_integers_past_the_digit_limit_into_our_error(
+    tmp_path: Path, name: str, text: str
+) -> None:
+    path = write(tmp_path, name, text)
+    error = raises(lambda: EgressPolicy.load(path), str(path), "more than 4,300 digits")
+    assert len(str(error)) < 300
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda: EgressPolicy(max_body_capture=10**5000),
+        lambda: EgressPolicy.from_dict({"max_body_capture": -(10**6000)}),
+        lambda: EgressPolicy.from_dict({"rules": [{"decide": {"timeout_ms": 10**4400}}]}),
+        lambda: EgressPolicy.from_dict({"default": "x" * 1_000_000}),
+        lambda: EgressPolicy.from_dict({"rules": [{"allow": ["a b" * 500_000]}]}),
+        lambda: EgressPolicy.from_dict({"redact": [["x" * 1000] * 1000]}),
+        lambda: EgressPolicy.from_dict({"rules": "r" * 1_000_000}),
+        lambda: EgressPolicy.from_dict([[["x"] * 1000] * 1000]),
+    ],
+)
+def test_errors_about_huge_values_stay_short(build: Callable[[], object]) -> None:
+    # Values are cut to 80 characters, host patterns to 1024 (room for escapes).
+    started = time.perf_counter()
+    with pytest.raises(PolicyError) as info:
+        build()
+    assert len(str(info.value)) < 2500
+    assert time.perf_counter() - started < 1.0
 
 
 @pytest.mark.parametrize(

@@ -14,7 +14,7 @@ from functools import cache
 from typing import Any, cast
 
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from condukt_egress.errors import PolicyError
@@ -28,8 +28,8 @@ from condukt_egress.policy import (
     host_matches,
 )
 
-FAST = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-THOROUGH = settings(max_examples=600, deadline=None)
+FAST = settings()  # the profile (tests/conftest.py)
+THOROUGH = settings(max_examples=2 * settings().max_examples)
 
 LOWER = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
 

@@ -20,7 +20,13 @@ from condukt_egress.cli import render as render_cli
 from condukt_egress.errors import ConfigError
 from condukt_egress.manifests import CA_FINGERPRINT_ENV, SIDECAR_CONTAINER, ca_fingerprint
 from condukt_egress.program import CONFIG_KEYS, session_program
-from condukt_egress.render import render_session, serialise, to_json, to_yaml
+from condukt_egress.render import (
+    render_session,
+    serialise,
+    teardown_commands,
+    to_json,
+    to_yaml,
+)
 from tests.k8s_schema import assert_valid
 from tests.pulumi_harness import run
 from tests.security_properties import assert_network_policy, assert_session_secure
@@ -56,6 +62,9 @@ FULL_CONFIG = {
         {"cidr": "10.0.12.7/32", "ports": [5432]},
         {"cidr": "10.0.0.0/24", "ports": [53, 5353], "protocol": "UDP"},
     ],
+    "clientCompat": "false",
+    "allowRootWorkspace": "true",
+    "unsafeUnproxiedEgress": "true",  # port 53 above: accepted only with the acknowledgement
 }
 REPEATED = {"clusterCidrs", "dnsPodLabels", "unproxiedEgress"}
 """Keys given as one flag per entry, named for one entry (``--cluster-cidr``)."""
@@ -198,9 +207,10 @@ def _without_ca(secret: dict[str, Any]) -> dict[str, Any]:
     data = secret["stringData"]
     ca = data["ca.pem"]
     x509.load_pem_x509_certificate(ca.encode())
-    assert data["bundle.pem"].endswith(ca)
+    bundle = data.get("bundle.pem", ca)
+    assert bundle.endswith(ca)
     rest = {k: v for k, v in data.items() if k not in CA_FILES}
-    return {**secret, "stringData": rest, "bundle_prefix": data["bundle.pem"][: -len(ca)]}
+    return {**secret, "stringData": rest, "bundle_prefix": bundle[: -len(ca)]}
 
 
 @pytest.mark.parametrize("config", [{"sessionId": "sess-1"}, FULL_CONFIG], ids=["defaults", "all"])
@@ -221,7 +231,11 @@ def test_render_declares_what_the_component_declares(
     assert _without_ca(rendered["Secret"]) == _without_ca(declared["Secret"])
     public_roots = config.get("trustBundle") == "public-roots"
     prefix = _without_ca(rendered["Secret"])["bundle_prefix"]
-    assert (prefix.rstrip("\n") == certifi.contents().rstrip("\n")) is public_roots
+    roots = re.findall(r"-----BEGIN CERTIFICATE-----.*?-----END CERTIFICATE-----", prefix, re.S)
+    certifi_roots = re.findall(
+        r"-----BEGIN CERTIFICATE-----.*?-----END CERTIFICATE-----", certifi.contents(), re.S
+    )
+    assert (roots == certifi_roots) is public_roots
     ca_cert = x509.load_pem_x509_certificate(rendered["Secret"]["stringData"]["ca.pem"].encode())
     hours = (ca_cert.not_valid_after_utc - ca_cert.not_valid_before_utc).total_seconds() / 3600
     assert round(hours) == int(config.get("caValidityHours", 24))
@@ -275,3 +289,109 @@ def test_unknown_format_is_refused(ca: CaMaterial) -> None:
     objects = render_session(session(), ca, "python:3.13-slim")
     with pytest.raises(ConfigError, match=r"^format: must be one of yaml, json, got 'toml'"):
         serialise(objects, "toml")  # type: ignore[arg-type]
+
+
+# --- teardown (security round 2) ------------------------------------------------
+
+
+def _kubectl_model(
+    objects: list[dict[str, Any]], commands: list[str], *, sigterm_exits: bool
+) -> list[str]:
+    """Run kubectl delete commands against a model cluster; return the moments the pod
+    ran without its NetworkPolicy.
+
+    The model follows kubectl: ``delete -f`` issues every delete in file order and only
+    then waits; a deleted Pod keeps running until its workspace exits (at once if it
+    handles SIGTERM, else after the grace period); ``--wait=true`` on a single object
+    returns once it is gone.
+    """
+    present = {o["kind"] for o in objects}
+    pod_running = True
+    exposed: list[str] = []
+
+    def check(moment: str) -> None:
+        if pod_running and "NetworkPolicy" not in present:
+            exposed.append(moment)
+
+    for command in commands:
+        words = command.split()
+        assert words[:2] == ["kubectl", "delete"], command
+        if words[2] == "pod":
+            present.discard("Pod")
+            assert "--wait=true" in words
+            pod_running = False  # waited until gone
+            check(command)
+            continue
+        assert words[2] == "-f"
+        for obj in objects:
+            present.discard(obj["kind"])
+            if obj["kind"] == "Pod" and sigterm_exits:
+                pod_running = False
+            check(f"{command}: after {obj['kind']}")
+        pod_running = False  # kubectl waits at the end
+    return exposed
+
+
+def test_the_documented_teardown_never_leaves_the_pod_without_its_network_policy() -> None:
+    # Round 2: `kubectl delete -f` of a rendering deleted Secret, NetworkPolicy, then the
+    # Pod, whose `sleep infinity` ignored SIGTERM: 5 s with every port open.
+    args = SandboxEgressArgs(session_id="run-42", namespace="agents")
+    objects = render_session(args, generate_ca(args), "python:3.13-slim")
+    naive = ["kubectl delete -f FILE"]
+    assert _kubectl_model(objects, naive, sigterm_exits=False), "the model must see the hole"
+    documented = teardown_commands(objects)
+    assert documented[0] == (f"kubectl delete pod --namespace agents {args.names.pod} --wait=true")
+    assert _kubectl_model(objects, documented, sigterm_exits=False) == []
+    # The YAML header, the one place a file carries instructions, says the same.
+    header = to_yaml(objects).split("\n---\n", 1)[0]
+    for command in documented:
+        assert f"#   {command}\n" in header + "\n"
+
+
+def test_render_command_prints_the_teardown_on_stderr(tmp_path: Path) -> None:
+    out = tmp_path / "session.yaml"
+    result = CliRunner().invoke(
+        cli, ["render", "--session-id", "run-42", "--namespace", "agents", "--output", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    pod = SandboxEgressArgs(session_id="run-42").names.pod
+    assert (
+        f"kubectl delete pod --namespace agents {pod} --wait=true && "
+        f"kubectl delete -f {out} --ignore-not-found"
+    ) in result.stderr
+
+
+def test_the_idle_workspace_exits_on_sigterm_as_pid_1(tmp_path: Path) -> None:
+    # PID 1 of a container ignores signals it installs no handler for: `sleep infinity`
+    # outlived every delete by the whole grace period. Run the command as PID 1 of a
+    # new PID namespace, as in a container, and send it SIGTERM.
+    import os  # noqa: PLC0415
+    import shutil  # noqa: PLC0415
+    import signal  # noqa: PLC0415
+    import subprocess  # noqa: PLC0415
+    import time  # noqa: PLC0415
+
+    unshare = shutil.which("unshare")
+    if (
+        unshare is None
+        or subprocess.run(
+            [unshare, "--pid", "--fork", "true"], capture_output=True, check=False
+        ).returncode
+    ):
+        pytest.skip("needs unshare(1) with PID namespaces (root or user namespaces)")
+    args = SandboxEgressArgs(session_id="run-42")
+    pod = render_session(args, generate_ca(args), "python:3.13-slim")[2]
+    command = next(c for c in pod["spec"]["containers"] if c["name"] == "workspace")["command"]
+    proc = subprocess.Popen([unshare, "--pid", "--fork", "--kill-child", *command])
+    try:
+        children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children")
+        deadline = time.monotonic() + 5
+        while not children.read_text().split() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        init = int(children.read_text().split()[0])
+        time.sleep(0.5)  # let the shell install its trap
+        os.kill(init, signal.SIGTERM)
+        assert proc.wait(timeout=2) == 0
+    finally:
+        proc.kill()
+        proc.wait()

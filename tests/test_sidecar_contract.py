@@ -10,6 +10,7 @@ import json
 import shutil
 import socket
 import subprocess
+from decimal import Decimal
 from functools import partial
 from pathlib import Path
 from typing import Any, cast
@@ -17,6 +18,7 @@ from typing import Any, cast
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from kubernetes.utils.quantity import parse_quantity
 
 from condukt_egress import contract, manifests
 from condukt_egress.args import SandboxEgressArgs
@@ -24,6 +26,8 @@ from condukt_egress.errors import ConfigError, PolicyError
 from condukt_egress.naming import MAX_SESSION_ID_LENGTH, validate_session_id
 from condukt_egress.policy import DefaultAction, EgressPolicy, allow, decide, deny
 from tests import clap_model
+from tests import netfilter_model as nf
+from tests.security_properties import assert_session_secure
 
 KEY = "-----BEGIN PRIVATE KEY-----\nx\n-----END PRIVATE KEY-----\n"
 
@@ -49,7 +53,7 @@ def test_session_ids_that_look_like_flags_reach_the_sidecar_intact(session_id: s
 
 
 def test_the_old_separate_word_form_is_what_clap_rejects() -> None:
-    with pytest.raises(clap_model.UsageError, match="value is required for '--session-id'"):
+    with pytest.raises(clap_model.UsageError, match="unexpected argument '-4' found"):
         clap_model.parse(["proxy", "--ca-cert-path=/c", "--ca-key-path=/k", "--session-id", "-42"])
 
 
@@ -295,3 +299,244 @@ def test_user_probes_of_the_sidecar_ports_are_refused(
     with pytest.raises(ConfigError, match=r"connects to port .*use an exec probe") as info:
         manifests.inject(spec, SandboxEgressArgs(session_id="p"))
     assert info.value.field == f"spec.containers[0] (container 'w').{field}"
+
+
+# --- Item 8: pod-level resources (Kubernetes 1.34+: PodLevelResources on) ----------
+
+# kubernetes/website content/en/examples/pods/resource/pod-level-resources.yaml
+POD_LEVEL_EXAMPLE: dict[str, Any] = {
+    "resources": {
+        "limits": {"cpu": "1", "memory": "200Mi"},
+        "requests": {"cpu": "1", "memory": "100Mi"},
+    },
+    "containers": [
+        {
+            "name": "pod-resources-demo-ctr-1",
+            "image": "nginx",
+            "resources": {
+                "limits": {"cpu": "0.5", "memory": "100Mi"},
+                "requests": {"cpu": "0.5", "memory": "50Mi"},
+            },
+        },
+        {"name": "pod-resources-demo-ctr-2", "image": "fedora", "command": ["sleep", "inf"]},
+    ],
+}
+
+
+def k8s_quantity(value: object) -> Decimal:
+    """The official client's parser, independent of ours."""
+    return Decimal(str(parse_quantity(value)))  # type: ignore[no-untyped-call]
+
+
+def _amount(container: dict[str, Any], section: str, name: str) -> Decimal:
+    resources = container.get("resources") or {}
+    value = (resources.get(section) or {}).get(name)
+    if value is None and section == "requests":
+        value = (resources.get("limits") or {}).get(name)
+    return Decimal(0) if value is None else Decimal(str(k8s_quantity(value)))
+
+
+def api_server_errors(spec: dict[str, Any]) -> list[str]:
+    """The API server's pod-level resource checks, written from its rules.
+
+    Pod requests >= the aggregate container requests (sum of containers and
+    sidecars vs the largest init container plus the sidecars before it);
+    every container's limit <= the pod limit; pod requests <= pod limits.
+    """
+    errors = []
+    pod = spec["resources"]
+    every = [*spec.get("initContainers", []), *spec["containers"]]
+    for name, value in pod.get("requests", {}).items():
+        total = sum((_amount(c, "requests", name) for c in spec["containers"]), Decimal(0))
+        sidecars = peak = Decimal(0)
+        for init in spec.get("initContainers", []):
+            amount = _amount(init, "requests", name)
+            if init.get("restartPolicy") == "Always":
+                total += amount
+                sidecars += amount
+                peak = max(peak, sidecars)
+            else:
+                peak = max(peak, amount + sidecars)
+        if Decimal(str(k8s_quantity(value))) < max(total, peak):
+            errors.append(f"requests.{name} must be >= aggregate container requests")
+        limit = pod.get("limits", {}).get(name)
+        if limit is not None and k8s_quantity(limit) < k8s_quantity(value):
+            errors.append(f"requests.{name} must be <= limits")
+    for name, value in pod.get("limits", {}).items():
+        for container in every:
+            if _amount(container, "limits", name) > Decimal(str(k8s_quantity(value))):
+                errors.append(f"{container['name']} limits.{name} above the pod limit")
+    return errors
+
+
+def test_the_api_server_model_rejects_a_naive_injection() -> None:
+    assert api_server_errors(POD_LEVEL_EXAMPLE) == []
+    naive = manifests.inject(POD_LEVEL_EXAMPLE, SandboxEgressArgs(session_id="p"))
+    naive["resources"] = POD_LEVEL_EXAMPLE["resources"]
+    assert "requests.memory must be >= aggregate container requests" in api_server_errors(naive)
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_pod_level_resources_grow_by_what_we_add(native: bool) -> None:
+    args = SandboxEgressArgs(session_id="p", native_sidecar=native)
+    spec = manifests.inject(POD_LEVEL_EXAMPLE, args)
+    assert api_server_errors(spec) == []
+    # The sidecar adds 50m/64Mi to the sum (native or not); the netfilter init
+    # container (10m/16Mi) runs alone before it and stays below that sum.
+    assert spec["resources"] == {
+        "requests": {"cpu": "1050m", "memory": "164Mi"},
+        "limits": {"cpu": "2", "memory": "456Mi"},
+    }
+    assert manifests.inject(spec, args) == spec  # idempotent
+    assert_session_secure(spec)
+
+
+def test_pod_level_resources_cover_a_large_plain_init_container() -> None:
+    args = SandboxEgressArgs(
+        session_id="p",
+        sidecar_resources={"requests": {"memory": "1Mi"}, "limits": {"memory": "1Mi"}},
+    )
+    spec = manifests.inject({"resources": {"requests": {"memory": "10Mi"}},
+                             "containers": [{"name": "w", "image": "i"}]}, args)
+    # Largest init peak: the netfilter container's 16Mi, above the 1Mi sum.
+    assert spec["resources"] == {"requests": {"memory": "26Mi"}}
+    assert api_server_errors(spec) == []
+
+
+def test_a_pod_level_quantity_we_cannot_read_names_the_field() -> None:
+    spec = {"resources": {"requests": {"memory": "lots"}}, "containers": [{"name": "w"}]}
+    with pytest.raises(ConfigError, match=r"is 'lots', not a Kubernetes quantity.*e\.g\. 100Mi"):
+        manifests.inject(spec, SandboxEgressArgs(session_id="p"))
+
+
+# --- Item 6: in-pod filter rules next to the sidecar's nat OUTPUT rules -------------
+
+FILTER_DEFAULT = (
+    "*filter\n"
+    "-A INPUT ! -i lo -p tcp --dport 15001 -j REJECT --reject-with tcp-reset\n"
+    "-A INPUT ! -i lo -p tcp --dport 15002 -j REJECT --reject-with tcp-reset\n"
+    "-A OUTPUT -o lo -p tcp --dport 15002 -m owner ! --uid-owner 0 "
+    "-j REJECT --reject-with tcp-reset\n"
+    "-A OUTPUT -o lo -p tcp --dport 15001 -m conntrack ! --ctstate DNAT "
+    "-j REJECT --reject-with tcp-reset\n"
+    "-A OUTPUT -p tcp --dport 80 -m owner --uid-owner 1337 -j REJECT --reject-with tcp-reset\n"
+    "COMMIT\n"
+)
+
+
+def test_the_filter_rules_are_exactly_these() -> None:
+    assert manifests.filter_rules(SandboxEgressArgs(session_id="p")) == FILTER_DEFAULT
+    plain = manifests.filter_rules(SandboxEgressArgs(session_id="p", allow_plain_http=True))
+    assert plain == FILTER_DEFAULT.replace(
+        "-A OUTPUT -p tcp --dport 80 -m owner --uid-owner 1337 -j REJECT --reject-with "
+        "tcp-reset\n",
+        "",
+    )
+
+
+WS, ROOT, SIDECAR = 65532, 0, 1337
+_CASES = [
+    # who, where, port -> verdict, port after nat: (plain HTTP off, plain HTTP on)
+    ((WS, "93.184.216.34", 443), ("ACCEPT", 15001), ("ACCEPT", 15001)),  # redirected to proxy
+    ((WS, "93.184.216.34", 80), ("ACCEPT", 15001), ("ACCEPT", 15001)),  # redirected to proxy
+    ((WS, nf.LOOPBACK, 15002), ("REJECT", 15002), ("REJECT", 15002)),  # own decisions: closed
+    ((WS, nf.POD_IP, 15002), ("REJECT", 15002), ("REJECT", 15002)),
+    ((ROOT, nf.LOOPBACK, 15002), ("ACCEPT", 15002), ("ACCEPT", 15002)),  # port-forward path
+    ((WS, nf.LOOPBACK, 15001), ("REJECT", 15001), ("REJECT", 15001)),  # no NAT entry: closed
+    ((WS, nf.POD_IP, 15001), ("REJECT", 15001), ("REJECT", 15001)),
+    ((SIDECAR, nf.LOOPBACK, 15001), ("REJECT", 15001), ("REJECT", 15001)),  # self-dial loop
+    ((SIDECAR, "93.184.216.34", 443), ("ACCEPT", 443), ("ACCEPT", 443)),  # upstream dial
+    ((SIDECAR, "93.184.216.34", 80), ("REJECT", 80), ("ACCEPT", 80)),  # reset at once
+    ((WS, "10.0.12.7", 15001), ("ACCEPT", 15001), ("ACCEPT", 15001)),  # unproxied service
+    ((WS, nf.LOOPBACK, 8080), ("ACCEPT", 8080), ("ACCEPT", 8080)),  # in-pod loopback
+]
+
+
+@pytest.mark.parametrize(("conn", "plain_off", "plain_on"), _CASES)
+def test_filter_rules_and_redirect_together(
+    conn: tuple[int, str, int], plain_off: tuple[str, int], plain_on: tuple[str, int]
+) -> None:
+    connection = nf.Connection(*conn)
+    nat = nf.sidecar_nat_rules(15001, 1337)
+    for plain, expected in ((False, plain_off), (True, plain_on)):
+        args = SandboxEgressArgs(session_id="p", allow_plain_http=plain)
+        filter_ = nf.restore_rules(manifests.filter_rules(args), "filter")
+        outcome = nf.evaluate(connection, nat, filter_)
+        assert (outcome.verdict, outcome.dport) == expected, (conn, plain)
+
+
+def test_the_filter_runs_after_the_redirect_and_before_anything_else() -> None:
+    spec = manifests.inject(
+        {"initContainers": [{"name": "setup", "image": "busybox"}],
+         "containers": [{"name": "w", "image": "i"}]},
+        SandboxEgressArgs(session_id="p", sidecar_image="ghcr.io/tuist/condukt-egress:1.5.1"),
+    )  # fmt: skip
+    names = [c["name"] for c in spec["initContainers"]]
+    assert names == ["condukt-egress-init", "condukt-egress-filter", "condukt-egress", "setup"]
+    filter_ = spec["initContainers"][1]
+    assert filter_["image"] == "ghcr.io/tuist/condukt-egress:1.5.1"  # ships iptables
+    assert filter_["command"] == [
+        "/bin/sh", "-c",
+        "iptables-restore --noflush /etc/condukt-filter/filter.rules && "
+        "{ ip6tables-restore --noflush /etc/condukt-filter/filter6.rules || "
+        "[ ! -e /proc/net/if_inet6 ]; }",
+    ]  # fmt: skip
+    assert filter_["securityContext"]["runAsUser"] == 0
+    assert filter_["securityContext"]["readOnlyRootFilesystem"] is True
+    assert filter_["securityContext"]["capabilities"] == {"drop": ["ALL"], "add": ["NET_ADMIN"]}
+    assert filter_["volumeMounts"] == [
+        {"name": "condukt-egress-filter", "mountPath": "/etc/condukt-filter", "readOnly": True}
+    ]
+    volume = next(v for v in spec["volumes"] if v["name"] == "condukt-egress-filter")
+    assert volume["secret"]["items"] == [
+        {"key": "filter.rules", "path": "filter.rules"},
+        {"key": "filter6.rules", "path": "filter6.rules"},
+    ]
+    data = manifests.secret_data(SandboxEgressArgs(session_id="p"), "c", KEY)
+    assert data["filter.rules"] == FILTER_DEFAULT
+    assert data["filter6.rules"] == (
+        "*filter\n-A OUTPUT -o lo -p tcp -m multiport --dports 15001,15002 "
+        "-j REJECT --reject-with tcp-reset\nCOMMIT\n"
+    )
+    assert_session_secure(spec)
+
+
+def test_workspaces_run_as_non_root_by_default() -> None:
+    spec = manifests.inject(
+        {"initContainers": [{"name": "setup", "image": "busybox"}],
+         "containers": [{"name": "w", "image": "i"},
+                        {"name": "v", "image": "i", "securityContext": {"runAsUser": 1000}}]},
+        SandboxEgressArgs(session_id="p"),
+    )  # fmt: skip
+    by_name = {c["name"]: c["securityContext"] for c in [*spec["initContainers"],
+                                                         *spec["containers"]]}  # fmt: skip
+    assert by_name["setup"]["runAsNonRoot"] is True
+    assert by_name["setup"]["runAsUser"] == by_name["w"]["runAsUser"] == 65532
+    assert by_name["w"]["runAsGroup"] == 65532
+    assert by_name["v"]["runAsUser"] == 1000
+    assert "runAsGroup" not in by_name["v"]
+    pod_uid = manifests.inject(
+        {"securityContext": {"runAsUser": 4000}, "containers": [{"name": "w", "image": "i"}]},
+        SandboxEgressArgs(session_id="p"),
+    )
+    assert pod_uid["containers"][0]["securityContext"]["runAsNonRoot"] is True
+    assert "runAsUser" not in pod_uid["containers"][0]["securityContext"]
+
+
+@pytest.mark.parametrize(
+    ("spec", "field"),
+    [
+        ({"containers": [{"name": "w", "securityContext": {"runAsUser": 0}}]},
+         "spec.containers[0] (container 'w').securityContext.runAsUser"),
+        ({"securityContext": {"runAsUser": 0}, "containers": [{"name": "w"}]},
+         "spec.securityContext.runAsUser"),
+        ({"containers": [{"name": "w", "securityContext": {"runAsNonRoot": False}}]},
+         "spec.containers[0] (container 'w').securityContext.runAsNonRoot"),
+    ],
+)  # fmt: skip
+def test_root_workspaces_are_refused_with_the_opt_out(spec: dict[str, Any], field: str) -> None:
+    with pytest.raises(ConfigError, match=r"control port.*allow_root_workspace") as info:
+        manifests.inject(spec, SandboxEgressArgs(session_id="p"))
+    assert info.value.field == field
+    opted = manifests.inject(spec, SandboxEgressArgs(session_id="p", allow_root_workspace=True))
+    assert opted["containers"][0]["securityContext"].get("runAsNonRoot") is not True

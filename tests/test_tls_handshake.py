@@ -3,8 +3,9 @@
 A leaf is minted from the rendered ``ca.pem``/``ca-key.pem`` the way the
 sidecar does it (rcgen 0.13: CN and SAN the SNI name, P-256 key, digitalSignature
 and keyEncipherment, no authority key identifier, issuer = the CA's subject),
-served on 127.0.0.1, and a client trusting only the rendered ``bundle.pem``
-connects with Python's ``ssl``.
+served on 127.0.0.1, and a client trusting only the ``bundle.pem`` the
+workspace sees (the rendered Pod's trust volume projected over the rendered
+Secret, as kubelet does) connects with Python's ``ssl``.
 """
 
 import contextlib
@@ -26,17 +27,21 @@ from cryptography.x509.oid import NameOID
 from condukt_egress.args import SandboxEgressArgs
 from condukt_egress.ca import generate_ca
 from condukt_egress.render import render_session, to_yaml
+from tests.security_properties import assert_workspace_trusts_the_ca, workspace_trust_view
 
 HOST = "api.github.com"
 TIMEOUT = 10.0
 
 
 def rendered_secret(**options: Any) -> dict[str, str]:
-    """The Secret's files, read back from the rendered YAML stream."""
+    """The Secret's files, read back from the rendered YAML stream, and the workspace's
+    ``bundle.pem`` as its trust volume shows it."""
     args = SandboxEgressArgs(session_id="tls-test", **options)
     stream = to_yaml(render_session(args, generate_ca(args), "python:3.13-slim"))
-    secret = next(o for o in yaml.safe_load_all(stream) if o["kind"] == "Secret")
-    data: dict[str, str] = secret["stringData"]
+    objects = {o["kind"]: o for o in yaml.safe_load_all(stream)}
+    assert_workspace_trusts_the_ca(objects["Secret"], objects["Pod"]["spec"])
+    view = workspace_trust_view(objects["Secret"], objects["Pod"]["spec"])
+    data: dict[str, str] = {**objects["Secret"]["stringData"], "bundle.pem": view["bundle.pem"]}
     return data
 
 
@@ -173,3 +178,15 @@ def test_ca_passes_strict_x509_checks(tmp_path: Path) -> None:
     leaf = mint_leaf(data["ca.pem"], data["ca-key.pem"], HOST, with_aki=True)
     with tls_server(leaf, tmp_path) as port:
         assert connect(port, HOST, data["bundle.pem"], strict=True) == b"ok"
+
+
+def test_the_default_secret_holds_the_ca_once(tmp_path: Path) -> None:
+    args = SandboxEgressArgs(session_id="tls-test")
+    stream = to_yaml(render_session(args, generate_ca(args), "python:3.13-slim"))
+    secret = next(o for o in yaml.safe_load_all(stream) if o["kind"] == "Secret")
+    assert "bundle.pem" not in secret["stringData"], "bundle.pem would repeat ca.pem"
+    data = rendered_secret()
+    assert data["bundle.pem"] == data["ca.pem"]
+    leaf = mint_leaf(data["ca.pem"], data["ca-key.pem"], HOST)
+    with tls_server(leaf, tmp_path) as port:
+        assert connect(port, HOST, data["bundle.pem"]) == b"ok"

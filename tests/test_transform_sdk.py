@@ -11,6 +11,7 @@ import pytest
 from pulumi.runtime import rpc
 
 from condukt_egress import SandboxEgress, SandboxEgressArgs
+from tests.ca_mask import mask_ca_fingerprints
 from tests.k8s_schema import assert_valid
 from tests.pulumi_harness import Recorder, Registration, run
 from tests.security_properties import assert_workload_secure, pod_template
@@ -79,6 +80,40 @@ def test_every_kind_with_workload_options(form: str) -> None:
         assert_valid(obj)
         assert_workload_secure(obj, ARGS.names.pod_labels, "agents")
         assert_ordered_after_the_session(rec, reg)
+
+
+def test_typed_and_dict_forms_give_the_same_result() -> None:
+    def program(form: str) -> None:
+        egress = SandboxEgress("s", ARGS)
+        for kind in SEVEN:
+            props = workload(kind) if form == "dict" else typed(kind)
+            CLASSES[kind](kind.lower(), **props, opts=egress.workload_options())
+
+    typed_run, _ = run_engine(lambda: program("typed"))
+    dict_run, _ = run_engine(lambda: program("dict"))
+    for kind in SEVEN:
+        typed_inputs, typed_ca = mask_ca_fingerprints(typed_run.one(token(kind)).inputs)
+        dict_inputs, dict_ca = mask_ca_fingerprints(dict_run.one(token(kind)).inputs)
+        assert typed_inputs == dict_inputs, kind
+        assert len(typed_ca) == len(dict_ca) == 1, kind  # each run's own CA
+
+
+def test_snake_case_keys_inside_typed_args_cannot_hide_a_setting() -> None:
+    """The SDK turns Python names into wire names before the transform sees them."""
+
+    def program() -> None:
+        egress = SandboxEgress("s", ARGS)
+        container = k8s.core.v1.ContainerArgs(
+            name="ws",
+            image="x",
+            security_context={"run_as_user": 1337},  # type: ignore[arg-type]
+        )
+        pod = k8s.core.v1.PodSpecArgs(containers=[container], restart_policy="Never")
+        spec = k8s.batch.v1.JobSpecArgs(template=k8s.core.v1.PodTemplateSpecArgs(spec=pod))
+        k8s.batch.v1.Job("agent", spec=spec, opts=egress.workload_options())
+
+    with pytest.raises(Exception, match=r"securityContext\.runAsUser"):
+        run(program, monitor_factory=EngineMonitor, recorder=Recorder())
 
 
 def test_the_transform_option_alone_also_orders() -> None:

@@ -14,7 +14,6 @@ run at once per :class:`SessionStacks`.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import shutil
@@ -42,6 +41,7 @@ from pulumi.automation import (
     StackNotFoundError,
 )
 
+from condukt_egress._threads import in_thread
 from condukt_egress.automation._backends import (
     backend_kind,
     uses_passphrase,
@@ -877,26 +877,26 @@ class AsyncSessionStacks:
 
     async def up(self, spec: SessionSpec, **options: Any) -> SessionOutputs:
         """See :meth:`SessionStacks.up` (same keyword options)."""
-        return await asyncio.to_thread(self.stacks.up, spec, **options)
+        return await in_thread(self.stacks.up, spec, **options)
 
     async def preview(self, spec: SessionSpec, **options: Any) -> dict[str, int]:
         """See :meth:`SessionStacks.preview` (same keyword options)."""
-        return await asyncio.to_thread(self.stacks.preview, spec, **options)
+        return await in_thread(self.stacks.preview, spec, **options)
 
     async def refresh(self, session_id: str, **options: Any) -> dict[str, int]:
         """See :meth:`SessionStacks.refresh` (same keyword options)."""
-        return await asyncio.to_thread(self.stacks.refresh, session_id, **options)
+        return await in_thread(self.stacks.refresh, session_id, **options)
 
     async def destroy(
         self, session_id: str, remove_stack: bool = True, **options: Any
     ) -> dict[str, int]:
         """See :meth:`SessionStacks.destroy` (same keyword options)."""
-        return await asyncio.to_thread(self.stacks.destroy, session_id, remove_stack, **options)
+        return await in_thread(self.stacks.destroy, session_id, remove_stack, **options)
 
     async def get(self, session_id: str) -> SessionOutputs:
         """See :meth:`SessionStacks.get`."""
-        return await asyncio.to_thread(self.stacks.get, session_id)
+        return await in_thread(self.stacks.get, session_id)
 
     async def list(self) -> Sequence[SessionSummary]:
         """See :meth:`SessionStacks.list`."""
-        return await asyncio.to_thread(self.stacks.list)
+        return await in_thread(self.stacks.list)

@@ -16,6 +16,10 @@ always present, ``null`` when unknown; times are RFC 3339 UTC)::
      "scheme"}
     {"type": "decision", "at", "request_id", "host", "port", "action", "reason",
      "decided_by": "decider" | "cache" | "fail_closed", "failure", "elapsed_ms"}
+    {"type": "gap", "at", "reconnects", "reason"}
+
+A ``gap`` record marks every reconnect: frames around it may be missing,
+because the sidecar notices a dropped peer only when a write to it fails.
 
 Example:
     condukt-egress events --namespace agents --session-id run-42 --kind request_denied
@@ -26,7 +30,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import importlib
+import importlib.machinery
+import importlib.util
 import json
 import os
 import signal
@@ -34,6 +41,7 @@ import sys
 from collections import Counter
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
+from types import ModuleType
 from typing import Any, Final, TextIO
 
 import click
@@ -49,6 +57,10 @@ __all__ = ["events"]
 
 _KINDS: Final = (*EVENT_KINDS, "decision_request", "decision")
 _TOP_HOSTS: Final = 20
+_TRACKED_HOSTS: Final = 1024
+"""Distinct hosts counted one by one; events to hosts first seen later count as others."""
+_HOST_CHARS: Final = 253
+"""A host name is at most 253 characters; longer ones (hostile traffic) are cut."""
 
 
 @cli.command("events")
@@ -103,7 +115,7 @@ _TOP_HOSTS: Final = 20
     type=click.FloatRange(min=0),
     default=60.0,
     show_default=True,
-    help="Seconds to reuse a decider's answer per host (0: ask every time).",
+    help="Seconds to reuse a decider's answer per host, port and scheme (0: ask every time).",
 )
 @click.option("--no-reconnect", is_flag=True, help="Stop when the channel drops.")
 @click.option(
@@ -162,8 +174,13 @@ def events(  # noqa: PLR0917
         decider=_load_decider(decider) if decider else None,
         on_notice=_notice,
         on_decision=view.decision,
+        on_reconnect=view.gap,
         **options,
     )
+    # Everything loaded so far lives as long as the process: keep the cyclic
+    # GC from walking it again on every collection while frames stream in.
+    gc.collect()
+    gc.freeze()
     asyncio.run(_watch(client, view, duration))
 
 
@@ -245,14 +262,12 @@ def _load_decider(spec: str) -> Decider:
         raise click.BadParameter(
             f"{spec!r} is not MODULE:FUNCTION; write e.g. mypkg.policy:decide", param_hint=hint
         )
-    if os.getcwd() not in sys.path:  # like `python -m`: deciders next to you import
-        sys.path.insert(0, os.getcwd())
     try:
-        target: Any = importlib.import_module(module_name)
+        target: Any = _import_decider_module(module_name)
     except Exception as exc:
         raise click.BadParameter(
             f"cannot import module {module_name!r}: {type(exc).__name__}: {exc}; "
-            "check the name and that it is on PYTHONPATH",
+            "check the name and that it is in the current directory or on PYTHONPATH",
             param_hint=hint,
         ) from exc
     for part in attr.split("."):
@@ -269,6 +284,29 @@ def _load_decider(spec: str) -> Decider:
         )
     decider: Decider = target
     return decider
+
+
+def _import_decider_module(name: str) -> ModuleType:
+    """Import ``name``, taking only its top-level module or package from the current directory.
+
+    Deciders next to you import as with ``python -m``, but the current
+    directory is never put on ``sys.path``: a ``kubernetes.py`` lying there
+    must not be imported, with the operator's credentials, in place of the
+    real client. The decider's own imports come from the installed packages
+    (make it a package to ship helpers alongside it).
+    """
+    top = name.partition(".")[0]
+    if top not in sys.modules:
+        spec = importlib.machinery.PathFinder.find_spec(top, [os.getcwd()])
+        if spec is not None and spec.loader is not None:
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[top] = module
+            try:
+                spec.loader.exec_module(module)
+            except BaseException:
+                del sys.modules[top]
+                raise
+    return importlib.import_module(name)
 
 
 # -- running ---------------------------------------------------------------------------
@@ -332,10 +370,12 @@ class View:
         self.out = out or sys.stdout
         self.shown = 0
         self.by_kind: Counter[str] = Counter()
-        self.by_host: Counter[str] = Counter()
+        self.by_host = HostCounts()
         self.actions: Counter[str] = Counter()
         self.finished = asyncio.Event()
         self._matches: Callable[[str, str], bool] | None = None
+        self._format: Callable[[dict[str, Any]], str] = _to_json if fmt == "json" else _text_line
+        self._flush_pending = False
 
     @property
     def done(self) -> bool:
@@ -349,7 +389,7 @@ class View:
                 return False
             record = self._event(frame)
             self.by_kind[frame.kind] += 1
-            self.by_host[frame.request.host.lower()] += 1
+            self.by_host.add(frame.request.host)
         elif isinstance(frame, DecisionRequest):
             if not self._wanted("decision_request", frame.host):
                 return False
@@ -381,6 +421,25 @@ class View:
             }
         )
 
+    def gap(self, reconnects: int) -> None:
+        """Mark a reconnect in the output (``on_reconnect`` callback).
+
+        Shown whatever the filters, and not counted by ``--count``: the sidecar
+        notices a dropped peer only when a write to it fails, so 1-2 frames
+        per reconnect went to the dead connection and a new peer heard
+        nothing until then.
+        """
+        if self.done:
+            return
+        self._write(
+            {
+                "type": "gap",
+                "at": _now(),
+                "reconnects": reconnects,
+                "reason": GAP_REASON,
+            }
+        )
+
     def summary(self, client: ControlClient, seconds: float) -> None:
         """Print counts per kind and per host, and what was skipped, on stderr."""
         stats = client.stats
@@ -388,9 +447,8 @@ class View:
         if self.by_kind:
             lines.append("  by kind: " + _counts(self.by_kind))
         if self.by_host:
-            top = Counter(dict(self.by_host.most_common(_TOP_HOSTS)))
-            rest = len(self.by_host) - len(top)
-            lines.append("  by host: " + _counts(top) + (f", and {rest} more" if rest else ""))
+            top, others = self.by_host.top(_TOP_HOSTS)
+            lines.append("  by host: " + _counts(top) + (f", others {others}" if others else ""))
         if self.actions:
             lines.append("  decisions: " + _counts(self.actions))
         extra = {
@@ -439,8 +497,9 @@ class View:
             "remote_addr": request.remote_addr,
             "bytes_in": request.bytes_in,
             "bytes_out": request.bytes_out,
-            "started_at": _iso(request.started_at),
-            "finished_at": None if request.finished_at is None else _iso(request.finished_at),
+            "started_at": request.started_at_text or _iso(request.started_at),
+            "finished_at": request.finished_at_text
+            or (None if request.finished_at is None else _iso(request.finished_at)),
             "headers": self.redactor.headers(request.request_headers),
         }
 
@@ -457,20 +516,71 @@ class View:
 
     def _emit(self, record: dict[str, Any]) -> None:
         self.shown += 1
-        if self.fmt == "json":
-            text = json.dumps(record, ensure_ascii=False, separators=(",", ":"))
-        else:
-            text = _text_line(record)
-        self.out.write(text + "\n")
-        self.out.flush()
+        self._write(record)
         if self.done:
             self.finished.set()
+
+    def _write(self, record: dict[str, Any]) -> None:
+        self.out.write(self._format(record) + "\n")
+        if self._flush_pending:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # called outside the event loop
+            self.out.flush()
+            return
+        # One flush per loop iteration: every frame of a read is written, then
+        # flushed once, so a burst costs one write call and a quiet stream
+        # still shows each line at once.
+        self._flush_pending = True
+        loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_pending = False
+        self.out.flush()
+
+
+GAP_REASON: Final = (
+    "control channel reconnected; frames around this point may be missing "
+    "(the sidecar notices a dropped peer only when a write to it fails)"
+)
+
+
+class HostCounts:
+    """Events per host for the summary, in bounded memory.
+
+    Hosts come from untrusted traffic: a workspace can name a new one per
+    request. The first :data:`_TRACKED_HOSTS` distinct hosts are counted one
+    by one (names cut to 253 characters); events to any host first seen after
+    that only add to :attr:`untracked`.
+    """
+
+    def __init__(self, limit: int = _TRACKED_HOSTS) -> None:
+        self.limit = limit
+        self.counts: Counter[str] = Counter()
+        self.untracked = 0
+
+    def add(self, host: str) -> None:
+        """Count one event to ``host``."""
+        key = host[:_HOST_CHARS].lower()
+        if key in self.counts or len(self.counts) < self.limit:
+            self.counts[key] += 1
+        else:
+            self.untracked += 1
+
+    def top(self, n: int) -> tuple[Counter[str], int]:
+        """The ``n`` most frequent hosts, and the number of events to all others."""
+        top = Counter(dict(self.counts.most_common(n)))
+        return top, self.untracked + self.counts.total() - top.total()
+
+    def __bool__(self) -> bool:
+        return bool(self.counts) or self.untracked > 0
 
 
 def _text_line(r: dict[str, Any]) -> str:
     """One readable line: time, kind, method, host:port, path, status, reason, rule."""
     at = _short_time(r["at"])
-    where = f"{r['host']}:{r['port']}"
+    where = f"{r.get('host')}:{r.get('port')}"
     if r["type"] == "event":
         rule = r["rule"]
         parts = [
@@ -483,6 +593,8 @@ def _text_line(r: dict[str, Any]) -> str:
             f"reason={r['reason']}" if r["reason"] else "",
             f"rule=#{rule['index']}:{rule['kind']}" if rule else "",
         ]
+    elif r["type"] == "gap":
+        parts = [at, f"{'gap':<16}", f"reconnect #{r['reconnects']}:", r["reason"]]
     elif r["type"] == "decision_request":
         parts = [at, f"{'decision_request':<16}", r["scheme"], where, f"id={r['request_id']}"]
     else:
@@ -508,6 +620,10 @@ def _clean(text: str) -> str:
 
 def _counts(counter: Counter[str]) -> str:
     return ", ".join(f"{key} {value}" for key, value in counter.most_common())
+
+
+_to_json: Final = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+"""One encoder for every record (``json.dumps`` with options builds one per call)."""
 
 
 def _iso(moment: datetime) -> str:

@@ -9,7 +9,7 @@ The flags are the stack config keys of ``Pulumi.yaml`` one-to-one
 ``clusterCidrs`` is ``--cluster-cidr CIDR``, ``dnsPodLabels`` is
 ``--dns-pod-label KEY=VALUE`` and ``unproxiedEgress`` is
 ``--unproxied-egress CIDR:PORT[,PORT...][/PROTOCOL]`` (e.g.
-``10.0.12.7/32:5432`` or ``10.0.0.0/24:53,5353/UDP``; TCP when no protocol).
+``10.0.12.7/32:5432`` or ``10.0.0.0/24:8125,5353/UDP``; TCP when no protocol).
 
 Example:
     condukt-egress render --session-id run-42 --namespace agents \
@@ -29,7 +29,13 @@ from condukt_egress.ca import generate_ca
 from condukt_egress.cli import cli, format_option
 from condukt_egress.errors import ConfigError
 from condukt_egress.options import Option
-from condukt_egress.render import FORMATS, Format, render_session, serialise
+from condukt_egress.render import (
+    FORMATS,
+    Format,
+    render_session,
+    serialise,
+    teardown_commands,
+)
 from condukt_egress.spec import SESSION_OPTIONS, SessionSpec
 
 __all__ = ["FIELD_FLAGS", "render"]
@@ -117,6 +123,12 @@ def render(*, fmt: Format, output: Path | None, **flags: Any) -> None:
         f"note: {where} holds the session CA's private key (Secret "
         f"{secret['namespace']}/{secret['name']}, key ca-key.pem): keep it secret; "
         "encrypt it (SOPS, Sealed Secrets) before committing it.",
+        err=True,
+    )
+    steps = " && ".join(teardown_commands(objects, str(output) if output else "FILE"))
+    click.echo(
+        f"note: tear down with `{steps}`: the Pod first; `kubectl delete -f` alone deletes "
+        "the NetworkPolicy while the Pod still runs.",
         err=True,
     )
     if flags.get("policy") is None:

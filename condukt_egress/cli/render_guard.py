@@ -1,0 +1,103 @@
+r"""``condukt-egress render-guard``: print the guard's admission policies for kubectl or GitOps.
+
+The same objects as the :class:`~condukt_egress.guard_component.SandboxGuard`
+component, built by :func:`~condukt_egress.guard.guard_manifests`: one
+``ValidatingAdmissionPolicy`` and one binding per rule. The flags are the
+:class:`~condukt_egress.guard.SandboxGuardArgs` options as they declare
+themselves (:mod:`condukt_egress.options`): the field names in kebab-case, a
+list or mapping as one repeatable flag per entry (``--namespace-label
+KEY=VALUE``, ``--allowed-network-policy NAME``, ``--sidecar-image IMG``).
+
+Example:
+    condukt-egress render-guard --allowed-network-policy default-deny | kubectl apply -f -
+    kubectl label namespace agents egress.condukt.dev/guard=enforce
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Final
+
+import click
+
+from condukt_egress.cli import cli, format_option
+from condukt_egress.errors import ConfigError
+from condukt_egress.guard import SandboxGuardArgs, guard_manifests
+from condukt_egress.options import Option, options_of
+from condukt_egress.render import FORMATS, Format, to_json, yaml_stream
+
+__all__ = ["FIELD_FLAGS", "GUARD_OPTIONS", "YAML_HEADER", "render_guard"]
+
+YAML_HEADER: Final = (
+    "# The condukt-egress guard: one ValidatingAdmissionPolicy and its binding per rule\n"
+    "# (Kubernetes 1.30+). Delete it with `kubectl delete -f FILE`.\n"
+)
+
+GUARD_OPTIONS: Final = options_of(SandboxGuardArgs)
+FIELD_FLAGS: Final = {o.name: o.flag for o in GUARD_OPTIONS}
+"""The :class:`SandboxGuardArgs` field behind each flag."""
+
+
+def _click_option(opt: Option) -> Callable[[Any], Any]:
+    """The click option of one guard option, as its declaration says."""
+    decls = [opt.flag]
+    if opt.kind == "boolean":
+        decls = [f"{opt.flag}/--no-{opt.flag.removeprefix('--')}"]
+    help_text = f"{opt.help} [default: {opt.doc_default}]"
+    if opt.repeatable:
+        help_text += " (repeatable)"
+    kind: Any = None
+    if opt.choices:
+        kind = click.Choice(opt.choices)
+    elif opt.kind == "integer":
+        kind = int
+    return click.option(
+        *decls,
+        opt.name,
+        type=kind,
+        default=None,
+        multiple=opt.repeatable,
+        metavar=opt.metavar,
+        help=help_text,
+    )
+
+
+def _guard_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Add one flag per guard option, in declaration order."""
+    for opt in reversed(GUARD_OPTIONS):
+        fn = _click_option(opt)(fn)
+    return fn
+
+
+@cli.command("render-guard")
+@_guard_options
+@format_option(FORMATS, "A multi-document YAML stream or a JSON v1/List.")
+@click.option(
+    "--output",
+    type=click.Path(dir_okay=False, writable=True, path_type=Path),
+    metavar="FILE",
+    help="Write to FILE instead of stdout.",
+)
+def render_guard(*, fmt: Format, output: Path | None, **flags: Any) -> None:
+    """Print the guard's admission policies and bindings for kubectl apply.
+
+    Kubernetes 1.30+. Label the namespaces to protect with the namespace label.
+    """
+    try:
+        given = {o.name: o.from_flag(flags.get(o.name)) for o in GUARD_OPTIONS}
+        args = SandboxGuardArgs(**{k: v for k, v in given.items() if v is not None})
+    except ConfigError as exc:
+        raise exc.renamed(FIELD_FLAGS.get(exc.root, exc.root)) from None
+    objects = guard_manifests(args)
+    text = YAML_HEADER + yaml_stream(objects) if fmt == "yaml" else to_json(objects)
+    if output is None:
+        click.echo(text, nl=False)
+    else:
+        output.write_text(text, encoding="utf-8")
+    selector = ",".join(f"{k}={v}" for k, v in args.namespace_labels.items())
+    click.echo(
+        f"note: the guard applies in namespaces labelled {selector} "
+        f"(kubectl label namespace NS {selector}); it needs Kubernetes 1.30+.",
+        err=True,
+    )

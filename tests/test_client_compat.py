@@ -1,0 +1,332 @@
+"""The client compatibility profile (items 4 and 5 of the real-sidecar issue).
+
+The sidecar reads SNI from ONE peek of at most 1,024 bytes (upstream
+native/condukt_egress/src/proxy/conn.rs:58-68, then sni.rs:14-36 needs the
+complete TLS record) and mints leaves with no Authority Key Identifier
+(src/proxy/tls.rs:134-149: CN and one DNS SAN = the SNI name, NoCa, key usage
+digitalSignature + keyEncipherment, rcgen 0.13 default validity and key).
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtensionOID, NameOID
+
+from condukt_egress import compat, manifests
+from condukt_egress.args import SandboxEgressArgs
+from condukt_egress.ca import generate_ca
+
+PEEK = 1024  # src/proxy/conn.rs:58 `let mut peek_buf = [0u8; 1024];`
+
+CLIENT_HELLO = textwrap.dedent(
+    """
+    import json
+    from OpenSSL import SSL
+    ctx = SSL.Context(SSL.TLS_CLIENT_METHOD)
+    conn = SSL.Connection(ctx, None)
+    conn.set_connect_state()
+    conn.set_tlsext_host_name(b"api.github.com")
+    try:
+        conn.do_handshake()
+    except SSL.WantReadError:
+        pass
+    print(json.dumps({"hello": conn.bio_read(65536).hex(),
+                      "openssl": SSL.OpenSSL_version(SSL.OPENSSL_VERSION).decode()}))
+    """
+)
+
+
+def sni_from_peek(peek: bytes) -> str | None:
+    """What the sidecar names a TLS connection from its peek: the SNI, or None.
+
+    As tls-parser's ``parse_tls_plaintext``: the whole handshake record must
+    be inside the peeked bytes, else nothing is parsed (sni.rs:15).
+    """
+    if len(peek) < 5 or peek[0] != 0x16:
+        return None
+    end = 5 + int.from_bytes(peek[3:5], "big")
+    if end > len(peek):
+        return None
+    hello = peek[5:end]
+    assert hello[0] == 1  # ClientHello
+    at = 4 + 2 + 32
+    at += 1 + hello[at]  # session id
+    at += 2 + int.from_bytes(hello[at : at + 2], "big")  # cipher suites
+    at += 1 + hello[at]  # compression methods
+    stop = at + 2 + int.from_bytes(hello[at : at + 2], "big")
+    at += 2
+    while at < stop:
+        kind = int.from_bytes(hello[at : at + 2], "big")
+        size = int.from_bytes(hello[at + 2 : at + 4], "big")
+        if kind == 0:  # server_name: list length, type, name length, name
+            return hello[at + 9 : at + 4 + size].decode()
+        at += 4 + size
+    return None
+
+
+def client_hello(env: dict[str, str]) -> tuple[bytes, str]:
+    """A ClientHello of pyOpenSSL on cryptography's bundled (newest) OpenSSL.
+
+    OPENSSL_CONF is read when the library initialises: a fresh process each time.
+    """
+    base = {k: v for k, v in os.environ.items() if k != "OPENSSL_CONF"}
+    out = subprocess.run(
+        [sys.executable, "-c", CLIENT_HELLO],
+        env=base | env, capture_output=True, text=True, check=True, timeout=60,
+    )  # fmt: skip
+    result = json.loads(out.stdout)
+    return bytes.fromhex(result["hello"]), result["openssl"]
+
+
+@pytest.fixture(scope="module")
+def profile_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The trust volume as the workspace sees it, with the profile's files."""
+    args = SandboxEgressArgs(session_id="compat")
+    ca = generate_ca(args)
+    data = manifests.secret_data(args, ca.cert_pem, ca.key_pem)
+    root = tmp_path_factory.mktemp("condukt")
+    volume = next(v for v in manifests.inject({"containers": [{"name": "w"}]}, args)["volumes"]
+                  if v["name"] == manifests.TRUST_VOLUME)  # fmt: skip
+    for item in volume["secret"]["items"]:
+        target = root / item["path"]
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(data[item["key"]])
+    (root / "ca-key.pem").write_text(ca.key_pem)  # for minting leaves in the test only
+    return root
+
+
+# --- Item 4: ClientHellos the sidecar can read ----------------------------------------
+
+
+def test_without_the_profile_the_newest_openssl_hides_the_sni(tmp_path: Path) -> None:
+    hello, version = client_hello({"OPENSSL_CONF": str(tmp_path / "absent.cnf")})
+    if len(hello) <= PEEK:
+        pytest.skip(f"{version} does not send a post-quantum key share by default")
+    assert sni_from_peek(hello[:PEEK]) is None  # the sidecar names it by IP, and denies
+    assert sni_from_peek(hello) == "api.github.com"
+
+
+@pytest.mark.parametrize("system_config", [compat.SYSTEM_OPENSSL_CONF, "/nonexistent/openssl.cnf"])
+def test_with_the_profile_the_hello_fits_the_peek(system_config: str, tmp_path: Path) -> None:
+    conf = tmp_path / "openssl.cnf"
+    conf.write_text(compat.openssl_config(system_config))
+    hello, _ = client_hello({"OPENSSL_CONF": str(conf)})
+    assert len(hello) <= PEEK
+    assert sni_from_peek(hello[:PEEK]) == "api.github.com"
+
+
+def test_the_profile_file_is_the_one_injected(profile_dir: Path) -> None:
+    hello, _ = client_hello({"OPENSSL_CONF": str(profile_dir / "openssl.cnf")})
+    assert len(hello) <= PEEK
+    assert sni_from_peek(hello[:PEEK]) == "api.github.com"
+
+
+def test_the_openssl_config_keeps_the_image_config_and_names_both_sections() -> None:
+    text = compat.openssl_config()
+    lines = text.splitlines()
+    assert ".include /etc/ssl/openssl.cnf" in lines
+    # After the include, back to the default section, where the last value wins.
+    assert lines.index("[ default ]") > lines.index(".include /etc/ssl/openssl.cnf")
+    assert "openssl_conf = condukt_egress_init" in lines
+    assert "nodejs_conf = condukt_egress_init" in lines  # Node >= 18.5 reads this one
+    assert "Groups = X25519:P-256:P-384" in lines
+
+
+def test_the_workspace_env_points_at_the_profile_and_merges_user_values() -> None:
+    spec = manifests.inject(
+        {"containers": [{"name": "w", "env": [
+            {"name": "GODEBUG", "value": "http2client=0"},
+            {"name": "JAVA_TOOL_OPTIONS", "value": "-Xmx1g"},
+            {"name": "PYTHONPATH", "value": "/app"},
+        ]}, {"name": "v", "env": [
+            {"name": "OPENSSL_CONF", "value": "/mine.cnf"},
+            {"name": "GODEBUG", "value": "tlsmlkem=1"},
+            {"name": "JAVA_TOOL_OPTIONS", "valueFrom": {"configMapKeyRef": {"name": "j",
+                                                                             "key": "k"}}},
+        ]}]},
+        SandboxEgressArgs(session_id="p"),
+    )  # fmt: skip
+    env: list[dict[str, Any]] = [
+        {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
+        for container in spec["containers"]
+    ]
+    assert env[0]["OPENSSL_CONF"] == "/etc/condukt/openssl.cnf"
+    assert env[0]["GODEBUG"] == "http2client=0,tlsmlkem=0,tlskyber=0"
+    assert env[0]["JAVA_TOOL_OPTIONS"] == (
+        "-Xmx1g -Djdk.tls.namedGroups=x25519,secp256r1,secp384r1"
+    )
+    assert env[0]["PYTHONPATH"] == "/etc/condukt/python:/app"
+    assert env[1]["OPENSSL_CONF"] == "/mine.cnf"  # the user's choice wins
+    assert env[1]["GODEBUG"] == "tlsmlkem=1,tlskyber=0"  # their tlsmlkem choice stands
+    assert env[1]["JAVA_TOOL_OPTIONS"] == {"configMapKeyRef": {"name": "j", "key": "k"}}
+    assert manifests.inject(spec, SandboxEgressArgs(session_id="p")) == spec
+    trust = next(v for v in spec["volumes"] if v["name"] == manifests.TRUST_VOLUME)
+    assert trust["secret"]["items"][2:] == [
+        {"key": "openssl.cnf", "path": "openssl.cnf"},
+        {"key": "sitecustomize.py", "path": "python/sitecustomize.py"},
+    ]
+
+
+def test_the_profile_can_be_switched_off() -> None:
+    args = SandboxEgressArgs(session_id="p", client_compat=False)
+    spec = manifests.inject({"containers": [{"name": "w"}]}, args)
+    names = {e["name"] for e in spec["containers"][0]["env"]}
+    assert not names & {"OPENSSL_CONF", "GODEBUG", "JAVA_TOOL_OPTIONS", "PYTHONPATH"}
+    data = manifests.secret_data(args, "c", "-----BEGIN PRIVATE KEY-----\n")
+    assert "openssl.cnf" not in data
+    assert "sitecustomize.py" not in data
+
+
+# --- Item 5: the sidecar's leaves under Python 3.13's strict verification ------------
+
+
+def sidecar_leaf(ca_cert_pem: str, ca_key_pem: str, host: str) -> tuple[bytes, bytes]:
+    """A leaf minted as the sidecar mints it (tls.rs:134-149, rcgen 0.13 defaults).
+
+    CN and one DNS SAN = ``host``; no basic constraints (``IsCa::NoCa``); key
+    usage digitalSignature + keyEncipherment; no AKI
+    (``use_authority_key_identifier_extension`` false); validity 1975-4096
+    (rcgen's defaults); a fresh P-256 key (``KeyPair::generate``).
+    """
+    ca_cert = x509.load_pem_x509_certificate(ca_cert_pem.encode())
+    ca_key: Any = serialization.load_pem_private_key(ca_key_pem.encode(), None)
+    key = ec.generate_private_key(ec.SECP256R1())
+    leaf = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)]))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(datetime.datetime(1975, 1, 1, tzinfo=datetime.UTC))
+        .not_valid_after(datetime.datetime(4096, 1, 1, tzinfo=datetime.UTC))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(host)]), critical=False)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                key_encipherment=True,
+                content_commitment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=False,
+                crl_sign=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    assert not any(
+        e.oid == ExtensionOID.AUTHORITY_KEY_IDENTIFIER for e in leaf.extensions
+    )
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    return leaf.public_bytes(serialization.Encoding.PEM), key_pem
+
+
+HANDSHAKE = textwrap.dedent(
+    """
+    import json, ssl, sys
+    leaf, key, cafile, order = sys.argv[1:5]
+    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server.load_cert_chain(leaf, key)
+    if order == "strict-first":  # as Python 3.13's create_default_context does
+        client = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        client.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN | ssl.VERIFY_X509_STRICT
+        client.load_verify_locations(cafile)
+    else:  # urllib3 style: trust first, strict afterwards
+        client = ssl.create_default_context(cafile=cafile)
+        client.verify_flags |= ssl.VERIFY_X509_STRICT
+    strict = bool(client.verify_flags & ssl.VERIFY_X509_STRICT)
+    c_in, c_out, s_in, s_out = (ssl.MemoryBIO() for _ in range(4))
+    c = client.wrap_bio(c_in, c_out, server_hostname="api.github.com")
+    s = server.wrap_bio(s_in, s_out, server_side=True)
+    error = None
+    for _ in range(10):
+        for side in (c, s):
+            try:
+                side.do_handshake()
+            except ssl.SSLWantReadError:
+                pass
+            except ssl.SSLError as exc:
+                error = str(exc)
+        s_in.write(c_out.read())
+        c_in.write(s_out.read())
+        if error:
+            break
+    print(json.dumps({"strict": strict, "error": error, "ssl": ssl.OPENSSL_VERSION}))
+    """
+)
+
+
+def handshake(profile_dir: Path, cafile: Path, order: str, *, profile: bool) -> dict[str, Any]:
+    leaf, key = sidecar_leaf(
+        (profile_dir / "ca.pem").read_text(), (profile_dir / "ca-key.pem").read_text(),
+        "api.github.com",
+    )  # fmt: skip
+    (profile_dir.parent / "leaf.pem").write_bytes(leaf)
+    (profile_dir.parent / "leaf-key.pem").write_bytes(key)
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "SSL_CERT_FILE")}
+    if profile:
+        env["PYTHONPATH"] = str(profile_dir / "python")
+    out = subprocess.run(
+        [sys.executable, "-c", HANDSHAKE, str(profile_dir.parent / "leaf.pem"),
+         str(profile_dir.parent / "leaf-key.pem"), str(cafile), order],
+        env=env, capture_output=True, text=True, check=True, timeout=60,
+    )  # fmt: skip
+    result: dict[str, Any] = json.loads(out.stdout)
+    return result
+
+
+@pytest.mark.parametrize("order", ["strict-first", "strict-after"])
+def test_strict_verification_rejects_the_sidecar_leaf_without_the_profile(
+    profile_dir: Path, order: str
+) -> None:
+    result = handshake(profile_dir, profile_dir / "bundle.pem", order, profile=False)
+    assert result["strict"] is True
+    assert "Missing Authority Key Identifier" in result["error"], result
+
+
+@pytest.mark.parametrize("order", ["strict-first", "strict-after"])
+def test_the_profile_accepts_the_sidecar_leaf_under_strict_semantics(
+    profile_dir: Path, order: str
+) -> None:
+    result = handshake(profile_dir, profile_dir / "bundle.pem", order, profile=True)
+    assert result == {"strict": False, "error": None, "ssl": result["ssl"]}
+
+
+def test_the_profile_keeps_strict_checks_for_other_trust(profile_dir: Path, tmp_path: Path) -> None:
+    other = generate_ca(SandboxEgressArgs(session_id="other"))
+    cafile = tmp_path / "other.pem"
+    cafile.write_text(other.cert_pem)
+    result = handshake(profile_dir, cafile, "strict-first", profile=True)
+    assert result["strict"] is True  # only contexts that trust the session CA are relaxed
+    assert result["error"]  # and this one does not trust the leaf's issuer at all
+
+
+def test_the_profile_runs_the_image_sitecustomize_too(profile_dir: Path, tmp_path: Path) -> None:
+    theirs = tmp_path / "site"
+    theirs.mkdir()
+    (theirs / "sitecustomize.py").write_text("import builtins\nbuiltins.IMAGE_HOOK = 1\n")
+    env = dict(os.environ, PYTHONPATH=f"{profile_dir / 'python'}:{theirs}")
+    out = subprocess.run(
+        [sys.executable, "-c", "import builtins; print(getattr(builtins, 'IMAGE_HOOK', 0))"],
+        env=env, capture_output=True, text=True, check=True, timeout=60,
+    )  # fmt: skip
+    assert out.stdout.strip() == "1"
+    assert out.stderr == ""

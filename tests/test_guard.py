@@ -1,0 +1,694 @@
+"""The guard's admission policies, evaluated offline on our own pods and their mutations.
+
+Every generated pod must be admitted; every mutation that would let a pod
+escape its session must be refused with the message that names the rule and
+the fix. See ``tests/cel_admission.py`` for what the evaluator models.
+"""
+
+from __future__ import annotations
+
+import copy
+import doctest
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from condukt_egress import SandboxEgressArgs, contract, manifests
+from condukt_egress import guard as guard_module
+from condukt_egress.errors import ConfigError
+from condukt_egress.guard import (
+    GUARD_NAMESPACE_LABEL,
+    GUARD_RULES,
+    POLICY_PREFIX,
+    SandboxGuardArgs,
+    guard_manifests,
+)
+from condukt_egress.naming import LABEL_SESSION, session_names, validate_session_id
+from tests import strategies
+from tests.cel_admission import admit, compiled, defaulted_pod, request
+from tests.k8s_schema import assert_valid, versions
+
+JSON = dict[str, Any]
+NS_LABELS = {GUARD_NAMESPACE_LABEL: "enforce"}
+GUARD = guard_manifests(SandboxGuardArgs(allowed_network_policies=["default-deny"]))
+SESSION = SandboxEgressArgs(session_id="run-42", namespace="agents")
+OTHER = SandboxEgressArgs(session_id="run-43", namespace="agents")
+
+
+def session_pod(args: SandboxEgressArgs = SESSION, spec: JSON | None = None) -> JSON:
+    """A pod as our code declares it, as the API server stores it."""
+    pod = manifests.workspace_pod_manifest(args, "python:3.13-slim")
+    if spec is not None:
+        pod["spec"] = manifests.inject(spec, args)
+    return defaulted_pod(pod)
+
+
+def refusals(
+    obj: JSON, *, old: JSON | None = None, subresource: str = "", guard: list[JSON] = GUARD
+) -> list[str]:
+    operation = "UPDATE" if old is not None else "CREATE"
+    return [
+        r.message
+        for r in admit(guard, request(operation, obj, old, subresource=subresource), NS_LABELS)
+    ]
+
+
+def refused_with(messages: list[str], *expected: str) -> None:
+    assert messages, "admitted, expected a refusal"
+    for part in expected:
+        assert any(part in m for m in messages), f"{part!r} not in {messages}"
+
+
+def init(pod: JSON, name: str) -> JSON:
+    return next(c for c in pod["spec"]["initContainers"] if c["name"] == name)
+
+
+def workspace(pod: JSON) -> JSON:
+    return next(c for c in pod["spec"]["containers"] if c["name"] == "workspace")
+
+
+# --- the objects --------------------------------------------------------------------
+
+
+def test_one_policy_and_one_binding_per_rule_valid_for_every_kubernetes_from_1_30() -> None:
+    supported = tuple(v for v in versions() if tuple(map(int, v.split(".")[:2])) >= (1, 30))
+    assert {"1.30.0", "1.35.0"} <= set(supported)
+    everything = guard_manifests(SandboxGuardArgs(only_session_pods=True, mode="warn"))
+    for obj in [*GUARD, *everything]:
+        assert_valid(obj, supported)
+    kinds = [o["kind"] for o in everything]
+    assert kinds == ["ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"] * len(
+        GUARD_RULES
+    )
+    for policy, binding in zip(everything[::2], everything[1::2], strict=True):
+        assert policy["metadata"]["name"].startswith(POLICY_PREFIX)
+        assert binding["spec"]["policyName"] == policy["metadata"]["name"]
+        assert policy["spec"]["failurePolicy"] == "Fail"
+        assert binding["spec"]["validationActions"] == ["Warn", "Audit"]
+        assert binding["spec"]["matchResources"] == {
+            "namespaceSelector": {"matchLabels": NS_LABELS}
+        }
+    assert all(b["spec"]["validationActions"] == ["Deny"] for b in GUARD[1::2])
+    for policy in everything[::2]:
+        for validation in policy["spec"]["validations"]:
+            # The API server refuses messages with line breaks; each names its rule.
+            assert "\n" not in validation["message"]
+            rule = policy["metadata"]["name"].removeprefix(POLICY_PREFIX)
+            assert validation["message"].startswith(f"{rule}: ")
+
+
+def expressions(objects: list[JSON]) -> list[str]:
+    out = []
+    for policy in objects[::2]:
+        spec = policy["spec"]
+        out += [c["expression"] for c in spec.get("matchConditions", ())]
+        out += [v["expression"] for v in spec.get("variables", ())]
+        for validation in spec["validations"]:
+            out.append(validation["expression"])
+            out += [validation["messageExpression"]] if "messageExpression" in validation else []
+    return out
+
+
+def test_every_expression_is_standard_cel_and_compiles() -> None:
+    everything = guard_manifests(SandboxGuardArgs(only_session_pods=True))
+    for expression in expressions(everything):
+        compiled(expression)  # raises on anything the standard environment lacks
+    with pytest.raises(RuntimeError, match="undeclared reference"):
+        compiled("object.metadata.name.lowerAscii() == 'x'")  # a Kubernetes extension
+
+
+MACROS = (".all(", ".exists(", ".exists_one(", ".filter(", ".map(")
+
+
+def comprehension_depth(expression: str) -> int:
+    """How deeply the CEL macros of ``expression`` nest (strings are skipped)."""
+    depth = deepest = 0
+    open_macros: list[int] = []
+    quote = ""
+    for index, char in enumerate(expression):
+        if quote:
+            quote = "" if char == quote and expression[index - 1] != "\\" else quote
+        elif char in "'\"":
+            quote = char
+        elif char == "(":
+            depth += 1
+            if any(expression.endswith(m, 0, index + 1) for m in MACROS):
+                open_macros.append(depth)
+                deepest = max(deepest, len(open_macros))
+        elif char == ")":
+            if open_macros and open_macros[-1] == depth:
+                open_macros.pop()
+            depth -= 1
+    return deepest
+
+
+def test_expressions_stay_bounded() -> None:
+    """Cost: a loop over the pod's containers holds at most a loop over one of their lists.
+
+    The API server stops an evaluation past its cost limit and then refuses
+    (failurePolicy Fail). Two levels (containers x a container's capabilities,
+    env or mounts) keep the cost linear in the pod's size.
+    """
+    assert comprehension_depth("a.all(x, x.b.exists(y, y.c.map(z, z)))") == 3
+    assert comprehension_depth("a.filter(x, x).map(x, ')')") == 1
+    everything = guard_manifests(SandboxGuardArgs(only_session_pods=True))
+    assert max(comprehension_depth(e) for e in expressions(everything)) == 2
+
+
+# --- our pods are admitted ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_the_pods_we_generate_are_admitted(native: bool) -> None:
+    args = SandboxEgressArgs(session_id="Agent Run #42", namespace="agents", native_sidecar=native)
+    pod = session_pod(args)
+    assert refusals(pod) == []
+    # A metadata-only update and an image update of the workspace stay admitted.
+    updated = copy.deepcopy(pod)
+    updated["metadata"].setdefault("annotations", {})["note"] = "x"
+    workspace(updated)["image"] = "python:3.14-slim"
+    assert refusals(updated, old=pod) == []
+
+
+def test_user_init_containers_after_ours_are_admitted() -> None:
+    spec = {
+        "initContainers": [{"name": "fetch", "image": "busybox"}],
+        "containers": [{"name": "workspace", "image": "python:3.13-slim"}],
+    }
+    assert refusals(session_pod(spec=spec)) == []
+
+
+def test_objects_outside_bound_namespaces_are_not_judged() -> None:
+    bare = uninjected_labelled_pod()
+    req = request("CREATE", bare)
+    assert admit(GUARD, req, {}) == []
+    assert admit(GUARD, req, {GUARD_NAMESPACE_LABEL: "other"}) == []
+    assert admit(GUARD, req, NS_LABELS) != []
+
+
+def test_pods_without_the_session_label_pass_unless_only_session_pods() -> None:
+    plain = defaulted_pod(
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": "db", "namespace": "agents"},
+            "spec": {"containers": [{"name": "db", "image": "postgres"}]},
+        }
+    )
+    assert refusals(plain) == []
+    strict = guard_manifests(SandboxGuardArgs(only_session_pods=True))
+    refused_with(
+        refusals(plain, guard=strict),
+        "only-session-pods: pod db has no egress.condukt.dev/session label",
+    )
+    assert refusals(session_pod(), guard=strict) == []
+
+
+# --- mutations are refused ------------------------------------------------------------
+
+
+def uninjected_labelled_pod() -> JSON:
+    return defaulted_pod(
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {
+                "name": "sneaky",
+                "namespace": "agents",
+                "labels": dict(SESSION.names.pod_labels),
+            },
+            "spec": {"containers": [{"name": "workspace", "image": "python:3.13-slim"}]},
+        }
+    )
+
+
+def mutate(change: Callable[[JSON], Any], args: SandboxEgressArgs = SESSION) -> JSON:
+    pod = session_pod(args)
+    change(pod)
+    return pod
+
+
+def remove_sidecar(pod: JSON) -> None:
+    pod["spec"]["initContainers"] = [
+        c for c in pod["spec"]["initContainers"] if c["name"] != manifests.SIDECAR_CONTAINER
+    ]
+
+
+def netfilter_after_user_init(pod: JSON) -> None:
+    inits = pod["spec"]["initContainers"]
+    user = {
+        "name": "early",
+        "image": "busybox",
+        "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
+    }
+    pod["spec"]["initContainers"] = [user, *inits]
+
+
+def other_sessions_secret(pod: JSON) -> None:
+    volume = next(v for v in pod["spec"]["volumes"] if v["name"] == manifests.CONFIG_VOLUME)
+    volume["secret"]["secretName"] = OTHER.names.secret
+
+
+def add_capability(pod: JSON) -> None:
+    workspace(pod)["securityContext"]["capabilities"]["add"] = ["NET_ADMIN"]
+
+
+def uid_1337(pod: JSON) -> None:
+    workspace(pod)["securityContext"]["runAsUser"] = contract.DEFAULT_SIDECAR_UID
+
+
+MUTATIONS: dict[str, tuple[Callable[[JSON], Any], str]] = {
+    "sidecar removed": (remove_sidecar, "must run the condukt-egress sidecar condukt-egress"),
+    "netfilter after a user init container": (
+        netfilter_after_user_init,
+        "must start with the condukt-egress init container(s) condukt-egress-init, ",
+    ),
+    "config volume of another session": (
+        other_sessions_secret,
+        f"must be the Secret {SESSION.names.secret} of the session labelled "
+        f"{LABEL_SESSION}={SESSION.names.label_value}",
+    ),
+    "capability added": (
+        add_capability,
+        "container workspace must drop ALL capabilities and add none",
+    ),
+    "capabilities not dropped": (
+        lambda p: workspace(p)["securityContext"].pop("capabilities"),
+        "container workspace must drop ALL capabilities",
+    ),
+    "uid 1337": (uid_1337, "no container but the sidecar may run as uid 1337"),
+    "pod-wide uid 1337": (
+        lambda p: p["spec"]["securityContext"].update(runAsUser=1337),
+        "no container but the sidecar may run as uid 1337",
+    ),
+    "privileged": (
+        lambda p: workspace(p)["securityContext"].update(privileged=True),
+        "container workspace must set securityContext.allowPrivilegeEscalation: false and may "
+        "not be privileged",
+    ),
+    "privilege escalation": (
+        lambda p: workspace(p)["securityContext"].update(allowPrivilegeEscalation=True),
+        "container workspace must set securityContext.allowPrivilegeEscalation: false",
+    ),
+    "host network": (
+        lambda p: p["spec"].update(hostNetwork=True),
+        "may not use hostNetwork, hostPID",
+    ),
+    "host PID": (lambda p: p["spec"].update(hostPID=True), "may not use hostNetwork, hostPID"),
+    "hostPath volume": (
+        lambda p: p["spec"]["volumes"].append(
+            {"name": "sock", "hostPath": {"path": "/run/containerd"}}
+        ),
+        "hostPath volumes",
+    ),
+    "sidecar image replaced": (
+        lambda p: init(p, manifests.SIDECAR_CONTAINER).update(image="evil/proxy:1"),
+        "the sidecar condukt-egress must be the one condukt-egress injects",
+    ),
+    "sidecar exec probe (runs as the exempt uid)": (
+        lambda p: init(p, manifests.SIDECAR_CONTAINER).update(
+            livenessProbe={"exec": {"command": ["sh", "-c", "curl https://evil.example"]}}
+        ),
+        "no exec hooks or probes",
+    ),
+    "sidecar env added": (
+        lambda p: init(p, manifests.SIDECAR_CONTAINER)["env"].append(
+            {"name": "LD_PRELOAD", "value": "/x.so"}
+        ),
+        "the sidecar condukt-egress must be the one condukt-egress injects",
+    ),
+    "sidecar session-id slot used for another flag": (
+        lambda p: init(p, manifests.SIDECAR_CONTAINER)["args"].__setitem__(
+            -1, "--policy-file=/etc/condukt/ca.pem"
+        ),
+        "the sidecar condukt-egress must be the one condukt-egress injects",
+    ),
+    "netfilter args changed": (
+        lambda p: init(p, manifests.NETFILTER_CONTAINER)["args"].__setitem__(-1, "0"),
+        "the init container condukt-egress-init must be the one condukt-egress injects",
+    ),
+    "netfilter env added": (
+        lambda p: init(p, manifests.NETFILTER_CONTAINER).update(
+            env=[{"name": "CONDUKT_EGRESS_IPTABLES_BIN", "value": "true"}]
+        ),
+        "the init container condukt-egress-init must be the one condukt-egress injects",
+    ),
+    "workspace mounts the sidecar's config volume": (
+        lambda p: workspace(p)["volumeMounts"].append(
+            {"name": manifests.CONFIG_VOLUME, "mountPath": "/key"}
+        ),
+        "only the condukt-egress sidecar may read a session Secret's CA key, but container "
+        "workspace refers to one",
+    ),
+    "a volume with every key of the session Secret": (
+        lambda p: p["spec"]["volumes"].append(
+            {"name": "all", "secret": {"secretName": SESSION.names.secret}}
+        ),
+        "but volume all refers to one",
+    ),
+    "a projected volume on another session's Secret": (
+        lambda p: p["spec"]["volumes"].append(
+            {"name": "proj", "projected": {"sources": [{"secret": {"name": OTHER.names.secret}}]}}
+        ),
+        "but volume proj refers to one",
+    ),
+    "an env var from another session's Secret": (
+        lambda p: workspace(p)["env"].append(
+            {
+                "name": "KEY",
+                "valueFrom": {"secretKeyRef": {"name": OTHER.names.secret, "key": "ca-key.pem"}},
+            }
+        ),
+        "but container workspace refers to one",
+    ),
+    "filter rules volume on a Secret of one's own": (
+        lambda p: next(v for v in p["spec"]["volumes"] if v["name"] == manifests.FILTER_VOLUME)[
+            "secret"
+        ].update(secretName="my-empty-rules"),
+        f"volume {manifests.FILTER_VOLUME} must be the Secret {SESSION.names.secret} "
+        "of the session",
+    ),
+    "netfilter made a sidecar": (
+        lambda p: init(p, manifests.NETFILTER_CONTAINER).update(restartPolicy="Always"),
+        "the init container condukt-egress-init must be the one condukt-egress injects",
+    ),
+    "netfilter image replaced": (
+        lambda p: init(p, manifests.NETFILTER_CONTAINER).update(image="busybox"),
+        "image one of ghcr.io/tuist/condukt-egress:1.5.1",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(MUTATIONS))
+def test_each_mutation_of_a_session_pod_is_refused_with_its_message(case: str) -> None:
+    change, message = MUTATIONS[case]
+    assert refusals(session_pod()) == []
+    messages = refusals(mutate(change))
+    refused_with(messages, "session-pods: ", message)
+    # Each rule is proven on its own: no other rule refuses the same mutation
+    # (pointing the config volume elsewhere also makes it a foreign Secret volume).
+    others = [m for m in messages if message not in m]
+    assert others == [] or case == "config volume of another session", others
+
+
+def test_the_label_on_an_uninjected_pod_is_refused() -> None:
+    refused_with(
+        refusals(uninjected_labelled_pod()),
+        "must start with the condukt-egress init container(s) condukt-egress-init",
+        "must run the condukt-egress sidecar",
+        "container workspace must drop ALL capabilities",
+    )
+
+
+def test_the_label_of_another_session_is_refused() -> None:
+    pod = session_pod()
+    pod["metadata"]["labels"][LABEL_SESSION] = OTHER.names.label_value
+    refused_with(refusals(pod), f"must be the Secret {OTHER.names.secret}")
+
+
+def test_the_session_label_cannot_be_added_changed_or_removed_on_update() -> None:
+    pod = session_pod()
+    message = f"the label {LABEL_SESSION} of a pod cannot be added, changed or removed"
+    removed = copy.deepcopy(pod)
+    del removed["metadata"]["labels"][LABEL_SESSION]
+    refused_with(refusals(removed, old=pod), message)
+    changed = copy.deepcopy(pod)
+    changed["metadata"]["labels"][LABEL_SESSION] = OTHER.names.label_value
+    refused_with(refusals(changed, old=pod), message)
+    bare = uninjected_labelled_pod()
+    del bare["metadata"]["labels"][LABEL_SESSION]
+    labelled = copy.deepcopy(bare)
+    labelled["metadata"]["labels"] = dict(SESSION.names.pod_labels)
+    refused_with(refusals(labelled, old=bare), message)
+
+
+def test_a_spec_update_of_a_session_pod_is_judged_again() -> None:
+    pod = session_pod()
+    swapped = copy.deepcopy(pod)
+    init(swapped, manifests.SIDECAR_CONTAINER)["image"] = "evil/proxy:1"
+    refused_with(refusals(swapped, old=pod), "the sidecar condukt-egress must be the one")
+
+
+def test_a_metadata_update_of_a_pod_from_before_the_guard_is_admitted() -> None:
+    legacy = uninjected_labelled_pod()
+    finalised = copy.deepcopy(legacy)
+    finalised["metadata"]["finalizers"] = []
+    finalised["metadata"]["annotations"] = {"done": "yes"}
+    assert refusals(finalised, old=legacy) == []
+
+
+def test_ephemeral_containers_are_refused_on_session_pods_only() -> None:
+    debug = {"name": "debugger", "image": "busybox", "targetContainerName": "workspace"}
+    pod = session_pod()
+    debugged = copy.deepcopy(pod)
+    debugged["spec"]["ephemeralContainers"] = [debug]
+    refused_with(
+        refusals(debugged, old=pod, subresource="ephemeralcontainers"),
+        "ephemeral-containers: `kubectl debug` containers cannot be added to a session pod",
+    )
+    plain = defaulted_pod(
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": "db", "namespace": "agents"},
+            "spec": {"containers": [{"name": "db", "image": "postgres"}]},
+        }
+    )
+    plain_debugged = copy.deepcopy(plain)
+    plain_debugged["spec"]["ephemeralContainers"] = [debug]
+    assert refusals(plain_debugged, old=plain, subresource="ephemeralcontainers") == []
+
+
+# --- NetworkPolicies --------------------------------------------------------------------
+
+
+def foreign_policy(
+    name: str = "open-egress", selector: JSON | None = None, labels: JSON | None = None
+) -> JSON:
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {"name": name, "namespace": "agents", "labels": labels or {}},
+        "spec": {"podSelector": selector or {}, "policyTypes": ["Egress"], "egress": [{}]},
+    }
+
+
+def test_our_network_policies_and_allow_listed_ones_are_admitted() -> None:
+    for args in (
+        SESSION,
+        OTHER,
+        SandboxEgressArgs(session_id="x" * 1024, namespace="agents", allow_plain_http=True),
+    ):
+        policy = manifests.network_policy_manifest(args)
+        assert refusals(policy) == []
+        assert refusals(policy, old=policy) == []
+    assert refusals(foreign_policy("default-deny")) == []
+
+
+def test_a_foreign_network_policy_is_refused() -> None:
+    refused_with(
+        refusals(foreign_policy()),
+        "network-policies: NetworkPolicy open-egress is not one condukt-egress generated",
+        "--allowed-network-policy",
+    )
+
+
+def test_a_network_policy_forging_our_label_is_refused() -> None:
+    ours = manifests.network_policy_manifest(SESSION)
+    labels = ours["metadata"]["labels"]
+    # All pods, or a session's pods under another name, or ingress added: refused.
+    refused_with(
+        refusals(foreign_policy(ours["metadata"]["name"], labels=labels)),
+        "is not one condukt-egress generated",
+    )
+    renamed = copy.deepcopy(ours)
+    renamed["metadata"]["name"] = "second-policy"
+    refused_with(refusals(renamed), "is not one condukt-egress generated")
+    with_ingress = copy.deepcopy(ours)
+    with_ingress["spec"]["ingress"] = [{}]
+    refused_with(refusals(with_ingress), "is not one condukt-egress generated")
+    other_selector = copy.deepcopy(ours)
+    other_selector["spec"]["podSelector"]["matchLabels"] = dict(OTHER.names.pod_labels)
+    refused_with(refusals(other_selector), "is not one condukt-egress generated")
+
+
+# --- properties -------------------------------------------------------------------------
+
+
+def accepted(session_id: str) -> bool:
+    try:
+        validate_session_id(session_id)
+    except ConfigError:
+        return False
+    return True
+
+
+session_ids = st.text(min_size=1, max_size=80).filter(accepted)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    session_id=session_ids,
+    native=st.booleans(),
+    containers=strategies.user_containers,
+    init_containers=st.lists(
+        st.fixed_dictionaries({"name": strategies.names, "image": st.just("busybox")}),
+        max_size=2,
+        unique_by=lambda c: c["name"],
+    ),
+    volumes=strategies.volumes,
+    labels=strategies.labels,
+)
+def test_every_pod_inject_produces_is_admitted(
+    *,
+    session_id: str,
+    native: bool,
+    containers: list[JSON],
+    init_containers: list[JSON],
+    volumes: list[JSON],
+    labels: dict[str, str],
+) -> None:
+    names = {c["name"] for c in containers}
+    spec: JSON = {"containers": containers, "volumes": volumes}
+    spec["initContainers"] = [c for c in init_containers if c["name"] not in names]
+    args = SandboxEgressArgs(session_id=session_id, namespace="agents", native_sidecar=native)
+    pod = session_pod(args, spec)
+    pod["metadata"]["labels"] = {**labels, **args.names.pod_labels}
+    assert refusals(pod) == []
+    assert refusals(manifests.network_policy_manifest(args)) == []
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    containers=strategies.user_containers,
+    native=st.booleans(),
+    pick=st.integers(min_value=0),
+    escape=st.sampled_from(["capability", "uid", "privileged", "escalation", "no-drop"]),
+    capability=st.sampled_from(["NET_ADMIN", "NET_RAW", "SETUID", "CAP_SYS_ADMIN", "CHOWN"]),
+)
+def test_any_escape_on_any_user_container_is_refused(
+    *,
+    containers: list[JSON],
+    native: bool,
+    pick: int,
+    escape: str,
+    capability: str,
+) -> None:
+    """Whichever container of an injected pod is weakened afterwards, the pod is refused."""
+    args = SandboxEgressArgs(session_id="prop", namespace="agents", native_sidecar=native)
+    pod = session_pod(args, {"containers": containers})
+    ours = {manifests.SIDECAR_CONTAINER, *(c["name"] for c in pod["spec"]["initContainers"])}
+    users = [c for c in pod["spec"]["containers"] if c["name"] not in ours]
+    target = users[pick % len(users)]
+    context = target["securityContext"]
+    expected = {
+        "capability": "must drop ALL capabilities and add none",
+        "uid": "no container but the sidecar may run as uid",
+        "privileged": "may not be privileged",
+        "escalation": "must set securityContext.allowPrivilegeEscalation: false",
+        "no-drop": "must drop ALL capabilities",
+    }[escape]
+    if escape == "capability":
+        context["capabilities"]["add"] = [capability]
+    elif escape == "uid":
+        context["runAsUser"] = args.sidecar_uid
+    elif escape == "privileged":
+        context["privileged"] = True
+    elif escape == "escalation":
+        context["allowPrivilegeEscalation"] = True
+    else:
+        context["capabilities"]["drop"] = [d for d in context["capabilities"]["drop"] if d != "ALL"]
+    refused_with(refusals(pod), expected)
+
+
+@settings(max_examples=60, deadline=None)
+@given(first=session_ids, second=session_ids)
+def test_the_secret_matches_the_label_for_any_ids(first: str, second: str) -> None:
+    a = SandboxEgressArgs(session_id=first, namespace="agents")
+    pod = session_pod(a)
+    assert refusals(pod) == []
+    if session_names(first).label_value == session_names(second).label_value:
+        return
+    b = SandboxEgressArgs(session_id=second, namespace="agents")
+    pod["metadata"]["labels"][LABEL_SESSION] = b.names.label_value
+    refused_with(refusals(pod), f"must be the Secret {b.names.secret} of the session")
+
+
+# --- options ----------------------------------------------------------------------------
+
+
+def test_session_options_shape_what_is_accepted() -> None:
+    guard_args = SandboxGuardArgs(
+        sidecar_images=[
+            "registry.example/condukt-egress@sha256:" + "a" * 64,
+            contract.DEFAULT_IMAGE,
+        ],
+        proxy_port=16001,
+        unsafe_allowed_capabilities=["NET_BIND_SERVICE"],
+    )
+    guard = guard_manifests(guard_args)
+    args = SandboxEgressArgs(
+        session_id="s",
+        namespace="agents",
+        sidecar_image=guard_args.sidecar_images[0],
+        proxy_port=16001,
+        unsafe_allowed_capabilities=["NET_BIND_SERVICE"],
+    )
+    pod = session_pod(args)
+    workspace(pod)["securityContext"]["capabilities"]["add"] = ["NET_BIND_SERVICE"]
+    assert refusals(pod, guard=guard) == []
+    # The default guard refuses this pod: another image, port and capability.
+    refused_with(
+        refusals(pod),
+        "image one of ghcr.io/tuist/condukt-egress:1.5.1",
+        "container workspace must drop ALL",
+    )
+
+
+def test_rules_can_be_turned_off() -> None:
+    only_pods = guard_manifests(
+        SandboxGuardArgs(network_policies=False, ephemeral_containers=False)
+    )
+    assert [o["metadata"]["name"] for o in only_pods] == [POLICY_PREFIX + "session-pods"] * 2
+    assert refusals(foreign_policy(), guard=only_pods) == []
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field", "fix"),
+    [
+        ({"namespace_labels": {}}, "namespace_labels", "egress.condukt.dev/guard"),
+        ({"namespace_labels": {"bad key!": "x"}}, "namespace_labels['bad key!']", "label key"),
+        ({"allowed_network_policies": ["Bad_Name"]}, "allowed_network_policies", "metadata.name"),
+        (
+            {"allowed_network_policies": "default-deny"},
+            "allowed_network_policies",
+            "list of strings",
+        ),
+        ({"sidecar_images": []}, "sidecar_images", contract.DEFAULT_IMAGE),
+        ({"sidecar_images": ["has space"]}, "sidecar_images", "printable ASCII"),
+        ({"proxy_port": 443}, "proxy_port", "15001"),
+        ({"mode": "audit"}, "mode", "'deny' or 'warn'"),
+        ({"only_session_pods": "yes"}, "only_session_pods", "true or false"),
+        (
+            {"session_pods": False, "ephemeral_containers": False, "network_policies": False},
+            "session_pods",
+            "turn at least one on",
+        ),
+    ],
+)
+def test_bad_options_name_the_field_and_the_fix(
+    kwargs: dict[str, Any], field: str, fix: str
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        SandboxGuardArgs(**kwargs)
+    assert info.value.field == field
+    assert fix in str(info.value)
+
+
+def test_the_module_example_runs() -> None:
+    result = doctest.testmod(guard_module, raise_on_error=False, verbose=False)
+    assert result.attempted >= 2
+    assert result.failed == 0
