@@ -9,7 +9,6 @@ digitalSignature + keyEncipherment, rcgen 0.13 default validity and key).
 
 from __future__ import annotations
 
-import datetime
 import json
 import os
 import subprocess
@@ -20,13 +19,12 @@ from typing import Any
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtensionOID, NameOID
+from cryptography.x509.oid import ExtensionOID
 
 from condukt_egress import compat, manifests
 from condukt_egress.args import SandboxEgressArgs
 from condukt_egress.ca import generate_ca
+from tests.sidecar_leaf import mint_leaf
 
 PEEK = 1024  # src/proxy/conn.rs:58 `let mut peek_buf = [0u8; 1024];`
 
@@ -193,50 +191,11 @@ def test_the_profile_can_be_switched_off() -> None:
 
 
 def sidecar_leaf(ca_cert_pem: str, ca_key_pem: str, host: str) -> tuple[bytes, bytes]:
-    """A leaf minted as the sidecar mints it (tls.rs:134-149, rcgen 0.13 defaults).
-
-    CN and one DNS SAN = ``host``; no basic constraints (``IsCa::NoCa``); key
-    usage digitalSignature + keyEncipherment; no AKI
-    (``use_authority_key_identifier_extension`` false); validity 1975-4096
-    (rcgen's defaults); a fresh P-256 key (``KeyPair::generate``).
-    """
-    ca_cert = x509.load_pem_x509_certificate(ca_cert_pem.encode())
-    ca_key: Any = serialization.load_pem_private_key(ca_key_pem.encode(), None)
-    key = ec.generate_private_key(ec.SECP256R1())
-    leaf = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)]))
-        .issuer_name(ca_cert.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(datetime.datetime(1975, 1, 1, tzinfo=datetime.UTC))
-        .not_valid_after(datetime.datetime(4096, 1, 1, tzinfo=datetime.UTC))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(host)]), critical=False)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                key_encipherment=True,
-                content_commitment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=False,
-                crl_sign=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-    assert not any(
-        e.oid == ExtensionOID.AUTHORITY_KEY_IDENTIFIER for e in leaf.extensions
-    )
-    key_pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-    return leaf.public_bytes(serialization.Encoding.PEM), key_pem
+    """A leaf minted as the sidecar mints it (tests/sidecar_leaf.py): no AKI."""
+    cert_pem, key_pem = mint_leaf(ca_cert_pem, ca_key_pem, host)
+    leaf = x509.load_pem_x509_certificate(cert_pem.encode())
+    assert not any(e.oid == ExtensionOID.AUTHORITY_KEY_IDENTIFIER for e in leaf.extensions)
+    return cert_pem.encode(), key_pem.encode()
 
 
 HANDSHAKE = textwrap.dedent(

@@ -9,7 +9,6 @@ Secret, as kubelet does) connects with Python's ``ssl``.
 """
 
 import contextlib
-import datetime
 import socket
 import ssl
 import threading
@@ -19,15 +18,12 @@ from typing import Any
 
 import pytest
 import yaml
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.x509.oid import NameOID
 
 from condukt_egress.args import SandboxEgressArgs
 from condukt_egress.ca import generate_ca
 from condukt_egress.render import render_session, to_yaml
 from tests.security_properties import assert_workspace_trusts_the_ca, workspace_trust_view
+from tests.sidecar_leaf import mint_leaf
 
 HOST = "api.github.com"
 TIMEOUT = 10.0
@@ -43,53 +39,6 @@ def rendered_secret(**options: Any) -> dict[str, str]:
     view = workspace_trust_view(objects["Secret"], objects["Pod"]["spec"])
     data: dict[str, str] = {**objects["Secret"]["stringData"], "bundle.pem": view["bundle.pem"]}
     return data
-
-
-def mint_leaf(
-    ca_pem: str, ca_key_pem: str, host: str, *, with_aki: bool = False
-) -> tuple[str, str]:
-    """A leaf for ``host`` signed by the CA, as the sidecar mints it; PEM cert and key."""
-    ca = x509.load_pem_x509_certificate(ca_pem.encode())
-    ca_key = serialization.load_pem_private_key(ca_key_pem.encode(), None)
-    assert isinstance(ca_key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey)
-    key = ec.generate_private_key(ec.SECP256R1())
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)]))
-        .issuer_name(ca.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(datetime.datetime(1975, 1, 1, tzinfo=datetime.UTC))
-        .not_valid_after(datetime.datetime(4096, 1, 1, tzinfo=datetime.UTC))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(host)]), critical=False)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=True,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=False,
-                crl_sign=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-    )
-    if with_aki:
-        ski = ca.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
-        builder = builder.add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), critical=False
-        )
-    is_p384 = isinstance(ca_key, ec.EllipticCurvePrivateKey) and ca_key.curve.key_size == 384
-    cert = builder.sign(ca_key, hashes.SHA384() if is_p384 else hashes.SHA256())
-    key_pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-    return cert.public_bytes(serialization.Encoding.PEM).decode(), key_pem.decode()
 
 
 @contextlib.contextmanager

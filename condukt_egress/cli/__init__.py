@@ -17,8 +17,9 @@ from typing import Any, Final
 import click
 
 from condukt_egress.errors import EgressError
+from condukt_egress.options import Option
 
-__all__ = ["COMMANDS", "cli", "format_option", "main"]
+__all__ = ["COMMANDS", "cli", "format_option", "main", "option_flags"]
 
 COMMANDS: Final = {
     "events": "condukt_egress.cli.events",
@@ -61,6 +62,47 @@ def format_option(choices: Sequence[str], help_text: str) -> Callable[[Any], Any
         show_default=True,
         help=help_text,
     )
+
+
+def option_flags(options: Sequence[Option]) -> Callable[[Any], Any]:
+    """One flag per declared option, in declaration order (``render``, ``render-guard``).
+
+    Flag name, short alias, ``--no-`` form of a boolean, choices, repeatability
+    and help all come from each :class:`~condukt_egress.options.Option`; every
+    flag defaults to ``None`` so the option's own default applies.
+    """
+
+    def one(opt: Option) -> Callable[[Any], Any]:
+        decls = [opt.flag] if opt.short is None else [opt.short, opt.flag]
+        if opt.kind == "boolean":
+            decls = [f"{opt.flag}/--no-{opt.flag.removeprefix('--')}"]
+        help_text = opt.help if opt.required else f"{opt.help} [default: {opt.doc_default}]"
+        if opt.repeatable:
+            help_text += " (repeatable)"
+        kind: Any = None
+        if opt.choices:
+            kind = click.Choice(opt.choices)
+        elif opt.kind == "integer":
+            kind = int
+        elif opt.is_file:
+            kind = click.Path(dir_okay=False)
+        return click.option(
+            *decls,
+            opt.name,
+            type=kind,
+            default=None,
+            required=opt.required,
+            multiple=opt.repeatable,
+            metavar=opt.metavar,
+            help=help_text,
+        )
+
+    def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
+        for opt in reversed(options):
+            fn = one(opt)(fn)
+        return fn
+
+    return decorate
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -19,16 +19,14 @@ Example:
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final
 
 import click
 
 from condukt_egress.ca import generate_ca
-from condukt_egress.cli import cli, format_option
+from condukt_egress.cli import cli, format_option, option_flags
 from condukt_egress.errors import ConfigError
-from condukt_egress.options import Option
 from condukt_egress.render import (
     FORMATS,
     Format,
@@ -42,40 +40,6 @@ __all__ = ["FIELD_FLAGS", "render"]
 
 FIELD_FLAGS: Final = {o.name: o.flag for o in SESSION_OPTIONS}
 """The :class:`~condukt_egress.spec.SessionSpec` field behind each flag."""
-
-
-def _click_option(opt: Option) -> Callable[[Any], Any]:
-    """The click option of one session option, as its declaration says."""
-    decls = [opt.flag] if opt.short is None else [opt.short, opt.flag]
-    if opt.kind == "boolean":
-        decls = [f"{opt.flag}/--no-{opt.flag.removeprefix('--')}"]
-    help_text = opt.help if opt.required else f"{opt.help} [default: {opt.doc_default}]"
-    if opt.repeatable:
-        help_text += " (repeatable)"
-    kind: Any = None
-    if opt.choices:
-        kind = click.Choice(opt.choices)
-    elif opt.kind == "integer":
-        kind = int
-    elif opt.is_file:
-        kind = click.Path(dir_okay=False)
-    return click.option(
-        *decls,
-        opt.name,
-        type=kind,
-        default=None,
-        required=opt.required,
-        multiple=opt.repeatable,
-        metavar=opt.metavar,
-        help=help_text,
-    )
-
-
-def _session_options(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Add one flag per session option, in declaration order."""
-    for opt in reversed(SESSION_OPTIONS):
-        fn = _click_option(opt)(fn)
-    return fn
 
 
 def _spec(flags: dict[str, Any]) -> SessionSpec:
@@ -93,7 +57,7 @@ def _write_private(path: Path, text: str) -> None:
 
 
 @cli.command("render")
-@_session_options
+@option_flags(SESSION_OPTIONS)
 @format_option(FORMATS, "A multi-document YAML stream or a JSON v1/List.")
 @click.option(
     "--output",

@@ -15,16 +15,15 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final
 
 import click
 
-from condukt_egress.cli import cli, format_option
+from condukt_egress.cli import cli, format_option, option_flags
 from condukt_egress.errors import ConfigError
 from condukt_egress.guard import SandboxGuardArgs, guard_manifests
-from condukt_egress.options import Option, options_of
+from condukt_egress.options import options_of
 from condukt_egress.render import FORMATS, Format, to_json, yaml_stream
 
 __all__ = ["FIELD_FLAGS", "GUARD_OPTIONS", "YAML_HEADER", "render_guard"]
@@ -39,39 +38,8 @@ FIELD_FLAGS: Final = {o.name: o.flag for o in GUARD_OPTIONS}
 """The :class:`SandboxGuardArgs` field behind each flag."""
 
 
-def _click_option(opt: Option) -> Callable[[Any], Any]:
-    """The click option of one guard option, as its declaration says."""
-    decls = [opt.flag]
-    if opt.kind == "boolean":
-        decls = [f"{opt.flag}/--no-{opt.flag.removeprefix('--')}"]
-    help_text = f"{opt.help} [default: {opt.doc_default}]"
-    if opt.repeatable:
-        help_text += " (repeatable)"
-    kind: Any = None
-    if opt.choices:
-        kind = click.Choice(opt.choices)
-    elif opt.kind == "integer":
-        kind = int
-    return click.option(
-        *decls,
-        opt.name,
-        type=kind,
-        default=None,
-        multiple=opt.repeatable,
-        metavar=opt.metavar,
-        help=help_text,
-    )
-
-
-def _guard_options(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Add one flag per guard option, in declaration order."""
-    for opt in reversed(GUARD_OPTIONS):
-        fn = _click_option(opt)(fn)
-    return fn
-
-
 @cli.command("render-guard")
-@_guard_options
+@option_flags(GUARD_OPTIONS)
 @format_option(FORMATS, "A multi-document YAML stream or a JSON v1/List.")
 @click.option(
     "--output",
