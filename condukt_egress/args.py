@@ -18,9 +18,12 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import inspect
 import ipaddress
 import re
+import sys
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -36,6 +39,7 @@ from condukt_egress.options import option
 from condukt_egress.policy import DENY_ALL, EgressPolicy
 
 __all__ = [
+    "INPUT_FIELDS",
     "CaKeyAlgorithm",
     "SandboxEgressArgs",
     "SessionOptions",
@@ -81,6 +85,13 @@ UNSAFE_UNPROXIED_PORTS: Final = (53, 443)
 QUIC/HTTP 3, which the TCP-only redirect never sees)."""
 
 _PRIVATE_DNS_RANGES: Final = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16")
+
+INPUT_FIELDS: Final = ("namespace", "sidecar_image", "policy", "trust_bundle")
+""":class:`SandboxEgressArgs` fields that may be ``pulumi.Input`` values (an
+Output of another resource, a StackReference output; ``policy`` also as a
+document holding Outputs, e.g. ``{"rules": [{"allow": [db.host]}]}``). They
+are validated when they resolve; every other field, and ``session_id`` above
+all (names and labels derive from it at preview), must be a plain value."""
 
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
@@ -275,6 +286,17 @@ class SessionOptions:
             metavar="HOURS",
         ),
     )
+    ca_early_renewal_hours: int = field(
+        default=0,
+        metadata=option(
+            "Re-mint the session CA at a `pulumi up` this many hours or fewer before it expires "
+            "(pulumi-tls early_renewal_hours); 0: only once expired. A new CA replaces the "
+            "Secret and the pod (`render`: checked only, a rendered CA is never renewed).",
+            example="0",
+            what="a whole number of hours",
+            metavar="HOURS",
+        ),
+    )
     cluster_cidrs: Sequence[str] = field(
         default=(),
         metadata=option(
@@ -317,6 +339,7 @@ class SessionOptions:
             "still go through it. Flag form: CIDR:PORT[,PORT...][/PROTOCOL].",
             example="[{cidr: 10.0.12.7/32, ports: [5432]}]",
             what="a list of {cidr, ports, protocol} objects",
+            items="object",
             metavar="CIDR:PORT[,PORT...][/PROTOCOL]",
             parse=UnproxiedEgress.parse,
         ),
@@ -372,6 +395,10 @@ class SandboxEgressArgs(SessionOptions):
             Kubernetes 1.29+. ``False`` makes it a plain container.
         ca_key_algorithm: Key type of the per-session CA.
         ca_validity_hours: Lifetime of the per-session CA certificate.
+        ca_early_renewal_hours: pulumi-tls ``early_renewal_hours``: an ``up``
+            this many hours (or fewer) before the CA expires mints a new CA,
+            which replaces the Secret and replaces or rolls the session pods.
+            0 (default): only an expired CA is re-minted.
         cluster_cidrs: Extra IPv4 ranges the pod must never reach directly
             (pod and service CIDRs of clusters outside RFC 1918).
         node_local_dns: IPv4 address of NodeLocal DNSCache, if the cluster uses it.
@@ -419,7 +446,19 @@ class SandboxEgressArgs(SessionOptions):
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
+        if _holds_input(self.session_id):
+            raise ConfigError(
+                "session_id",
+                "must be a plain string, not an Output: the Secret, NetworkPolicy and pod "
+                "names and labels derive from it and must be known at preview",
+            )
         validate_session_id(self.session_id)
+        # Input-valued fields are checked when they resolve (see resolved());
+        # the rest is checked now, against the defaults standing in for them.
+        deferred = {n: getattr(self, n) for n in INPUT_FIELDS if _holds_input(getattr(self, n))}
+        for name in deferred:
+            set_(self, name, _FIELD_DEFAULTS[name])
+        set_(self, "_deferred", deferred)
         set_(self, "namespace", _dns_label("namespace", self.namespace))
         set_(self, "policy", _policy(self.policy))
         set_(
@@ -476,6 +515,15 @@ class SandboxEgressArgs(SessionOptions):
                 f"{shown(hours)}; the default 24 fits a session",
             )
         set_(self, "ca_validity_hours", whole_hours)
+        early = _whole(self.ca_early_renewal_hours)
+        if early is None or not 0 <= early < whole_hours:
+            raise ConfigError(
+                "ca_early_renewal_hours",
+                f"must be a whole number of hours from 0 to ca_validity_hours - 1 "
+                f"({whole_hours - 1}), got {self.ca_early_renewal_hours!r}; 0 renews only an "
+                "expired CA",
+            )
+        set_(self, "ca_early_renewal_hours", early)
         set_(self, "sidecar_resources", _resources(self.sidecar_resources))
         if not isinstance(self.unsafe_unproxied_egress, bool):
             raise ConfigError(
@@ -492,6 +540,22 @@ class SandboxEgressArgs(SessionOptions):
                 for c in _seq("unsafe_allowed_capabilities", self.unsafe_allowed_capabilities)
             ),
         )
+        for name, value in deferred.items():
+            set_(self, name, value)
+
+    @property
+    def deferred(self) -> Mapping[str, Any]:
+        """The fields given as ``pulumi.Input`` values, not yet resolved or validated."""
+        return dict(getattr(self, "_deferred", {}))
+
+    def resolved(self, values: Mapping[str, Any]) -> SandboxEgressArgs:
+        """These args with :attr:`deferred` fields replaced by their resolved ``values``.
+
+        Validated like any args, so a bad resolved value raises the usual
+        error naming the field (``namespace: must be a Kubernetes namespace
+        name ...``, ``policy.rules[0].allow[0]: ...``).
+        """
+        return dataclasses.replace(self, **values)
 
     @property
     def egress_policy(self) -> EgressPolicy:
@@ -503,6 +567,28 @@ class SandboxEgressArgs(SessionOptions):
     def names(self) -> SessionNames:
         """Names and labels derived from ``session_id``."""
         return session_names(self.session_id)
+
+
+_FIELD_DEFAULTS: Final = {
+    f.name: f.default for f in dataclasses.fields(SandboxEgressArgs) if f.name in INPUT_FIELDS
+}
+
+
+def _holds_input(value: object) -> bool:
+    """Whether ``value`` is, or (a list or mapping) holds, a Pulumi Output or awaitable.
+
+    Pure: an Output exists only once the program imported ``pulumi``.
+    """
+    if inspect.isawaitable(value):
+        return True
+    pulumi = sys.modules.get("pulumi")
+    if pulumi is not None and isinstance(value, pulumi.Output):
+        return True
+    if isinstance(value, Mapping):
+        return any(_holds_input(v) for v in value.values())
+    if isinstance(value, list | tuple):
+        return any(_holds_input(v) for v in value)
+    return False
 
 
 _dataclass_init = SandboxEgressArgs.__init__

@@ -18,7 +18,8 @@ Example:
 # No ``from __future__ import annotations``: ``condukt_egress.provider`` hosts a
 # subclass for other languages, and Pulumi's schema analyzer evaluates the class
 # annotations of its whole MRO at run time.
-from collections.abc import Mapping
+import functools
+from collections.abc import Callable, Mapping
 from typing import Any, Final
 
 import pulumi
@@ -28,11 +29,33 @@ import pulumi_tls as tls
 from condukt_egress import manifests
 from condukt_egress.args import SandboxEgressArgs
 from condukt_egress.ca import CA_ALLOWED_USES, CA_ORGANIZATION, key_spec
+from condukt_egress.errors import ConfigError, EgressError, FieldError
 from condukt_egress.transform import workload_transform
 
-__all__ = ["TYPE_TOKEN", "SandboxEgress"]
+__all__ = ["TYPE_TOKEN", "ResolvedInputError", "SandboxEgress"]
 
 TYPE_TOKEN: Final = "condukt-egress:index:SandboxEgress"  # noqa: S105 - a type, no secret
+
+
+class ResolvedInputError(EgressError, pulumi.RunError):
+    """An Input-valued arg (see :data:`~condukt_egress.args.INPUT_FIELDS`) resolved to a bad value.
+
+    Raised when the Output resolves, from the SDK's ``apply``: a
+    :class:`pulumi.RunError`, so ``pulumi up`` prints this one line, and not
+    a ``ValueError``, which the SDK would re-wrap in serialisation errors.
+
+    Attributes:
+        field: The field at fault, e.g. ``namespace`` or ``policy.rules[0].allow[0]``.
+        message: What is wrong and how to fix it.
+        error: The :class:`~condukt_egress.errors.ConfigError` or
+            :class:`~condukt_egress.errors.PolicyError` the validation raised.
+    """
+
+    def __init__(self, error: FieldError) -> None:
+        self.error = error
+        self.field = error.field
+        self.message = error.message
+        super().__init__(f"{error.field}: {error.message} (the value came from an Output)")
 
 
 class SandboxEgress(pulumi.ComponentResource):
@@ -49,6 +72,8 @@ class SandboxEgress(pulumi.ComponentResource):
         secret_name: Name of the Secret, as an Output that depends on it.
         network_policy_name: Name of the NetworkPolicy, as an Output that depends on it.
         ca_cert_pem: The CA certificate PEM.
+        ca_fingerprint: SHA-256 of the CA certificate (hex); every workload's
+            sidecar carries it in its env, so a new CA replaces or rolls the pods.
     """
 
     # ``args`` and ``names`` are set in __init__ but not declared here: every
@@ -57,6 +82,7 @@ class SandboxEgress(pulumi.ComponentResource):
     secret_name: pulumi.Output[str]
     network_policy_name: pulumi.Output[str]
     ca_cert_pem: pulumi.Output[str]
+    ca_fingerprint: pulumi.Output[str]
 
     def __init__(
         self,
@@ -98,6 +124,7 @@ class SandboxEgress(pulumi.ComponentResource):
             set_subject_key_id=True,
             allowed_uses=list(CA_ALLOWED_USES),
             validity_period_hours=args.ca_validity_hours,
+            early_renewal_hours=args.ca_early_renewal_hours,
             subject=tls.SelfSignedCertSubjectArgs(
                 common_name=self.names.ca_common_name,
                 organization=CA_ORGANIZATION,
@@ -106,16 +133,29 @@ class SandboxEgress(pulumi.ComponentResource):
         )
         self.ca_cert_pem = self.ca_cert.cert_pem
 
+        # Input-valued args (an Output namespace, a policy host from another
+        # resource) resolve, and are validated, before anything uses them.
+        deferred = args.deferred
+        self.resolved_args: pulumi.Output[SandboxEgressArgs] | None = None
+        if deferred:
+            self.resolved_args = pulumi.Output.all(
+                **{key: pulumi.Output.from_input(value) for key, value in deferred.items()}
+            ).apply(functools.partial(_resolve, args))
+        resolved = self.resolved_args
+
+        def with_args(build: Callable[[SandboxEgressArgs], Any]) -> Any:
+            return build(args) if resolved is None else resolved.apply(build)
+
         # The sidecar needs PKCS#8; private_key_pem is SEC1 for ECDSA keys.
         string_data: pulumi.Output[dict[str, str]] = pulumi.Output.secret(
-            pulumi.Output.all(self.ca_cert.cert_pem, self.ca_key.private_key_pem_pkcs8).apply(
-                lambda pems: manifests.secret_data(args, pems[0], pems[1])
-            )
+            pulumi.Output.all(
+                self.ca_cert.cert_pem, self.ca_key.private_key_pem_pkcs8, resolved
+            ).apply(lambda v: manifests.secret_data(v[2] or args, v[0], v[1]))
         )
         secret = manifests.secret_manifest(args, string_data)
         self.secret = k8s.core.v1.Secret(
             f"{name}-secret",
-            metadata=secret["metadata"],
+            metadata=with_args(lambda a: manifests.object_metadata(a, a.names.secret)),
             type=secret["type"],
             immutable=secret["immutable"],
             string_data=secret["stringData"],
@@ -123,15 +163,18 @@ class SandboxEgress(pulumi.ComponentResource):
                 parent=self, additional_secret_outputs=["data", "stringData"]
             ),
         )
-        policy = manifests.network_policy_manifest(args)
+        policy = with_args(manifests.network_policy_manifest)
         self.network_policy = k8s.networking.v1.NetworkPolicy(
             f"{name}-network-policy",
-            metadata=policy["metadata"],
-            spec=policy["spec"],
+            metadata=_part(policy, "metadata"),
+            spec=_part(policy, "spec"),
             opts=child,
         )
         self.secret_name = self.secret.metadata.apply(lambda m: str(m["name"]))
-        self._transform = workload_transform(args, self._workload_dependencies)
+        self.ca_fingerprint = self.ca_cert.cert_pem.apply(manifests.ca_fingerprint)
+        self._transform = workload_transform(
+            args, self._workload_dependencies, self.ca_fingerprint, resolved
+        )
         self.network_policy_name = self.network_policy.metadata.apply(lambda m: str(m["name"]))
         self.register_outputs(
             {
@@ -139,6 +182,7 @@ class SandboxEgress(pulumi.ComponentResource):
                 "networkPolicyName": self.network_policy_name,
                 "podLabels": self.pod_labels,
                 "caCertPem": self.ca_cert_pem,
+                "caFingerprint": self.ca_fingerprint,
             }
         )
 
@@ -147,7 +191,18 @@ class SandboxEgress(pulumi.ComponentResource):
 
         Pure: see :func:`condukt_egress.manifests.inject`. Use Kubernetes
         (camelCase) field names, as in YAML.
+
+        Raises:
+            ConfigError: Some args are Outputs (see :data:`INPUT_FIELDS`), so
+                the pure injection has no values yet: use
+                :meth:`workload_options`, whose transform injects once they resolve.
         """
+        if self.args.deferred:
+            raise ConfigError(
+                ", ".join(self.args.deferred),
+                "is an Output, so inject() (pure, immediate) cannot use it; declare the "
+                "workload with opts=egress.workload_options(), which injects once it resolves",
+            )
         return manifests.inject(pod_spec, self.args)
 
     @property
@@ -192,3 +247,17 @@ class SandboxEgress(pulumi.ComponentResource):
 
     def _workload_dependencies(self) -> list[pulumi.Resource]:
         return [self.secret, self.network_policy]
+
+
+def _resolve(args: SandboxEgressArgs, values: Mapping[str, Any]) -> SandboxEgressArgs:
+    try:
+        return args.resolved(values)
+    except FieldError as exc:
+        raise ResolvedInputError(exc) from None
+
+
+def _part(manifest: Any, key: str) -> Any:
+    """``manifest[key]``, through ``apply`` when the manifest is an Output."""
+    if isinstance(manifest, pulumi.Output):
+        return manifest.apply(lambda m: m[key])
+    return manifest[key]

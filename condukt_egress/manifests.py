@@ -19,6 +19,7 @@ import hashlib
 import json
 import posixpath
 import re
+import ssl
 from collections.abc import Iterable, Mapping
 from decimal import Decimal
 from typing import Any, Final
@@ -39,6 +40,7 @@ __all__ = [
     "APPARMOR_ANNOTATION_PREFIX",
     "BYPASS_CAPABILITIES",
     "CA_ENV_VARS",
+    "CA_FINGERPRINT_ENV",
     "CONFIG_DIGEST_ENV",
     "CONFIG_VOLUME",
     "DEFAULT_WORKSPACE_IMAGE",
@@ -59,6 +61,7 @@ __all__ = [
     "WORKSPACE_IDLE_COMMAND",
     "WORKSPACE_TRUST_DIR",
     "bundle_pem",
+    "ca_fingerprint",
     "check",
     "check_pod_metadata",
     "config_digest",
@@ -70,6 +73,7 @@ __all__ = [
     "object_metadata",
     "secret_data",
     "secret_manifest",
+    "with_ca_fingerprint",
     "workspace_pod_manifest",
     "workspace_trust_files",
 ]
@@ -122,6 +126,11 @@ CONFIG_DIGEST_ENV: Final = "CONDUKT_SESSION_CONFIG_DIGEST"
 """Sidecar env var carrying :func:`config_digest`: a policy change alters the pod
 template, so ``pulumi up`` replaces or rolls the pod (the Secret is immutable
 and the sidecar reads the policy once)."""
+
+CA_FINGERPRINT_ENV: Final = "CONDUKT_SESSION_CA_SHA256"
+"""Sidecar env var carrying :func:`ca_fingerprint` of the session CA: a new CA
+(re-minted on expiry or ``--replace``) changes the pod template, so the pod is
+replaced or rolled and the sidecar signs with the CA the workspace trusts."""
 
 SPECIAL_IPV4_RANGES: Final = (
     "0.0.0.0/8",
@@ -199,6 +208,67 @@ def config_digest(args: SandboxEgressArgs) -> str:
         separators=(",", ":"),
     )
     return hashlib.sha256(material.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+
+
+def ca_fingerprint(ca_cert_pem: str) -> str:
+    """SHA-256 of the CA certificate's DER form, lower-case hex.
+
+    The value ``openssl x509 -noout -fingerprint -sha256`` prints (without
+    colons), so an operator can compare a running pod with ``caCertPem``.
+
+    Raises:
+        ConfigError: ``ca_cert_pem`` holds no PEM certificate.
+    """
+    try:
+        der = ssl.PEM_cert_to_DER_cert(ca_cert_pem.strip() + "\n")
+    except ValueError:
+        raise ConfigError(
+            "ca_cert_pem", "is not a PEM certificate ('-----BEGIN CERTIFICATE-----')"
+        ) from None
+    return hashlib.sha256(der).hexdigest()
+
+
+def with_ca_fingerprint(pod_spec: Mapping[str, Any], fingerprint: Any) -> JSON:
+    """``pod_spec`` (injected) with the sidecar's :data:`CA_FINGERPRINT_ENV` set.
+
+    ``fingerprint`` is :func:`ca_fingerprint` of the session CA, or (in the
+    component) a Pulumi Output of it: any value, placed as the env var's value.
+    Only that entry is new; the input is not modified.
+
+    Raises:
+        ConfigError: ``pod_spec`` has no condukt-egress sidecar (inject it first).
+    """
+    spec: JSON = dict(pod_spec)
+    for kind in ("initContainers", "containers"):
+        containers = [dict(c) for c in spec.get(kind) or ()]
+        for container in containers:
+            if container.get("name") == SIDECAR_CONTAINER:
+                env = [e for e in container.get("env") or () if e.get("name") != CA_FINGERPRINT_ENV]
+                container["env"] = [*env, {"name": CA_FINGERPRINT_ENV, "value": fingerprint}]
+                spec[kind] = containers
+                return spec
+    raise ConfigError(
+        "spec", f"has no {SIDECAR_CONTAINER!r} container; inject the session before adding its CA"
+    )
+
+
+def _ca_fingerprint_env(spec: Mapping[str, Any]) -> JSON | None:
+    """The sidecar's CA fingerprint env entry in an injected spec, if any."""
+    for kind in ("initContainers", "containers"):
+        for container in spec.get(kind) or ():
+            if isinstance(container, Mapping) and container.get("name") == SIDECAR_CONTAINER:
+                for entry in container.get("env") or ():
+                    if isinstance(entry, Mapping) and entry.get("name") == CA_FINGERPRINT_ENV:
+                        return dict(entry)
+    return None
+
+
+def _without_ca_fingerprint(container: JSON) -> JSON:
+    env = container.get("env")
+    if not isinstance(env, list):
+        return container
+    kept = [e for e in env if not (isinstance(e, Mapping) and e.get("name") == CA_FINGERPRINT_ENV)]
+    return {**container, "env": kept}
 
 
 @functools.cache
@@ -946,7 +1016,7 @@ def _user_containers(
             name = container.get("name")
             if name in _OURS:
                 expected_kind, expected = ours.get(name, ("", {}))
-                if kind != expected_kind or container != expected:
+                if kind != expected_kind or _without_ca_fingerprint(container) != expected:
                     raise ConfigError(
                         f"spec.{kind}[{index}].name",
                         f"your container {name!r} clashes with the container condukt-egress "
@@ -1163,6 +1233,7 @@ def inject(pod_spec: Mapping[str, Any], args: SandboxEgressArgs) -> JSON:
     """
     spec: JSON = copy.deepcopy(dict(pod_spec))
     _refuse_pod(spec, args)
+    fingerprint = _ca_fingerprint_env(spec)
     ours_init = [netfilter_container(args), filter_container(args)]
     ours_main: list[JSON] = []
     (ours_init if args.native_sidecar else ours_main).append(sidecar_container(args))
@@ -1184,6 +1255,8 @@ def inject(pod_spec: Mapping[str, Any], args: SandboxEgressArgs) -> JSON:
     _fit_pod_resources(pod_spec, spec)
     spec.setdefault("automountServiceAccountToken", False)
     spec.setdefault("enableServiceLinks", False)
+    if fingerprint is not None:  # an earlier injection's CA: kept, so inject stays idempotent
+        return with_ca_fingerprint(spec, fingerprint["value"])
     return spec
 
 
@@ -1199,6 +1272,8 @@ def workspace_pod_manifest(
     args: SandboxEgressArgs,
     workspace_image: str,
     command: list[str] | None = None,
+    *,
+    ca_cert_pem: str | None = None,
 ) -> JSON:
     """The session's workspace Pod, with egress control injected.
 
@@ -1207,6 +1282,9 @@ def workspace_pod_manifest(
         workspace_image: Image of the (untrusted) workspace container.
         command: Its command; default :data:`WORKSPACE_IDLE_COMMAND` keeps the
             pod idle for ``kubectl exec`` and exits at once on SIGTERM.
+        ca_cert_pem: The session CA, whose fingerprint the sidecar's env then
+            carries (see :data:`CA_FINGERPRINT_ENV`). The component leaves it
+            out here: its workload transform adds the fingerprint as an Output.
     """
     validate_image("workspace_image", workspace_image, DEFAULT_WORKSPACE_IMAGE)
     names = args.names
@@ -1223,4 +1301,7 @@ def workspace_pod_manifest(
             }
         ],
     }
-    return {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": inject(spec, args)}
+    injected = inject(spec, args)
+    if ca_cert_pem is not None:
+        injected = with_ca_fingerprint(injected, ca_fingerprint(ca_cert_pem))
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": injected}

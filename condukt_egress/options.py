@@ -40,7 +40,7 @@ __all__ = [
 ]
 
 Kind = Literal["string", "boolean", "integer", "array", "object"]
-"""An option's stack config type (``Pulumi.yaml`` has no ``object``: such keys have none)."""
+"""An option's stack config type, as ``Pulumi.yaml`` declares it (``object`` since CLI 3.187)."""
 
 STACK_YAML: Final = "Pulumi.<stack>.yaml"
 
@@ -62,6 +62,7 @@ class Option:
     Attributes:
         name: The Python field name (``SandboxEgressArgs``, ``SessionSpec``).
         kind: Its stack config type.
+        items: The type of an array option's entries (``string`` or ``object``).
         help: One sentence for ``--help``, the README table and docstrings.
         example: A valid value as typed in a fix hint.
         what: What a value must be, for type errors (``"a list of IPv4 CIDRs"``).
@@ -81,6 +82,7 @@ class Option:
 
     name: str
     kind: Kind
+    items: Kind | None
     help: str
     example: str
     what: str
@@ -99,6 +101,17 @@ class Option:
         """The stack config key: the name in camelCase (``dns_pod_labels``: ``dnsPodLabels``)."""
         head, *rest = self.name.split("_")
         return head + "".join(word.capitalize() for word in rest)
+
+    @property
+    def project_type(self) -> dict[str, Any]:
+        """The key's type in ``Pulumi.yaml``: ``{type: array, items: {type: object}}``.
+
+        The CLI (3.187+) checks a stack's value against it before the program
+        runs, so a list given where an object belongs fails at once.
+        """
+        if self.kind == "array":
+            return {"type": "array", "items": {"type": self.items or "string"}}
+        return {"type": self.kind}
 
     @property
     def repeatable(self) -> bool:
@@ -148,6 +161,7 @@ def option(
     *,
     example: str,
     kind: Kind | None = None,
+    items: Kind | None = None,
     what: str | None = None,
     flag: str | None = None,
     short: str | None = None,
@@ -160,13 +174,14 @@ def option(
 
     ``kind`` defaults to what the field's default suggests (``bool`` boolean,
     ``int`` integer, a list or tuple array, a mapping object, else string);
-    ``flag`` to the name in kebab-case.
+    ``items`` (arrays only) to ``string``; ``flag`` to the name in kebab-case.
     """
     return {
         _KEY: {
             "help": help,
             "example": example,
             "kind": kind,
+            "items": items,
             "what": what,
             "flag": flag,
             "short": short,
@@ -197,6 +212,7 @@ def options_of(cls: type) -> tuple[Option, ...]:
             Option(
                 name=f.name,
                 kind=kind,
+                items=spec["items"] or ("string" if kind == "array" else None),
                 help=spec["help"],
                 example=spec["example"],
                 what=spec["what"] or _WHAT[kind],

@@ -20,16 +20,37 @@ import pulumi_kubernetes as k8s
 from condukt_egress import manifests
 from condukt_egress.args import SandboxEgressArgs
 from condukt_egress.component import SandboxEgress
-from condukt_egress.errors import ConfigError
-from condukt_egress.options import Option
+from condukt_egress.errors import ConfigError, PolicyError
+from condukt_egress.options import STACK_YAML, Option
 from condukt_egress.spec import CONFIG_KEYS, SESSION_OPTIONS, SessionSpec
 
 __all__ = [
     "CONFIG_KEYS",
+    "StackConfigError",
+    "StackPolicyError",
     "args_from_config",
     "session_program",
     "spec_from_config",
 ]
+
+
+class StackConfigError(ConfigError, pulumi.RunError):
+    """A stack config value is wrong; ``pulumi up`` prints it as one line.
+
+    A :class:`pulumi.RunError` ends the program with ``error: <message>`` and
+    no traceback (the Python language host and the Automation API's inline
+    server both treat it so). :attr:`field` is the config key, e.g.
+    ``config caValidityHours``; the message ends with the command that fixes it.
+    """
+
+
+class StackPolicyError(PolicyError, pulumi.RunError):
+    """The ``policy`` config value is wrong; one line naming the key path to change.
+
+    :attr:`field` is the path ``pulumi config set --path`` takes, e.g.
+    ``config policy.rules[2].allow[0]``.
+    """
+
 
 _GETTERS = {
     "string": "get",
@@ -46,7 +67,7 @@ def _read(config: pulumi.Config, opt: Option) -> Any:
     try:
         value = getattr(config, _GETTERS[opt.kind])(opt.config)
     except pulumi.ConfigTypeError as exc:
-        raise ConfigError(
+        raise StackConfigError(
             f"config {opt.config}", f"must be {opt.what}: {exc}. Set it with {opt.config_fix}"
         ) from None
     if value is None or (value == "" and opt.kind == "string" and opt.default is None):
@@ -55,7 +76,7 @@ def _read(config: pulumi.Config, opt: Option) -> Any:
         opt.kind == "array" and not isinstance(value, list)
     )
     if wrong_shape:
-        raise ConfigError(
+        raise StackConfigError(
             f"config {opt.config}",
             f"must be {opt.what}, got {value!r}. Set it with {opt.config_fix}",
         )
@@ -66,32 +87,42 @@ def spec_from_config(config: pulumi.Config) -> SessionSpec:
     """Build the session from stack config, each key read as its option declares.
 
     Raises:
-        ConfigError: A key is missing or has the wrong type or value; the
+        StackConfigError: A key is missing or has the wrong type or value; the
             message names the key and how to set it right.
-        PolicyError: The ``policy`` object is invalid.
+        StackPolicyError: The ``policy`` object is invalid; the field is the
+            key path to change, e.g. ``config policy.rules[2].allow[0]``.
     """
     if not config.get("sessionId"):
-        raise ConfigError(
+        raise StackConfigError(
             "config sessionId",
             "is required: run `pulumi config set sessionId <id>` (one stack per session)",
         )
     values = {opt.name: _read(config, opt) for opt in SESSION_OPTIONS}
     try:
         return SessionSpec(**{name: v for name, v in values.items() if v is not None})
+    except PolicyError as exc:
+        # exc.field is policy.<path>: the path `pulumi config set --path` takes.
+        raise StackPolicyError(
+            f"config {exc.field}",
+            f"{exc.message}. Change it with `pulumi config set --path '{exc.field}' <value>` "
+            f"or in {STACK_YAML}",
+        ) from None
     except ConfigError as exc:
         opt = _BY_NAME.get(exc.root)
         if opt is None:
             raise
         error = exc.renamed(f"config {opt.config}")
-        raise ConfigError(error.field, f"{error.message}. Set it with {opt.config_fix}") from None
+        raise StackConfigError(
+            error.field, f"{error.message}. Set it with {opt.config_fix}"
+        ) from None
 
 
 def args_from_config(config: pulumi.Config) -> tuple[SandboxEgressArgs, str]:
     """The session's validated :class:`SandboxEgressArgs` and workspace image from stack config.
 
     Raises:
-        ConfigError: As :func:`spec_from_config`.
-        PolicyError: As :func:`spec_from_config`.
+        StackConfigError: As :func:`spec_from_config`.
+        StackPolicyError: As :func:`spec_from_config`.
     """
     spec = spec_from_config(config)
     return spec.args, spec.workspace_image

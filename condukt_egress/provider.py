@@ -33,7 +33,7 @@ import pulumi
 from pulumi.provider.experimental.component import ComponentProvider
 
 from condukt_egress import args as py_args
-from condukt_egress import component, transform, workloads
+from condukt_egress import component, manifests, transform, workloads
 from condukt_egress.errors import ConfigError, FieldError
 from condukt_egress.options import document, options_of
 
@@ -182,6 +182,7 @@ class SandboxEgressArgs(TypedDict):
     native_sidecar: NotRequired[bool]
     ca_key_algorithm: NotRequired[CaKeyAlgorithm]
     ca_validity_hours: NotRequired[int]
+    ca_early_renewal_hours: NotRequired[int]
     cluster_cidrs: NotRequired[list[str]]
     node_local_dns: NotRequired[str]
     dns_namespace: NotRequired[str]
@@ -270,9 +271,29 @@ def python_args(inputs: Mapping[str, Any]) -> py_args.SandboxEgressArgs:
         raise exc.renamed(_camel(exc.root)) from None
 
 
-def session_document(args: py_args.SandboxEgressArgs) -> dict[str, Any]:
-    """``args`` as JSON-ready values (document form) that :func:`session_args` reads back."""
-    return {f.name: document(getattr(args, f.name)) for f in dataclasses.fields(args)}
+SESSION_CA_FINGERPRINT: Final = "ca_fingerprint"
+"""Key of the session CA's fingerprint in the ``session`` document, beside the args."""
+
+
+def session_document(
+    args: py_args.SandboxEgressArgs, ca_fingerprint: str | None = None
+) -> dict[str, Any]:
+    """``args`` as JSON-ready values (document form) that :func:`session_args` reads back.
+
+    With ``ca_fingerprint``, the document also carries the session CA's
+    fingerprint (:func:`session_ca_fingerprint`), which SandboxWorkload puts in
+    the sidecar's env so a new CA rolls the pods, as the Python transform does.
+    """
+    out = {f.name: document(getattr(args, f.name)) for f in dataclasses.fields(args)}
+    if ca_fingerprint is not None:
+        out[SESSION_CA_FINGERPRINT] = ca_fingerprint
+    return out
+
+
+def session_ca_fingerprint(document: Any) -> str | None:
+    """The CA fingerprint a ``session`` document carries, if any."""
+    value = document.get(SESSION_CA_FINGERPRINT) if isinstance(document, Mapping) else None
+    return value if isinstance(value, str) else None
 
 
 def session_args(document: Any) -> py_args.SandboxEgressArgs:
@@ -283,13 +304,14 @@ def session_args(document: Any) -> py_args.SandboxEgressArgs:
             output, or fails a check of ``SandboxEgressArgs``.
     """
     fields = {f.name for f in dataclasses.fields(py_args.SandboxEgressArgs)}
-    if not isinstance(document, Mapping) or not set(document) <= fields:
+    if not isinstance(document, Mapping) or not set(document) <= fields | {SESSION_CA_FINGERPRINT}:
         raise ConfigError(
             "session",
             "must be the session output of a SandboxEgress, passed unchanged "
             "(e.g. session: egress.session)",
         )
-    return py_args.SandboxEgressArgs(**{k: _freeze(v) for k, v in document.items()})
+    values = {k: _freeze(v) for k, v in document.items() if k != SESSION_CA_FINGERPRINT}
+    return py_args.SandboxEgressArgs(**values)
 
 
 def _freeze(value: Any) -> Any:
@@ -318,6 +340,8 @@ class SandboxEgress(component.SandboxEgress):
     """Name of the NetworkPolicy selecting the session pods."""
     ca_cert_pem: pulumi.Output[str]
     """The session CA certificate (PEM) the workspace trusts."""
+    ca_fingerprint: pulumi.Output[str]
+    """SHA-256 of the session CA (hex), in the sidecar's env: a new CA rolls the pods."""
     pod_labels: dict[str, str]
     """Labels every session pod carries; the NetworkPolicy selects them."""
     session: pulumi.Output[dict[str, Any]]
@@ -337,12 +361,12 @@ class SandboxEgress(component.SandboxEgress):
             opts: The options of the Construct request.
         """
         super().__init__(name, python_args(args), opts)
-        document = session_document(self.args)
-        # Derived from the URNs (known at preview), so whatever consumes it
-        # depends on the Secret and the NetworkPolicy.
-        self.session = pulumi.Output.all(self.secret.urn, self.network_policy.urn).apply(
-            lambda _: document
-        )
+        # Derived from the URNs, so whatever consumes it depends on the Secret
+        # and the NetworkPolicy; it carries the CA fingerprint, so a new CA
+        # rolls the workloads SandboxWorkload declares.
+        self.session = pulumi.Output.all(
+            self.secret.urn, self.network_policy.urn, self.ca_fingerprint
+        ).apply(lambda values: session_document(self.args, values[2]))
 
 
 # --- workloads ----------------------------------------------------------------
@@ -392,7 +416,9 @@ def _resource_class(workload: workloads.Workload) -> Callable[..., pulumi.Custom
     return cls
 
 
-def _injected_template(template: Any, name: str, args: py_args.SandboxEgressArgs) -> Any:
+def _injected_template(
+    template: Any, name: str, args: py_args.SandboxEgressArgs, ca_fingerprint: str | None
+) -> Any:
     """A pod template injected as a Deployment's would be, errors named after the template."""
     as_deployment = workloads.Workload("apps/v1", "Deployment", "")
     try:
@@ -402,7 +428,10 @@ def _injected_template(template: Any, name: str, args: py_args.SandboxEgressArgs
     except ConfigError as exc:
         field = exc.field.replace(f"Deployment {name!r} spec.template", "podTemplate", 1)
         raise ConfigError(field, exc.message) from None
-    return injected["spec"]["template"]
+    out: dict[str, Any] = injected["spec"]["template"]
+    if ca_fingerprint is not None:
+        out = {**out, "spec": manifests.with_ca_fingerprint(out["spec"], ca_fingerprint)}
+    return out
 
 
 class SandboxWorkload(pulumi.ComponentResource):
@@ -451,9 +480,9 @@ class SandboxWorkload(pulumi.ComponentResource):
             self.manifest = self._declare(name, args["workload"], session, session_opts)
         else:
             inject = self._reported(_injected_template)
-            self.pod_template = pulumi.Output.all(session_opts, args["pod_template"]).apply(
-                lambda values: inject(values[1], name, values[0])
-            )
+            self.pod_template = pulumi.Output.all(
+                session_opts, args["pod_template"], _lift(session, session_ca_fingerprint)
+            ).apply(lambda values: inject(values[1], name, values[0], values[2]))
         self.register_outputs({})
 
     def _reported(self, fn: Callable[..., T]) -> Callable[..., T]:
@@ -491,8 +520,10 @@ class SandboxWorkload(pulumi.ComponentResource):
             )
         props = {"metadata": manifest.get("metadata"), "spec": manifest.get("spec")}
         inject = self._reported(transform.transform_props)
-        injected: pulumi.Output[dict[str, Any]] = pulumi.Output.from_input(session_opts).apply(
-            lambda opts_: inject(props, workload, name, opts_)
+        fingerprint = _lift(session, session_ca_fingerprint)
+        both = pulumi.Output.all(session_opts, fingerprint)
+        injected: pulumi.Output[dict[str, Any]] = both.apply(
+            lambda values: inject(props, workload, name, values[0], values[1])
         )
         _resource_class(workload)(
             name,

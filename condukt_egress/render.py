@@ -103,7 +103,7 @@ def render_session(args: SandboxEgressArgs, ca: CaMaterial, workspace_image: str
     return [
         manifests.secret_manifest(args, data),
         manifests.network_policy_manifest(args),
-        manifests.workspace_pod_manifest(args, workspace_image),
+        manifests.workspace_pod_manifest(args, workspace_image, ca_cert_pem=ca.cert_pem),
     ]
 
 

@@ -18,6 +18,7 @@ was, and is computed at ``pulumi up`` when a value is unknown at preview.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -25,6 +26,7 @@ import pulumi
 from pulumi.output import Unknown
 from pulumi.runtime import rpc
 
+from condukt_egress import manifests
 from condukt_egress._passthrough import passthrough_warning
 from condukt_egress.args import SandboxEgressArgs
 from condukt_egress.workloads import (
@@ -69,19 +71,94 @@ def _lift(value: Any, fn: Callable[[Any], Any]) -> Any:
 
 
 def transform_props(
-    props: Mapping[str, Any], workload: Workload, name: str, args: SandboxEgressArgs
+    props: Mapping[str, Any],
+    workload: Workload,
+    name: str,
+    args: SandboxEgressArgs,
+    ca_fingerprint: Any = None,
 ) -> JSON:
-    """The transformed properties of one workload resource (wire form, Outputs lifted)."""
+    """The transformed properties of one workload resource (wire form, Outputs lifted).
+
+    ``ca_fingerprint`` (an Output in the component) becomes the sidecar's
+    :data:`~condukt_egress.manifests.CA_FINGERPRINT_ENV`, so a new CA changes
+    the pod template. Only that value waits for the CA: everything else is
+    checked and shown at preview as before.
+    """
     wire: JSON = _secrets_as_outputs(dict(props))
     out = dict(wire)
     if workload.variant == "List":
-        out["items"] = _lift(wire.get("items"), lambda i: workload_items(i, workload, name, args))
+        item_workload = Workload(workload.api, workload.kind, "")
+
+        def items(values: Any) -> list[JSON]:
+            return [
+                _with_ca(item, item_workload, ca_fingerprint)
+                for item in workload_items(values, workload, name, args)
+            ]
+
+        out["items"] = _settle(_lift(wire.get("items"), items))
         return out
     if workload.variant != "Patch" or "metadata" in wire:
         out["metadata"] = _lift(
             wire.get("metadata"), lambda m: workload_metadata(m, workload, name, args)
         )
-    out["spec"] = _lift(wire.get("spec"), lambda s: workload_spec(s, workload, name, args))
+    spec = _lift(wire.get("spec"), lambda s: workload_spec(s, workload, name, args))
+    if workload.variant == "Patch" or ca_fingerprint is None:
+        out["spec"] = spec
+    elif isinstance(spec, pulumi.Output):
+        out["spec"] = _settle(
+            spec.apply(lambda s: _with_ca({"spec": s}, workload, ca_fingerprint)["spec"])
+        )
+    else:
+        out["spec"] = _with_ca({"spec": spec}, workload, ca_fingerprint)["spec"]
+    return out
+
+
+def _props_when_resolved(
+    props: Mapping[str, Any],
+    workload: Workload,
+    name: str,
+    resolved: pulumi.Output[SandboxEgressArgs],
+    ca_fingerprint: Any,
+) -> JSON:
+    """:func:`transform_props` once the session's Input-valued args resolve, per property."""
+    source = dict(props)
+    out: pulumi.Output[JSON] = resolved.apply(
+        lambda args: pulumi.Output.from_input(
+            transform_props(source, workload, name, args, ca_fingerprint)
+        )
+    )
+    keys = set(source) | (
+        {"items"}
+        if workload.variant == "List"
+        else {"spec"} | ({"metadata"} if workload.variant != "Patch" else set())
+    )
+    return {key: out.apply(functools.partial(_get, key=key)) for key in sorted(keys)}
+
+
+def _get(props: JSON, key: str) -> Any:
+    return props.get(key)
+
+
+def _settle(value: Any) -> Any:
+    """An Output whose value may hold Outputs, as one Output of plain values."""
+    if isinstance(value, pulumi.Output):
+        return value.apply(pulumi.Output.from_input)
+    return value
+
+
+def _with_ca(obj: JSON, workload: Workload, ca_fingerprint: Any) -> JSON:
+    """``obj`` (an injected workload) with the CA fingerprint in its sidecar's env."""
+    if ca_fingerprint is None:
+        return obj
+    out = dict(obj)
+    parent = out
+    for key in ("spec", *workload.template):
+        parent[key] = dict(parent[key])
+        parent = parent[key]
+    if workload.template:
+        parent["spec"] = manifests.with_ca_fingerprint(parent["spec"], ca_fingerprint)
+    else:
+        out["spec"] = manifests.with_ca_fingerprint(out["spec"], ca_fingerprint)
     return out
 
 
@@ -101,7 +178,10 @@ def _warn_passthrough(
 
 
 def workload_transform(
-    args: SandboxEgressArgs, depends_on: Callable[[], Sequence[pulumi.Resource]]
+    args: SandboxEgressArgs,
+    depends_on: Callable[[], Sequence[pulumi.Resource]],
+    ca_fingerprint: pulumi.Input[str] | None = None,
+    resolved: pulumi.Output[SandboxEgressArgs] | None = None,
 ) -> pulumi.ResourceTransform:
     """A resource transform that injects ``args``' session into every workload.
 
@@ -109,6 +189,11 @@ def workload_transform(
         args: The session.
         depends_on: Returns the resources every workload must depend on (the
             session's Secret and NetworkPolicy).
+        ca_fingerprint: The session CA's fingerprint (an Output in the
+            component); set in the sidecar's env so a new CA rolls the pods.
+        resolved: ``args`` once its Input-valued fields resolved, when it has
+            any (:attr:`SandboxEgressArgs.deferred`): the workload is then
+            checked and injected when they resolve.
 
     Returns:
         A callable for ``ResourceOptions(transforms=[...])`` or
@@ -126,7 +211,14 @@ def workload_transform(
         if workload is None:
             _warn_passthrough(transform_args, warned)
             return None
-        props = transform_props(transform_args.props, workload, transform_args.name, args)
+        if resolved is None:
+            props = transform_props(
+                transform_args.props, workload, transform_args.name, args, ca_fingerprint
+            )
+        else:
+            props = _props_when_resolved(
+                transform_args.props, workload, transform_args.name, resolved, ca_fingerprint
+            )
         opts = pulumi.ResourceOptions.merge(
             transform_args.opts or pulumi.ResourceOptions(),
             pulumi.ResourceOptions(depends_on=list(depends_on())),

@@ -361,7 +361,9 @@ FAKE_CLI = r"""#!{python}
 import json, os, sys, time
 args = [a for a in sys.argv[1:] if a != "--non-interactive"]
 if args[:1] == ["version"]:
-    print(os.environ.get("FAKE_PULUMI_VERSION", "v3.200.0"))
+    # 3.204: past our floor, and still below the SDK's gRPC event stream (3.206+),
+    # so events come through the --event-log file this script writes.
+    print(os.environ.get("FAKE_PULUMI_VERSION", "v3.204.0"))
     sys.exit(0)
 key = args[0]
 if key in ("stack", "config", "plugin") and len(args) > 1 and not args[1].startswith("-"):
@@ -435,6 +437,11 @@ class FakeCli:
 
 @pytest.fixture
 def fake(tmp_path: Path) -> FakeCli:
+    return make_fake(tmp_path)
+
+
+def make_fake(tmp_path: Path) -> FakeCli:
+    """A scripted CLI in ``tmp_path/cli/bin/pulumi`` answering like an empty backend."""
     root = tmp_path / "cli"
     (root / "bin").mkdir(parents=True)
     script = root / "bin" / "pulumi"
@@ -496,13 +503,16 @@ def test_up_creates_configures_and_returns_outputs(
     assert init[init.index("--secrets-provider") + 1] == "passphrase"
     set_all = calls[3]["args"]
     assert set_all[set_all.index("--stack") + 1] == name
-    pairs = [
-        set_all[i : i + 2] for i in range(len(set_all)) if set_all[i] in ("--plaintext", "--secret")
-    ]
-    assert ["--secret", f"kubernetes:kubeconfig={kubeconfig}"] in pairs
-    assert ["--plaintext", "kubernetes:context=c"] in pairs
-    assert ["--plaintext", f"condukt-egress:sessionId={spec.session_id}"] in pairs
-    assert ["--plaintext", "condukt-egress:allowPlainHttp=true"] in pairs
+    values = json.loads(set_all[set_all.index("--json") + 1])
+    assert values["kubernetes:kubeconfig"] == {"value": kubeconfig, "secret": True}
+    assert values["kubernetes:context"] == {"value": "c", "secret": False}
+    assert values["condukt-egress:sessionId"]["value"] == spec.session_id
+    assert values["condukt-egress:allowPlainHttp"] == {"value": "true", "secret": False}
+    # Typed object and array keys are set as objects: the CLI refuses a string there.
+    assert values["condukt-egress:policy"]["objectValue"] == spec.args.egress_policy.to_dict()
+    assert values["condukt-egress:clusterCidrs"]["objectValue"] == ["203.0.113.0/24"]
+    assert values["condukt-egress:unproxiedEgress"]["objectValue"][0]["cidr"] == "10.0.12.7/32"
+    assert "objectValue" not in values["condukt-egress:namespace"]
     assert calls[4]["args"][:3] == ["config", "rm-all", "--stack"]
     assert "kubernetes:renderYamlToDirectory" in calls[4]["args"]
     up = calls[5]["args"]
@@ -653,13 +663,13 @@ def test_plugin_install_failure_says_what_to_do(fake: FakeCli, tmp_path: Path) -
 
 def test_pulumi_version_checks_the_cli_once(fake: FakeCli, tmp_path: Path) -> None:
     stacks = fake.stacks(tmp_path / "state")
-    assert stacks.pulumi_version() == "3.200.0"
+    assert stacks.pulumi_version() == "3.204.0"
     assert fake.commands() == []
 
 
 def test_too_old_cli_is_refused(fake: FakeCli, tmp_path: Path, monkeypatch: Any) -> None:
     monkeypatch.setenv("FAKE_PULUMI_VERSION", "v3.150.0")
-    with pytest.raises(PulumiCliError, match=r"is 3\.150\.0; session stacks need 3\.181"):
+    with pytest.raises(PulumiCliError, match=r"is 3\.150\.0; session stacks need 3\.203"):
         fake.stacks(tmp_path / "state").up(SessionSpec("run-1"))
 
 

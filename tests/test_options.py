@@ -77,10 +77,9 @@ def test_pulumi_yaml_types_and_defaults_match_the_registry() -> None:
     declared = pulumi_yaml_config()
     for opt in SESSION_OPTIONS:
         entry = declared[opt.config]
-        # Pulumi.yaml types are string, integer, boolean and array (of scalars).
-        untyped = opt.kind == "object" or "objects" in opt.what
-        expected_type = None if untyped else opt.kind
-        assert entry.get("type") == expected_type, opt.config
+        # Every key is typed (objects and arrays of objects since CLI 3.187).
+        declared_type = {k: entry[k] for k in ("type", "items") if k in entry}
+        assert declared_type == opt.project_type, opt.config
         assert entry.get("description"), opt.config
         assert ("default" not in entry) == opt.required, opt.config
     # The program reading Pulumi.yaml's defaults builds the same session as the

@@ -28,10 +28,11 @@ from pulumi.runtime import rpc
 from pulumi.runtime.proto import errors_pb2, provider_pb2, status_pb2
 
 from condukt_egress import args as py_args
-from condukt_egress import component, provider
+from condukt_egress import component, manifests, provider
 from condukt_egress.errors import ConfigError
 from condukt_egress.options import options_of
 from condukt_egress.policy import DefaultAction
+from tests.ca_mask import mask_ca_fingerprints
 from tests.k8s_schema import assert_valid
 from tests.provider_engine import PROVIDER_DIR, EngineDouble, output_value, running_provider
 from tests.pulumi_harness import Recorder, Registration, run
@@ -175,6 +176,7 @@ def test_outputs_and_types_the_other_languages_see() -> None:
     egress = schema["resources"][EGRESS]
     assert sorted(egress["properties"]) == [
         "caCertPem",
+        "caFingerprint",
         "networkPolicyName",
         "podLabels",
         "secretName",
@@ -295,8 +297,6 @@ def test_plugin_info_and_schema_come_from_the_running_provider(constructed: Cons
 
 
 _PEM = re.compile(r"-----BEGIN [A-Z ]+-----[^-]+-----END [A-Z ]+-----\n?")
-
-
 def _comparable(reg: Registration) -> tuple[str, str, str, Any, frozenset[str]]:
     """A registration with its random key material and the mock stack prefix taken out."""
 
@@ -334,8 +334,16 @@ def test_session_outputs_carry_their_dependencies(constructed: Constructed) -> N
     assert state["podLabels"] == names.pod_labels
     assert state["caCertPem"].startswith("-----BEGIN CERTIFICATE-----")
     deps = {k: sorted(v.urns) for k, v in constructed.egress.stateDependencies.items()}
-    assert {u.rsplit("::", 1)[1] for u in deps["session"]} == {"s-42-network-policy", "s-42-secret"}
+    # The session also carries the CA's fingerprint, so it depends on the CA too.
+    assert {u.rsplit("::", 1)[1] for u in deps["session"]} == {
+        "s-42-ca",
+        "s-42-network-policy",
+        "s-42-secret",
+    }
     assert provider.session_args(state["session"]) == PY_ARGS
+    fingerprint = provider.session_ca_fingerprint(state["session"])
+    assert fingerprint == state["caFingerprint"]
+    assert fingerprint == manifests.ca_fingerprint(state["caCertPem"])
 
 
 def test_declared_workload_is_the_python_injected_workload(
@@ -344,16 +352,26 @@ def test_declared_workload_is_the_python_injected_workload(
     registrations = constructed.engine.recorder.registrations
     ours = next(r for r in registrations if r.type == DEPLOYMENT)
     theirs = python_recorded.one(DEPLOYMENT)
-    assert ints(ours.inputs) == ints(theirs.inputs)
+    (ours_masked, ours_ca), (theirs_masked, theirs_ca) = (
+        mask_ca_fingerprints(ints(ours.inputs)),
+        mask_ca_fingerprints(ints(theirs.inputs)),
+    )
+    assert ours_masked == theirs_masked
+    # Each carries its own session CA, so a new CA rolls the pods in both.
+    egress_state = rpc.deserialize_properties(constructed.egress.state)
+    assert ours_ca == [egress_state["caFingerprint"]]
+    assert len(theirs_ca) == 1
     parent = next(r for r in registrations if r.type == WORKLOAD and r.name == "agent")
     assert ours.parent == parent.urn
-    # Ordered after the Secret and the NetworkPolicy, like workload_options() orders it.
+    # Ordered after the Secret and the NetworkPolicy, like workload_options() orders it,
+    # and after the CA whose fingerprint its sidecar carries (the session output's).
     assert {d.rsplit("::", 1)[1] for d in ours.dependencies} == {
+        "s-42-ca",
         "s-42-secret",
         "s-42-network-policy",
     }
-    assert {d.rsplit("::", 1)[1] for d in ours.dependencies} == {
-        d.rsplit("::", 1)[1] for d in theirs.dependencies
+    assert {d.rsplit("::", 1)[1] for d in theirs.dependencies} <= {
+        d.rsplit("::", 1)[1] for d in ours.dependencies
     }
     obj = ints(ours.inputs)
     assert_valid(obj)
@@ -367,7 +385,11 @@ def test_pod_template_comes_back_injected_without_declaring_anything(
 ) -> None:
     template = ints(rpc.deserialize_properties(constructed.template.state)["podTemplate"])
     theirs = ints(python_recorded.one(DEPLOYMENT).inputs)["spec"]["template"]
-    assert template == theirs
+    template_masked, template_ca = mask_ca_fingerprints(template)
+    theirs_masked, _ = mask_ca_fingerprints(theirs)
+    assert template_masked == theirs_masked
+    egress_state = rpc.deserialize_properties(constructed.egress.state)
+    assert template_ca == [egress_state["caFingerprint"]]
     children = [
         r
         for r in constructed.engine.recorder.registrations
@@ -375,7 +397,11 @@ def test_pod_template_comes_back_injected_without_declaring_anything(
     ]
     assert children == []
     deps = constructed.template.stateDependencies["podTemplate"].urns
-    assert {d.rsplit("::", 1)[1] for d in deps} == {"s-42-secret", "s-42-network-policy"}
+    assert {d.rsplit("::", 1)[1] for d in deps} == {
+        "s-42-ca",
+        "s-42-secret",
+        "s-42-network-policy",
+    }
 
 
 def test_preview_constructs_the_same_outputs(constructed: Constructed) -> None:

@@ -18,6 +18,7 @@ from condukt_egress.ca import CaMaterial, generate_ca
 from condukt_egress.cli import cli
 from condukt_egress.cli import render as render_cli
 from condukt_egress.errors import ConfigError
+from condukt_egress.manifests import CA_FINGERPRINT_ENV, SIDECAR_CONTAINER, ca_fingerprint
 from condukt_egress.program import CONFIG_KEYS, session_program
 from condukt_egress.render import (
     render_session,
@@ -29,6 +30,7 @@ from condukt_egress.render import (
 from tests.k8s_schema import assert_valid
 from tests.pulumi_harness import run
 from tests.security_properties import assert_network_policy, assert_session_secure
+from tests.transform_monitor import EngineMonitor
 
 POLICY_DOC = {
     "rules": [{"deny": ["*.internal.example.com"]}, {"allow": ["api.github.com", "*.openai.com"]}],
@@ -51,6 +53,7 @@ FULL_CONFIG = {
     "nativeSidecar": "false",
     "caKeyAlgorithm": "rsa-2048",
     "caValidityHours": 48,
+    "caEarlyRenewalHours": 6,
     "clusterCidrs": ["203.0.113.0/24", "198.51.100.0/24"],
     "nodeLocalDns": "169.254.20.10",
     "dnsNamespace": "dns",
@@ -177,13 +180,27 @@ def test_render_has_a_flag_for_every_stack_config_key() -> None:
 
 
 def _declared(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    recorder = run(session_program, config=config)
+    """What the program declares, through its transforms as the engine runs them."""
+    recorder = run(session_program, config=config, monitor_factory=EngineMonitor)
     objects = {}
     for reg in recorder.registrations:
         if reg.type in KINDS:
             api_version, kind = KINDS[reg.type]
             objects[kind] = {"apiVersion": api_version, "kind": kind, **reg.inputs}
     return objects
+
+
+def _ca_of(pod: dict[str, Any], replace: str | None = None) -> Any:
+    """The sidecar's CA fingerprint, or (with ``replace``) the pod with it replaced."""
+    copy = json.loads(json.dumps(pod))
+    spec = copy["spec"]
+    for container in spec.get("initContainers", []) + spec["containers"]:
+        if container["name"] == SIDECAR_CONTAINER:
+            (entry,) = [e for e in container["env"] if e["name"] == CA_FINGERPRINT_ENV]
+            if replace is None:
+                return entry["value"]
+            entry["value"] = replace
+    return copy
 
 
 def _without_ca(secret: dict[str, Any]) -> dict[str, Any]:
@@ -206,7 +223,11 @@ def test_render_declares_what_the_component_declares(
     declared = _declared(config)
     assert set(rendered) == set(declared) == {"Secret", "NetworkPolicy", "Pod"}
     assert rendered["NetworkPolicy"] == declared["NetworkPolicy"]
-    assert rendered["Pod"] == declared["Pod"]
+    # Each pod carries the fingerprint of its own CA, and nothing else differs.
+    assert _ca_of(rendered["Pod"]) == ca_fingerprint(rendered["Secret"]["stringData"]["ca.pem"])
+    assert _ca_of(declared["Pod"]) == ca_fingerprint(declared["Secret"]["stringData"]["ca.pem"])
+    assert _ca_of(rendered["Pod"]) != _ca_of(declared["Pod"])
+    assert _ca_of(rendered["Pod"], "x") == _ca_of(declared["Pod"], "x")
     assert _without_ca(rendered["Secret"]) == _without_ca(declared["Secret"])
     public_roots = config.get("trustBundle") == "public-roots"
     prefix = _without_ca(rendered["Secret"])["bundle_prefix"]

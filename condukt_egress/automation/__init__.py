@@ -3,9 +3,12 @@
 Agent platforms do not shell out to ``pulumi up``; they import this. Every
 stack runs the shared program :func:`condukt_egress.program.session_program`
 inline, with the same stack config a ``pulumi up`` user sets, so both create
-the same session. State goes to a local file backend (no Pulumi Cloud login);
-secrets (the session CA key, a kubeconfig) are encrypted with a passphrase you
-supply. The ``pulumi`` CLI (3.181+) must be installed.
+the same session. State goes to a local file backend (no Pulumi Cloud login)
+unless you pass another (S3, Azure Blob, GCS, Postgres, Pulumi Cloud; several
+service replicas may share one); secrets (the session CA key, a kubeconfig)
+are encrypted by the backend's default secrets provider or the one you name,
+with a passphrase only where the passphrase is the provider. The ``pulumi``
+CLI (3.203+) must be installed.
 
 Example::
 
@@ -27,7 +30,7 @@ Errors (all :class:`~condukt_egress.errors.AutomationError`, so all
 
     AutomationError
     ├── PulumiCliError           no `pulumi` CLI on PATH, or too old
-    ├── PassphraseRequiredError  no passphrase given or in the environment
+    ├── PassphraseRequiredError  the passphrase is the provider, and none was given
     ├── SessionNotFoundError     no stack for that session id
     ├── SessionBusyError         an operation on that session is already running
     └── SessionOperationError    up/preview/refresh/destroy failed (after a failed
@@ -54,24 +57,30 @@ from condukt_egress.automation._spec import (
     SessionOutputs,
     SessionSpec,
     SessionSummary,
+    ca_certificate_urn,
     stack_config,
+    stack_config_json,
     stack_name,
 )
 from condukt_egress.automation._stacks import (
+    DEFAULT_MAX_OPERATIONS,
     MIN_PULUMI_VERSION,
     AsyncSessionStacks,
+    OnEvent,
     OnOutput,
     SessionStacks,
     default_state_dir,
 )
 
 __all__ = [
+    "DEFAULT_MAX_OPERATIONS",
     "KUBERNETES_CONFIG_KEYS",
     "MIN_PULUMI_VERSION",
     "PROJECT_NAME",
     "STACK_PREFIX",
     "AsyncSessionStacks",
     "KubernetesSettings",
+    "OnEvent",
     "OnOutput",
     "PassphraseRequiredError",
     "PulumiCliError",
@@ -83,7 +92,9 @@ __all__ = [
     "SessionSpec",
     "SessionStacks",
     "SessionSummary",
+    "ca_certificate_urn",
     "default_state_dir",
     "stack_config",
+    "stack_config_json",
     "stack_name",
 ]

@@ -10,6 +10,7 @@ user sets the same keys with ``pulumi config set``.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -20,7 +21,8 @@ from typing import Any, Final
 from pulumi.automation import ConfigValue
 
 from condukt_egress.errors import ConfigError
-from condukt_egress.spec import STACK_PREFIX, SessionSpec, stack_name
+from condukt_egress.naming import session_names
+from condukt_egress.spec import SESSION_OPTIONS, STACK_PREFIX, SessionSpec, stack_name
 
 __all__ = [
     "KUBERNETES_CONFIG_KEYS",
@@ -30,7 +32,9 @@ __all__ = [
     "SessionOutputs",
     "SessionSpec",
     "SessionSummary",
+    "ca_certificate_urn",
     "stack_config",
+    "stack_config_json",
     "stack_name",
 ]
 
@@ -43,6 +47,21 @@ KUBERNETES_CONFIG_KEYS: Final = (
     "kubernetes:renderYamlToDirectory",
 )
 """The default Kubernetes provider's config keys that :class:`KubernetesSettings` manages."""
+
+
+def ca_certificate_urn(session_id: str) -> str:
+    """The URN of a session's CA certificate, for ``up(spec, replace=[...])``.
+
+    Replacing it mints a new CA, which replaces the Secret and (through the
+    CA fingerprint in the sidecar's env) the workspace Pod: the way to rotate
+    a session's CA before it expires. The URN is the one
+    :func:`~condukt_egress.program.session_program` declares.
+    """
+    from condukt_egress.component import TYPE_TOKEN  # noqa: PLC0415 - keeps this module light
+
+    base = session_names(session_id).base
+    chain = f"{TYPE_TOKEN}$tls:index/selfSignedCert:SelfSignedCert"
+    return f"urn:pulumi:{stack_name(session_id)}::{PROJECT_NAME}::{chain}::egress-{base}-ca"
 
 
 @dataclass(frozen=True)
@@ -115,6 +134,27 @@ def stack_config(spec: SessionSpec, kubernetes: KubernetesSettings) -> dict[str,
     config = {f"{PROJECT_NAME}:{k}": ConfigValue(v) for k, v in spec.program_config().items()}
     config.update(kubernetes.provider_config())
     return config
+
+
+def stack_config_json(spec: SessionSpec, kubernetes: KubernetesSettings) -> str:
+    """:func:`stack_config` for ``pulumi config set-all --json``: lists and objects as such.
+
+    ``Pulumi.yaml`` types ``policy``, ``dnsPodLabels``, ``clusterCidrs`` and
+    ``unproxiedEgress`` as objects and arrays, and the CLI refuses a string
+    there, so those are set as object values (``objectValue``), the way
+    ``pulumi config set --path`` or a YAML value in ``Pulumi.<stack>.yaml``
+    sets them.
+    """
+    objects = {
+        f"{PROJECT_NAME}:{o.config}" for o in SESSION_OPTIONS if o.kind in ("array", "object")
+    }
+    entries: dict[str, dict[str, Any]] = {}
+    for key, value in stack_config(spec, kubernetes).items():
+        entry: dict[str, Any] = {"value": value.value, "secret": value.secret}
+        if key in objects:
+            entry["objectValue"] = json.loads(value.value)
+        entries[key] = entry
+    return json.dumps(entries, sort_keys=True)
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,9 @@ service creates exactly the stack ``pulumi up`` creates from the same config.
 Each session gets its own workspace directory (``<state_dir>/workspaces/<stack>``
 holding ``Pulumi.yaml`` and ``Pulumi.<stack>.yaml``) and every CLI call gets its
 environment from the workspace options, never from a changed ``os.environ``,
-so many sessions run at once from one process, each isolated.
+so many sessions run at once from one process, each isolated, and at most
+``max_operations`` engine operations (each a CLI and two plugin processes)
+run at once per :class:`SessionStacks`.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from typing import Any, Final
 import yaml
 from pulumi.automation import (
     CommandError,
+    EngineEvent,
     InvalidVersionError,
     LocalWorkspace,
     LocalWorkspaceOptions,
@@ -39,6 +42,11 @@ from pulumi.automation import (
 )
 
 from condukt_egress._threads import in_thread
+from condukt_egress.automation._backends import (
+    backend_kind,
+    uses_passphrase,
+    validate_secrets_provider,
+)
 from condukt_egress.automation._errors import (
     PassphraseRequiredError,
     PulumiCliError,
@@ -57,24 +65,39 @@ from condukt_egress.automation._spec import (
     SessionSpec,
     SessionSummary,
     stack_config,
+    stack_config_json,
     stack_name,
 )
-from condukt_egress.errors import AutomationError
+from condukt_egress.errors import AutomationError, ConfigError
 from condukt_egress.program import session_program
 
 __all__ = [
+    "DEFAULT_MAX_OPERATIONS",
     "MIN_PULUMI_VERSION",
     "AsyncSessionStacks",
+    "OnEvent",
     "OnOutput",
     "SessionStacks",
     "default_state_dir",
 ]
 
-MIN_PULUMI_VERSION: Final = (3, 181)
-"""Oldest ``pulumi`` CLI accepted: the first to run inline programs for refresh and destroy."""
+MIN_PULUMI_VERSION: Final = (3, 203)
+"""Oldest ``pulumi`` CLI accepted: 3.181 runs inline programs for refresh and destroy,
+3.187 checks object-typed config (``Pulumi.yaml``), 3.203 sets object values with
+``config set-all --json``."""
 
 OnOutput = Callable[[str, str], None]
 """Progress callback: ``(session_id, line)`` for each line the engine prints."""
+
+OnEvent = Callable[[str, EngineEvent], None]
+"""Structured progress: ``(session_id, event)`` for each engine event
+(:class:`pulumi.automation.EngineEvent`: resource pre/outputs/failed events,
+diagnostics, the summary), for progress UIs."""
+
+DEFAULT_MAX_OPERATIONS: Final = 4
+"""Engine operations (up, preview, refresh, destroy) one :class:`SessionStacks`
+runs at once; more wait for a slot. Each starts a ``pulumi`` CLI and the
+kubernetes and tls plugins (see the README for measured and estimated memory)."""
 
 _LOG: Final = logging.getLogger("condukt_egress.automation")
 _PLUGINS: Final = (("kubernetes", "pulumi_kubernetes"), ("tls", "pulumi_tls"))
@@ -148,7 +171,11 @@ class SessionStacks:
             ``workspaces/<stack>/`` (per-session project and stack config).
         backend_url: Where stack state lives; ``file://<state_dir>/backend``
             unless given.
-        kubernetes: The Kubernetes provider settings every session gets.
+        kubernetes: The Kubernetes provider settings every session gets
+            unless its ``up`` passes its own.
+        secrets_provider: The ``--secrets-provider`` of new stacks; None is
+            the backend's default (Pulumi Cloud's own encryption).
+        max_operations: Engine operations that run at once.
     """
 
     def __init__(
@@ -157,7 +184,9 @@ class SessionStacks:
         passphrase: str | None = None,
         *,
         backend_url: str | None = None,
+        secrets_provider: str | None = None,
         kubernetes: KubernetesSettings | None = None,
+        max_operations: int = DEFAULT_MAX_OPERATIONS,
         env: Mapping[str, str] | None = None,
         pulumi_home: str | os.PathLike[str] | None = None,
         pulumi_root: str | os.PathLike[str] | None = None,
@@ -169,14 +198,24 @@ class SessionStacks:
 
         Args:
             state_dir: Local state root; default :func:`default_state_dir`.
-            passphrase: Passphrase of the secrets provider. Default: from
-                ``env`` or the environment (``PULUMI_CONFIG_PASSPHRASE`` or
+            passphrase: Passphrase of the passphrase secrets provider, used only
+                where it is the provider (DIY backends by default, or
+                ``secrets_provider="passphrase"``). Default: from ``env`` or the
+                environment (``PULUMI_CONFIG_PASSPHRASE`` or
                 ``PULUMI_CONFIG_PASSPHRASE_FILE``); with none, this refuses.
-            backend_url: Another Pulumi backend (e.g. ``s3://bucket``) instead of
-                the local file backend. No Pulumi Cloud login is ever needed
-                for the default.
+            backend_url: Another Pulumi backend instead of the local file
+                backend: ``s3://``, ``azblob://``, ``gs://``, ``postgres://``
+                or Pulumi Cloud (``https://api.pulumi.com``; log in with
+                ``PULUMI_ACCESS_TOKEN`` in ``env``). Replicas of a service may
+                share one; the backend's stack lock keeps one update per session.
+            secrets_provider: ``None`` (the backend's default: the passphrase
+                on DIY backends, the service on Pulumi Cloud), ``"passphrase"``,
+                or a KMS URL (``awskms://``, ``azurekeyvault://``, ``gcpkms://``,
+                ``hashivault://``; credentials from ``env`` or the environment).
             kubernetes: Provider settings (kubeconfig, context, or a render
-                directory); default: the provider's own defaults.
+                directory) for every session; ``up(spec, kubernetes=...)``
+                overrides them for one session. Default: the provider's own.
+            max_operations: Engine operations that run at once; the rest wait.
             env: Extra environment for every CLI call (e.g. cloud credentials).
                 ``PULUMI_BACKEND_URL`` and the passphrase are always ours.
             pulumi_home: ``PULUMI_HOME`` (plugins, workspace selections);
@@ -190,13 +229,24 @@ class SessionStacks:
                 ``condukt_egress.automation``.
 
         Raises:
-            PassphraseRequiredError: No passphrase given or found.
-            ConfigError: Invalid ``kubernetes`` settings (raised by them).
+            PassphraseRequiredError: The passphrase is the provider, and none
+                was given or found.
+            ConfigError: A bad ``backend_url``, ``secrets_provider`` or
+                ``max_operations``, a passphrase for another provider, or
+                invalid ``kubernetes`` settings (raised by them).
         """
         root = Path(state_dir) if state_dir is not None else default_state_dir()
         self.state_dir = root.expanduser().resolve()
         self._file_backend = backend_url is None
         self.backend_url = backend_url or f"file://{self.state_dir / 'backend'}"
+        kind = backend_kind(self.backend_url)
+        provider = validate_secrets_provider(secrets_provider)
+        if isinstance(max_operations, bool) or not isinstance(max_operations, int):
+            raise ConfigError(
+                "max_operations", f"must be a whole number >= 1, got {max_operations!r}"
+            )
+        if max_operations < 1:
+            raise ConfigError("max_operations", f"must be >= 1, got {max_operations}")
         if kubernetes is not None and not isinstance(kubernetes, KubernetesSettings):
             raise TypeError(
                 f"kubernetes must be KubernetesSettings, got {type(kubernetes).__name__}; "
@@ -204,7 +254,21 @@ class SessionStacks:
             )
         self.kubernetes = kubernetes or KubernetesSettings()
         self._extra_env = {str(k): str(v) for k, v in (env or {}).items()}
-        self._secret_env = _passphrase_env(passphrase, self._extra_env)
+        if uses_passphrase(provider, kind):
+            self.secrets_provider: str | None = "passphrase"
+            self._secret_env = _passphrase_env(passphrase, self._extra_env)
+        elif passphrase is not None:
+            raise ConfigError(
+                "passphrase",
+                f"is only used by the passphrase secrets provider, but these stacks use "
+                f"{provider or 'the Pulumi Cloud service'}; drop passphrase=, or pass "
+                "secrets_provider='passphrase'",
+            )
+        else:
+            self.secrets_provider = provider
+            self._secret_env = {}
+        self.max_operations = max_operations
+        self._slots = threading.BoundedSemaphore(max_operations)
         self._pulumi_home = str(Path(pulumi_home).expanduser().resolve()) if pulumi_home else None
         self._pulumi_root = str(Path(pulumi_root).expanduser().resolve()) if pulumi_root else None
         self._install_plugins = install_plugins
@@ -253,7 +317,7 @@ class SessionStacks:
             pulumi_home=self._pulumi_home,
             program=session_program,
             env_vars=self.environment(),
-            secrets_provider="passphrase",
+            secrets_provider=self.secrets_provider,
         )
 
     # --- operations ----------------------------------------------------------
@@ -262,12 +326,35 @@ class SessionStacks:
         """Find and check the ``pulumi`` CLI now, e.g. when a service starts.
 
         Raises:
-            PulumiCliError: Not found, not runnable, or older than 3.181.
+            PulumiCliError: Not found, not runnable, or older than 3.203.
         """
         return str(self._cli().version or "unknown")
 
-    def up(self, spec: SessionSpec, *, on_output: OnOutput | None = None) -> SessionOutputs:
+    def up(
+        self,
+        spec: SessionSpec,
+        *,
+        kubernetes: KubernetesSettings | None = None,
+        replace: Sequence[str] | None = None,
+        target: Sequence[str] | None = None,
+        refresh: bool | None = None,
+        parallel: int | None = None,
+        on_output: OnOutput | None = None,
+        on_event: OnEvent | None = None,
+    ) -> SessionOutputs:
         """Create or update a session's stack and return its outputs.
+
+        Args:
+            spec: The session.
+            kubernetes: This session's provider settings (kept in its stack
+                config for later operations); default: the instance's.
+            replace: URNs to replace even if unchanged, e.g.
+                ``[ca_certificate_urn(session_id)]`` to rotate the session CA.
+            target: URNs to update alone (and what they depend on is not updated).
+            refresh: Refresh the state from the cluster before updating.
+            parallel: Resource operations the engine runs at once.
+            on_output: Progress lines for this call.
+            on_event: Structured engine events for this call.
 
         Raises:
             PulumiCliError: No usable ``pulumi`` CLI.
@@ -275,13 +362,23 @@ class SessionStacks:
             SessionOperationError: The update failed; the stack stays destroyable.
         """
         _check_spec(spec)
+        options = _engine_options(
+            replace=replace, target=target, refresh=refresh, parallel=parallel
+        )
+        settings = self._settings(kubernetes)
         with self._session(spec.session_id, "up") as name:
             workspace, _ = self._workspace(spec.session_id)
             self._ensure_plugins(workspace, spec.session_id)
             stack = Stack.create_or_select(name, workspace)
-            self._configure(stack, spec)
+            self._configure(stack, spec, settings)
             sink = self._sink(spec.session_id, on_output)
-            result = stack.up(color="never", on_output=sink, on_error=sink)
+            result = stack.up(
+                color="never",
+                on_output=sink,
+                on_error=sink,
+                on_event=self._event_sink(spec.session_id, on_event),
+                **options,
+            )
             outputs = SessionOutputs.from_stack_outputs(
                 name, {key: out.value for key, out in result.outputs.items()}
             )
@@ -295,12 +392,30 @@ class SessionStacks:
                 )
             return outputs
 
-    def preview(self, spec: SessionSpec, *, on_output: OnOutput | None = None) -> dict[str, int]:
+    def preview(
+        self,
+        spec: SessionSpec,
+        *,
+        kubernetes: KubernetesSettings | None = None,
+        replace: Sequence[str] | None = None,
+        target: Sequence[str] | None = None,
+        refresh: bool | None = None,
+        parallel: int | None = None,
+        on_output: OnOutput | None = None,
+        on_event: OnEvent | None = None,
+    ) -> dict[str, int]:
         """Preview ``up(spec)``: the planned changes by operation (``create``: 6, ...).
 
-        A stack created only for the preview is removed again.
+        Changes nothing: the spec's config goes to a temporary copy of the
+        stack's config file (``--config-file``), so the next ``up`` applies
+        what the stack held before, and a stack created only for the preview
+        is removed again. Options as :meth:`up`.
         """
         _check_spec(spec)
+        options = _engine_options(
+            replace=replace, target=target, refresh=refresh, parallel=parallel
+        )
+        settings = self._settings(kubernetes)
         with self._session(spec.session_id, "preview") as name:
             workspace, new_dir = self._workspace(spec.session_id)
             self._ensure_plugins(workspace, spec.session_id)
@@ -308,47 +423,91 @@ class SessionStacks:
                 stack, created = Stack.select(name, workspace), False
             except StackNotFoundError:
                 stack, created = Stack.create(name, workspace), True
+            config_file: Path | None = None
             try:
-                self._configure(stack, spec)
+                config_file = self._preview_config(workspace, name, spec, settings)
                 sink = self._sink(spec.session_id, on_output)
-                return _changes(
-                    stack.preview(color="never", on_output=sink, on_error=sink).change_summary
+                result = stack.preview(
+                    color="never",
+                    on_output=sink,
+                    on_error=sink,
+                    on_event=self._event_sink(spec.session_id, on_event),
+                    config_file=str(config_file),
+                    **options,
                 )
+                return _changes(result.change_summary)
             finally:
+                if config_file is not None:
+                    config_file.unlink(missing_ok=True)
                 if created:
                     self._forget(workspace, name, new_dir)
 
-    def refresh(self, session_id: str, *, on_output: OnOutput | None = None) -> dict[str, int]:
+    def refresh(
+        self,
+        session_id: str,
+        *,
+        target: Sequence[str] | None = None,
+        parallel: int | None = None,
+        on_output: OnOutput | None = None,
+        on_event: OnEvent | None = None,
+    ) -> dict[str, int]:
         """Adopt the cluster's real state into the session's stack; returns the changes."""
+        options = _engine_options(target=target, parallel=parallel)
         with self._session(session_id, "refresh") as name:
             stack = self._select(session_id, name)
             sink = self._sink(session_id, on_output)
-            result = stack.refresh(color="never", on_output=sink, on_error=sink)
+            result = stack.refresh(
+                color="never",
+                on_output=sink,
+                on_error=sink,
+                on_event=self._event_sink(session_id, on_event),
+                **options,
+            )
             return _changes(result.summary.resource_changes)
 
     def destroy(
-        self, session_id: str, remove_stack: bool = True, *, on_output: OnOutput | None = None
+        self,
+        session_id: str,
+        remove_stack: bool = True,
+        *,
+        target: Sequence[str] | None = None,
+        refresh: bool | None = None,
+        parallel: int | None = None,
+        on_output: OnOutput | None = None,
+        on_event: OnEvent | None = None,
     ) -> dict[str, int]:
         """Delete a session's resources (workload first, NetworkPolicy and Secret last).
 
         Args:
             session_id: The session.
             remove_stack: Also remove the stack, its history and its workspace
-                directory (default). ``False`` keeps an empty stack.
-            on_output: Progress callback for this call.
+                directory (default). ``False`` keeps an empty stack. Ignored
+                (kept) with ``target``, which destroys only part of it.
+            target: URNs to destroy alone (and what depends on them).
+            refresh: Refresh the state from the cluster first.
+            parallel: Resource operations the engine runs at once.
+            on_output: Progress lines for this call.
+            on_event: Structured engine events for this call.
 
         Raises:
             SessionNotFoundError: No stack for this session.
             SessionBusyError: Another operation on this session is running.
             SessionOperationError: The destroy failed; call it again.
         """
+        options = _engine_options(target=target, refresh=refresh, parallel=parallel)
+        remove = remove_stack and not target
         with self._session(session_id, "destroy") as name:
             stack = self._select(session_id, name)
             sink = self._sink(session_id, on_output)
             result = stack.destroy(
-                color="never", on_output=sink, on_error=sink, remove=remove_stack
+                color="never",
+                on_output=sink,
+                on_error=sink,
+                on_event=self._event_sink(session_id, on_event),
+                remove=remove,
+                **options,
             )
-            if remove_stack:
+            if remove:
                 shutil.rmtree(self.work_dir(session_id), ignore_errors=True)
             return _changes(result.summary.resource_changes)
 
@@ -428,7 +587,18 @@ class SessionStacks:
                         "this process; wait for it to return, then retry",
                     )
                 self._busy[name] = operation
+        slot = False
         try:
+            if exclusive:
+                if not self._slots.acquire(blocking=False):
+                    self._logger.info(
+                        "session %s: %s waits for one of %d operation slots",
+                        session_id,
+                        operation,
+                        self.max_operations,
+                    )
+                    self._slots.acquire()
+                slot = True
             yield name
         except CommandError as exc:
             raise translate(
@@ -440,6 +610,8 @@ class SessionStacks:
                 work_dir=str(self.work_dir(session_id)),
             ) from exc
         finally:
+            if slot:
+                self._slots.release()
             if exclusive:
                 with self._guard:
                     del self._busy[name]
@@ -467,8 +639,8 @@ class SessionStacks:
             if version is not None and (version.major, version.minor) < MIN_PULUMI_VERSION:
                 raise PulumiCliError(
                     f"the `pulumi` CLI is {version}; session stacks need "
-                    f"{'.'.join(map(str, MIN_PULUMI_VERSION))} or newer (inline programs for "
-                    f"refresh and destroy); upgrade it: {_INSTALL_HINT}"
+                    f"{'.'.join(map(str, MIN_PULUMI_VERSION))} or newer (object-typed stack "
+                    f"config set with `config set-all --json`); upgrade it: {_INSTALL_HINT}"
                 )
             self._command = command
             return command
@@ -521,11 +693,55 @@ class SessionStacks:
         if new_dir:
             shutil.rmtree(workspace.work_dir, ignore_errors=True)
 
-    def _configure(self, stack: Stack, spec: SessionSpec) -> None:
+    def _settings(self, kubernetes: KubernetesSettings | None) -> KubernetesSettings:
+        """This call's provider settings: its own, else the instance's."""
+        if kubernetes is not None and not isinstance(kubernetes, KubernetesSettings):
+            raise TypeError(
+                f"kubernetes must be KubernetesSettings, got {type(kubernetes).__name__}; "
+                "build it with KubernetesSettings(context=...)"
+            )
+        return kubernetes or self.kubernetes
+
+    def _preview_config(
+        self, workspace: LocalWorkspace, name: str, spec: SessionSpec, settings: KubernetesSettings
+    ) -> Path:
+        """A private copy of the stack's config file holding ``spec``'s config.
+
+        The copy keeps the stack's secrets-provider fields (salt or encrypted
+        key), so the CLI encrypts the spec's secrets as it would in the real
+        file; provider keys the spec no longer wants are dropped from it.
+        """
+        work_dir = Path(workspace.work_dir)
+        stored = work_dir / f"Pulumi.{name}.yaml"
+        try:
+            doc = yaml.safe_load(stored.read_text(encoding="utf-8")) or {}
+        except FileNotFoundError:
+            doc = {}
+        wanted = stack_config(spec, settings)
+        config = doc.get("config") or {}
+        doc["config"] = {
+            k: v for k, v in config.items() if k not in KUBERNETES_CONFIG_KEYS or k in wanted
+        }
+        fd, tmp = tempfile.mkstemp(dir=work_dir, prefix=".preview-", suffix=".yaml")
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(yaml.safe_dump(doc, sort_keys=False))
+        path = Path(tmp)
+        config_json = stack_config_json(spec, settings)
+        args = ["config", "set-all", "--config-file", str(path), "--stack", name]
+        args += ["--json", config_json]
+        env = {"PULUMI_HOME": self._pulumi_home} if self._pulumi_home else {}
+        try:
+            self._cli().run(args, str(work_dir), {**env, **self.environment()})
+        except BaseException:
+            path.unlink(missing_ok=True)
+            raise
+        return path
+
+    def _configure(self, stack: Stack, spec: SessionSpec, settings: KubernetesSettings) -> None:
         """Set the session's full stack config; drop provider keys no longer wanted."""
-        wanted = stack_config(spec, self.kubernetes)
+        wanted = stack_config(spec, settings)
         current = stack.get_all_config()
-        stack.set_all_config(wanted)
+        stack.set_all_config_json(stack_config_json(spec, settings))
         stale = [key for key in KUBERNETES_CONFIG_KEYS if key in current and key not in wanted]
         if stale:
             stack.remove_all_config(stale)
@@ -569,6 +785,22 @@ class SessionStacks:
 
         return sink
 
+    def _event_sink(
+        self, session_id: str, on_event: OnEvent | None
+    ) -> Callable[[EngineEvent], None] | None:
+        """An engine-event consumer for the SDK; a callback error is logged, never raised."""
+        if on_event is None:
+            return None
+        logger = self._logger
+
+        def sink(event: EngineEvent) -> None:
+            try:
+                on_event(session_id, event)
+            except Exception:
+                logger.exception("on_event callback failed for session %s", session_id)
+
+        return sink
+
     def _recorded_session_id(self, name: str) -> str | None:
         """The raw session id stored in a stack's config here, if this state has it."""
         path = self.state_dir / "workspaces" / name / f"Pulumi.{name}.yaml"
@@ -580,6 +812,45 @@ class SessionStacks:
         if isinstance(value, str) and stack_name(value) == name:
             return value
         return None
+
+
+def _urns(name: str, value: object) -> list[str] | None:
+    if value is None:
+        return None
+    if isinstance(value, str | bytes) or not isinstance(value, Sequence):
+        raise ConfigError(name, f"must be a list of resource URNs, got {value!r}")
+    for urn in value:
+        if not isinstance(urn, str) or not urn.startswith("urn:pulumi:"):
+            raise ConfigError(
+                name,
+                f"entries must be resource URNs ('urn:pulumi:<stack>::<project>::<type>::<name>', "
+                f"e.g. ca_certificate_urn(session_id)), got {urn!r}",
+            )
+    return list(value)
+
+
+def _engine_options(
+    *,
+    replace: object = None,
+    target: object = None,
+    refresh: object = None,
+    parallel: object = None,
+) -> dict[str, Any]:
+    """The SDK keyword arguments for the given operation options, validated."""
+    options: dict[str, Any] = {}
+    for name, value in (("replace", replace), ("target", target)):
+        urns = _urns(name, value)
+        if urns is not None:
+            options[name] = urns
+    if refresh is not None:
+        if not isinstance(refresh, bool):
+            raise ConfigError("refresh", f"must be True, False or None, got {refresh!r}")
+        options["refresh"] = refresh
+    if parallel is not None:
+        if isinstance(parallel, bool) or not isinstance(parallel, int) or parallel < 1:
+            raise ConfigError("parallel", f"must be a whole number >= 1, got {parallel!r}")
+        options["parallel"] = parallel
+    return options
 
 
 def _check_spec(spec: object) -> None:
@@ -604,29 +875,23 @@ class AsyncSessionStacks:
     def __init__(self, stacks: SessionStacks) -> None:
         self.stacks = stacks
 
-    async def up(self, spec: SessionSpec, *, on_output: OnOutput | None = None) -> SessionOutputs:
-        """See :meth:`SessionStacks.up`."""
-        return await in_thread(self.stacks.up, spec, on_output=on_output)
+    async def up(self, spec: SessionSpec, **options: Any) -> SessionOutputs:
+        """See :meth:`SessionStacks.up` (same keyword options)."""
+        return await in_thread(self.stacks.up, spec, **options)
 
-    async def preview(
-        self, spec: SessionSpec, *, on_output: OnOutput | None = None
-    ) -> dict[str, int]:
-        """See :meth:`SessionStacks.preview`."""
-        return await in_thread(self.stacks.preview, spec, on_output=on_output)
+    async def preview(self, spec: SessionSpec, **options: Any) -> dict[str, int]:
+        """See :meth:`SessionStacks.preview` (same keyword options)."""
+        return await in_thread(self.stacks.preview, spec, **options)
 
-    async def refresh(
-        self, session_id: str, *, on_output: OnOutput | None = None
-    ) -> dict[str, int]:
-        """See :meth:`SessionStacks.refresh`."""
-        return await in_thread(self.stacks.refresh, session_id, on_output=on_output)
+    async def refresh(self, session_id: str, **options: Any) -> dict[str, int]:
+        """See :meth:`SessionStacks.refresh` (same keyword options)."""
+        return await in_thread(self.stacks.refresh, session_id, **options)
 
     async def destroy(
-        self, session_id: str, remove_stack: bool = True, *, on_output: OnOutput | None = None
+        self, session_id: str, remove_stack: bool = True, **options: Any
     ) -> dict[str, int]:
-        """See :meth:`SessionStacks.destroy`."""
-        return await in_thread(
-            self.stacks.destroy, session_id, remove_stack, on_output=on_output
-        )
+        """See :meth:`SessionStacks.destroy` (same keyword options)."""
+        return await in_thread(self.stacks.destroy, session_id, remove_stack, **options)
 
     async def get(self, session_id: str) -> SessionOutputs:
         """See :meth:`SessionStacks.get`."""

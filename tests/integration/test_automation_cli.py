@@ -1,7 +1,7 @@
 """SessionStacks against the real ``pulumi`` CLI and engine.
 
 No cluster is needed: the Kubernetes provider renders manifests into a
-directory (``kubernetes:renderYamlToDirectory``). Needs the CLI (3.181+) on
+directory (``kubernetes:renderYamlToDirectory``). Needs the CLI (3.203+) on
 PATH and network access to download the kubernetes and tls plugins on the
 first run; skips with the reason otherwise. Every test removes its stacks in
 ``finally``.
@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import yaml
 
-from condukt_egress import contract
+from condukt_egress import contract, manifests
 from condukt_egress.automation import (
     KubernetesSettings,
     SessionBusyError,
@@ -29,6 +29,7 @@ from condukt_egress.automation import (
     SessionOutputs,
     SessionSpec,
     SessionStacks,
+    ca_certificate_urn,
 )
 from tests.k8s_schema import assert_valid
 from tests.security_properties import assert_network_policy, assert_session_secure
@@ -200,3 +201,76 @@ def test_failed_up_stays_destroyable(tmp_path: Path) -> None:
         assert [s.session_id for s in stacks.list()] == [spec.session_id]
         stacks.destroy(spec.session_id)
         assert stacks.list() == []
+
+
+def sidecar_ca(pod: dict[str, Any]) -> str:
+    containers = pod["spec"].get("initContainers", []) + pod["spec"]["containers"]
+    (sidecar,) = [c for c in containers if c["name"] == manifests.SIDECAR_CONTAINER]
+    (value,) = [e["value"] for e in sidecar["env"] if e["name"] == manifests.CA_FINGERPRINT_ENV]
+    return str(value)
+
+
+def test_ca_rotation_by_replace_rolls_the_pod_onto_the_new_ca(
+    stacks: SessionStacks, render_dir: Path
+) -> None:
+    spec = SessionSpec("integration rotation", namespace="agents")
+    names = spec.args.names
+    events: list[Any] = []
+    with removed_afterwards(stacks, spec.session_id):
+        first = stacks.up(spec)
+        pod = rendered(render_dir)[("Pod", names.pod)]
+        assert sidecar_ca(pod) == manifests.ca_fingerprint(first.ca_cert_pem)
+
+        second = stacks.up(
+            spec,
+            replace=[ca_certificate_urn(spec.session_id)],
+            on_event=lambda _sid, event: events.append(event),
+        )
+        assert second.ca_cert_pem != first.ca_cert_pem
+        pod = rendered(render_dir)[("Pod", names.pod)]
+        assert sidecar_ca(pod) == manifests.ca_fingerprint(second.ca_cert_pem)
+        replaced = {
+            e.resource_pre_event.metadata.type
+            for e in events
+            if e.resource_pre_event is not None
+            and e.resource_pre_event.metadata.op.value in ("replace", "create-replacement")
+        }
+        assert {"kubernetes:core/v1:Secret", "kubernetes:core/v1:Pod"} <= replaced
+
+
+def test_preview_of_an_existing_session_changes_nothing_it_applies(
+    stacks: SessionStacks, render_dir: Path
+) -> None:
+    spec = SessionSpec("integration preview existing", namespace="agents")
+    with removed_afterwards(stacks, spec.session_id):
+        stacks.up(spec)
+        stored = (stacks.work_dir(spec.session_id) / f"Pulumi.{spec.stack_name}.yaml").read_text()
+        changes = stacks.preview(SessionSpec(spec.session_id, namespace="elsewhere"))
+        assert changes.get("replace", 0) + changes.get("create", 0) >= 1
+        after = (stacks.work_dir(spec.session_id) / f"Pulumi.{spec.stack_name}.yaml").read_text()
+        assert after == stored
+        assert stacks.up(spec).namespace == "agents"
+        assert stacks.refresh(spec.session_id).get("update", 0) == 0
+
+
+def test_bad_config_is_one_line_under_the_engine(stacks: SessionStacks) -> None:
+    """A config error reaches the CLI as one ``error:`` line, without a traceback."""
+    from pulumi.automation import CommandError, ConfigValue, LocalWorkspace, Stack  # noqa: PLC0415
+
+    spec = SessionSpec("integration bad config")
+    with removed_afterwards(stacks, spec.session_id):
+        stacks.up(spec)
+        options = stacks.workspace_options(spec.session_id)
+        workspace = LocalWorkspace(
+            work_dir=options.work_dir,
+            program=options.program,
+            env_vars=options.env_vars,
+            secrets_provider=options.secrets_provider,
+        )
+        stack = Stack.select(spec.stack_name, workspace)
+        stack.set_config("condukt-egress:caValidityHours", ConfigValue("a day"))
+        with pytest.raises(CommandError) as info:
+            stack.preview(color="never")
+        text = str(info.value)
+        assert "config caValidityHours: must be a whole number of hours" in text
+        assert "Traceback" not in text
