@@ -19,7 +19,7 @@ import yaml
 from click.testing import CliRunner
 
 from condukt_egress.args import SandboxEgressArgs, SessionOptions
-from condukt_egress.cli import cli
+from condukt_egress.cli import cli, from_flags
 from condukt_egress.cli import render as render_cli
 from condukt_egress.options import Option
 from condukt_egress.program import spec_from_config
@@ -104,7 +104,7 @@ def test_no_default_drifts_between_the_surfaces() -> None:
     assert SandboxEgressArgs(session_id="42") == expected.args
     # render with only --session-id: its flags add no defaults of their own.
     flags = {o.name: None for o in SESSION_OPTIONS} | {"session_id": "42"}
-    assert render_cli._spec(flags) == expected
+    assert from_flags(SessionSpec, SESSION_OPTIONS, flags) == expected
     # The defaults the help texts show are the declared ones.
     help_text = " ".join(CliRunner().invoke(cli, ["render", "--help"]).output.split())
     for opt in SESSION_OPTIONS:

@@ -11,15 +11,17 @@ from __future__ import annotations
 
 import importlib
 import sys
-from collections.abc import Callable, Sequence
-from typing import Any, Final
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Final, TypeVar
 
 import click
 
 from condukt_egress.errors import EgressError
 from condukt_egress.options import Option
 
-__all__ = ["COMMANDS", "cli", "format_option", "main", "option_flags"]
+__all__ = ["COMMANDS", "cli", "format_option", "from_flags", "main", "option_flags"]
+
+_T = TypeVar("_T")
 
 COMMANDS: Final = {
     "events": "condukt_egress.cli.events",
@@ -103,6 +105,17 @@ def option_flags(options: Sequence[Option]) -> Callable[[Any], Any]:
         return fn
 
     return decorate
+
+
+def from_flags(cls: Callable[..., _T], options: Sequence[Option], flags: Mapping[str, Any]) -> _T:
+    """``cls`` built from a command's flags; a flag not given takes the option's default.
+
+    Raises:
+        ConfigError: A value is invalid; its field is the option's Python
+            name (rename it to the flag for the user, as the commands do).
+    """
+    given = {o.name: o.from_flag(flags.get(o.name)) for o in options}
+    return cls(**{name: value for name, value in given.items() if value is not None})
 
 
 def main(argv: list[str] | None = None) -> None:

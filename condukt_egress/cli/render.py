@@ -25,7 +25,7 @@ from typing import Any, Final
 import click
 
 from condukt_egress.ca import generate_ca
-from condukt_egress.cli import cli, format_option, option_flags
+from condukt_egress.cli import cli, format_option, from_flags, option_flags
 from condukt_egress.errors import ConfigError
 from condukt_egress.render import (
     FORMATS,
@@ -40,12 +40,6 @@ __all__ = ["FIELD_FLAGS", "render"]
 
 FIELD_FLAGS: Final = {o.name: o.flag for o in SESSION_OPTIONS}
 """The :class:`~condukt_egress.spec.SessionSpec` field behind each flag."""
-
-
-def _spec(flags: dict[str, Any]) -> SessionSpec:
-    """The session the flags describe; a flag not given takes the option's default."""
-    given = {o.name: o.from_flag(flags.get(o.name)) for o in SESSION_OPTIONS}
-    return SessionSpec(**{name: v for name, v in given.items() if v is not None})
 
 
 def _write_private(path: Path, text: str) -> None:
@@ -71,7 +65,7 @@ def render(*, fmt: Format, output: Path | None, **flags: Any) -> None:
     The output contains the session CA's private key: keep it secret.
     """
     try:
-        spec = _spec(flags)
+        spec = from_flags(SessionSpec, SESSION_OPTIONS, flags)
         objects = render_session(spec.args, generate_ca(spec.args), spec.workspace_image)
     except ConfigError as exc:
         flag = FIELD_FLAGS.get(exc.root)

@@ -20,7 +20,7 @@ from typing import Any, Final
 
 import click
 
-from condukt_egress.cli import cli, format_option, option_flags
+from condukt_egress.cli import cli, format_option, from_flags, option_flags
 from condukt_egress.errors import ConfigError
 from condukt_egress.guard import SandboxGuardArgs, guard_manifests
 from condukt_egress.options import options_of
@@ -53,8 +53,7 @@ def render_guard(*, fmt: Format, output: Path | None, **flags: Any) -> None:
     Kubernetes 1.30+. Label the namespaces to protect with the namespace label.
     """
     try:
-        given = {o.name: o.from_flag(flags.get(o.name)) for o in GUARD_OPTIONS}
-        args = SandboxGuardArgs(**{k: v for k, v in given.items() if v is not None})
+        args = from_flags(SandboxGuardArgs, GUARD_OPTIONS, flags)
     except ConfigError as exc:
         raise exc.renamed(FIELD_FLAGS.get(exc.root, exc.root)) from None
     objects = guard_manifests(args)
