@@ -414,10 +414,10 @@ class SandboxEgressArgs(SessionOptions):
         control_port: Port of the sidecar's NDJSON control channel.
         sidecar_uid: The uid the redirect exempts; only the sidecar runs as it.
         sidecar_gid: The gid the sidecar runs as; no workspace may use it.
-        sidecar_resources: Resource requests/limits of the sidecar containers.
+        sidecar_resources: Requests and limits of the sidecar containers.
         unsafe_allowed_capabilities: Capabilities workspace containers may add
-            although they can defeat egress control. Empty by default; every
-            entry is a risk the user accepts explicitly.
+            although they can defeat egress control; every entry is a risk the
+            user accepts explicitly.
         client_compat: The client compatibility profile (on by default): an
             OpenSSL config limiting key shares to classic curves (``OPENSSL_CONF``),
             ``GODEBUG=tlsmlkem=0,tlskyber=0``, the JVM's named groups, and a Python

@@ -7,7 +7,10 @@ Pulumi infers from the annotations and docstrings below (checked in as
 ``provider/schema.json``). The analyzer reads annotations at run time, so
 this module has no ``from __future__ import annotations``, uses enums where
 the Python API has ``Literal`` and ``TypedDict`` objects where it accepts
-unions.
+unions. ``SandboxEgress``'s inputs are not written out here: the
+:data:`SandboxEgressArgs` ``TypedDict`` is built from the fields of the
+Python :class:`condukt_egress.SandboxEgressArgs` when the module loads, so
+an option is declared once, in :mod:`condukt_egress.args`.
 
 There is one implementation behind both surfaces. ``SandboxEgress`` builds
 :class:`condukt_egress.SandboxEgressArgs` from its inputs (every check lives
@@ -24,16 +27,19 @@ import enum
 import importlib
 import inspect
 import json
+import re
+import types
 import typing
+from collections import abc
 from collections.abc import Callable, Mapping, Sequence
 from importlib import metadata
-from typing import Any, Final, NotRequired, TypedDict, TypeVar
+from typing import Any, Final, Literal, NotRequired, TypedDict, TypeVar
 
 import pulumi
 from pulumi.provider.experimental.component import ComponentProvider
 
 from condukt_egress import args as py_args
-from condukt_egress import component, manifests, transform, workloads
+from condukt_egress import component, manifests, policy, transform, workloads
 from condukt_egress.errors import ConfigError, FieldError
 from condukt_egress.options import document, options_of
 
@@ -165,44 +171,81 @@ class UnproxiedEgress(TypedDict):
     """TCP unless set."""
 
 
-class SandboxEgressArgs(TypedDict):
-    """The inputs of SandboxEgress: the fields of the Python SandboxEgressArgs.
+_WIRE_ENUMS: Final = (TrustBundle, CaKeyAlgorithm, Protocol, DefaultAction)
+"""The enums other languages send where the Python API takes a ``Literal``."""
 
-    The stack config options take their descriptions from the option registry
-    (:func:`condukt_egress.options.options_of`, filled in by
-    :class:`EgressProvider`); the Python-only ones are described here.
+_WIRE_OBJECTS: Final[Mapping[Any, type]] = {
+    policy.EgressPolicy: EgressPolicy,
+    py_args.UnproxiedEgress: UnproxiedEgress,
+}
+"""The document form other languages send where the Python API takes a class."""
+
+
+def _wire_type(hint: Any, name: str) -> Any:
+    """The type the schema declares for a Python field of type ``hint``.
+
+    ``Literal`` becomes the enum with the same values, a class the TypedDict
+    of its document form, ``Sequence`` and ``Mapping`` a list and a dict; a
+    union drops ``None`` and the document form beside its class, which is the
+    one type left.
+
+    Raises:
+        TypeError: ``hint`` has no schema form yet; the message names the
+            field and what to declare in this module.
     """
+    origin, params = typing.get_origin(hint), typing.get_args(hint)
+    if hint in (str, int, bool) or hint is Any:
+        return hint
+    if origin is Literal:
+        found = [e for e in _WIRE_ENUMS if {m.value for m in e} == set(params)]
+        if found:
+            return found[0]
+    elif origin in (typing.Union, types.UnionType):
+        rest = [p for p in params if p is not type(None) and p != Mapping[str, Any]]
+        if len(rest) == 1:
+            return _wire_type(rest[0], name)
+    elif origin is abc.Sequence:
+        return types.GenericAlias(list, (_wire_type(params[0], name),))
+    elif origin is abc.Mapping and params[0] is str:
+        return types.GenericAlias(dict, (str, _wire_type(params[1], name)))
+    elif hint in _WIRE_OBJECTS:
+        return _WIRE_OBJECTS[hint]
+    raise TypeError(
+        f"SandboxEgressArgs.{name}: {hint} has no schema form; declare its enum (for a "
+        "Literal) or document-form TypedDict in condukt_egress/provider.py"
+    )
 
-    session_id: str
-    namespace: NotRequired[str]
-    policy: NotRequired[EgressPolicy]
-    sidecar_image: NotRequired[str]
-    allow_plain_http: NotRequired[bool]
-    trust_bundle: NotRequired[TrustBundle]
-    native_sidecar: NotRequired[bool]
-    ca_key_algorithm: NotRequired[CaKeyAlgorithm]
-    ca_validity_hours: NotRequired[int]
-    ca_early_renewal_hours: NotRequired[int]
-    cluster_cidrs: NotRequired[list[str]]
-    node_local_dns: NotRequired[str]
-    dns_namespace: NotRequired[str]
-    dns_pod_labels: NotRequired[dict[str, str]]
-    unproxied_egress: NotRequired[list[UnproxiedEgress]]
-    client_compat: NotRequired[bool]
-    allow_root_workspace: NotRequired[bool]
-    unsafe_unproxied_egress: NotRequired[bool]
-    proxy_port: NotRequired[int]
-    """Port the redirected traffic lands on."""
-    control_port: NotRequired[int]
-    """Port of the sidecar's NDJSON control channel."""
-    sidecar_uid: NotRequired[int]
-    """The uid the redirect exempts; only the sidecar runs as it."""
-    sidecar_gid: NotRequired[int]
-    """The gid the sidecar runs as; no workspace may use it."""
-    sidecar_resources: NotRequired[dict[str, dict[str, str]]]
-    """Requests and limits of the sidecar containers."""
-    unsafe_allowed_capabilities: NotRequired[list[str]]
-    """Capabilities workspace containers may add although they can defeat egress control."""
+
+def _default(f: "dataclasses.Field[Any]") -> Any:
+    """The default of a dataclass field, ``dataclasses.MISSING`` if it has none."""
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return f.default
+
+
+def _inputs_of(cls: type) -> Any:
+    """The ``TypedDict`` of the provider's inputs: the fields of the dataclass ``cls``.
+
+    Built when the module loads, so an option added to or changed in
+    :mod:`condukt_egress.args` reaches every language with no edit here.
+    Every key is plain (the Python API derives names from it at preview);
+    one without a default is required. The descriptions are set by
+    :class:`EgressProvider`, which reads them where they are declared.
+    """
+    hints = typing.get_type_hints(cls)
+    fields = {}
+    for f in dataclasses.fields(cls):
+        wire = _wire_type(hints[f.name], f.name)
+        fields[f.name] = NotRequired[wire] if _default(f) is not dataclasses.MISSING else wire
+    made: Any = TypedDict(cls.__name__, fields)  # type: ignore[misc]
+    made.__doc__ = f"The inputs of SandboxEgress: the fields of {cls.__module__}.{cls.__name__}."
+    return made
+
+
+if typing.TYPE_CHECKING:
+    SandboxEgressArgs: typing.TypeAlias = Mapping[str, Any]
+else:
+    SandboxEgressArgs = _inputs_of(py_args.SandboxEgressArgs)
 
 
 def _camel(name: str) -> str:
@@ -560,7 +603,8 @@ class EgressProvider(ComponentProvider):
 
     What ``component_provider_host`` would build, with the descriptions of
     the stack config options taken from the option registry, where each is
-    declared once, and every input's default from ``SandboxEgressArgs``.
+    declared once, those of the Python-only inputs from the ``Attributes``
+    section of ``SandboxEgressArgs``, and every input's default from it.
     """
 
     def __init__(self) -> None:
@@ -569,11 +613,18 @@ class EgressProvider(ComponentProvider):
         described = json.loads(self.schema)
         inputs = described["resources"][f"{PACKAGE}:index:SandboxEgress"]["inputProperties"]
         registry = {opt.name: opt for opt in options_of(py_args.SandboxEgressArgs)}
+        documented = _attribute_docs(py_args.SandboxEgressArgs)
         for f in dataclasses.fields(py_args.SandboxEgressArgs):
             prop = inputs[_camel(f.name)]
             opt = registry.get(f.name)
             if opt is None:
-                prop["description"] += f" Default: {json.dumps(document(_default(f)))}."
+                if f.name not in documented:
+                    raise TypeError(
+                        f"SandboxEgressArgs.{f.name} is undocumented: describe it in the "
+                        "Attributes section of the class docstring (the schema shows that text)"
+                    )
+                default = json.dumps(document(_default(f)))
+                prop["description"] = f"{documented[f.name]} Default: {default}."
             elif not opt.required:
                 prop["description"] = f"{opt.help} Default: {opt.doc_default}."
             else:
@@ -581,10 +632,26 @@ class EgressProvider(ComponentProvider):
         self.schema = json.dumps(described)
 
 
-def _default(f: "dataclasses.Field[Any]") -> Any:
-    if f.default_factory is not dataclasses.MISSING:
-        return f.default_factory()
-    return f.default
+def _attribute_docs(cls: type) -> dict[str, str]:
+    """The entries of the ``Attributes:`` section of ``cls``'s (Google-style) docstring.
+
+    Each joined into one line, with reST's double backquotes as Markdown's
+    single ones: the one text of a field that has no option in the registry.
+    """
+    docs: dict[str, list[str]] = {}
+    lines = iter((inspect.getdoc(cls) or "").splitlines())
+    for line in lines:
+        if line == "Attributes:":
+            break
+    for line in lines:
+        if line and not line.startswith(" "):
+            break  # the next section, or prose after the last one
+        entry = re.match(r" {4}(\w+): (.*)", line)
+        if entry:
+            docs[entry[1]] = [entry[2]]
+        elif line.strip() and docs:
+            docs[next(reversed(docs))].append(line.strip())
+    return {name: " ".join(words).replace("``", "`") for name, words in docs.items()}
 
 
 def schema() -> dict[str, Any]:

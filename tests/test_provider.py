@@ -14,9 +14,9 @@ import re
 import shutil
 import subprocess
 import typing
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, get_args
+from typing import Any, Literal, get_args
 
 import grpc  # type: ignore[import-untyped]
 import pulumi
@@ -30,8 +30,8 @@ from pulumi.runtime.proto import errors_pb2, provider_pb2, status_pb2
 from condukt_egress import args as py_args
 from condukt_egress import component, manifests, provider
 from condukt_egress.errors import ConfigError
-from condukt_egress.options import options_of
-from condukt_egress.policy import DefaultAction
+from condukt_egress.options import document, options_of
+from condukt_egress.policy import DefaultAction, EgressPolicy
 from tests.ca_mask import mask_ca_fingerprints
 from tests.k8s_schema import assert_valid
 from tests.provider_engine import PROVIDER_DIR, EngineDouble, output_value, running_provider
@@ -144,13 +144,123 @@ def test_option_descriptions_come_from_the_registry() -> None:
     assert inputs["proxyPort"]["description"].endswith("Default: 15001.")
 
 
-def test_inputs_are_exactly_the_python_args_fields() -> None:
-    """A new SandboxEgressArgs option fails here until other languages get it too."""
-    fields = [f.name for f in dataclasses.fields(py_args.SandboxEgressArgs)]
-    assert list(typing.get_type_hints(provider.SandboxEgressArgs)) == fields
-    schema_inputs = provider.schema()["resources"][EGRESS]["inputProperties"]
-    assert sorted(schema_inputs) == sorted(_camel(f) for f in fields)
-    assert provider.schema()["resources"][EGRESS]["requiredInputs"] == ["sessionId"]
+def _schema_kind(schema: dict[str, Any], node: dict[str, Any]) -> tuple[str, list[str]]:
+    """A schema node's type as the registry names its kinds, and an enum's sorted values."""
+    if "$ref" not in node:
+        return node["type"], []
+    type_ = schema["types"][node["$ref"].removeprefix("#/types/")]
+    return type_["type"], sorted(value["value"] for value in type_.get("enum", ()))
+
+
+def _python_only_kind(default: Any) -> str:
+    """The schema type a Python-only field's default calls for."""
+    kinds = {bool: "boolean", int: "integer", str: "string", tuple: "array", dict: "object"}
+    return kinds[type(default)]
+
+
+@pytest.mark.parametrize("source", ["served", "checked in"])
+def test_inputs_are_the_python_args_fields_as_the_registry_declares_them(source: str) -> None:
+    """Each SandboxEgressArgs field is an input of its kind, requiredness, default and one text.
+
+    The served schema is built from args.py, so it must agree with the option
+    registry by construction; the checked-in one goes stale (and fails here)
+    the moment an option is added to or changed in args.py.
+    """
+    schema = provider.schema() if source == "served" else json.loads(SCHEMA_FILE.read_text())
+    stale = "" if source == "served" else f"; provider/schema.json is stale: {REGENERATE}"
+    resource = schema["resources"][EGRESS]
+    inputs = resource["inputProperties"]
+    fields = dataclasses.fields(py_args.SandboxEgressArgs)
+    registry = {opt.name: opt for opt in options_of(py_args.SandboxEgressArgs)}
+    assert sorted(inputs) == sorted(_camel(f.name) for f in fields), stale
+    required = [opt.config for opt in registry.values() if opt.required]
+    assert resource["requiredInputs"] == required == ["sessionId"], stale
+    python_docs = provider._attribute_docs(py_args.SandboxEgressArgs)
+    for f in fields:
+        prop = inputs[_camel(f.name)]
+        where = f"{f.name}{stale}"
+        assert prop["plain"] is True, where
+        opt = registry.get(f.name)
+        if opt is None:
+            default = f.default_factory() if callable(f.default_factory) else f.default
+            assert _schema_kind(schema, prop)[0] == _python_only_kind(default), where
+            text, _, shown_default = prop["description"].rpartition(" Default: ")
+            assert shown_default == f"{json.dumps(document(default))}.", where
+            # The one text: the field's entry in the Attributes section of args.py.
+            assert text == python_docs[f.name], where
+            continue
+        kind, values = _schema_kind(schema, prop)
+        assert kind == opt.kind, where
+        assert values == sorted(opt.choices), where
+        if opt.kind == "array":
+            assert _schema_kind(schema, prop["items"])[0] == opt.items, where
+        described = opt.help if opt.required else f"{opt.help} Default: {opt.doc_default}."
+        assert prop["description"] == described, where
+
+
+def test_the_inputs_typeddict_is_built_from_a_dataclass() -> None:
+    @dataclasses.dataclass(frozen=True)
+    class Demo:
+        name: str
+        bundle: py_args.TrustBundle = "session-ca"
+        policy: EgressPolicy | Mapping[str, Any] | None = None
+        cidrs: Sequence[str] = ()
+        egress: Sequence[py_args.UnproxiedEgress | Mapping[str, Any]] = ()
+        labels: Mapping[str, str] = dataclasses.field(default_factory=dict)
+        dns: str | None = None
+
+    made = provider._inputs_of(Demo)
+    assert typing.is_typeddict(made)
+    assert typing.get_type_hints(made) == {
+        "name": str,
+        "bundle": provider.TrustBundle,
+        "policy": provider.EgressPolicy,
+        "cidrs": list[str],
+        "egress": list[provider.UnproxiedEgress],
+        "labels": dict[str, str],
+        "dns": str,
+    }
+    assert made.__required_keys__ == {"name"}
+
+
+@pytest.mark.parametrize(
+    "hint",
+    [Literal["a", "b"], int | str, Sequence[py_args.SessionOptions], Mapping[int, str]],
+)
+def test_a_python_type_without_a_schema_form_is_refused_naming_the_field_and_fix(
+    hint: Any,
+) -> None:
+    with pytest.raises(TypeError, match=r"SandboxEgressArgs\.demo: .* has no schema form; declare"):
+        provider._wire_type(hint, "demo")
+
+
+def test_attribute_docs_are_the_google_style_entries_as_markdown() -> None:
+    class Demo:
+        """A demo.
+
+        Attributes:
+            port: The port
+                (``15001`` unless set).
+            uid: The uid.
+
+        Prose after the section.
+        """
+
+    assert provider._attribute_docs(Demo) == {
+        "port": "The port (`15001` unless set).",
+        "uid": "The uid.",
+    }
+
+
+def test_an_undocumented_python_only_field_stops_the_provider(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    doc = py_args.SandboxEgressArgs.__doc__ or ""
+    monkeypatch.setattr(
+        py_args.SandboxEgressArgs, "__doc__", re.sub(r"\n +control_port: .*\n", "\n", doc)
+    )
+    with pytest.raises(TypeError, match="control_port is undocumented: describe it in the Attrib"):
+        provider.EgressProvider()
 
 
 def _camel(name: str) -> str:
@@ -297,6 +407,8 @@ def test_plugin_info_and_schema_come_from_the_running_provider(constructed: Cons
 
 
 _PEM = re.compile(r"-----BEGIN [A-Z ]+-----[^-]+-----END [A-Z ]+-----\n?")
+
+
 def _comparable(reg: Registration) -> tuple[str, str, str, Any, frozenset[str]]:
     """A registration with its random key material and the mock stack prefix taken out."""
 
