@@ -172,9 +172,9 @@ def test_inputs_are_the_python_args_fields_as_the_registry_declares_them(source:
     inputs = resource["inputProperties"]
     fields = dataclasses.fields(py_args.SandboxEgressArgs)
     registry = {opt.name: opt for opt in options_of(py_args.SandboxEgressArgs)}
-    assert sorted(inputs) == sorted(_camel(f.name) for f in fields), stale
+    assert sorted(inputs) == sorted(_camel(f.name) for f in fields), f"input names{stale}"
     required = [opt.config for opt in registry.values() if opt.required]
-    assert resource["requiredInputs"] == required == ["sessionId"], stale
+    assert resource["requiredInputs"] == required == ["sessionId"], f"required inputs{stale}"
     python_docs = provider._attribute_docs(py_args.SandboxEgressArgs)
     for f in fields:
         prop = inputs[_camel(f.name)]
