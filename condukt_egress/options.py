@@ -34,6 +34,7 @@ __all__ = [
     "STACK_YAML",
     "Kind",
     "Option",
+    "camel",
     "document",
     "option",
     "options_of",
@@ -53,6 +54,16 @@ _WHAT: Final[Mapping[Kind, str]] = {
     "array": "a list",
     "object": "an object",
 }
+
+
+def camel(name: str) -> str:
+    """A Python field name in camelCase, as stack config and the provider schema spell it.
+
+    >>> camel("dns_pod_labels")
+    'dnsPodLabels'
+    """
+    head, *rest = name.split("_")
+    return head + "".join(word.capitalize() for word in rest)
 
 
 @dataclass(frozen=True)
@@ -99,8 +110,7 @@ class Option:
     @property
     def config(self) -> str:
         """The stack config key: the name in camelCase (``dns_pod_labels``: ``dnsPodLabels``)."""
-        head, *rest = self.name.split("_")
-        return head + "".join(word.capitalize() for word in rest)
+        return camel(self.name)
 
     @property
     def project_type(self) -> dict[str, Any]:

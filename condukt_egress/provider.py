@@ -41,7 +41,7 @@ from pulumi.provider.experimental.component import ComponentProvider
 from condukt_egress import args as py_args
 from condukt_egress import component, manifests, policy, transform, workloads
 from condukt_egress.errors import ConfigError, FieldError
-from condukt_egress.options import document, options_of
+from condukt_egress.options import camel, document, options_of
 
 __all__ = [
     "PACKAGE",
@@ -248,12 +248,6 @@ else:
     SandboxEgressArgs = _inputs_of(py_args.SandboxEgressArgs)
 
 
-def _camel(name: str) -> str:
-    """A Python field name as the schema spells it (the analyzer's camel case)."""
-    head, *rest = name.split("_")
-    return head + "".join(word.capitalize() for word in rest)
-
-
 def _contains_output(value: Any) -> bool:
     if isinstance(value, pulumi.Output):
         return True
@@ -302,7 +296,7 @@ def python_args(inputs: Mapping[str, Any]) -> py_args.SandboxEgressArgs:
     for name, value in inputs.items():
         if name in plain and _contains_output(value):
             raise ConfigError(
-                _camel(name),
+                camel(name),
                 "must be known when the program runs (a plain value, not another "
                 "resource's output): names, labels and manifests are derived from it "
                 "at preview",
@@ -311,7 +305,7 @@ def python_args(inputs: Mapping[str, Any]) -> py_args.SandboxEgressArgs:
         return py_args.SandboxEgressArgs(**_plain(dict(inputs)))
     except FieldError as exc:
         # Named as the program wrote it: trustBundle, not trust_bundle.
-        raise exc.renamed(_camel(exc.root)) from None
+        raise exc.renamed(camel(exc.root)) from None
 
 
 SESSION_CA_FINGERPRINT: Final = "ca_fingerprint"
@@ -615,7 +609,7 @@ class EgressProvider(ComponentProvider):
         registry = {opt.name: opt for opt in options_of(py_args.SandboxEgressArgs)}
         documented = _attribute_docs(py_args.SandboxEgressArgs)
         for f in dataclasses.fields(py_args.SandboxEgressArgs):
-            prop = inputs[_camel(f.name)]
+            prop = inputs[camel(f.name)]
             opt = registry.get(f.name)
             if opt is None:
                 if f.name not in documented:

@@ -30,7 +30,7 @@ from pulumi.runtime.proto import errors_pb2, provider_pb2, status_pb2
 from condukt_egress import args as py_args
 from condukt_egress import component, manifests, provider
 from condukt_egress.errors import ConfigError
-from condukt_egress.options import document, options_of
+from condukt_egress.options import camel, document, options_of
 from condukt_egress.policy import DefaultAction, EgressPolicy
 from tests.ca_mask import mask_ca_fingerprints
 from tests.k8s_schema import assert_valid
@@ -172,12 +172,12 @@ def test_inputs_are_the_python_args_fields_as_the_registry_declares_them(source:
     inputs = resource["inputProperties"]
     fields = dataclasses.fields(py_args.SandboxEgressArgs)
     registry = {opt.name: opt for opt in options_of(py_args.SandboxEgressArgs)}
-    assert sorted(inputs) == sorted(_camel(f.name) for f in fields), f"input names{stale}"
+    assert sorted(inputs) == sorted(camel(f.name) for f in fields), f"input names{stale}"
     required = [opt.config for opt in registry.values() if opt.required]
     assert resource["requiredInputs"] == required == ["sessionId"], f"required inputs{stale}"
     python_docs = provider._attribute_docs(py_args.SandboxEgressArgs)
     for f in fields:
-        prop = inputs[_camel(f.name)]
+        prop = inputs[camel(f.name)]
         where = f"{f.name}{stale}"
         assert prop["plain"] is True, where
         opt = registry.get(f.name)
@@ -261,11 +261,6 @@ def test_an_undocumented_python_only_field_stops_the_provider(
     )
     with pytest.raises(TypeError, match="control_port is undocumented: describe it in the Attrib"):
         provider.EgressProvider()
-
-
-def _camel(name: str) -> str:
-    head, *rest = name.split("_")
-    return head + "".join(word.capitalize() for word in rest)
 
 
 @pytest.mark.parametrize(
