@@ -14,8 +14,11 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from hypothesis import given
+from hypothesis import strategies as st
 
 from condukt_egress.cli import cli
+from condukt_egress.cli.events import _to_json
 from tests.sidecar_double import (
     ThreadedDouble,
     all_kinds,
@@ -429,3 +432,55 @@ def test_per_host_counts_stay_bounded_when_every_request_names_a_new_host(
     err = capsys.readouterr().err
     assert "by host: api.example.com 5000, " in err
     assert f", others {others}" in err
+
+
+@pytest.mark.parametrize("fmt", ["json", "text"])
+def test_values_no_sidecar_sends_are_still_written_as_valid_utf8(
+    double: ThreadedDouble, fmt: str
+) -> None:
+    # serde_json never writes a lone surrogate or a port past u16, but any peer
+    # may: the command must keep going and write valid UTF-8, JSON parsing back
+    # to the values received.
+    proc = spawn("--connect", f"127.0.0.1:{double.port}", "--format", fmt, "--count", "2")
+    hostile = event_frame("request_opened", host="evil\ud800.example")
+    hostile["request"]["port"] = 2**70
+    hostile["request"]["path"] = "/\udfff"
+    double.run(double.double.send(line(hostile), event_frame("request_opened")))
+    try:
+        out_bytes, err = proc.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        pytest.fail("command did not stop")
+    assert proc.returncode == 0, err
+    rows = out.splitlines() if (out := out_bytes) else []
+    assert len(rows) == 2, (out, err)
+    if fmt == "json":
+        first = json.loads(rows[0])
+        assert (first["host"], first["port"], first["path"]) == (
+            "evil\ud800.example",
+            2**70,
+            "/\udfff",
+        )
+        assert json.loads(rows[1])["host"] == "api.example.com"
+    else:
+        assert "evil\\ud800.example:1180591620717411303424" in rows[0]
+
+
+_JSON_VALUES = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**80), max_value=2**80)
+    | st.text(),  # lone surrogates included: a JSON escape can carry one
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=12,
+)
+
+
+@given(st.dictionaries(st.text(), _JSON_VALUES, max_size=8))
+def test_every_record_is_written_as_utf8_json_that_parses_back_to_it(
+    record: dict[str, Any],
+) -> None:
+    text = _to_json(record)
+    text.encode("utf-8")  # strict: what a UTF-8 stdout does
+    assert "\n" not in text  # one record, one line
+    assert json.loads(text) == record

@@ -45,6 +45,7 @@ from types import ModuleType
 from typing import Any, Final, TextIO
 
 import click
+import orjson
 
 from condukt_egress.cli import cli, format_option
 from condukt_egress.contract import DEFAULT_CONTROL_PORT, EVENT_KINDS
@@ -622,8 +623,23 @@ def _counts(counter: Counter[str]) -> str:
     return ", ".join(f"{key} {value}" for key, value in counter.most_common())
 
 
-_to_json: Final = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
-"""One encoder for every record (``json.dumps`` with options builds one per call)."""
+_ascii_json: Final = json.JSONEncoder(separators=(",", ":")).encode
+"""The fallback encoder: any str or int, escaped to ASCII (``json.dumps`` builds one a call)."""
+
+
+def _to_json(record: dict[str, Any]) -> str:
+    """One compact JSON object, in UTF-8 text that any reader and terminal accepts.
+
+    orjson encodes a record about ten times faster than the standard library,
+    which sets the pace of ``--format json``. Values no sidecar sends but any
+    peer may (a lone surrogate, an integer past 64 bits) make it refuse; such a
+    record is written by the standard encoder with non-ASCII escaped, the one
+    form that is both valid JSON and encodable as UTF-8.
+    """
+    try:
+        return orjson.dumps(record).decode()
+    except orjson.JSONEncodeError:
+        return _ascii_json(record)
 
 
 def _iso(moment: datetime) -> str:
