@@ -1,54 +1,153 @@
-"""Benchmark of the control-channel client and the ``events`` command.
+"""Benchmark the control channel as users run it: whole processes, paired runs, medians.
 
-The sidecar stand-ins run in their own process, as the sidecar does: in
-this process their threads would share the interpreter lock with the client
-and put Python's 5 ms switch interval inside every measurement.
+Every measured reader or answerer is a fresh process, spawned and timed like
+a user's (``condukt-egress events`` itself, or a service's ``ControlClient``),
+and the sidecar stand-ins run in processes of their own, as the sidecar does:
+in one process their threads would share the interpreter lock with the
+client and put Python's 5 ms switch interval inside every measurement.
+Each pair (round) runs every contender once, in rotating order, so machine
+noise hits all alike; the figures are medians over rounds, ratios are taken
+within a round.
 
-1. Throughput: events decoded and dispatched per second by ``ControlClient``
-   vs the floor of a bare ``readline`` + ``json.loads`` loop over the same
-   loopback stream (both an asyncio ``StreamReader.readline`` floor and a
-   plain blocking-socket ``readline`` floor). Target: >= 50 % of the floor.
-   Also ``events --format json`` as the command runs it (decode, filter,
-   redact, encode, write and flush each line to ``/dev/null``), against the
-   same bare floor (target >= 40 %) and against a floor that also
-   re-serialises and writes each line.
-2. Decision round trip: the stand-in fires 100 concurrent
-   ``decision_request`` frames per round and times each answer; the client
-   answers with an instant decider (cache off, distinct hosts). The same is
-   measured against a bare asyncio peer (readline, json.loads, json.dumps,
-   write) so the client's own overhead is the difference. Targets: async
-   decider p99 overhead <= 2 ms; sync decider p99 within 5 ms of async.
+1. Throughput: a stand-in writes N events to every connection. Contenders:
+   a bare asyncio ``readline`` + ``json.loads`` process (the floor), a floor
+   that also re-serialises and writes each line, a ``ControlClient`` process
+   that decodes and dispatches, and ``condukt-egress events --format json
+   --no-reconnect`` (decode, filter, redact, encode, write, flush; output to
+   /dev/null), each timed from spawn to exit. Targets: client >= 50 % and
+   ``events --format json`` >= 40 % of the floor's rate.
+2. Decision round trip: a stand-in fires bursts of 100 concurrent
+   ``decision_request`` frames and times each answer. Answerers: a bare
+   asyncio peer (readline, json.loads, json.dumps, write) and ``ControlClient``
+   processes with an instant async or sync decider (cache off, distinct
+   hosts). Targets: the async decider's p99 at most 2 ms over the bare
+   peer's; the sync decider's p99 within 5 ms of the async one's.
 
-Run: ``.venv/bin/python benchmarks/bench_control.py [--events N] [--rounds R] [--gc-freeze]``.
+Run: ``.venv/bin/python benchmarks/bench_control.py [--events N] [--rounds R] [--pairs P]``
+(``--gc-freeze`` makes the client processes call ``gc.collect()`` and
+``gc.freeze()`` first, as ``condukt-egress events`` does).
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
-import gc
 import json
 import multiprocessing
 import os
 import socket
 import statistics
+import subprocess
+import sys
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Sequence
 from multiprocessing.connection import Connection
+from pathlib import Path
 from typing import Any
 
-from condukt_egress.cli.events import View
-from condukt_egress.control import ControlClient, TcpTarget
-from condukt_egress.events import DecisionRequest, Event
-from condukt_egress.redaction import Redactor
-
+ROOT = Path(__file__).resolve().parent.parent
 _SPAWN = multiprocessing.get_context("spawn")
 
-# -- a realistic stream ---------------------------------------------------------------
+# -- the processes measured ------------------------------------------------------------
+
+FLOOR = """
+import asyncio, json, sys
+async def main(port):
+    reader, writer = await asyncio.open_connection("127.0.0.1", port, limit=1 << 20)
+    loads = json.loads
+    while line := await reader.readline():
+        loads(line)
+    writer.close()
+asyncio.run(main(int(sys.argv[1])))
+"""
+"""The bare floor: asyncio ``readline`` and ``json.loads``, nothing else."""
+
+FLOOR_RESERIALISE = """
+import asyncio, json, sys
+async def main(port):
+    reader, writer = await asyncio.open_connection("127.0.0.1", port, limit=1 << 20)
+    loads, dumps, out = json.loads, json.dumps, sys.stdout
+    while line := await reader.readline():
+        out.write(dumps(loads(line)) + "\\n")
+        out.flush()
+    writer.close()
+asyncio.run(main(int(sys.argv[1])))
+"""
+"""The floor plus what any JSON printer does: re-serialise and write each line."""
+
+CLIENT = """
+import asyncio, gc, sys
+from condukt_egress.control import ControlClient, TcpTarget
+from condukt_egress.events import Event
+if sys.argv[2] == "freeze":
+    gc.collect()
+    gc.freeze()
+async def main(port):
+    counts = {"event": 0, "other": 0}
+    client = ControlClient(TcpTarget("127.0.0.1", port), reconnect=False, on_notice=print)
+    async for frame in client.frames():  # dispatch: what a consumer minimally does
+        counts["event" if isinstance(frame, Event) else "other"] += 1
+    await client.aclose()
+asyncio.run(main(int(sys.argv[1])))
+"""
+"""A service reading frames with ``ControlClient`` and dispatching on their type."""
+
+BARE_ANSWERS = """
+import asyncio, json, sys
+async def main(port):
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    while line := await reader.readline():
+        frame = json.loads(line)
+        answer = {"type": "decision", "id": frame["id"], "action": "allow"}
+        writer.write(json.dumps(answer).encode() + b"\\n")
+    writer.close()
+asyncio.run(main(int(sys.argv[1])))
+"""
+"""The bare answerer: what any asyncio peer must do per decision request."""
+
+CLIENT_ANSWERS = """
+import asyncio, gc, sys
+from condukt_egress.control import ControlClient, TcpTarget
+async def instant_async(request):
+    return "allow"
+def instant_sync(request):
+    return "allow"
+decider = instant_async if sys.argv[2] == "async" else instant_sync
+if sys.argv[3] == "freeze":
+    gc.collect()
+    gc.freeze()
+async def main(port):
+    client = ControlClient(
+        TcpTarget("127.0.0.1", port), decider=decider, cache_ttl=0, reconnect=False,
+        on_notice=lambda message: None,
+    )
+    await client.run()
+    await client.aclose()
+asyncio.run(main(int(sys.argv[1])))
+"""
+"""A service answering with an instant decider (argv: port, async|sync, freeze|no-freeze)."""
+
+
+def wall_seconds(argv: Sequence[str]) -> float:
+    """Seconds from spawning ``argv`` to its exit (it must succeed; output discarded)."""
+    start = time.perf_counter()
+    subprocess.run(  # noqa: S603 - our own interpreter and arguments
+        argv, check=True, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    return time.perf_counter() - start
+
+
+def rotated(names: Sequence[str], round_index: int) -> list[str]:
+    """``names`` starting at a different one each round, so none always goes first."""
+    k = round_index % len(names)
+    return [*names[k:], *names[:k]]
+
+
+# -- throughput ------------------------------------------------------------------------
 
 
 def _stream(n: int) -> bytes:
+    """``n`` events as the sidecar writes them: 4 per request, a credential in headers."""
     headers = {
         "host": "api.openai.com",
         "authorization": "Bearer sk-live-0123456789abcdef",
@@ -101,113 +200,34 @@ def _serve_stream(n: int, conn: Connection) -> None:
                 pass
 
 
-class _Sender:
-    """The stream stand-in, in its own process."""
-
-    def __init__(self, n: int) -> None:
-        parent, child = _SPAWN.Pipe()
-        self.process = _SPAWN.Process(target=_serve_stream, args=(n, child), daemon=True)
-        self.process.start()
-        self.port: int = parent.recv()
-
-    def close(self) -> None:
-        self.process.terminate()
-        self.process.join()
-
-
-async def _floor_asyncio(port: int) -> int:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port, limit=1 << 20)
-    count = 0
-    loads = json.loads
-    while line := await reader.readline():
-        loads(line)
-        count += 1
-    writer.close()
-    await writer.wait_closed()
-    return count
-
-
-def _floor_blocking(port: int) -> int:
-    count = 0
-    loads = json.loads
-    with socket.create_connection(("127.0.0.1", port)) as sock, sock.makefile("rb") as f:
-        for line in f:
-            loads(line)
-            count += 1
-    return count
-
-
-async def _client(port: int) -> int:
-    counts = {"event": 0, "other": 0}
-    client = ControlClient(TcpTarget("127.0.0.1", port), reconnect=False, on_notice=_ignore)
-    async for frame in client.frames():  # dispatch: what a consumer minimally does
-        if isinstance(frame, Event):
-            counts["event"] += 1
-        else:
-            counts["other"] += 1
-    await client.aclose()
-    return counts["event"] + counts["other"]
-
-
-def _ignore(_message: str) -> None:
-    pass
-
-
-async def _floor_reserialise(port: int) -> int:
-    """The floor plus what any JSON printer does: re-serialise and write each line."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", port, limit=1 << 20)
-    count = 0
-    loads, dumps = json.loads, json.dumps
-    with open(os.devnull, "w", encoding="utf-8") as out:
-        while line := await reader.readline():
-            out.write(dumps(loads(line)) + "\n")
-            out.flush()
-            count += 1
-    writer.close()
-    await writer.wait_closed()
-    return count
-
-
-async def _events_json(port: int) -> int:
-    """``condukt-egress events --format json``'s path: the client and the command's view."""
-    with open(os.devnull, "w", encoding="utf-8") as out:
-        view = View(
-            fmt="json", redactor=Redactor(), kinds=frozenset(), hosts=(), count=None, out=out
-        )
-        client = ControlClient(TcpTarget("127.0.0.1", port), reconnect=False, on_notice=_ignore)
-        async for frame in client.frames():
-            view.frame(frame)
-        await client.aclose()
-    return view.shown
-
-
-def _rate(n: int, run: Callable[[], int]) -> float:
-    start = time.perf_counter()
-    got = run()
-    elapsed = time.perf_counter() - start
-    assert got == n, (got, n)
-    return n / elapsed
-
-
-def throughput(n: int, repeats: int) -> dict[str, float]:
-    """Best rate of each reader; the three take turns so machine noise hits all alike."""
-    sender = _Sender(n)
-    runs: dict[str, Callable[[], int]] = {
-        "floor_asyncio_readline": lambda: asyncio.run(_floor_asyncio(sender.port)),
-        "floor_blocking_readline": lambda: _floor_blocking(sender.port),
-        "client": lambda: asyncio.run(_client(sender.port)),
-        "floor_reserialise_write": lambda: asyncio.run(_floor_reserialise(sender.port)),
-        "events_json": lambda: asyncio.run(_events_json(sender.port)),
+def throughput(n: int, pairs: int, freeze: str) -> dict[str, list[float]]:
+    """Per round, each reader's rate in events/s; the stream stand-in runs throughout."""
+    parent, child = _SPAWN.Pipe()
+    sender = _SPAWN.Process(target=_serve_stream, args=(n, child), daemon=True)
+    sender.start()
+    port = str(parent.recv())
+    py = sys.executable
+    events = ["events", "--connect", f"127.0.0.1:{port}", "--format", "json", "--no-reconnect"]
+    readers: dict[str, list[str]] = {
+        "floor": [py, "-c", FLOOR, port],
+        "floor, re-serialise + write": [py, "-c", FLOOR_RESERIALISE, port],
+        "ControlClient, dispatch": [py, "-c", CLIENT, port, freeze],
+        "events --format json": [py, "-m", "condukt_egress", *events],
     }
-    rates = dict.fromkeys(runs, 0.0)
-    for _ in range(repeats):
-        for name, run in runs.items():
-            rates[name] = max(rates[name], _rate(n, run))
-    sender.close()
+    for argv in readers.values():  # warm the file cache; not counted
+        wall_seconds(argv)
+    rates: dict[str, list[float]] = {name: [] for name in readers}
+    try:
+        for r in range(pairs):
+            for name in rotated(list(readers), r):
+                rates[name].append(n / wall_seconds(readers[name]))
+    finally:
+        sender.terminate()
+        sender.join()
     return rates
 
 
-# -- decision round trip -------------------------------------------------------------------
+# -- decision round trip ---------------------------------------------------------------
 
 
 def _ask(rounds: int, burst: int, conn: Connection) -> None:
@@ -246,113 +266,95 @@ def _ask(rounds: int, burst: int, conn: Connection) -> None:
     conn.send(samples)
 
 
-async def _instant(request: DecisionRequest) -> str:
-    return "allow"
-
-
-def _instant_sync(request: DecisionRequest) -> str:
-    return "allow"
-
-
-async def _client_answers(port: int, decider: Any) -> None:
-    client = ControlClient(
-        TcpTarget("127.0.0.1", port), decider=decider, cache_ttl=0, reconnect=False,
-        on_notice=_ignore,
-    )  # fmt: skip
-    await client.run()
-    await client.aclose()
-
-
-async def _bare_answers(port: int, decider: Any) -> None:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    while line := await reader.readline():
-        frame = json.loads(line)
-        answer = {"type": "decision", "id": frame["id"], "action": "allow"}
-        writer.write(json.dumps(answer).encode() + b"\n")
-    writer.close()
-    with contextlib.suppress(OSError):
-        await writer.wait_closed()
-
-
-def round_trip(
-    peer: Callable[[int, Any], Coroutine[Any, Any, None]],
-    decider: Any,
-    rounds: int,
-    burst: int,
-) -> list[float]:
+def answer_times(argv: Callable[[str], list[str]], rounds: int, burst: int) -> list[float]:
+    """Seconds to each answer of an answerer process ``argv(port)``, from the asker's side."""
     parent, child = _SPAWN.Pipe()
     asker = _SPAWN.Process(target=_ask, args=(rounds, burst, child), daemon=True)
     asker.start()
-    asyncio.run(peer(parent.recv(), decider))
+    port = str(parent.recv())
+    subprocess.run(argv(port), check=True, cwd=ROOT)  # noqa: S603 - our own interpreter
     samples: list[float] = parent.recv()
     asker.join()
     return samples
 
 
-def _pct(samples: list[float], q: float) -> float:
+def pct(samples: list[float], q: float) -> float:
+    """The ``q`` percentile of ``samples``, in milliseconds."""
     ordered = sorted(samples)
     return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))] * 1000
 
 
+def round_trips(rounds: int, burst: int, pairs: int, freeze: str) -> dict[str, list[list[float]]]:
+    """Per pair, the answer times of the bare peer and of the async and sync deciders."""
+    py = sys.executable
+    answerers: dict[str, Callable[[str], list[str]]] = {
+        "bare asyncio peer": lambda port: [py, "-c", BARE_ANSWERS, port],
+        "async decider": lambda port: [py, "-c", CLIENT_ANSWERS, port, "async", freeze],
+        "sync decider": lambda port: [py, "-c", CLIENT_ANSWERS, port, "sync", freeze],
+    }
+    runs: dict[str, list[list[float]]] = {name: [] for name in answerers}
+    for r in range(pairs):
+        for name in rotated(list(answerers), r):
+            runs[name].append(answer_times(answerers[name], rounds, burst))
+    return runs
+
+
+# -- report ------------------------------------------------------------------------------
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else "")
-    parser.add_argument("--events", type=int, default=200_000)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--rounds", type=int, default=100)
-    parser.add_argument("--burst", type=int, default=100)
+    parser.add_argument("--events", type=int, default=100_000, help="events per stream")
+    parser.add_argument("--rounds", type=int, default=100, help="bursts per round-trip run")
+    parser.add_argument("--burst", type=int, default=100, help="concurrent requests per burst")
+    parser.add_argument("--pairs", type=int, default=7, help="rounds of every contender")
+    parser.add_argument("--skip-throughput", action="store_true")
+    parser.add_argument("--skip-round-trip", action="store_true")
     parser.add_argument(
         "--gc-freeze",
         action="store_true",
-        help="gc.collect() + gc.freeze() first, as `condukt-egress events` does at start-up: "
-        "without it one full collection of the start-up heap (10-20 ms) lands in one burst "
-        "of 100 answers, i.e. in 2%% of the samples, and sets the p99",
+        help="client processes call gc.collect() + gc.freeze() first, as `events` does",
     )
     args = parser.parse_args()
-    if args.gc_freeze:
-        gc.collect()
-        gc.freeze()
+    freeze = "freeze" if args.gc_freeze else "no-freeze"
+    print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}")
 
-    rates = throughput(args.events, args.repeats)
-    print(f"throughput, {args.events} events, best of {args.repeats}:")
-    for name, rate in rates.items():
-        print(f"  {name:<26} {rate:>12,.0f} events/s")
-    for floor in ("floor_asyncio_readline", "floor_blocking_readline"):
-        print(f"  client / {floor:<26} {rates['client'] / rates[floor]:6.1%}  (target >= 50%)")
-    floor_rate = rates["floor_asyncio_readline"]
-    print(
-        f"  events --format json / floor_asyncio_readline  "
-        f"{rates['events_json'] / floor_rate:6.1%}  (target >= 40%)"
-    )
-    print(
-        f"  floor_reserialise_write / floor_asyncio_readline  "
-        f"{rates['floor_reserialise_write'] / floor_rate:6.1%}"
-    )
+    if not args.skip_throughput:
+        rates = throughput(args.events, args.pairs, freeze)
+        floor = rates["floor"]
+        print(f"\nthroughput: {args.events:,} events, {args.pairs} rounds of whole processes")
+        print(f"  {'reader':<30}{'events/s (median)':>20}{'/ floor (median of rounds)':>30}")
+        targets = {"ControlClient, dispatch": 0.5, "events --format json": 0.4}
+        for name, series in rates.items():
+            ratio = statistics.median(x / f for x, f in zip(series, floor, strict=True))
+            target = f"  (target >= {targets[name]:.0%})" if name in targets else ""
+            rate = statistics.median(series)
+            print(f"  {name:<30}{rate:>20,.0f}{ratio:>29.1%}{target}")
 
-    print(f"\ndecision round trip, {args.rounds} rounds x {args.burst} concurrent requests:")
-    bare = round_trip(_bare_answers, None, args.rounds, args.burst)
-    results = {
-        "bare asyncio peer": bare,
-        "client, async instant decider": round_trip(
-            _client_answers, _instant, args.rounds, args.burst
-        ),
-        "client, sync instant decider": round_trip(
-            _client_answers, _instant_sync, args.rounds, args.burst
-        ),
-    }
-    for name, samples in results.items():
+    if not args.skip_round_trip:
+        runs = round_trips(args.rounds, args.burst, args.pairs, freeze)
         print(
-            f"  {name:<31} p50 {_pct(samples, 50):6.3f} ms   p99 {_pct(samples, 99):6.3f} ms"
-            f"   mean {statistics.fmean(samples) * 1000:6.3f} ms"
+            f"\ndecision round trip: {args.pairs} rounds of whole processes, each "
+            f"{args.rounds} bursts x {args.burst} concurrent requests ({freeze}); medians"
         )
-    for name, samples in list(results.items())[1:]:
-        print(
-            f"  overhead vs bare, {name[8:]:<22} p50 {_pct(samples, 50) - _pct(bare, 50):6.3f} ms"
-            f"   p99 {_pct(samples, 99) - _pct(bare, 99):6.3f} ms  (target p99 <= 2 ms)"
-        )
-    sync_gap = _pct(results["client, sync instant decider"], 99) - _pct(
-        results["client, async instant decider"], 99
-    )
-    print(f"  sync decider p99 - async decider p99: {sync_gap:6.3f} ms  (target <= 5 ms)")
+        for name, samples in runs.items():
+            p50 = statistics.median(pct(s, 50) for s in samples)
+            p99s = [pct(s, 99) for s in samples]
+            print(
+                f"  {name:<20} p50 {p50:7.3f} ms   p99 {statistics.median(p99s):7.3f} ms"
+                f"   (p99 per round: {', '.join(f'{p:.1f}' for p in p99s)})"
+            )
+        for name, base, limit in (
+            ("async decider", "bare asyncio peer", 2.0),
+            ("sync decider", "async decider", 5.0),
+        ):
+            gaps = [
+                pct(a, 99) - pct(b, 99) for a, b in zip(runs[name], runs[base], strict=True)
+            ]
+            print(
+                f"  p99 {name} - {base}: median {statistics.median(gaps):6.2f} ms "
+                f"(target <= {limit:g} ms; per round: {', '.join(f'{g:.1f}' for g in gaps)})"
+            )
 
 
 if __name__ == "__main__":
