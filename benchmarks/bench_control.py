@@ -348,9 +348,7 @@ def main() -> None:
             ("async decider", "bare asyncio peer", 2.0),
             ("sync decider", "async decider", 5.0),
         ):
-            gaps = [
-                pct(a, 99) - pct(b, 99) for a, b in zip(runs[name], runs[base], strict=True)
-            ]
+            gaps = [pct(a, 99) - pct(b, 99) for a, b in zip(runs[name], runs[base], strict=True)]
             print(
                 f"  p99 {name} - {base}: median {statistics.median(gaps):6.2f} ms "
                 f"(target <= {limit:g} ms; per round: {', '.join(f'{g:.1f}' for g in gaps)})"

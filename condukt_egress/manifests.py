@@ -604,9 +604,7 @@ def _volumes(args: SandboxEgressArgs) -> list[JSON]:
             "secret": {
                 "secretName": secret,
                 "defaultMode": 0o444,
-                "items": [
-                    {"key": k, "path": k} for k in (FILTER_RULES_FILE, FILTER_RULES6_FILE)
-                ],
+                "items": [{"key": k, "path": k} for k in (FILTER_RULES_FILE, FILTER_RULES6_FILE)],
             },
         },
         {
@@ -1092,8 +1090,9 @@ def _fit_pod_resources(before: Mapping[str, Any], spec: JSON) -> None:
     pod = spec.get("resources")
     if not isinstance(pod, Mapping) or not pod:
         return
-    fitted: JSON = {key: dict(value) if isinstance(value, Mapping) else value
-                    for key, value in pod.items()}
+    fitted: JSON = {
+        key: dict(value) if isinstance(value, Mapping) else value for key, value in pod.items()
+    }
     for section in ("requests", "limits"):
         for name, value in (pod.get(section) or {}).items():
             current = _quantity(value, f"spec.resources.{section}.{name}")

@@ -262,9 +262,7 @@ def workload_spec(spec: Any, workload: Workload, name: str, args: SandboxEgressA
     template["metadata"]["labels"] = _labelled(
         template["metadata"].get("labels"), f"{prefix} {workload.labels_path}", args
     )
-    _check_pod_metadata(
-        template["metadata"], prefix, args, f"spec.{'.'.join(workload.template)}"
-    )
+    _check_pod_metadata(template["metadata"], prefix, args, f"spec.{'.'.join(workload.template)}")
     try:
         template["spec"] = manifests.inject(
             _dig(template, ("spec",), f"{prefix} {workload.pod_spec_path[: -len('.spec')]}"),

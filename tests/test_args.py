@@ -205,7 +205,8 @@ def test_sidecar_resources_are_checked_as_the_api_server_would(
 
 def test_numeric_quantities_from_stack_config_are_accepted() -> None:
     args = SandboxEgressArgs(
-        session_id="42", sidecar_resources={"limits": {"cpu": 1, "memory": "256Mi"}},  # type: ignore[dict-item]
+        session_id="42",
+        sidecar_resources={"limits": {"cpu": 1, "memory": "256Mi"}},  # type: ignore[dict-item]
     )
     assert args.sidecar_resources == {"limits": {"cpu": "1", "memory": "256Mi"}}
 

@@ -38,7 +38,8 @@ def main_exit_plain(*argv: str) -> tuple[int, str]:
     """Run the console script in a subprocess-free way; return its exit status and stderr."""
     result = CliRunner().invoke(cli, list(argv))
     return result.exit_code if not isinstance(result.exception, EgressError) else 1, (
-        result.stderr if not isinstance(result.exception, EgressError)
+        result.stderr
+        if not isinstance(result.exception, EgressError)
         else f"{type(result.exception).__name__}: {result.exception}"
     )
 

@@ -396,8 +396,13 @@ def test_pod_level_resources_cover_a_large_plain_init_container() -> None:
         session_id="p",
         sidecar_resources={"requests": {"memory": "1Mi"}, "limits": {"memory": "1Mi"}},
     )
-    spec = manifests.inject({"resources": {"requests": {"memory": "10Mi"}},
-                             "containers": [{"name": "w", "image": "i"}]}, args)
+    spec = manifests.inject(
+        {
+            "resources": {"requests": {"memory": "10Mi"}},
+            "containers": [{"name": "w", "image": "i"}],
+        },
+        args,
+    )
     # Largest init peak: the netfilter container's 16Mi, above the 1Mi sum.
     assert spec["resources"] == {"requests": {"memory": "26Mi"}}
     assert api_server_errors(spec) == []
@@ -428,8 +433,7 @@ def test_the_filter_rules_are_exactly_these() -> None:
     assert manifests.filter_rules(SandboxEgressArgs(session_id="p")) == FILTER_DEFAULT
     plain = manifests.filter_rules(SandboxEgressArgs(session_id="p", allow_plain_http=True))
     assert plain == FILTER_DEFAULT.replace(
-        "-A OUTPUT -p tcp --dport 80 -m owner --uid-owner 1337 -j REJECT --reject-with "
-        "tcp-reset\n",
+        "-A OUTPUT -p tcp --dport 80 -m owner --uid-owner 1337 -j REJECT --reject-with tcp-reset\n",
         "",
     )
 
