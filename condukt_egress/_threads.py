@@ -23,15 +23,17 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from typing import Final, ParamSpec, TypeAlias, TypeVar
+from typing import Any, Final, ParamSpec, TypeAlias, TypeVar
 
 __all__ = ["DaemonPool", "in_thread", "off_loop"]
 
 _T = TypeVar("_T")
+_A = TypeVar("_A")
 _P = ParamSpec("_P")
 
 
-_Job: TypeAlias = tuple[Callable[[], object], "asyncio.Future[object]"]
+_Job: TypeAlias = tuple[Callable[[Any], object], Any, "asyncio.Future[object]"]
+"""A call: the function, its one argument (no closure per call), the future awaiting it."""
 
 SPILL_AFTER: Final = 0.005
 """Seconds a call may run before the calls queued behind it move to another thread."""
@@ -80,11 +82,11 @@ class DaemonPool:
         self._done: list[tuple[asyncio.Future[object], object, BaseException | None]] = []
         self._closed = False
 
-    def submit(self, fn: Callable[[], object]) -> asyncio.Future[object]:
-        """Run ``fn`` on a pool thread; it leaves with this loop iteration's other calls."""
+    def submit(self, fn: Callable[[_A], object], arg: _A) -> asyncio.Future[object]:
+        """Run ``fn(arg)`` on a pool thread; it leaves with this loop iteration's other calls."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[object] = loop.create_future()
-        self._submitted.append((fn, future))
+        self._submitted.append((fn, arg, future))
         if len(self._submitted) == 1:
             loop.call_soon(self._dispatch, loop)
         return future
@@ -174,10 +176,10 @@ class DaemonPool:
                 if not jobs:
                     batch.started = None
                     break
-                fn, future = jobs.popleft()
+                fn, arg, future = jobs.popleft()
                 batch.started = time.monotonic()
             try:
-                outcome: tuple[object, BaseException | None] = (fn(), None)
+                outcome: tuple[object, BaseException | None] = (fn(arg), None)
             except BaseException as exc:  # handed to the awaiting task
                 outcome = (None, exc)
             with lock:

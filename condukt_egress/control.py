@@ -481,7 +481,11 @@ class ControlClient:
                 if self._decider_is_async:
                     result = await decider(request)  # type: ignore[misc]
                 else:
-                    result = await self._call_sync(decider, request)
+                    if self._pool is None:
+                        self._pool = DaemonPool(SYNC_DECIDER_THREADS)
+                    result = await self._pool.submit(decider, request)
+                    if inspect.isawaitable(result):  # a sync callable that returned a coroutine
+                        result = await result
             action, reason = interpret(result)
         except TimeoutError:
             if not timeout.expired():
@@ -496,14 +500,6 @@ class ControlClient:
         except Exception as exc:
             return self._failed(request, f"raised {type(exc).__name__}: {exc}", "decider failed")
         return action, reason, None
-
-    async def _call_sync(self, decider: Decider, request: DecisionRequest) -> object:
-        if self._pool is None:
-            self._pool = DaemonPool(SYNC_DECIDER_THREADS)
-        result: Any = await self._pool.submit(lambda: decider(request))
-        if inspect.isawaitable(result):  # a sync callable that returned a coroutine
-            result = await result
-        return result
 
     def _failed(self, request: DecisionRequest, failure: str, wire_reason: str) -> Answer:
         self.stats.decider_failures += 1

@@ -75,6 +75,9 @@ _scan_once: Final[Callable[[str, int], tuple[Any, int]]] = json.scanner.make_sca
     json.JSONDecoder()  # type: ignore[arg-type]  # typeshed types the argument as the class
 )
 
+_encode_compact: Final = json.JSONEncoder(separators=(",", ":")).encode
+"""``json.dumps(..., separators=(",", ":"))`` without building an encoder per call."""
+
 _PARSED: Final[dict[str, datetime]] = {}
 _PARSED_MAX: Final = 1024
 
@@ -292,7 +295,7 @@ class Decision:
 
     def to_line(self) -> bytes:
         """Return the frame as one NDJSON line, newline included."""
-        return json.dumps(self.to_wire(), separators=(",", ":")).encode() + b"\n"
+        return _encode_compact(self.to_wire()).encode() + b"\n"
 
 
 @dataclass(frozen=True, slots=True)
@@ -505,14 +508,31 @@ def _request_error(obj: dict[str, Any]) -> NoReturn:
 
 
 def _decode_decision_request(obj: dict[str, Any]) -> DecisionRequest:
-    where = "decision_request"
+    get = obj.get
+    rid, session, host, port, scheme = (
+        get("id"),
+        get("session_id"),
+        get("host"),
+        get("port"),
+        get("scheme"),
+    )
+    # One combined check on the hot path; the slow path names the field.
+    if not (
+        type(rid) is str
+        and type(host) is str
+        and type(port) is int
+        and type(scheme) is str
+        and (session is None or type(session) is str)
+    ):
+        where = "decision_request"
+        rid, session = _str(obj, "id", where), _opt_str(obj, "session_id", where)
+        host, port, scheme = (
+            _str(obj, "host", where),
+            _int(obj, "port", where),
+            _str(obj, "scheme", where),
+        )
     decoded = _DecisionRequestBuilder(
-        _str(obj, "id", where),
-        _opt_str(obj, "session_id", where),
-        _str(obj, "host", where),
-        _int(obj, "port", where),
-        _str(obj, "scheme", where),
-        _extra(obj, _DECISION_REQUEST_KEYS),
+        rid, session, host, port, scheme, _extra(obj, _DECISION_REQUEST_KEYS)
     )
     decoded.__class__ = DecisionRequest
     request: DecisionRequest = decoded

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import json
 import socket
 import threading
@@ -921,9 +920,7 @@ def test_daemon_pool_serves_a_burst_of_instant_calls_with_few_threads() -> None:
 
     async def main() -> tuple[list[object], int]:
         pool = DaemonPool(16)
-        results = await asyncio.gather(
-            *(pool.submit(functools.partial(int, i)) for i in range(200))
-        )
+        results = await asyncio.gather(*(pool.submit(int, i) for i in range(200)))
         threads = len(pool._threads)
         pool.shutdown()
         return list(results), threads
@@ -941,7 +938,7 @@ def test_daemon_pool_grows_for_blocking_calls() -> None:
     async def main() -> tuple[float, int]:
         pool = DaemonPool(8)
         start = time.perf_counter()
-        await asyncio.gather(*(pool.submit(lambda: time.sleep(0.2)) for _ in range(8)))
+        await asyncio.gather(*(pool.submit(time.sleep, 0.2) for _ in range(8)))
         elapsed = time.perf_counter() - start
         threads = len(pool._threads)
         pool.shutdown()
@@ -959,9 +956,9 @@ def test_daemon_pool_moves_calls_queued_behind_a_blocking_one_to_another_thread(
 
     async def main() -> tuple[float, object]:
         pool = DaemonPool(4)
-        slow = pool.submit(lambda: time.sleep(1.0))
+        slow = pool.submit(time.sleep, 1.0)
         start = time.perf_counter()
-        fast = await pool.submit(lambda: "fast")  # same loop iteration: same batch as slow
+        fast = await pool.submit(str, "fast")  # same loop iteration: same batch as slow
         elapsed = time.perf_counter() - start
         await slow
         pool.shutdown()

@@ -227,6 +227,17 @@ def _with(path: str, value: Any) -> bytes:
 _DELETE: Any = object()
 
 
+def _request_with(key: str, value: Any) -> bytes:
+    """A valid ``decision_request`` line with ``key`` set to ``value`` (or deleted)."""
+    frame = {"type": "decision_request", "id": "d", "session_id": "s", "host": "h", "port": 443}
+    frame["scheme"] = "https"
+    if value is _DELETE:
+        del frame[key]
+    else:
+        frame[key] = value
+    return json.dumps(frame).encode()
+
+
 @pytest.mark.parametrize(
     ("raw", "field"),
     [
@@ -254,6 +265,12 @@ _DELETE: Any = object()
         (_with("request.finished_at", 5), "finished_at"),
         (b'{"type":"decision_request","id":"d","host":"h","port":"443","scheme":"https"}', "port"),
         (b'{"type":"decision_request","host":"h","port":443,"scheme":"https"}', "id"),
+        (_request_with("id", 7), r"decision_request\.id: must be a string$"),
+        (_request_with("host", None), r"decision_request\.host: must be a string$"),
+        (_request_with("port", True), r"decision_request\.port: must be an integer$"),
+        (_request_with("port", 443.0), r"decision_request\.port: must be an integer$"),
+        (_request_with("scheme", _DELETE), r"decision_request\.scheme: must be a string$"),
+        (_request_with("session_id", 1), r"decision_request\.session_id: must be a string or"),
     ],
 )
 def test_malformed_lines_raise_an_error_naming_the_field(raw: bytes, field: str) -> None:
