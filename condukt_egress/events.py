@@ -31,6 +31,8 @@ from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Any, Final, Literal, NoReturn, TypeAlias
 
+import orjson
+
 from condukt_egress.contract import (
     EVENT_KINDS,
     FRAME_DECISION,
@@ -50,6 +52,7 @@ __all__ = [
     "Request",
     "UnknownFrame",
     "decode_frame",
+    "decode_frame_exact",
     "parse_timestamp",
 ]
 
@@ -355,6 +358,42 @@ def decode_frame(line: bytes | str) -> Frame:
     Raises:
         MalformedFrameError: The line is not UTF-8 JSON, not an object, or a
             known frame has a missing or wrongly typed field.
+    """
+    # Fast path: orjson parses a frame about 3x faster than the standard
+    # library. It is trusted only for what it reads exactly as json.loads
+    # does: a known frame that passes every check and has no key beyond the
+    # contract's. Anything else (a parse error, a failed check, an unknown
+    # key or frame type, where orjson differs: integers past 64 bits become
+    # floats, lone surrogates and NaN are refused) is decoded again by
+    # json.loads, so the result or the error is the standard one.
+    try:
+        obj = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return decode_frame_exact(line)
+    if type(obj) is dict:
+        frame_type = obj.get("type")
+        try:
+            if frame_type == FRAME_EVENT:
+                rule = obj.get("matched_rule")
+                if rule is None or (type(rule) is dict and len(rule) == 2):
+                    event = _decode_event(obj)
+                    if event.extra is _EMPTY and event.request.extra is _EMPTY:
+                        return event
+            elif frame_type == FRAME_DECISION_REQUEST:
+                request = _decode_decision_request(obj)
+                if request.extra is _EMPTY:
+                    return request
+        except MalformedFrameError:
+            pass
+    return decode_frame_exact(line)
+
+
+def decode_frame_exact(line: bytes | str) -> Frame:
+    """:func:`decode_frame` with the standard library's parser alone.
+
+    The reference :func:`decode_frame` must agree with on every line: same
+    frame (``extra`` included) or same error. Slower; for the lines the
+    fast path hands over, and for tests.
     """
     if isinstance(line, bytes):
         try:
