@@ -1,8 +1,9 @@
 """Benchmark the control channel as users run it: whole processes, paired runs, medians.
 
-Every measured reader or answerer is a fresh process, spawned and timed like
-a user's (``condukt-egress events`` itself, or a service's ``ControlClient``),
-and the sidecar stand-ins run in processes of their own, as the sidecar does:
+Every measured reader or answerer is a fresh process (its package
+byte-compiled, as an installed copy is), spawned and timed like a user's
+(``condukt-egress events`` itself, or a service's ``ControlClient``), and
+the sidecar stand-ins run in processes of their own, as the sidecar does:
 in one process their threads would share the interpreter lock with the
 client and put Python's 5 ms switch interval inside every measurement.
 Each pair (round) runs every contender once, in rotating order, so machine
@@ -45,7 +46,11 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
+from _processes import byte_compile, wall_seconds
+
 ROOT = Path(__file__).resolve().parent.parent
+TREE = [ROOT]
+"""The checkout whose ``condukt_egress`` the measured processes import (``--tree``)."""
 _SPAWN = multiprocessing.get_context("spawn")
 
 # -- the processes measured ------------------------------------------------------------
@@ -128,15 +133,6 @@ asyncio.run(main(int(sys.argv[1])))
 """A service answering with an instant decider (argv: port, async|sync, freeze|no-freeze)."""
 
 
-def wall_seconds(argv: Sequence[str]) -> float:
-    """Seconds from spawning ``argv`` to its exit (it must succeed; output discarded)."""
-    start = time.perf_counter()
-    subprocess.run(  # noqa: S603 - our own interpreter and arguments
-        argv, check=True, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    return time.perf_counter() - start
-
-
 def rotated(names: Sequence[str], round_index: int) -> list[str]:
     """``names`` starting at a different one each round, so none always goes first."""
     k = round_index % len(names)
@@ -215,12 +211,12 @@ def throughput(n: int, pairs: int, freeze: str) -> dict[str, list[float]]:
         "events --format json": [py, "-m", "condukt_egress", *events],
     }
     for argv in readers.values():  # warm the file cache; not counted
-        wall_seconds(argv)
+        wall_seconds(argv, TREE[0])
     rates: dict[str, list[float]] = {name: [] for name in readers}
     try:
         for r in range(pairs):
             for name in rotated(list(readers), r):
-                rates[name].append(n / wall_seconds(readers[name]))
+                rates[name].append(n / wall_seconds(readers[name], TREE[0]))
     finally:
         sender.terminate()
         sender.join()
@@ -272,7 +268,7 @@ def answer_times(argv: Callable[[str], list[str]], rounds: int, burst: int) -> l
     asker = _SPAWN.Process(target=_ask, args=(rounds, burst, child), daemon=True)
     asker.start()
     port = str(parent.recv())
-    subprocess.run(argv(port), check=True, cwd=ROOT)  # noqa: S603 - our own interpreter
+    subprocess.run(argv(port), check=True, cwd=TREE[0])  # noqa: S603 - our own interpreter
     samples: list[float] = parent.recv()
     asker.join()
     return samples
@@ -315,9 +311,19 @@ def main() -> None:
         action="store_true",
         help="client processes call gc.collect() + gc.freeze() first, as `events` does",
     )
+    parser.add_argument(
+        "--tree",
+        type=Path,
+        default=ROOT,
+        help="checkout whose condukt_egress the processes import (e.g. an older commit's); "
+        "it is their working directory, so `python -m` and `-c` find its package first",
+    )
     args = parser.parse_args()
+    TREE[0] = args.tree.resolve()
+    byte_compile(TREE[0])
     freeze = "freeze" if args.gc_freeze else "no-freeze"
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}")
+    print(f"tree: {TREE[0]}")
 
     if not args.skip_throughput:
         rates = throughput(args.events, args.pairs, freeze)
