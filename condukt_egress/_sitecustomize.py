@@ -14,7 +14,9 @@ certificate against the public roots. Every other check (chain, name,
 validity, key usage) stays on.
 
 Then it runs the ``sitecustomize`` that was next on ``sys.path`` (the image's
-own), if any. Standard library only, Python 3.8+; does nothing without the CA.
+own), if any. Standard library only (nothing ``site`` has not loaded but
+``ssl`` and ``weakref``: every Python process of the workspace runs this),
+Python 3.8+; does nothing without the CA.
 """
 
 from __future__ import annotations
@@ -25,7 +27,6 @@ import os
 import ssl
 import sys
 import weakref
-from typing import Any
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 _CA_FILE = os.path.join(os.path.dirname(_HERE), "ca.pem")
@@ -65,7 +66,7 @@ def _data_trusts_ca(data: object, body: str) -> bool:
 
 def _install(body: str) -> None:
     trusting: weakref.WeakSet[ssl.SSLContext] = weakref.WeakSet()
-    flags: Any = vars(ssl.SSLContext)["verify_flags"]  # the property object
+    flags = vars(ssl.SSLContext)["verify_flags"]  # the property object
     load_verify_locations = ssl.SSLContext.load_verify_locations
     set_default_verify_paths = ssl.SSLContext.set_default_verify_paths
 

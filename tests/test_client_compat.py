@@ -289,3 +289,20 @@ def test_the_profile_runs_the_image_sitecustomize_too(profile_dir: Path, tmp_pat
     )  # fmt: skip
     assert out.stdout.strip() == "1"
     assert out.stderr == ""
+
+
+def test_the_profile_loads_nothing_but_ssl_and_weakref(profile_dir: Path) -> None:
+    # Every Python process of the workspace runs the hook at start-up: it must
+    # not make each of them import, say, typing (a few ms a process).
+    probe = "import sys; print(' '.join(sorted(sys.modules)))"
+    needed = "import base64, encodings.ascii, importlib.machinery, importlib.util, ssl, weakref; "
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    bare = subprocess.run(
+        [sys.executable, "-c", needed + probe], env=env, capture_output=True, text=True, check=True
+    ).stdout.split()
+    env["PYTHONPATH"] = str(profile_dir / "python")
+    hooked = subprocess.run(
+        [sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert "ssl" in hooked  # the hook ran (the session CA is there)
+    assert set(hooked) - set(bare) == {"sitecustomize"}
