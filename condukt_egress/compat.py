@@ -10,10 +10,18 @@ Two faults of the sidecar (not ours to fix) stop today's TLS clients:
    OpenSSL config named by ``OPENSSL_CONF`` (sections ``openssl_conf`` and
    Node's ``nodejs_conf``), ``GODEBUG=tlsmlkem=0,tlskyber=0`` and the JVM's
    ``jdk.tls.namedGroups``.
-2. Its leaves carry no Authority Key Identifier (src/proxy/tls.rs:134-149),
-   which Python 3.13's strict verification rejects. A ``sitecustomize``
-   (``_sitecustomize.py``) clears that one check on contexts that trust the
-   session CA.
+2. Its leaves carry no Authority Key Identifier (rcgen 0.13,
+   src/proxy/tls.rs:134-149), which Python 3.13's strict verification
+   (``VERIFY_X509_STRICT``, set by ``create_default_context()``) rejects:
+   "Missing Authority Key Identifier". A ``sitecustomize``
+   (``_sitecustomize.py``, first on ``PYTHONPATH``) clears that one flag on
+   contexts that trust the session CA, and on no others: such a context only
+   ever sees the sidecar's leaves (port 443), and the sidecar verifies the
+   real upstream certificate against the public roots. Every other check
+   (chain, name, validity, key usage) stays on. It then runs the image's own
+   ``sitecustomize``, if any; it needs the standard library only (Python
+   3.8+) and loads nothing but ``ssl`` and ``weakref`` into the processes it
+   runs in.
 
 Nothing here reaches rustls-based clients (uv, cargo): they have no knob.
 """

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -206,11 +207,13 @@ HANDSHAKE = textwrap.dedent(
     server.load_cert_chain(leaf, key)
     if order == "strict-first":  # as Python 3.13's create_default_context does
         client = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        client.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN | ssl.VERIFY_X509_STRICT
+        client.verify_flags |= getattr(ssl, "VERIFY_X509_PARTIAL_CHAIN", 0) | ssl.VERIFY_X509_STRICT
         client.load_verify_locations(cafile)
-    else:  # urllib3 style: trust first, strict afterwards
+    elif order == "strict-after":  # urllib3 style: trust first, strict afterwards
         client = ssl.create_default_context(cafile=cafile)
         client.verify_flags |= ssl.VERIFY_X509_STRICT
+    else:  # the interpreter's own default: strict from Python 3.13
+        client = ssl.create_default_context(cafile=cafile)
     strict = bool(client.verify_flags & ssl.VERIFY_X509_STRICT)
     c_in, c_out, s_in, s_out = (ssl.MemoryBIO() for _ in range(4))
     c = client.wrap_bio(c_in, c_out, server_hostname="api.github.com")
@@ -233,7 +236,9 @@ HANDSHAKE = textwrap.dedent(
 )
 
 
-def handshake(profile_dir: Path, cafile: Path, order: str, *, profile: bool) -> dict[str, Any]:
+def handshake(
+    profile_dir: Path, cafile: Path, order: str, *, profile: bool, python: str = sys.executable
+) -> dict[str, Any]:
     leaf, key = sidecar_leaf(
         (profile_dir / "ca.pem").read_text(), (profile_dir / "ca-key.pem").read_text(),
         "api.github.com",
@@ -244,12 +249,51 @@ def handshake(profile_dir: Path, cafile: Path, order: str, *, profile: bool) -> 
     if profile:
         env["PYTHONPATH"] = str(profile_dir / "python")
     out = subprocess.run(
-        [sys.executable, "-c", HANDSHAKE, str(profile_dir.parent / "leaf.pem"),
+        [python, "-c", HANDSHAKE, str(profile_dir.parent / "leaf.pem"),
          str(profile_dir.parent / "leaf-key.pem"), str(cafile), order],
         env=env, capture_output=True, text=True, check=True, timeout=60,
     )  # fmt: skip
     result: dict[str, Any] = json.loads(out.stdout)
     return result
+
+
+def other_pythons() -> list[str]:
+    """Interpreters other than this one that run here: the hook claims Python 3.8+."""
+    found: dict[str, str] = {}
+    candidates = [shutil.which(f"python3.{minor}") or "" for minor in range(8, 16)]
+    pyenv = os.environ.get("PYENV_ROOT")
+    if pyenv:
+        candidates += sorted(str(p) for p in Path(pyenv).glob("versions/3.*/bin/python3"))
+    for path in candidates:
+        if not path:
+            continue
+        probe = subprocess.run(
+            [path, "-c", "import sys, ssl; print(*sys.version_info[:2], sep='.')"],
+            capture_output=True, text=True, check=False, timeout=60,
+        )  # fmt: skip
+        version = tuple(int(n) for n in probe.stdout.split(".")) if probe.returncode == 0 else ()
+        if (3, 8) <= version != sys.version_info[:2]:
+            found.setdefault(".".join(map(str, version)), path)
+    return [found[v] for v in sorted(found, key=lambda v: tuple(map(int, v.split("."))))]
+
+
+@pytest.mark.parametrize("order", ["strict-first", "strict-after", "python-default"])
+def test_the_profile_under_every_other_python_here(profile_dir: Path, order: str) -> None:
+    pythons = other_pythons()
+    if not pythons:
+        pytest.skip(
+            "no other Python >= 3.8 here (python3.8 ... python3.15 on PATH, or pyenv versions "
+            "under PYENV_ROOT); install one to run the hook under it"
+        )
+    for python in pythons:
+        without = handshake(profile_dir, profile_dir / "bundle.pem", order, profile=False,
+                            python=python)  # fmt: skip
+        with_profile = handshake(profile_dir, profile_dir / "bundle.pem", order, profile=True,
+                                 python=python)  # fmt: skip
+        assert with_profile["error"] is None, (python, with_profile)
+        assert with_profile["strict"] is False, (python, with_profile)
+        if without["strict"]:  # 3.13+ by default; everywhere when the test sets it
+            assert "Missing Authority Key Identifier" in without["error"], (python, without)
 
 
 @pytest.mark.parametrize("order", ["strict-first", "strict-after"])
