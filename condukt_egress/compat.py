@@ -28,8 +28,8 @@ Nothing here reaches rustls-based clients (uv, cargo): they have no knob.
 
 from __future__ import annotations
 
+import pkgutil
 from collections.abc import Callable, Iterable, Mapping
-from importlib import resources
 from typing import Any, Final
 
 __all__ = [
@@ -86,8 +86,15 @@ def openssl_config(system_config: str = SYSTEM_OPENSSL_CONF) -> str:
 
 
 def sitecustomize_source() -> str:
-    """The Python hook's source (``condukt_egress/_sitecustomize.py``)."""
-    return resources.files("condukt_egress").joinpath("_sitecustomize.py").read_text("utf-8")
+    """The Python hook's source (``condukt_egress/_sitecustomize.py``).
+
+    Read through the package's loader with ``pkgutil`` (1.7 ms to import
+    here) rather than ``importlib.resources`` (10 ms, on every ``render``).
+    """
+    data = pkgutil.get_data("condukt_egress", "_sitecustomize.py")
+    if data is None:  # a loader that cannot read package data
+        raise FileNotFoundError("condukt_egress/_sitecustomize.py is missing from the package")
+    return data.decode("utf-8")
 
 
 def _merged(value: str, setting: str, marker: str, separator: str) -> str:

@@ -13,13 +13,13 @@ containers, refuses specs that could bypass the sidecar, and is idempotent.
 
 from __future__ import annotations
 
+import base64
 import copy
 import functools
 import hashlib
 import json
 import posixpath
 import re
-import ssl
 from collections.abc import Iterable, Mapping
 from decimal import Decimal
 from typing import Any, Final
@@ -220,12 +220,28 @@ def ca_fingerprint(ca_cert_pem: str) -> str:
         ConfigError: ``ca_cert_pem`` holds no PEM certificate.
     """
     try:
-        der = ssl.PEM_cert_to_DER_cert(ca_cert_pem.strip() + "\n")
+        der = _pem_to_der(ca_cert_pem.strip() + "\n")
     except ValueError:
         raise ConfigError(
             "ca_cert_pem", "is not a PEM certificate ('-----BEGIN CERTIFICATE-----')"
         ) from None
     return hashlib.sha256(der).hexdigest()
+
+
+_PEM_HEADER: Final = "-----BEGIN CERTIFICATE-----"
+_PEM_FOOTER: Final = "-----END CERTIFICATE-----"
+
+
+def _pem_to_der(pem: str) -> bytes:
+    """``ssl.PEM_cert_to_DER_cert``, rule for rule, without importing ``ssl`` (8 ms).
+
+    Raises:
+        ValueError: No certificate header or footer, non-ASCII text, or bad base64.
+    """
+    text = pem.strip()
+    if not pem.startswith(_PEM_HEADER) or not text.endswith(_PEM_FOOTER):
+        raise ValueError("not a PEM certificate")
+    return base64.decodebytes(text[len(_PEM_HEADER) : -len(_PEM_FOOTER)].encode("ascii"))
 
 
 def with_ca_fingerprint(pod_spec: Mapping[str, Any], fingerprint: Any) -> JSON:

@@ -10,6 +10,7 @@ different CA material gives different pod inputs.
 
 from __future__ import annotations
 
+import ssl
 from typing import Any
 
 import pulumi
@@ -17,6 +18,8 @@ import pulumi_kubernetes as k8s
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
+from hypothesis import given
+from hypothesis import strategies as st
 
 from condukt_egress import SandboxEgress, SandboxEgressArgs, manifests
 from condukt_egress.errors import ConfigError
@@ -139,3 +142,24 @@ def test_early_renewal_reaches_pulumi_tls_and_is_validated() -> None:
     config = {"sessionId": "1", "caValidityHours": 2, "caEarlyRenewalHours": 2}
     with pytest.raises(ConfigError, match=r"^config caEarlyRenewalHours: .*Set it with `pulumi"):
         run(session_program, config=config)
+
+
+@given(
+    st.sampled_from(["", " ", "\n", "\t\n"]),
+    st.text(alphabet="ABCDEFabcdef0123456789+/= \n-é", max_size=60),
+    st.sampled_from(["-----BEGIN CERTIFICATE-----", "-----BEGIN PRIVATE KEY-----", ""]),
+    st.sampled_from(["-----END CERTIFICATE-----", "-----END CERTIFICATE-----\n\n", "x"]),
+)
+def test_the_der_of_a_pem_is_what_the_ssl_module_reads(
+    lead: str, body: str, header: str, footer: str
+) -> None:
+    pem = f"{lead}{header}\n{body}\n{footer}"
+    try:
+        expected: bytes | None = ssl.PEM_cert_to_DER_cert(pem.strip() + "\n")
+    except ValueError:
+        expected = None
+    try:
+        got: bytes | None = manifests._pem_to_der(pem.strip() + "\n")
+    except ValueError:
+        got = None
+    assert got == expected
