@@ -306,6 +306,24 @@ def test_outputs_and_types_the_other_languages_see() -> None:
     assert not any(p.get("plain") for p in workload["inputProperties"].values())
 
 
+def test_the_document_forms_accept_the_keys_the_python_side_accepts() -> None:
+    # The policy and unproxied-egress types other languages send are written
+    # out for the schema; they must name exactly what policy.py and args.py read.
+    from condukt_egress import policy  # noqa: PLC0415
+
+    def keys(cls: Any) -> tuple[set[str], set[str]]:
+        return set(cls.__annotations__), set(cls.__required_keys__)
+
+    assert keys(provider.EgressPolicy) == (set(policy._DOC_KEYS), set())
+    assert keys(provider.DecideRule) == (set(policy._DECIDE_KEYS), set())
+    assert keys(provider.PolicyRule) == (set(get_args(policy.RuleKind)), set())
+    fields = dataclasses.fields(py_args.UnproxiedEgress)
+    assert keys(provider.UnproxiedEgress) == (
+        {f.name for f in fields},
+        {f.name for f in fields if f.default is dataclasses.MISSING},
+    )
+
+
 # --- plugin files -------------------------------------------------------------
 
 
