@@ -391,9 +391,9 @@ def decode_frame(line: bytes | str) -> Frame:
 def decode_frame_exact(line: bytes | str) -> Frame:
     """:func:`decode_frame` with the standard library's parser alone.
 
-    The reference :func:`decode_frame` must agree with on every line: same
-    frame (``extra`` included) or same error. Slower; for the lines the
-    fast path hands over, and for tests.
+    The reference that :func:`decode_frame` agrees with on every line (same
+    frame, ``extra`` included, or same error). Slower: it decodes the lines
+    the fast path hands over, and tests compare the two.
     """
     if isinstance(line, bytes):
         try:
