@@ -111,11 +111,6 @@ class Workload:
         """Dotted path of the pod spec in the object, e.g. ``spec.template.spec``."""
         return ".".join(("spec", *self.template, "spec")) if self.template else "spec"
 
-    @property
-    def labels_path(self) -> str:
-        """Dotted path of the pod template's labels, e.g. ``spec.template.metadata.labels``."""
-        return ".".join(("spec", *self.template, "metadata", "labels"))
-
 
 def workload_of(type_: str) -> Workload | None:
     """The workload a Pulumi type token declares, or None for any other resource.
@@ -164,8 +159,8 @@ def workload_metadata(
             f"{args.namespace!r} or give the session namespace={namespace!r}",
         )
     if not workload.template:
-        meta["labels"] = _labelled(meta.get("labels"), f"{prefix} metadata.labels", args)
         _check_pod_metadata(meta, prefix, args)
+        meta["labels"] = _labelled(meta.get("labels"), args)
     return meta
 
 
@@ -207,18 +202,13 @@ def _patch_spec(
     return out
 
 
-def _labelled(labels: Any, where: str, args: SandboxEgressArgs) -> JSON:
-    out: JSON = dict(labels or {})
-    key, value = args.names.label_key, args.names.label_value
-    if out.get(key, value) != value:
-        raise ConfigError(
-            f"{where}[{key!r}]",
-            f"is {out[key]!r}, but the workload is injected for session "
-            f"{args.session_id!r} ({value!r}); a pod belongs to one session: remove the label "
-            "or use that session's SandboxEgress",
-        )
-    out[key] = value
-    return out
+def _labelled(labels: Any, args: SandboxEgressArgs) -> JSON:
+    """``labels`` with the session label set.
+
+    Another session's value was refused before, by
+    :func:`condukt_egress.manifests.check_pod_metadata`.
+    """
+    return {**(labels or {}), args.names.label_key: args.names.label_value}
 
 
 def _dig(value: Any, path: Sequence[str], where: str) -> JSON:
@@ -259,10 +249,8 @@ def workload_spec(spec: Any, workload: Workload, name: str, args: SandboxEgressA
     last = workload.template[-1]
     template = _dig(parent, (last,), where)
     template["metadata"] = dict(template.get("metadata") or {})
-    template["metadata"]["labels"] = _labelled(
-        template["metadata"].get("labels"), f"{prefix} {workload.labels_path}", args
-    )
     _check_pod_metadata(template["metadata"], prefix, args, f"spec.{'.'.join(workload.template)}")
+    template["metadata"]["labels"] = _labelled(template["metadata"].get("labels"), args)
     try:
         template["spec"] = manifests.inject(
             _dig(template, ("spec",), f"{prefix} {workload.pod_spec_path[: -len('.spec')]}"),

@@ -267,6 +267,15 @@ def test_a_label_of_another_session_is_refused() -> None:
     assert "a pod belongs to one session" in str(info.value)
 
 
+def test_a_pod_labelled_for_another_session_is_refused() -> None:
+    props = workload("Pod")
+    props["metadata"].setdefault("labels", {})[ARGS.names.label_key] = "other-session"
+    with pytest.raises(ConfigError) as info:
+        apply("Pod", props)
+    assert info.value.field == "Pod 'agent' metadata.labels['egress.condukt.dev/session']"
+    assert "is 'other-session', but the workload is injected for session" in str(info.value)
+
+
 @pytest.mark.parametrize("kind", ["Job", "CronJob"])
 def test_jobs_need_the_native_sidecar(kind: str) -> None:
     args = SandboxEgressArgs(session_id="1", namespace="agents", native_sidecar=False)
