@@ -248,16 +248,6 @@ else:
     SandboxEgressArgs = _inputs_of(py_args.SandboxEgressArgs)
 
 
-def _contains_output(value: Any) -> bool:
-    if isinstance(value, pulumi.Output):
-        return True
-    if isinstance(value, Mapping):
-        return any(_contains_output(v) for v in value.values())
-    if isinstance(value, list | tuple):
-        return any(_contains_output(v) for v in value)
-    return False
-
-
 def _plain(value: Any) -> Any:
     """Enum members as their values, recursively: the document form the Python API reads."""
     if isinstance(value, enum.Enum):
@@ -294,7 +284,7 @@ def python_args(inputs: Mapping[str, Any]) -> py_args.SandboxEgressArgs:
     """
     plain = _plain_fields(SandboxEgressArgs)
     for name, value in inputs.items():
-        if name in plain and _contains_output(value):
+        if name in plain and transform.holds_output(value):
             raise ConfigError(
                 camel(name),
                 "must be known when the program runs (a plain value, not another "
@@ -420,13 +410,6 @@ class SandboxWorkloadArgs(TypedDict):
     """A pod template (metadata, spec) to return injected in podTemplate; nothing is declared."""
 
 
-def _lift(value: Any, fn: Callable[[Any], T]) -> "T | pulumi.Output[T]":
-    """``fn(value)``, through ``apply`` when ``value`` holds Outputs."""
-    if _contains_output(value):
-        return pulumi.Output.from_input(value).apply(fn)
-    return fn(value)
-
-
 def _workload_type(manifest: Mapping[str, Any]) -> workloads.Workload:
     api_version, kind = manifest.get("apiVersion"), manifest.get("kind")
     if not isinstance(api_version, str) or not isinstance(kind, str):
@@ -512,13 +495,13 @@ class SandboxWorkload(pulumi.ComponentResource):
             )
         super().__init__(WORKLOAD_TYPE_TOKEN, name, None, opts)
         session = args["session"]
-        session_opts = _lift(session, self._reported(session_args))
+        session_opts = transform.lift(session, self._reported(session_args))
         if "workload" in given:
             self.manifest = self._declare(name, args["workload"], session, session_opts)
         else:
             inject = self._reported(_injected_template)
             self.pod_template = pulumi.Output.all(
-                session_opts, args["pod_template"], _lift(session, session_ca_fingerprint)
+                session_opts, args["pod_template"], transform.lift(session, session_ca_fingerprint)
             ).apply(lambda values: inject(values[1], name, values[0], values[2]))
         self.register_outputs({})
 
@@ -557,7 +540,7 @@ class SandboxWorkload(pulumi.ComponentResource):
             )
         props = {"metadata": manifest.get("metadata"), "spec": manifest.get("spec")}
         inject = self._reported(transform.transform_props)
-        fingerprint = _lift(session, session_ca_fingerprint)
+        fingerprint = transform.lift(session, session_ca_fingerprint)
         both = pulumi.Output.all(session_opts, fingerprint)
         injected: pulumi.Output[dict[str, Any]] = both.apply(
             lambda values: inject(props, workload, name, values[0], values[1])

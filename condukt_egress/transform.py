@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import pulumi
 from pulumi.output import Unknown
@@ -40,6 +40,7 @@ from condukt_egress.workloads import (
 __all__ = ["transform_props", "workload_transform"]
 
 JSON = dict[str, Any]
+T = TypeVar("T")
 
 
 def _secrets_as_outputs(value: Any) -> Any:
@@ -53,19 +54,20 @@ def _secrets_as_outputs(value: Any) -> Any:
     return value
 
 
-def _has_output(value: Any) -> bool:
+def holds_output(value: Any) -> bool:
+    """Whether ``value`` is, or (a list or mapping) holds, an Output or an unknown."""
     if isinstance(value, pulumi.Output | Unknown):
         return True
     if isinstance(value, Mapping):
-        return any(_has_output(v) for v in value.values())
+        return any(holds_output(v) for v in value.values())
     if isinstance(value, list | tuple):
-        return any(_has_output(v) for v in value)
+        return any(holds_output(v) for v in value)
     return False
 
 
-def _lift(value: Any, fn: Callable[[Any], Any]) -> Any:
+def lift(value: Any, fn: Callable[[Any], T]) -> T | pulumi.Output[T]:
     """``fn(value)``, through ``Output.apply`` when ``value`` holds Outputs or unknowns."""
-    if _has_output(value):
+    if holds_output(value):
         return pulumi.Output.from_input(value).apply(fn)
     return fn(value)
 
@@ -95,13 +97,13 @@ def transform_props(
                 for item in workload_items(values, workload, name, args)
             ]
 
-        out["items"] = _settle(_lift(wire.get("items"), items))
+        out["items"] = _settle(lift(wire.get("items"), items))
         return out
     if workload.variant != "Patch" or "metadata" in wire:
-        out["metadata"] = _lift(
+        out["metadata"] = lift(
             wire.get("metadata"), lambda m: workload_metadata(m, workload, name, args)
         )
-    spec = _lift(wire.get("spec"), lambda s: workload_spec(s, workload, name, args))
+    spec = lift(wire.get("spec"), lambda s: workload_spec(s, workload, name, args))
     if workload.variant == "Patch" or ca_fingerprint is None:
         out["spec"] = spec
     elif isinstance(spec, pulumi.Output):
