@@ -7,29 +7,15 @@ Reads the shared corpus of public manifests when it sits beside the checkout
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
 
 from condukt_egress import SandboxEgressArgs, manifests
 from condukt_egress.errors import ConfigError
 from condukt_egress.guard import GUARD_NAMESPACE_LABEL, SandboxGuardArgs, guard_manifests
 from tests.cel_admission import admit, defaulted_pod, request
-
-ROOT = Path(__file__).resolve().parent.parent
-CORPUS = next(
-    (
-        p
-        for p in (
-            ROOT.parent / "shared" / "k8s-corpus",
-            ROOT.parent.parent / "shared" / "k8s-corpus",
-        )
-        if p.is_dir()
-    ),
-    None,
-)
+from tests.corpus import CORPUS, needs_corpus
 
 
 def pod_specs(doc: Any) -> Iterator[dict[str, Any]]:
@@ -48,7 +34,7 @@ def pod_specs(doc: Any) -> Iterator[dict[str, Any]]:
         yield ((spec["jobTemplate"].get("spec") or {}).get("template") or {}).get("spec") or {}
 
 
-@pytest.mark.skipif(CORPUS is None, reason="no ../shared/k8s-corpus beside this checkout")
+@needs_corpus
 def test_injected_corpus_pods_are_admitted() -> None:
     assert CORPUS is not None
     guard = guard_manifests(SandboxGuardArgs())

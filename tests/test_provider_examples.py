@@ -20,6 +20,7 @@ from pulumi.provider.experimental.component import ComponentProvider
 from pulumi.runtime import rpc
 
 from condukt_egress import manifests, provider, workloads
+from tests.corpus import CORPUS, needs_corpus
 from tests.k8s_schema import assert_valid
 from tests.provider_engine import PROVIDER_DIR, output_value, running_provider
 from tests.security_properties import assert_workload_secure, pod_template
@@ -114,20 +115,6 @@ def test_typescript_example_uses_the_schema_names() -> None:
     assert "@pulumi/condukt-egress" in source
 
 
-ROOT = Path(__file__).resolve().parent.parent
-CORPUS = next(
-    (
-        p
-        for p in (
-            ROOT.parent / "shared" / "k8s-corpus",
-            ROOT.parent.parent / "shared" / "k8s-corpus",
-        )
-        if p.is_dir()
-    ),
-    None,
-)
-
-
 def _corpus_workloads(every: int) -> list[tuple[str, dict[str, Any]]]:
     assert CORPUS is not None
     found = []
@@ -150,7 +137,7 @@ def _corpus_workloads(every: int) -> list[tuple[str, dict[str, Any]]]:
     return found[::every]
 
 
-@pytest.mark.skipif(CORPUS is None, reason="no ../shared/k8s-corpus beside this checkout")
+@needs_corpus
 def test_corpus_workloads_through_the_provider_are_injected_or_refused_by_field(
     tmp_path: Path,
 ) -> None:
