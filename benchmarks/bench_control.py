@@ -41,12 +41,12 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from _processes import byte_compile, wall_seconds
+from _processes import byte_compile, rotated, timed_rounds
 
 ROOT = Path(__file__).resolve().parent.parent
 TREE = [ROOT]
@@ -133,12 +133,6 @@ asyncio.run(main(int(sys.argv[1])))
 """A service answering with an instant decider (argv: port, async|sync, freeze|no-freeze)."""
 
 
-def rotated(names: Sequence[str], round_index: int) -> list[str]:
-    """``names`` starting at a different one each round, so none always goes first."""
-    k = round_index % len(names)
-    return [*names[k:], *names[:k]]
-
-
 # -- throughput ------------------------------------------------------------------------
 
 
@@ -210,17 +204,12 @@ def throughput(n: int, pairs: int, freeze: str) -> dict[str, list[float]]:
         "ControlClient, dispatch": [py, "-c", CLIENT, port, freeze],
         "events --format json": [py, "-m", "condukt_egress", *events],
     }
-    for argv in readers.values():  # warm the file cache; not counted
-        wall_seconds(argv, TREE[0])
-    rates: dict[str, list[float]] = {name: [] for name in readers}
     try:
-        for r in range(pairs):
-            for name in rotated(list(readers), r):
-                rates[name].append(n / wall_seconds(readers[name], TREE[0]))
+        times = timed_rounds(readers, pairs, TREE[0])
     finally:
         sender.terminate()
         sender.join()
-    return rates
+    return {name: [n / t for t in series] for name, series in times.items()}
 
 
 # -- decision round trip ---------------------------------------------------------------

@@ -24,12 +24,12 @@ import base64
 import statistics
 import sys
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import certifi
-from _processes import byte_compile, wall_seconds
+from _processes import byte_compile, timed_rounds
 
 from condukt_egress.args import SandboxEgressArgs
 from condukt_egress.ca import CaMaterial, generate_ca
@@ -76,24 +76,6 @@ def sessions(count: int, **options: Any) -> list[SandboxEgressArgs]:
     ]
 
 
-def paired(
-    a: Sequence[str], b: Sequence[str], pairs: int, tree: Path
-) -> tuple[list[float], list[float]]:
-    """Run ``a`` and ``b`` ``pairs`` times each in ``tree``, alternating which goes first."""
-    wall_seconds(a, tree)  # warm the file cache; not counted
-    wall_seconds(b, tree)
-    times_a: list[float] = []
-    times_b: list[float] = []
-    for i in range(pairs):
-        if i % 2:
-            times_b.append(wall_seconds(b, tree))
-            times_a.append(wall_seconds(a, tree))
-        else:
-            times_a.append(wall_seconds(a, tree))
-            times_b.append(wall_seconds(b, tree))
-    return times_a, times_b
-
-
 def stored_bytes(data: Mapping[str, str]) -> int:
     """Bytes of a Secret's ``data`` as stored: each key plus its base64 value."""
     return sum(len(k) + len(base64.b64encode(v.encode())) for k, v in data.items())
@@ -132,9 +114,12 @@ def main() -> None:
             "--namespace", "agents", "--policy", str(ROOT / "examples" / "policy.yaml"),
             "--output", str(Path(tmp) / "session.yaml"),
         ]  # fmt: skip
-        ca_only, whole = paired(
-            [sys.executable, "-c", CA_ONLY], render, options.pairs, options.tree.resolve()
+        times = timed_rounds(
+            {"ca_only": [sys.executable, "-c", CA_ONLY], "render": render},
+            options.pairs,
+            options.tree.resolve(),
         )
+        ca_only, whole = times["ca_only"], times["render"]
     ratios = [w / c for c, w in zip(ca_only, whole, strict=True)]
     floor, median = statistics.median(ca_only), statistics.median(whole)
     print(f"tree: {options.tree.resolve()}")
