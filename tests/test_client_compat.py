@@ -9,6 +9,7 @@ digitalSignature + keyEncipherment, rcgen 0.13 default validity and key).
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -257,7 +258,8 @@ def handshake(
     return result
 
 
-def other_pythons() -> list[str]:
+@functools.cache
+def other_pythons() -> tuple[str, ...]:
     """Interpreters other than this one that run here: the hook claims Python 3.8+."""
     found: dict[str, str] = {}
     candidates = [shutil.which(f"python3.{minor}") or "" for minor in range(8, 16)]
@@ -274,7 +276,7 @@ def other_pythons() -> list[str]:
         version = tuple(int(n) for n in probe.stdout.split(".")) if probe.returncode == 0 else ()
         if (3, 8) <= version != sys.version_info[:2]:
             found.setdefault(".".join(map(str, version)), path)
-    return [found[v] for v in sorted(found, key=lambda v: tuple(map(int, v.split("."))))]
+    return tuple(found[v] for v in sorted(found, key=lambda v: tuple(map(int, v.split(".")))))
 
 
 @pytest.mark.parametrize("order", ["strict-first", "strict-after", "python-default"])
