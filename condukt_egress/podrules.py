@@ -943,7 +943,7 @@ def _pod_rules() -> list[PodRule]:
             "remove it",
             _check_sysctls,
             lambda _x: (
-                f"!{has_path('object', f'{pod_sc}.sysctls')} || "
+                f"!({has_path('object', f'{pod_sc}.sysctls')}) || "
                 f"object.{pod_sc}.sysctls.all(s, s.name in {lit(SAFE_SYSCTLS)})"
             ),
             breaks=(

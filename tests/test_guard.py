@@ -80,8 +80,9 @@ def test_one_policy_and_one_binding_per_rule_valid_for_every_kubernetes_from_1_3
     for obj in [*GUARD, *everything]:
         assert_valid(obj, supported)
     kinds = [o["kind"] for o in everything]
-    assert kinds == ["ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"] * len(
-        GUARD_RULES
+    # One pair per rule, and session-pods a second for pods/status.
+    assert kinds == ["ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"] * (
+        len(GUARD_RULES) + 1
     )
     for policy, binding in zip(everything[::2], everything[1::2], strict=True):
         assert policy["metadata"]["name"].startswith(POLICY_PREFIX)
@@ -242,7 +243,12 @@ def netfilter_after_user_init(pod: JSON) -> None:
     user = {
         "name": "early",
         "image": "busybox",
-        "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
+            "runAsUser": 1000,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
     }
     pod["spec"]["initContainers"] = [user, *inits]
 
@@ -273,36 +279,35 @@ MUTATIONS: dict[str, tuple[Callable[[JSON], Any], str]] = {
     ),
     "capability added": (
         add_capability,
-        "container workspace must drop ALL capabilities and add none",
+        "container workspace: every user container drops ALL capabilities and adds none",
     ),
     "capabilities not dropped": (
         lambda p: workspace(p)["securityContext"].pop("capabilities"),
-        "container workspace must drop ALL capabilities",
+        "container workspace: every user container drops ALL capabilities",
     ),
-    "uid 1337": (uid_1337, "no container but the sidecar may run as uid 1337"),
+    "uid 1337": (uid_1337, "container workspace: no user container runs as the sidecar uid"),
     "pod-wide uid 1337": (
         lambda p: p["spec"]["securityContext"].update(runAsUser=1337),
-        "no container but the sidecar may run as uid 1337",
+        "the pod's default uid is not the sidecar uid",
     ),
     "privileged": (
         lambda p: workspace(p)["securityContext"].update(privileged=True),
-        "container workspace must set securityContext.allowPrivilegeEscalation: false and may "
-        "not be privileged",
+        "container workspace: no user container is privileged",
     ),
     "privilege escalation": (
         lambda p: workspace(p)["securityContext"].update(allowPrivilegeEscalation=True),
-        "container workspace must set securityContext.allowPrivilegeEscalation: false",
+        "container workspace: every user container sets allowPrivilegeEscalation: false",
     ),
     "host network": (
         lambda p: p["spec"].update(hostNetwork=True),
-        "may not use hostNetwork, hostPID",
+        "the pod does not set hostNetwork",
     ),
-    "host PID": (lambda p: p["spec"].update(hostPID=True), "may not use hostNetwork, hostPID"),
+    "host PID": (lambda p: p["spec"].update(hostPID=True), "the pod does not set hostPID"),
     "hostPath volume": (
         lambda p: p["spec"]["volumes"].append(
             {"name": "sock", "hostPath": {"path": "/run/containerd"}}
         ),
-        "hostPath volumes",
+        "volume sock: no user volume is a hostPath",
     ),
     "sidecar image replaced": (
         lambda p: init(p, manifests.SIDECAR_CONTAINER).update(image="evil/proxy:1"),
@@ -340,20 +345,19 @@ MUTATIONS: dict[str, tuple[Callable[[JSON], Any], str]] = {
         lambda p: workspace(p)["volumeMounts"].append(
             {"name": manifests.CONFIG_VOLUME, "mountPath": "/key"}
         ),
-        "only the condukt-egress sidecar may read a session Secret's CA key, but container "
-        "workspace refers to one",
+        "container workspace: no user container mounts condukt-egress-config",
     ),
     "a volume with every key of the session Secret": (
         lambda p: p["spec"]["volumes"].append(
             {"name": "all", "secret": {"secretName": SESSION.names.secret}}
         ),
-        "but volume all refers to one",
+        "volume all: no user volume references a Secret named condukt-egress-*",
     ),
     "a projected volume on another session's Secret": (
         lambda p: p["spec"]["volumes"].append(
             {"name": "proj", "projected": {"sources": [{"secret": {"name": OTHER.names.secret}}]}}
         ),
-        "but volume proj refers to one",
+        "volume proj: no user volume references a Secret named condukt-egress-*",
     ),
     "an env var from another session's Secret": (
         lambda p: workspace(p)["env"].append(
@@ -362,7 +366,7 @@ MUTATIONS: dict[str, tuple[Callable[[JSON], Any], str]] = {
                 "valueFrom": {"secretKeyRef": {"name": OTHER.names.secret, "key": "ca-key.pem"}},
             }
         ),
-        "but container workspace refers to one",
+        "container workspace: no user container reads a condukt-egress Secret",
     ),
     "filter rules volume on a Secret of one's own": (
         lambda p: next(v for v in p["spec"]["volumes"] if v["name"] == manifests.FILTER_VOLUME)[
@@ -399,7 +403,7 @@ def test_the_label_on_an_uninjected_pod_is_refused() -> None:
         refusals(uninjected_labelled_pod()),
         "must start with the condukt-egress init container(s) condukt-egress-init",
         "must run the condukt-egress sidecar",
-        "container workspace must drop ALL capabilities",
+        "container workspace: every user container drops ALL capabilities",
     )
 
 
@@ -585,11 +589,11 @@ def test_any_escape_on_any_user_container_is_refused(
     target = users[pick % len(users)]
     context = target["securityContext"]
     expected = {
-        "capability": "must drop ALL capabilities and add none",
-        "uid": "no container but the sidecar may run as uid",
-        "privileged": "may not be privileged",
-        "escalation": "must set securityContext.allowPrivilegeEscalation: false",
-        "no-drop": "must drop ALL capabilities",
+        "capability": "[container.capabilities]",
+        "uid": "[container.sidecar-uid]",
+        "privileged": "[container.privileged]",
+        "escalation": "[container.privilege-escalation]",
+        "no-drop": "[container.capabilities]",
     }[escape]
     if escape == "capability":
         context["capabilities"]["add"] = [capability]
@@ -601,7 +605,7 @@ def test_any_escape_on_any_user_container_is_refused(
         context["allowPrivilegeEscalation"] = True
     else:
         context["capabilities"]["drop"] = [d for d in context["capabilities"]["drop"] if d != "ALL"]
-    refused_with(refusals(pod), expected)
+    refused_with(refusals(pod), f"container {target['name']}: ", expected)
 
 
 @settings(max_examples=60, deadline=None)
@@ -644,7 +648,7 @@ def test_session_options_shape_what_is_accepted() -> None:
     refused_with(
         refusals(pod),
         "image one of ghcr.io/tuist/condukt-egress:1.5.1",
-        "container workspace must drop ALL",
+        "container workspace: every user container drops ALL capabilities",
     )
 
 
@@ -652,7 +656,9 @@ def test_rules_can_be_turned_off() -> None:
     only_pods = guard_manifests(
         SandboxGuardArgs(network_policies=False, ephemeral_containers=False)
     )
-    assert [o["metadata"]["name"] for o in only_pods] == [POLICY_PREFIX + "session-pods"] * 2
+    assert [o["metadata"]["name"] for o in only_pods] == [POLICY_PREFIX + "session-pods"] * 2 + [
+        POLICY_PREFIX + "session-pods-status"
+    ] * 2
     assert refusals(foreign_policy(), guard=only_pods) == []
 
 
