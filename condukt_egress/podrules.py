@@ -297,6 +297,7 @@ _ROOT_WHY: Final = (
     "a root workspace may connect to the sidecar's control port, which only the port-forward "
     "path (root) may reach"
 )
+_SECONDARY_FIX: Final = "accept that risk with unsafe_secondary_networks (unsafeSecondaryNetworks)"
 _SECRET_WHY: Final = (
     f"that Secret holds the CA key; only the volumes condukt-egress injects may reference "
     f"Secrets named {MANAGED_PREFIX}*"
@@ -470,36 +471,103 @@ def _remove_seccomp(pod: JSON, _ctx: RuleContext) -> None:
     (pod["spec"].get("securityContext") or {}).pop("seccompProfile", None)
 
 
-def _container_rules() -> list[PodRule]:
-    sc = "securityContext"
+_ROOTS: Final[Mapping[str, str]] = {"container": "c", "pod": "object.spec"}
+
+
+def _field_rule(  # noqa: PLR0917 - read as a row of the table, like PodRule
+    id_: str, scope: Scope, path: str, bad: object, rule: str, why: str, fix: str, **more: Any
+) -> PodRule:
+    """A rule that one field must not hold ``bad`` (``True``: be true; a tuple: any of them)."""
+    bad_values = bad if isinstance(bad, tuple) else (bad,)
+
+    def check(target: Mapping[str, Any], _spec: Mapping[str, Any], _ctx: RuleContext) -> Any:
+        value = _get(target, path)
+        hit = bool(value) if bad is True else value in bad_values
+        return _when(
+            hit and value is not None, path, f"is {value!r}" if bad is not True else "is true"
+        )
+
+    root = _ROOTS[scope]
+    test = f"{root}.{path}" if bad is True else f"{root}.{path} in {lit(list(bad_values))}"
+    target = _on_container if scope == "container" else _on_spec
+    return PodRule(
+        id_,
+        scope,
+        path,
+        rule,
+        why,
+        fix,
+        check,
+        more.pop("cel", lambda _x: f"!({has_path(root, path)} && {test})"),
+        breaks=more.pop("breaks", (target(_setter(path, bad_values[0])),)),
+        **more,
+    )
+
+
+_SC: Final = "securityContext"
+_APPARMOR_WHY: Final = (
+    "a workspace without its AppArmor profile has fewer walls between it and the redirect"
+)
+_PROFILE_FIX: Final = "use RuntimeDefault (or a Localhost profile) or leave it unset"
+_SELINUX_WHY: Final = "spc_t is the 'super privileged container' type"
+_SELINUX_FIX: Final = "remove it and let the runtime pick container_t"
+_SECCOMP_WHY: Final = "without seccomp a workspace meets the kernel's whole system call surface"
+
+
+def _confinement_rules(scope: Scope, who: str) -> list[PodRule]:
+    """Privilege and confinement fields that exist on both a container and the pod."""
     return [
-        PodRule(
+        _field_rule(
+            f"{scope}.host-process",
+            scope,
+            f"{_SC}.windowsOptions.hostProcess",
+            True,
+            f"{who} is not a Windows host process",
+            "a host process runs in the node's network",
+            "remove it",
+        ),
+        _field_rule(
+            f"{scope}.apparmor",
+            scope,
+            f"{_SC}.appArmorProfile.type",
+            "Unconfined",
+            f"{who} is not AppArmor Unconfined",
+            _APPARMOR_WHY,
+            _PROFILE_FIX,
+        ),
+        _field_rule(
+            f"{scope}.selinux",
+            scope,
+            f"{_SC}.seLinuxOptions.type",
+            _UNCONFINED_SELINUX,
+            f"{who} is not in an unconfined SELinux domain (spc_t, unconfined_t)",
+            _SELINUX_WHY,
+            _SELINUX_FIX,
+        ),
+    ]
+
+
+def _container_rules() -> list[PodRule]:
+    sc = _SC
+    return [
+        _field_rule(
             "container.privileged",
             "container",
             f"{sc}.privileged",
+            True,
             "no user container is privileged",
             "a privileged workspace can rewrite the redirect rules",
             "remove it",
-            lambda c, _s, _x: _when(
-                bool(_security(c).get("privileged")), f"{sc}.privileged", "is true"
-            ),
-            lambda _x: _not(is_("c", f"{sc}.privileged")),
-            breaks=(_on_container(_setter(f"{sc}.privileged", True)),),
         ),
-        PodRule(
+        _field_rule(
             "container.privilege-escalation",
             "container",
             f"{sc}.allowPrivilegeEscalation",
+            True,
             "every user container sets allowPrivilegeEscalation: false",
             "setuid binaries could become the sidecar uid",
             "set it to false or remove it",
-            lambda c, _s, _x: _when(
-                _security(c).get("allowPrivilegeEscalation") is True,
-                f"{sc}.allowPrivilegeEscalation",
-                "is true",
-            ),
-            lambda _x: f"{is_('c', f'{sc}.allowPrivilegeEscalation', False)}",
-            breaks=(_on_container(_setter(f"{sc}.allowPrivilegeEscalation", True)),),
+            cel=lambda _x: f"{is_('c', f'{sc}.allowPrivilegeEscalation', False)}",
             repaired=(_on_container(_remover(f"{sc}.allowPrivilegeEscalation")),),
         ),
         PodRule(
@@ -582,75 +650,22 @@ def _container_rules() -> list[PodRule]:
             _cel_image,
             breaks=(_set_sidecar_image,),
         ),
-        PodRule(
+        _field_rule(
             "container.seccomp",
             "container",
             f"{sc}.seccompProfile.type",
+            "Unconfined",
             "every user container runs under a seccomp profile (its own or the pod's)",
-            "without one (Unconfined, or unset on a kubelet without SeccompDefault) the "
-            "workspace meets the kernel's whole system call surface",
-            "use RuntimeDefault (or a Localhost profile) or leave it unset",
-            lambda c, _s, _x: _when(
-                _get(c, f"{sc}.seccompProfile.type") == "Unconfined",
-                f"{sc}.seccompProfile.type",
-                "is Unconfined",
-            ),
-            lambda _x: (
+            _SECCOMP_WHY + " (Unconfined, or unset on a kubelet without SeccompDefault)",
+            _PROFILE_FIX,
+            cel=lambda _x: (
                 f"!{is_('c', f'{sc}.seccompProfile.type', 'Unconfined')} && "
                 f"({has_path('c', f'{sc}.seccompProfile')} || "
                 f"{has_path('object', 'spec.securityContext.seccompProfile')})"
             ),
-            breaks=(_on_container(_setter(f"{sc}.seccompProfile.type", "Unconfined")),),
             repaired=(_remove_seccomp,),
         ),
-        PodRule(
-            "container.host-process",
-            "container",
-            f"{sc}.windowsOptions.hostProcess",
-            "no user container is a Windows host process",
-            "a host process runs in the node's network",
-            "remove it",
-            lambda c, _s, _x: _when(
-                bool(_get(c, f"{sc}.windowsOptions.hostProcess")),
-                f"{sc}.windowsOptions.hostProcess",
-                "is true",
-            ),
-            lambda _x: _not(is_("c", f"{sc}.windowsOptions.hostProcess")),
-            breaks=(_on_container(_setter(f"{sc}.windowsOptions.hostProcess", True)),),
-        ),
-        PodRule(
-            "container.apparmor",
-            "container",
-            f"{sc}.appArmorProfile.type",
-            "no user container is AppArmor Unconfined",
-            "a workspace without its AppArmor profile has fewer walls between it and the redirect",
-            "use RuntimeDefault (or a Localhost profile) or leave it unset",
-            lambda c, _s, _x: _when(
-                _get(c, f"{sc}.appArmorProfile.type") == "Unconfined",
-                f"{sc}.appArmorProfile.type",
-                "is Unconfined",
-            ),
-            lambda _x: _not(is_("c", f"{sc}.appArmorProfile.type", "Unconfined")),
-            breaks=(_on_container(_setter(f"{sc}.appArmorProfile.type", "Unconfined")),),
-        ),
-        PodRule(
-            "container.selinux",
-            "container",
-            f"{sc}.seLinuxOptions.type",
-            "no user container runs in an unconfined SELinux domain (spc_t, unconfined_t)",
-            "spc_t is the 'super privileged container' type",
-            "remove it and let the runtime pick container_t",
-            lambda c, _s, _x: _when(
-                _get(c, f"{sc}.seLinuxOptions.type") in _UNCONFINED_SELINUX,
-                f"{sc}.seLinuxOptions.type",
-                f"is {_get(c, f'{sc}.seLinuxOptions.type')}",
-            ),
-            lambda _x: (
-                f"!({has_path('c', f'{sc}.seLinuxOptions.type')} && "
-                f"c.{sc}.seLinuxOptions.type in {lit(_UNCONFINED_SELINUX)})"
-            ),
-            breaks=(_on_container(_setter(f"{sc}.seLinuxOptions.type", "spc_t")),),
-        ),
+        *_confinement_rules("container", "no user container"),
         PodRule(
             "container.host-port",
             "container",
@@ -668,7 +683,7 @@ def _container_rules() -> list[PodRule]:
                 None,
             ),
             lambda _x: "!has(c.ports) || c.ports.all(p, !has(p.hostPort) || p.hostPort == 0)",
-            breaks=(_on_container(_setter("ports", [{"containerPort": 8001, "hostPort": 8001}])),),
+            breaks=(_on_container(_setter("ports", [{"containerPort": 80, "hostPort": 8001}])),),
         ),
         PodRule(
             "container.sidecar-ports",
@@ -753,13 +768,6 @@ def _check_sysctls(s: Mapping[str, Any], _p: Mapping[str, Any], _x: RuleContext)
     return None
 
 
-def _check_pod_root(s: Mapping[str, Any], _p: Mapping[str, Any], _x: RuleContext) -> Any:
-    context = _security(s)
-    if context.get("runAsUser") == 0:
-        return Problem("securityContext.runAsUser", "is 0 (root)")
-    return _when(context.get("runAsNonRoot") is False, "securityContext.runAsNonRoot", "is false")
-
-
 def _check_native(s: Mapping[str, Any], _p: Mapping[str, Any], ctx: RuleContext) -> Any:
     if ctx.args.native_sidecar:
         return None
@@ -787,26 +795,23 @@ def _add_native_init(pod: JSON, _ctx: RuleContext) -> None:
     )
 
 
-def _pod_flag(name: str) -> PodRule:
-    return PodRule(
-        f"pod.{name}",
-        "pod",
-        name,
-        f"the pod does not set {name}",
-        "a session pod must not share the node's or its containers' namespaces, which would "
-        "bypass or expose the egress sidecar",
-        f"remove {name}",
-        lambda s, _p, _x: _when(bool(s.get(name)), name, "is true"),
-        lambda _x: _not(is_("object", f"spec.{name}")),
-        breaks=(_on_spec(_setter(name, True)),),
-    )
-
-
 def _pod_rules() -> list[PodRule]:
-    sc = "securityContext"
-    pod_sc = "spec.securityContext"
+    sc, pod_sc = _SC, "spec.securityContext"
+    namespaces = [
+        _field_rule(
+            f"pod.{name}",
+            "pod",
+            name,
+            True,
+            f"the pod does not set {name}",
+            "a session pod must not share the node's or its containers' namespaces, which "
+            "would bypass or expose the egress sidecar",
+            f"remove {name}",
+        )
+        for name in _HOST_NAMESPACES
+    ]
     return [
-        *(_pod_flag(name) for name in _HOST_NAMESPACES),
+        *namespaces,
         PodRule(
             "pod.ephemeral-containers",
             "pod",
@@ -822,9 +827,7 @@ def _pod_rules() -> list[PodRule]:
                 "!has(object.spec.ephemeralContainers) || "
                 "size(object.spec.ephemeralContainers) == 0"
             ),
-            breaks=(
-                _on_spec(_setter("ephemeralContainers", [{"name": "debug", "image": "busybox"}])),
-            ),
+            breaks=(_on_spec(_setter("ephemeralContainers", [{"name": "d", "image": "busybox"}])),),
         ),
         PodRule(
             "pod.sidecar-uid",
@@ -859,7 +862,7 @@ def _pod_rules() -> list[PodRule]:
             "the pod's default uid is not root",
             _ROOT_WHY,
             _ROOT_FIX,
-            _check_pod_root,
+            _check_root,
             lambda _x: (
                 f"!{is_('object', f'{pod_sc}.runAsUser', 0)} && "
                 f"!{is_('object', f'{pod_sc}.runAsNonRoot', False)}"
@@ -870,69 +873,16 @@ def _pod_rules() -> list[PodRule]:
             ),
             applies=_not_root,
         ),
-        PodRule(
+        _field_rule(
             "pod.seccomp",
             "pod",
             f"{sc}.seccompProfile.type",
+            "Unconfined",
             "the pod's seccomp profile is not Unconfined",
-            "a workspace without seccomp meets the kernel's whole system call surface",
-            "use RuntimeDefault (or a Localhost profile) or leave it unset",
-            lambda s, _p, _x: _when(
-                _get(s, f"{sc}.seccompProfile.type") == "Unconfined",
-                f"{sc}.seccompProfile.type",
-                "is Unconfined",
-            ),
-            lambda _x: _not(is_("object", f"{pod_sc}.seccompProfile.type", "Unconfined")),
-            breaks=(_on_spec(_setter(f"{sc}.seccompProfile.type", "Unconfined")),),
+            _SECCOMP_WHY,
+            _PROFILE_FIX,
         ),
-        PodRule(
-            "pod.host-process",
-            "pod",
-            f"{sc}.windowsOptions.hostProcess",
-            "the pod is not a Windows host process",
-            "a host process runs in the node's network",
-            "remove it",
-            lambda s, _p, _x: _when(
-                bool(_get(s, f"{sc}.windowsOptions.hostProcess")),
-                f"{sc}.windowsOptions.hostProcess",
-                "is true",
-            ),
-            lambda _x: _not(is_("object", f"{pod_sc}.windowsOptions.hostProcess")),
-            breaks=(_on_spec(_setter(f"{sc}.windowsOptions.hostProcess", True)),),
-        ),
-        PodRule(
-            "pod.apparmor",
-            "pod",
-            f"{sc}.appArmorProfile.type",
-            "the pod's AppArmor profile is not Unconfined",
-            "a workspace without its AppArmor profile has fewer walls between it and the redirect",
-            "use RuntimeDefault (or a Localhost profile) or leave it unset",
-            lambda s, _p, _x: _when(
-                _get(s, f"{sc}.appArmorProfile.type") == "Unconfined",
-                f"{sc}.appArmorProfile.type",
-                "is Unconfined",
-            ),
-            lambda _x: _not(is_("object", f"{pod_sc}.appArmorProfile.type", "Unconfined")),
-            breaks=(_on_spec(_setter(f"{sc}.appArmorProfile.type", "Unconfined")),),
-        ),
-        PodRule(
-            "pod.selinux",
-            "pod",
-            f"{sc}.seLinuxOptions.type",
-            "the pod's SELinux type is not an unconfined domain (spc_t, unconfined_t)",
-            "spc_t is the 'super privileged container' type",
-            "remove it and let the runtime pick container_t",
-            lambda s, _p, _x: _when(
-                _get(s, f"{sc}.seLinuxOptions.type") in _UNCONFINED_SELINUX,
-                f"{sc}.seLinuxOptions.type",
-                f"is {_get(s, f'{sc}.seLinuxOptions.type')}",
-            ),
-            lambda _x: (
-                f"!({has_path('object', f'{pod_sc}.seLinuxOptions.type')} && "
-                f"object.{pod_sc}.seLinuxOptions.type in {lit(_UNCONFINED_SELINUX)})"
-            ),
-            breaks=(_on_spec(_setter(f"{sc}.seLinuxOptions.type", "unconfined_t")),),
-        ),
+        *_confinement_rules("pod", "the pod"),
         PodRule(
             "pod.sysctls",
             "pod",
@@ -947,26 +897,19 @@ def _pod_rules() -> list[PodRule]:
                 f"object.{pod_sc}.sysctls.all(s, s.name in {lit(SAFE_SYSCTLS)})"
             ),
             breaks=(
-                _on_spec(
-                    _setter(
-                        f"{sc}.sysctls",
-                        [{"name": "net.ipv4.conf.all.route_localnet", "value": "1"}],
-                    )
-                ),
+                _on_spec(_setter(f"{sc}.sysctls", [{"name": "net.ipv4.ip_forward", "value": "1"}])),
             ),
         ),
-        PodRule(
+        _field_rule(
             "pod.host-users",
             "pod",
             "hostUsers",
+            False,
             "the pod does not run in a user namespace (hostUsers: false)",
             "in a user namespace the runtime's root is not the pod's uid 0, so the in-pod rule "
             "that keeps the control port for the port-forward path lets the container's own "
             "root through instead",
             "remove hostUsers; condukt-egress does not support user namespaces yet",
-            lambda s, _p, _x: _when(s.get("hostUsers") is False, "hostUsers", "is false"),
-            lambda _x: _not(is_("object", "spec.hostUsers", False)),
-            breaks=(_on_spec(_setter("hostUsers", False)),),
         ),
         PodRule(
             "pod.resource-claims",
@@ -975,14 +918,11 @@ def _pod_rules() -> list[PodRule]:
             "the pod claims no dynamic resources (resourceClaims)",
             "a DRA claim can attach a network interface that NetworkPolicy does not govern and "
             "the redirect does not cover",
-            "remove it, or accept that risk with unsafe_secondary_networks "
-            "(unsafeSecondaryNetworks)",
+            f"remove it, or {_SECONDARY_FIX}",
             lambda s, _p, _x: _when(bool(s.get("resourceClaims")), "resourceClaims", "is set"),
             lambda _x: "!has(object.spec.resourceClaims) || size(object.spec.resourceClaims) == 0",
             breaks=(
-                _on_spec(
-                    _setter("resourceClaims", [{"name": "nic", "resourceClaimName": "sriov"}])
-                ),
+                _on_spec(_setter("resourceClaims", [{"name": "n", "resourceClaimName": "x"}])),
             ),
             applies=_no_secondary_networks,
         ),
@@ -1098,8 +1038,7 @@ def _metadata_rules() -> list[PodRule]:
             "no Multus annotation attaches or replaces a pod network",
             "NetworkPolicy does not govern secondary interfaces, and the redirect covers only "
             "ports 80 and 443",
-            "remove the annotation, or accept that risk with unsafe_secondary_networks "
-            "(unsafeSecondaryNetworks)",
+            f"remove the annotation, or {_SECONDARY_FIX}",
             lambda m, _s, _x: next(
                 (
                     Problem(f"annotations[{k!r}]", "is set")
