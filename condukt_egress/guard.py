@@ -569,12 +569,10 @@ def _security_matches(c: str, template: Mapping[str, Any]) -> str:
     return " && ".join(parts)
 
 
-def _session_pods_policy(args: SandboxGuardArgs) -> JSON:
-    ours = _ours(args)
+def _session_pod_variables(ours: _Ours) -> list[JSON]:
+    """The variables of ``session-pods``: the label, what is judged, ours and the user's parts."""
     sidecar = manifests.SIDECAR_CONTAINER
-    root_names = [c["name"] for c in ours.root_init]
     prefix, suffix = _name_affixes("secret")
-    uid = args.sidecar_uid
     label_lit = _lit(LABEL_SESSION)
     variables = [
         {"name": "labelled", "expression": _label("object", LABEL_SESSION)},
@@ -639,6 +637,15 @@ def _session_pods_policy(args: SandboxGuardArgs) -> JSON:
             f"!(v.name in {_lit(OUR_VOLUMES)})) : []",
         },
     ]
+    return variables
+
+
+def _session_pods_policy(args: SandboxGuardArgs) -> JSON:
+    ours = _ours(args)
+    sidecar = manifests.SIDECAR_CONTAINER
+    root_names = [c["name"] for c in ours.root_init]
+    uid = args.sidecar_uid
+    variables = _session_pod_variables(ours)
     n_root = len(root_names)
     layout = (
         f"variables.initContainers.exists(c, c.name == {_lit(sidecar)}) ? "

@@ -547,189 +547,185 @@ def _confinement_rules(scope: Scope, who: str) -> list[PodRule]:
     ]
 
 
-def _container_rules() -> list[PodRule]:
-    sc = _SC
-    return [
-        _field_rule(
-            "container.privileged",
-            "container",
-            f"{sc}.privileged",
-            True,
-            "no user container is privileged",
-            "a privileged workspace can rewrite the redirect rules",
-            "remove it",
+_CONTAINER_RULES: Final[tuple[PodRule, ...]] = (
+    _field_rule(
+        "container.privileged",
+        "container",
+        f"{_SC}.privileged",
+        True,
+        "no user container is privileged",
+        "a privileged workspace can rewrite the redirect rules",
+        "remove it",
+    ),
+    _field_rule(
+        "container.privilege-escalation",
+        "container",
+        f"{_SC}.allowPrivilegeEscalation",
+        True,
+        "every user container sets allowPrivilegeEscalation: false",
+        "setuid binaries could become the sidecar uid",
+        "set it to false or remove it",
+        cel=lambda _x: f"{is_('c', f'{_SC}.allowPrivilegeEscalation', False)}",
+        repaired=(_on_container(_remover(f"{_SC}.allowPrivilegeEscalation")),),
+    ),
+    PodRule(
+        "container.capabilities",
+        "container",
+        f"{_SC}.capabilities",
+        "every user container drops ALL capabilities and adds none",
+        "a capability lets the workspace defeat the redirect or become the sidecar",
+        "remove it, or, accepting that risk, list it in unsafe_allowed_capabilities",
+        _check_capabilities,
+        _cel_capabilities,
+        breaks=(_on_container(_setter(f"{_SC}.capabilities.add", ["NET_ADMIN"])),),
+        repaired=(_on_container(_remover(f"{_SC}.capabilities")),),
+    ),
+    PodRule(
+        "container.sidecar-uid",
+        "container",
+        f"{_SC}.runAsUser",
+        "no user container runs as the sidecar uid",
+        "the redirect exempts that uid's traffic, which skips the proxy",
+        "run the workspace as another uid",
+        lambda c, _s, x: _when(
+            _security(c).get("runAsUser") == x.args.sidecar_uid,
+            f"{_SC}.runAsUser",
+            f"is the sidecar uid {x.args.sidecar_uid}",
         ),
-        _field_rule(
-            "container.privilege-escalation",
-            "container",
-            f"{sc}.allowPrivilegeEscalation",
-            True,
-            "every user container sets allowPrivilegeEscalation: false",
-            "setuid binaries could become the sidecar uid",
-            "set it to false or remove it",
-            cel=lambda _x: f"{is_('c', f'{sc}.allowPrivilegeEscalation', False)}",
-            repaired=(_on_container(_remover(f"{sc}.allowPrivilegeEscalation")),),
+        lambda x: f"{_EFFECTIVE_UID} != {x.args.sidecar_uid}",
+        breaks=(_set_sidecar_uid,),
+    ),
+    PodRule(
+        "container.sidecar-gid",
+        "container",
+        f"{_SC}.runAsGroup",
+        "no user container runs as the sidecar gid",
+        "that group is the sidecar's",
+        "use another group",
+        lambda c, _s, x: _when(
+            _security(c).get("runAsGroup") == x.args.sidecar_gid,
+            f"{_SC}.runAsGroup",
+            f"is the sidecar gid {x.args.sidecar_gid}",
         ),
-        PodRule(
-            "container.capabilities",
-            "container",
-            f"{sc}.capabilities",
-            "every user container drops ALL capabilities and adds none",
-            "a capability lets the workspace defeat the redirect or become the sidecar",
-            "remove it, or, accepting that risk, list it in unsafe_allowed_capabilities",
-            _check_capabilities,
-            _cel_capabilities,
-            breaks=(_on_container(_setter(f"{sc}.capabilities.add", ["NET_ADMIN"])),),
-            repaired=(_on_container(_remover(f"{sc}.capabilities")),),
+        lambda x: _not(is_("c", f"{_SC}.runAsGroup", x.args.sidecar_gid)),
+        breaks=(_set_sidecar_gid,),
+    ),
+    PodRule(
+        "container.root",
+        "container",
+        f"{_SC}.runAsUser",
+        "no user container runs as root",
+        _ROOT_WHY,
+        _ROOT_FIX,
+        _check_root,
+        _cel_root,
+        breaks=(
+            _on_container(_setter(f"{_SC}.runAsUser", 0)),
+            _on_container(_setter(f"{_SC}.runAsNonRoot", False)),
         ),
-        PodRule(
-            "container.sidecar-uid",
-            "container",
-            f"{sc}.runAsUser",
-            "no user container runs as the sidecar uid",
-            "the redirect exempts that uid's traffic, which skips the proxy",
-            "run the workspace as another uid",
-            lambda c, _s, x: _when(
-                _security(c).get("runAsUser") == x.args.sidecar_uid,
-                f"{sc}.runAsUser",
-                f"is the sidecar uid {x.args.sidecar_uid}",
+        applies=_not_root,
+    ),
+    PodRule(
+        "container.uid-set",
+        "container",
+        f"{_SC}.runAsUser",
+        "every user container names its uid (container or pod securityContext.runAsUser)",
+        "otherwise the image's USER decides, and it may be root or the sidecar uid",
+        "set runAsUser (the injection sets 65532 when the spec names none)",
+        _never,
+        lambda _x: f"{_EFFECTIVE_UID} != -1",
+        repaired=(_remove_uid,),
+        applies=_not_root,
+    ),
+    PodRule(
+        "container.sidecar-image",
+        "container",
+        "image",
+        "no user container runs the sidecar image",
+        "its USER is the sidecar uid, whose traffic the redirect exempts",
+        "run the workspace on another image",
+        _check_image,
+        _cel_image,
+        breaks=(_set_sidecar_image,),
+    ),
+    _field_rule(
+        "container.seccomp",
+        "container",
+        f"{_SC}.seccompProfile.type",
+        "Unconfined",
+        "every user container runs under a seccomp profile (its own or the pod's)",
+        _SECCOMP_WHY + " (Unconfined, or unset on a kubelet without SeccompDefault)",
+        _PROFILE_FIX,
+        cel=lambda _x: (
+            f"!{is_('c', f'{_SC}.seccompProfile.type', 'Unconfined')} && "
+            f"({has_path('c', f'{_SC}.seccompProfile')} || "
+            f"{has_path('object', 'spec.securityContext.seccompProfile')})"
+        ),
+        repaired=(_remove_seccomp,),
+    ),
+    *_confinement_rules("container", "no user container"),
+    PodRule(
+        "container.host-port",
+        "container",
+        "ports[].hostPort",
+        "no user container has a hostPort",
+        "a host port opens the pod on the node's network, past the NetworkPolicy's closed ingress",
+        "remove hostPort (use a Service, or port-forward)",
+        lambda c, _s, _x: next(
+            (
+                Problem(f"ports[{i}].hostPort", f"is {p.get('hostPort')!r}")
+                for i, p in enumerate(c.get("ports") or ())
+                if p.get("hostPort")
             ),
-            lambda x: f"{_EFFECTIVE_UID} != {x.args.sidecar_uid}",
-            breaks=(_set_sidecar_uid,),
+            None,
         ),
-        PodRule(
-            "container.sidecar-gid",
-            "container",
-            f"{sc}.runAsGroup",
-            "no user container runs as the sidecar gid",
-            "that group is the sidecar's",
-            "use another group",
-            lambda c, _s, x: _when(
-                _security(c).get("runAsGroup") == x.args.sidecar_gid,
-                f"{sc}.runAsGroup",
-                f"is the sidecar gid {x.args.sidecar_gid}",
-            ),
-            lambda x: _not(is_("c", f"{sc}.runAsGroup", x.args.sidecar_gid)),
-            breaks=(_set_sidecar_gid,),
+        lambda _x: "!has(c.ports) || c.ports.all(p, !has(p.hostPort) || p.hostPort == 0)",
+        breaks=(_on_container(_setter("ports", [{"containerPort": 80, "hostPort": 8001}])),),
+    ),
+    PodRule(
+        "container.sidecar-ports",
+        "container",
+        "probes and lifecycle hooks",
+        "no probe or hook of a user container connects to the sidecar's ports",
+        "the sidecar takes every connection there for workspace traffic (or its only control peer)",
+        "probe a port of your own container or use an exec probe",
+        _check_ports,
+        _cel_ports,
+        breaks=(_probe_sidecar, _hook_sidecar),
+    ),
+    PodRule(
+        "container.secret-env",
+        "container",
+        "env, envFrom",
+        "no user container reads a condukt-egress Secret into its environment",
+        _SECRET_WHY,
+        "remove it",
+        _check_env,
+        lambda _x: (
+            "(!has(c.env) || !c.env.exists(e, "
+            f"{_cel_managed('e', 'valueFrom.secretKeyRef.name')})) && (!has(c.envFrom) || "
+            f"!c.envFrom.exists(f, {_cel_managed('f', 'secretRef.name')}))"
         ),
-        PodRule(
-            "container.root",
-            "container",
-            f"{sc}.runAsUser",
-            "no user container runs as root",
-            _ROOT_WHY,
-            _ROOT_FIX,
-            _check_root,
-            _cel_root,
-            breaks=(
-                _on_container(_setter(f"{sc}.runAsUser", 0)),
-                _on_container(_setter(f"{sc}.runAsNonRoot", False)),
-            ),
-            applies=_not_root,
-        ),
-        PodRule(
-            "container.uid-set",
-            "container",
-            f"{sc}.runAsUser",
-            "every user container names its uid (container or pod securityContext.runAsUser)",
-            "otherwise the image's USER decides, and it may be root or the sidecar uid",
-            "set runAsUser (the injection sets 65532 when the spec names none)",
-            _never,
-            lambda _x: f"{_EFFECTIVE_UID} != -1",
-            repaired=(_remove_uid,),
-            applies=_not_root,
-        ),
-        PodRule(
-            "container.sidecar-image",
-            "container",
-            "image",
-            "no user container runs the sidecar image",
-            "its USER is the sidecar uid, whose traffic the redirect exempts",
-            "run the workspace on another image",
-            _check_image,
-            _cel_image,
-            breaks=(_set_sidecar_image,),
-        ),
-        _field_rule(
-            "container.seccomp",
-            "container",
-            f"{sc}.seccompProfile.type",
-            "Unconfined",
-            "every user container runs under a seccomp profile (its own or the pod's)",
-            _SECCOMP_WHY + " (Unconfined, or unset on a kubelet without SeccompDefault)",
-            _PROFILE_FIX,
-            cel=lambda _x: (
-                f"!{is_('c', f'{sc}.seccompProfile.type', 'Unconfined')} && "
-                f"({has_path('c', f'{sc}.seccompProfile')} || "
-                f"{has_path('object', 'spec.securityContext.seccompProfile')})"
-            ),
-            repaired=(_remove_seccomp,),
-        ),
-        *_confinement_rules("container", "no user container"),
-        PodRule(
-            "container.host-port",
-            "container",
-            "ports[].hostPort",
-            "no user container has a hostPort",
-            "a host port opens the pod on the node's network, past the NetworkPolicy's "
-            "closed ingress",
-            "remove hostPort (use a Service, or port-forward)",
-            lambda c, _s, _x: next(
-                (
-                    Problem(f"ports[{i}].hostPort", f"is {p.get('hostPort')!r}")
-                    for i, p in enumerate(c.get("ports") or ())
-                    if p.get("hostPort")
-                ),
-                None,
-            ),
-            lambda _x: "!has(c.ports) || c.ports.all(p, !has(p.hostPort) || p.hostPort == 0)",
-            breaks=(_on_container(_setter("ports", [{"containerPort": 80, "hostPort": 8001}])),),
-        ),
-        PodRule(
-            "container.sidecar-ports",
-            "container",
-            "probes and lifecycle hooks",
-            "no probe or hook of a user container connects to the sidecar's ports",
-            "the sidecar takes every connection there for workspace traffic (or its only "
-            "control peer)",
-            "probe a port of your own container or use an exec probe",
-            _check_ports,
-            _cel_ports,
-            breaks=(_probe_sidecar, _hook_sidecar),
-        ),
-        PodRule(
-            "container.secret-env",
-            "container",
-            "env, envFrom",
-            "no user container reads a condukt-egress Secret into its environment",
-            _SECRET_WHY,
-            "remove it",
-            _check_env,
-            lambda _x: (
-                "(!has(c.env) || !c.env.exists(e, "
-                f"{_cel_managed('e', 'valueFrom.secretKeyRef.name')})) && (!has(c.envFrom) || "
-                f"!c.envFrom.exists(f, {_cel_managed('f', 'secretRef.name')}))"
-            ),
-            breaks=(_env_secret, _env_from_secret),
-        ),
-        PodRule(
-            "container.key-mount",
-            "container",
+        breaks=(_env_secret, _env_from_secret),
+    ),
+    PodRule(
+        "container.key-mount",
+        "container",
+        "volumeMounts",
+        f"no user container mounts {CONFIG_VOLUME}",
+        "it holds the CA key, which only the sidecar may read",
+        "remove the mount",
+        lambda c, _s, _x: _when(
+            any(m.get("name") == CONFIG_VOLUME for m in c.get("volumeMounts") or ()),
             "volumeMounts",
-            f"no user container mounts {CONFIG_VOLUME}",
-            "it holds the CA key, which only the sidecar may read",
-            "remove the mount",
-            lambda c, _s, _x: _when(
-                any(m.get("name") == CONFIG_VOLUME for m in c.get("volumeMounts") or ()),
-                "volumeMounts",
-                f"mounts {CONFIG_VOLUME!r}",
-            ),
-            lambda _x: (
-                f"!has(c.volumeMounts) || !c.volumeMounts.exists(m, m.name == {lit(CONFIG_VOLUME)})"
-            ),
-            breaks=(_mount_config,),
+            f"mounts {CONFIG_VOLUME!r}",
         ),
-    ]
+        lambda _x: (
+            f"!has(c.volumeMounts) || !c.volumeMounts.exists(m, m.name == {lit(CONFIG_VOLUME)})"
+        ),
+        breaks=(_mount_config,),
+    ),
+)
 
 
 # --- pod rules -------------------------------------------------------------------
@@ -795,150 +791,146 @@ def _add_native_init(pod: JSON, _ctx: RuleContext) -> None:
     )
 
 
-def _pod_rules() -> list[PodRule]:
-    sc, pod_sc = _SC, "spec.securityContext"
-    namespaces = [
-        _field_rule(
-            f"pod.{name}",
-            "pod",
-            name,
-            True,
-            f"the pod does not set {name}",
-            "a session pod must not share the node's or its containers' namespaces, which "
-            "would bypass or expose the egress sidecar",
-            f"remove {name}",
-        )
-        for name in _HOST_NAMESPACES
-    ]
-    return [
-        *namespaces,
-        PodRule(
-            "pod.ephemeral-containers",
-            "pod",
-            "ephemeralContainers",
-            "the pod declares no ephemeral containers",
-            "ephemeral containers are added by `kubectl debug`, never declared, and "
-            "condukt-egress cannot harden them",
-            "remove ephemeralContainers",
-            lambda s, _p, _x: _when(
-                bool(s.get("ephemeralContainers")), "ephemeralContainers", "is set"
-            ),
-            lambda _x: (
-                "!has(object.spec.ephemeralContainers) || "
-                "size(object.spec.ephemeralContainers) == 0"
-            ),
-            breaks=(_on_spec(_setter("ephemeralContainers", [{"name": "d", "image": "busybox"}])),),
+def _namespace_rule(name: str) -> PodRule:
+    return _field_rule(
+        f"pod.{name}",
+        "pod",
+        name,
+        True,
+        f"the pod does not set {name}",
+        "a session pod must not share the node's or its containers' namespaces, which "
+        "would bypass or expose the egress sidecar",
+        f"remove {name}",
+    )
+
+
+_POD_SC: Final = "spec.securityContext"
+_POD_RULES: Final[tuple[PodRule, ...]] = (
+    *(_namespace_rule(name) for name in _HOST_NAMESPACES),
+    PodRule(
+        "pod.ephemeral-containers",
+        "pod",
+        "ephemeralContainers",
+        "the pod declares no ephemeral containers",
+        "ephemeral containers are added by `kubectl debug`, never declared, and "
+        "condukt-egress cannot harden them",
+        "remove ephemeralContainers",
+        lambda s, _p, _x: _when(
+            bool(s.get("ephemeralContainers")), "ephemeralContainers", "is set"
         ),
-        PodRule(
-            "pod.sidecar-uid",
-            "pod",
-            f"{sc}.runAsUser",
-            "the pod's default uid is not the sidecar uid",
-            "the redirect exempts that uid's traffic, which skips the proxy",
-            "run the workspace as another uid",
-            lambda s, _p, x: _when(
-                _security(s).get("runAsUser") == x.args.sidecar_uid,
-                f"{sc}.runAsUser",
-                f"is the sidecar uid {x.args.sidecar_uid}",
-            ),
-            lambda x: _not(is_("object", f"{pod_sc}.runAsUser", x.args.sidecar_uid)),
-            breaks=(lambda pod, x: _setter(f"{sc}.runAsUser", x.args.sidecar_uid)(pod["spec"]),),
+        lambda _x: (
+            "!has(object.spec.ephemeralContainers) || size(object.spec.ephemeralContainers) == 0"
         ),
-        PodRule(
-            "pod.sidecar-gid",
-            "pod",
-            f"{sc}.runAsGroup, fsGroup, supplementalGroups",
-            "the pod's groups do not include the sidecar gid",
-            "that group is the sidecar's",
-            "use another group for the workspace, or remove it",
-            _check_gid,
-            _cel_gid,
-            breaks=(lambda pod, x: _setter(f"{sc}.fsGroup", x.args.sidecar_gid)(pod["spec"]),),
+        breaks=(_on_spec(_setter("ephemeralContainers", [{"name": "d", "image": "busybox"}])),),
+    ),
+    PodRule(
+        "pod.sidecar-uid",
+        "pod",
+        f"{_SC}.runAsUser",
+        "the pod's default uid is not the sidecar uid",
+        "the redirect exempts that uid's traffic, which skips the proxy",
+        "run the workspace as another uid",
+        lambda s, _p, x: _when(
+            _security(s).get("runAsUser") == x.args.sidecar_uid,
+            f"{_SC}.runAsUser",
+            f"is the sidecar uid {x.args.sidecar_uid}",
         ),
-        PodRule(
-            "pod.root",
-            "pod",
-            f"{sc}.runAsUser",
-            "the pod's default uid is not root",
-            _ROOT_WHY,
-            _ROOT_FIX,
-            _check_root,
-            lambda _x: (
-                f"!{is_('object', f'{pod_sc}.runAsUser', 0)} && "
-                f"!{is_('object', f'{pod_sc}.runAsNonRoot', False)}"
-            ),
-            breaks=(
-                _on_spec(_setter(f"{sc}.runAsUser", 0)),
-                _on_spec(_setter(f"{sc}.runAsNonRoot", False)),
-            ),
-            applies=_not_root,
+        lambda x: _not(is_("object", f"{_POD_SC}.runAsUser", x.args.sidecar_uid)),
+        breaks=(lambda pod, x: _setter(f"{_SC}.runAsUser", x.args.sidecar_uid)(pod["spec"]),),
+    ),
+    PodRule(
+        "pod.sidecar-gid",
+        "pod",
+        f"{_SC}.runAsGroup, fsGroup, supplementalGroups",
+        "the pod's groups do not include the sidecar gid",
+        "that group is the sidecar's",
+        "use another group for the workspace, or remove it",
+        _check_gid,
+        _cel_gid,
+        breaks=(lambda pod, x: _setter(f"{_SC}.fsGroup", x.args.sidecar_gid)(pod["spec"]),),
+    ),
+    PodRule(
+        "pod.root",
+        "pod",
+        f"{_SC}.runAsUser",
+        "the pod's default uid is not root",
+        _ROOT_WHY,
+        _ROOT_FIX,
+        _check_root,
+        lambda _x: (
+            f"!{is_('object', f'{_POD_SC}.runAsUser', 0)} && "
+            f"!{is_('object', f'{_POD_SC}.runAsNonRoot', False)}"
         ),
-        _field_rule(
-            "pod.seccomp",
-            "pod",
-            f"{sc}.seccompProfile.type",
-            "Unconfined",
-            "the pod's seccomp profile is not Unconfined",
-            _SECCOMP_WHY,
-            _PROFILE_FIX,
+        breaks=(
+            _on_spec(_setter(f"{_SC}.runAsUser", 0)),
+            _on_spec(_setter(f"{_SC}.runAsNonRoot", False)),
         ),
-        *_confinement_rules("pod", "the pod"),
-        PodRule(
-            "pod.sysctls",
-            "pod",
-            f"{sc}.sysctls",
-            "the pod sets only Kubernetes' safe sysctls",
-            "unsafe ones can change the pod's network stack under the redirect (and need a "
-            "kubelet allowlist)",
-            "remove it",
-            _check_sysctls,
-            lambda _x: (
-                f"!({has_path('object', f'{pod_sc}.sysctls')}) || "
-                f"object.{pod_sc}.sysctls.all(s, s.name in {lit(SAFE_SYSCTLS)})"
-            ),
-            breaks=(
-                _on_spec(_setter(f"{sc}.sysctls", [{"name": "net.ipv4.ip_forward", "value": "1"}])),
-            ),
+        applies=_not_root,
+    ),
+    _field_rule(
+        "pod.seccomp",
+        "pod",
+        f"{_SC}.seccompProfile.type",
+        "Unconfined",
+        "the pod's seccomp profile is not Unconfined",
+        _SECCOMP_WHY,
+        _PROFILE_FIX,
+    ),
+    *_confinement_rules("pod", "the pod"),
+    PodRule(
+        "pod.sysctls",
+        "pod",
+        f"{_SC}.sysctls",
+        "the pod sets only Kubernetes' safe sysctls",
+        "unsafe ones can change the pod's network stack under the redirect (and need a "
+        "kubelet allowlist)",
+        "remove it",
+        _check_sysctls,
+        lambda _x: (
+            f"!({has_path('object', f'{_POD_SC}.sysctls')}) || "
+            f"object.{_POD_SC}.sysctls.all(s, s.name in {lit(SAFE_SYSCTLS)})"
         ),
-        _field_rule(
-            "pod.host-users",
-            "pod",
-            "hostUsers",
-            False,
-            "the pod does not run in a user namespace (hostUsers: false)",
-            "in a user namespace the runtime's root is not the pod's uid 0, so the in-pod rule "
-            "that keeps the control port for the port-forward path lets the container's own "
-            "root through instead",
-            "remove hostUsers; condukt-egress does not support user namespaces yet",
+        breaks=(
+            _on_spec(_setter(f"{_SC}.sysctls", [{"name": "net.ipv4.ip_forward", "value": "1"}])),
         ),
-        PodRule(
-            "pod.resource-claims",
-            "pod",
-            "resourceClaims",
-            "the pod claims no dynamic resources (resourceClaims)",
-            "a DRA claim can attach a network interface that NetworkPolicy does not govern and "
-            "the redirect does not cover",
-            f"remove it, or {_SECONDARY_FIX}",
-            lambda s, _p, _x: _when(bool(s.get("resourceClaims")), "resourceClaims", "is set"),
-            lambda _x: "!has(object.spec.resourceClaims) || size(object.spec.resourceClaims) == 0",
-            breaks=(
-                _on_spec(_setter("resourceClaims", [{"name": "n", "resourceClaimName": "x"}])),
-            ),
-            applies=_no_secondary_networks,
-        ),
-        PodRule(
-            "pod.native-sidecars",
-            "pod",
-            "initContainers[].restartPolicy",
-            "with the sidecar a plain container, no user init container is a native sidecar",
-            "a native sidecar starts before every container, so it could bind the sidecar's "
-            "ports first and feed the operator a forged audit stream",
-            "make it a regular container, or use native_sidecar (nativeSidecar)",
-            _check_native,
-            _cel_native,
-            breaks=(_add_native_init,),
-        ),
-    ]
+    ),
+    _field_rule(
+        "pod.host-users",
+        "pod",
+        "hostUsers",
+        False,
+        "the pod does not run in a user namespace (hostUsers: false)",
+        "in a user namespace the runtime's root is not the pod's uid 0, so the in-pod rule "
+        "that keeps the control port for the port-forward path lets the container's own "
+        "root through instead",
+        "remove hostUsers; condukt-egress does not support user namespaces yet",
+    ),
+    PodRule(
+        "pod.resource-claims",
+        "pod",
+        "resourceClaims",
+        "the pod claims no dynamic resources (resourceClaims)",
+        "a DRA claim can attach a network interface that NetworkPolicy does not govern and "
+        "the redirect does not cover",
+        f"remove it, or {_SECONDARY_FIX}",
+        lambda s, _p, _x: _when(bool(s.get("resourceClaims")), "resourceClaims", "is set"),
+        lambda _x: "!has(object.spec.resourceClaims) || size(object.spec.resourceClaims) == 0",
+        breaks=(_on_spec(_setter("resourceClaims", [{"name": "n", "resourceClaimName": "x"}])),),
+        applies=_no_secondary_networks,
+    ),
+    PodRule(
+        "pod.native-sidecars",
+        "pod",
+        "initContainers[].restartPolicy",
+        "with the sidecar a plain container, no user init container is a native sidecar",
+        "a native sidecar starts before every container, so it could bind the sidecar's "
+        "ports first and feed the operator a forged audit stream",
+        "make it a regular container, or use native_sidecar (nativeSidecar)",
+        _check_native,
+        _cel_native,
+        breaks=(_add_native_init,),
+    ),
+)
 
 
 # --- volume and metadata rules -------------------------------------------------------
@@ -1068,9 +1060,9 @@ def _metadata_rules() -> list[PodRule]:
 
 
 POD_RULES: Final[tuple[PodRule, ...]] = (
-    *_pod_rules(),
+    *_POD_RULES,
     *_volume_rules(),
-    *_container_rules(),
+    *_CONTAINER_RULES,
     *_metadata_rules(),
 )
 """Every rule, pod-wide ones first (the order ``inject`` reports problems in)."""
