@@ -151,9 +151,13 @@ def test_the_pulumi_cli_floor_is_stated_once_and_right() -> None:
 
 HISTORY = {
     "a commit hash": re.compile(r"(?<![\w/.-])(?=[0-9a-f]*\d)(?=[0-9a-f]*[a-f])[0-9a-f]{7,40}\b"),
-    "an issue number": re.compile(r"\b(?:issues?|PR|pull request) #?\d+|(?<![\w&/])#\d+\b", re.I),
+    "an issue number": re.compile(
+        r"\b(?:issues?|PR|pull\s+request)\s+#?\d+|(?<![\w&/])#\d+\b", re.I
+    ),
     "a placeholder": re.compile(r"<owner>|<org>|TODO|FIXME"),
-    "history": re.compile(r"\b(?:used to|no longer|the first release|before issue)\b", re.I),
+    "history": re.compile(
+        r"\b(?:used\s+to|no\s+longer|the\s+first\s+release|before\s+issue)\b", re.I
+    ),
 }
 
 
