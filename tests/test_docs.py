@@ -37,9 +37,9 @@ CI_TEST_COMMAND = (
 )
 
 
-def _load_reference() -> ModuleType:
-    """``docs/hooks/reference.py``, the generator of the configuration reference."""
-    spec = importlib.util.spec_from_file_location("docs_reference", DOCS / "hooks/reference.py")
+def _load_hook(name: str) -> ModuleType:
+    """One of the MkDocs hooks in ``docs/hooks/``, imported from its file."""
+    spec = importlib.util.spec_from_file_location(f"docs_{name}", DOCS / f"hooks/{name}.py")
     assert spec is not None
     assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
@@ -47,7 +47,10 @@ def _load_reference() -> ModuleType:
     return module
 
 
-reference = _load_reference()
+reference = _load_hook("reference")
+"""The generator of the configuration reference."""
+api_roles = _load_hook("api_roles")
+"""The hook that shows the docstrings' Sphinx roles as code."""
 
 
 def pages() -> list[Path]:
@@ -213,6 +216,23 @@ def test_the_configuration_reference_names_every_option_once() -> None:
     for opt in SESSION_OPTIONS:
         assert page.count(f"### `{opt.config}`") == 1, opt.config
         assert f"`{opt.name}`" in page, opt.name
+
+
+def test_sphinx_roles_show_as_sphinx_shows_them() -> None:
+    html = (
+        "An :class:<code>~condukt_egress.policy.EgressPolicy</code> or see "
+        ":func:<code>condukt_egress.ca.generate_ca</code>; :note: stays."
+    )
+    assert api_roles.without_roles(html) == (
+        "An <code>EgressPolicy</code> or see <code>condukt_egress.ca.generate_ca</code>; "
+        ":note: stays."
+    )
+
+
+def test_every_hook_is_registered() -> None:
+    config = yaml.load((ROOT / "mkdocs.yml").read_text(encoding="utf-8"), Loader=_IgnoreTags)  # noqa: S506 - a SafeLoader subclass
+    on_disk = sorted(f"docs/hooks/{p.name}" for p in (DOCS / "hooks").glob("*.py"))
+    assert sorted(config["hooks"]) == on_disk
 
 
 class _IgnoreTags(yaml.SafeLoader):
