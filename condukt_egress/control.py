@@ -61,6 +61,7 @@ from condukt_egress._decisions import (
     is_async_callable,
 )
 from condukt_egress._lines import DEFAULT_MAX_LINE_BYTES, LineSplitter
+from condukt_egress._text import printable
 from condukt_egress._threads import DaemonPool
 from condukt_egress._transport import READ_CHUNK, Connection, Target, TcpTarget, os_reason
 from condukt_egress.contract import DEFAULT_DECIDE_TIMEOUT_MS
@@ -96,6 +97,11 @@ __all__ = [
 _log = logging.getLogger(__name__)
 
 _OUTBOX_LIMIT: Final = 1024
+
+
+def _log_notice(message: str) -> None:
+    """The default ``on_notice``: one log record, control characters escaped."""
+    _log.info("%s", printable(message))
 
 
 @dataclass
@@ -217,7 +223,7 @@ class ControlClient:
         self._max_attempts = max_reconnect_attempts
         self._backoff = backoff or Backoff()
         self._max_line = max_line_bytes
-        self._notice = on_notice or _log.info
+        self._notice = on_notice or _log_notice
         self._on_decision = on_decision
         self._on_reconnect = on_reconnect
         self._conn: Connection | None = None
@@ -503,8 +509,13 @@ class ControlClient:
 
     def _failed(self, request: DecisionRequest, failure: str, wire_reason: str) -> Answer:
         self.stats.decider_failures += 1
+        # The host and id are the workspace's choice, the failure may quote them:
+        # escaped, they cannot forge log lines or drive the terminal showing them.
         self._notice(
-            f"decider failed for {request.host}:{request.port} (id {request.id}): {failure}; denied"
+            printable(
+                f"decider failed for {request.host}:{request.port} (id {request.id}): "
+                f"{failure}; denied"
+            )
         )
         # The wire reason is fixed text: exception messages may carry secrets.
         return "deny", f"condukt-egress: {wire_reason}", failure

@@ -483,4 +483,46 @@ def test_every_record_is_written_as_utf8_json_that_parses_back_to_it(
     text = _to_json(record)
     text.encode("utf-8")  # strict: what a UTF-8 stdout does
     assert "\n" not in text  # one record, one line
+    assert text.isprintable()  # nothing a terminal would act on (security round 3)
     assert json.loads(text) == record
+
+
+# Security round 3: JSON lets these stand raw in a string, and orjson wrote them
+# so; a terminal showing the stream (`| jq`, `tail -f`) acts on them.
+TERMINAL_HOSTILE = (
+    "\x7f",  # DEL
+    "\x85",  # NEL, a C1 control
+    "\x9b",  # CSI, the C1 form of ESC [
+    "\u061c",  # Arabic letter mark
+    "\u200e",
+    "\u200f",  # left-to-right and right-to-left marks
+    "\u2028",
+    "\u2029",  # line and paragraph separators
+    *(chr(c) for c in range(0x202A, 0x202F)),  # bidi embeddings and overrides
+    *(chr(c) for c in range(0x2066, 0x206A)),  # bidi isolates
+)
+
+
+def test_json_records_escape_what_a_terminal_would_execute(double: ThreadedDouble) -> None:
+    hostile = "".join(TERMINAL_HOSTILE)
+    proc = spawn("--connect", f"127.0.0.1:{double.port}", "--format", "json", "--count", "2")
+    event = event_frame("request_opened", host=f"evil{hostile}.example", path=f"/{hostile}")
+    asked = decision_request_frame(f"x{hostile}.example", request_id="d1")
+    double.run(double.double.send(event, asked))
+    code, out, err = finish(proc)
+    assert code == 0, err
+    rows = out.splitlines()
+    assert len(rows) == 2, (out, err)
+    for row in rows:
+        assert not any(c in row for c in TERMINAL_HOSTILE), row
+        assert row.isascii()
+    assert json.loads(rows[0])["host"] == f"evil{hostile}.example"
+    assert json.loads(rows[0])["path"] == f"/{hostile}"
+    assert json.loads(rows[1])["host"] == f"x{hostile}.example"
+    assert "\\u202e" in rows[0]
+
+
+def test_json_escapes_characters_past_the_bmp_as_surrogate_pairs() -> None:
+    text = _to_json({"host": "tag\U000e0041.example"})  # a tag character (format, invisible)
+    assert text == '{"host":"tag\\udb40\\udc41.example"}'
+    assert json.loads(text) == {"host": "tag\U000e0041.example"}

@@ -47,6 +47,7 @@ from typing import Any, Final, TextIO
 import click
 import orjson
 
+from condukt_egress._text import json_printable, printable
 from condukt_egress.cli import cli, format_option
 from condukt_egress.contract import DEFAULT_CONTROL_PORT, EVENT_KINDS
 from condukt_egress.control import ControlClient, Decider, DecisionSent, Target, TcpTarget
@@ -612,11 +613,8 @@ def _text_line(r: dict[str, Any]) -> str:
     return _clean(" ".join(p for p in parts if p))
 
 
-def _clean(text: str) -> str:
-    """Escape control characters: hosts and paths come from untrusted traffic."""
-    if text.isprintable():
-        return text
-    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
+_clean: Final = printable
+"""Escape control characters: hosts and paths come from untrusted traffic."""
 
 
 def _counts(counter: Counter[str]) -> str:
@@ -634,12 +632,18 @@ def _to_json(record: dict[str, Any]) -> str:
     which sets the pace of ``--format json``. Values no sidecar sends but any
     peer may (a lone surrogate, an integer past 64 bits) make it refuse; such a
     record is written by the standard encoder with non-ASCII escaped, the one
-    form that is both valid JSON and encodable as UTF-8.
+    form that is both valid JSON and encodable as UTF-8. Characters a
+    terminal would act on (C1 controls, DEL, bidi overrides, U+2028/2029),
+    which JSON allows raw and workspaces choose in host names and paths, are
+    escaped too: the stream is printable text.
     """
     try:
-        return orjson.dumps(record).decode()
+        data = orjson.dumps(record)
     except orjson.JSONEncodeError:
-        return _ascii_json(record)
+        return _ascii_json(record)  # ensure_ascii: DEL and all non-ASCII escaped
+    if data.isascii() and b"\x7f" not in data:  # the usual record: nothing to escape
+        return data.decode()
+    return json_printable(data.decode())
 
 
 def _iso(moment: datetime) -> str:
