@@ -177,6 +177,20 @@ def test_cache_expires_and_evicts_least_recently_used() -> None:
     assert cache.get(b, now=1) is None
     assert cache.get(a, now=1) == ("allow", None)
     assert len(cache) == 2
+    hit = cache.get(a, now=1)
+    assert hit is not None
+    assert (hit.action, hit.reason) == ("allow", None)  # named, not read as hit[0]
+
+
+def test_decoding_a_line_never_starts_the_decider() -> None:
+    # Issue 25 item 7: _decode decoded and also scheduled the decider; reading
+    # a line is now pure bookkeeping (no event loop needed), answering is the
+    # reader's next step.
+    client = ControlClient(TcpTarget("127.0.0.1", 1), decider=lambda r: "allow")
+    frame = client._decode(line(decision_request_frame("a.example", request_id="d1")))
+    assert isinstance(frame, DecisionRequest)
+    assert client.stats.decision_requests == 1
+    assert not client._tasks
 
 
 def test_decision_key_is_host_port_and_scheme() -> None:
