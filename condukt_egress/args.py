@@ -35,7 +35,7 @@ from condukt_egress._text import shown
 from condukt_egress.checks import validate_image
 from condukt_egress.errors import ConfigError, PolicyError
 from condukt_egress.naming import SessionNames, session_names, validate_session_id
-from condukt_egress.options import check_fields, checked, option
+from condukt_egress.options import check_fields, checked, option, switch
 from condukt_egress.policy import DENY_ALL, EgressPolicy
 
 __all__ = [
@@ -335,13 +335,9 @@ class SessionOptions:
             check=checks.image(contract.DEFAULT_IMAGE),
         ),
     )
-    allow_plain_http: bool = field(
+    allow_plain_http: bool = switch(
+        "Open TCP 80 (risky: one allowed name opens every public IP on port 80).",
         default=False,
-        metadata=option(
-            "Open TCP 80 (risky: one allowed name opens every public IP on port 80).",
-            example="false",
-            check=checks.boolean,
-        ),
     )
     trust_bundle: TrustBundle = field(
         default="session-ca",
@@ -352,13 +348,9 @@ class SessionOptions:
             choices=get_args(TrustBundle),
         ),
     )
-    native_sidecar: bool = field(
+    native_sidecar: bool = switch(
+        "Run the proxy as a native sidecar (Kubernetes 1.29+) or a plain container.",
         default=True,
-        metadata=option(
-            "Run the proxy as a native sidecar (Kubernetes 1.29+) or a plain container.",
-            example="true",
-            check=checks.boolean,
-        ),
     )
     ca_key_algorithm: CaKeyAlgorithm = field(
         default="ecdsa-p256",
@@ -445,34 +437,22 @@ class SessionOptions:
             check=checks.list_of(UnproxiedEgress.check),
         ),
     )
-    client_compat: bool = field(
+    client_compat: bool = switch(
+        "Client compatibility profile in the workspace: classic TLS key shares "
+        "(OpenSSL, Node, Go, Java) so the sidecar sees the SNI, and Python's strict "
+        "check that rejects the sidecar's leaf certificates relaxed for the session CA.",
         default=True,
-        metadata=option(
-            "Client compatibility profile in the workspace: classic TLS key shares "
-            "(OpenSSL, Node, Go, Java) so the sidecar sees the SNI, and Python's strict "
-            "check that rejects the sidecar's leaf certificates relaxed for the session CA.",
-            example="true",
-            check=checks.boolean,
-        ),
     )
-    allow_root_workspace: bool = field(
+    allow_root_workspace: bool = switch(
+        "Let workspace containers run as root (risky: root reaches the sidecar's "
+        "control port, which the in-pod rules keep for the port-forward path).",
         default=False,
-        metadata=option(
-            "Let workspace containers run as root (risky: root reaches the sidecar's "
-            "control port, which the in-pod rules keep for the port-forward path).",
-            example="false",
-            check=checks.boolean,
-        ),
     )
-    unsafe_unproxied_egress: bool = field(
+    unsafe_unproxied_egress: bool = switch(
+        "Accept unproxiedEgress and nodeLocalDns destinations that bypass the proxy "
+        "dangerously: wider than a /8, cloud metadata and other special ranges, port 53 "
+        "(DNS to any resolver) or 443 (QUIC), a public DNS address. Unsafe.",
         default=False,
-        metadata=option(
-            "Accept unproxiedEgress and nodeLocalDns destinations that bypass the proxy "
-            "dangerously: wider than a /8, cloud metadata and other special ranges, port 53 "
-            "(DNS to any resolver) or 443 (QUIC), a public DNS address. Unsafe.",
-            example="false",
-            check=checks.boolean,
-        ),
     )
 
 

@@ -29,7 +29,7 @@ from collections.abc import Callable, Container, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
-from condukt_egress.checks import Check, one_of
+from condukt_egress.checks import Check, boolean, one_of
 from condukt_egress.errors import ConfigError
 
 __all__ = [
@@ -42,6 +42,7 @@ __all__ = [
     "document",
     "option",
     "options_of",
+    "switch",
 ]
 
 Kind = Literal["string", "boolean", "integer", "array", "object"]
@@ -213,6 +214,19 @@ def option(
             "doc_default": doc_default,
         },
     }
+
+
+def switch(help: str, *, default: bool) -> Any:
+    """A ``bool`` option field, declared in one call.
+
+    Its example is the default, and its check refuses anything but ``True``
+    and ``False`` (``"false"`` from a careless config is not false). E.g.
+    ``allow_plain_http: bool = switch("Open TCP 80.", default=False)``.
+    """
+    return dataclasses.field(
+        default=default,
+        metadata=option(help, example="true" if default else "false", check=boolean),
+    )
 
 
 def checked(check: Check | None) -> dict[str, Any]:
