@@ -24,7 +24,7 @@ import ipaddress
 import re
 import sys
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import KW_ONLY, InitVar, dataclass, field
 from functools import cached_property
 from typing import Any, Final, Literal, get_args
@@ -45,6 +45,7 @@ __all__ = [
     "SessionOptions",
     "TrustBundle",
     "UnproxiedEgress",
+    "holds",
     "validate_image",
 ]
 
@@ -240,21 +241,31 @@ def _validity_hours(name: str, value: object) -> int:
     return hours
 
 
-def _holds_input(value: object) -> bool:
-    """Whether ``value`` is, or (a list or mapping) holds, a Pulumi Output or awaitable.
+def holds(value: object, test: Callable[[object], bool]) -> bool:
+    """Whether ``value`` passes ``test``, or is a list or mapping holding one that does."""
+    if test(value):
+        return True
+    if isinstance(value, Mapping):
+        return any(holds(v, test) for v in value.values())
+    if isinstance(value, list | tuple):
+        return any(holds(v, test) for v in value)
+    return False
+
+
+def _is_input(value: object) -> bool:
+    """Whether ``value`` is a Pulumi Output or an awaitable.
 
     Pure: an Output exists only once the program imported ``pulumi``.
     """
     if inspect.isawaitable(value):
         return True
     pulumi = sys.modules.get("pulumi")
-    if pulumi is not None and isinstance(value, pulumi.Output):
-        return True
-    if isinstance(value, Mapping):
-        return any(_holds_input(v) for v in value.values())
-    if isinstance(value, list | tuple):
-        return any(_holds_input(v) for v in value)
-    return False
+    return pulumi is not None and isinstance(value, pulumi.Output)
+
+
+def _holds_input(value: object) -> bool:
+    """Whether ``value`` is, or (a list or mapping) holds, a Pulumi Output or awaitable."""
+    return holds(value, _is_input)
 
 
 class _OldName:
