@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal, get_args
 
-from condukt_egress import contract, manifests, podrules
+from condukt_egress import checks, contract, manifests, podrules
 from condukt_egress._cel import has_path as _has_path
 from condukt_egress._cel import is_ as _is
 from condukt_egress._cel import lit as _lit
@@ -299,12 +299,8 @@ def _namespace_labels(value: object) -> dict[str, str]:
             f"must be a non-empty mapping of label keys to values, got {value!r}; e.g. "
             f"{{'{GUARD_NAMESPACE_LABEL}': 'enforce'}}",
         )
-    try:
-        # The same label validation as dns_pod_labels, under this field's name.
-        SandboxEgressArgs(session_id="x", dns_pod_labels=value)
-    except ConfigError as exc:
-        raise exc.renamed("namespace_labels") from None
-    return {str(k): str(v) for k, v in value.items()}
+    # The same label check as every label option (dns_pod_labels).
+    return checks.labels("namespace_labels", value)
 
 
 def _policy_names(value: object) -> tuple[str, ...]:

@@ -81,7 +81,35 @@ def version() -> str:
 
 # --- enums (the Python API's Literals) ---------------------------------------
 
+_E = TypeVar("_E", bound=enum.StrEnum)
 
+_WIRE_ENUMS: Final[dict[Any, type[enum.StrEnum]]] = {}
+"""The enums other languages send where the Python API takes a ``Literal``, by that Literal."""
+
+
+def _mirrors(literal: Any) -> Callable[[type[_E]], type[_E]]:
+    """Declare an enum as the schema form of the ``Literal`` alias ``literal``.
+
+    The enum is written out (the schema analyzer reads each member's
+    docstring from this file's source), but its values are the alias's or the
+    module fails to import: the Literal stays the one place a value is added.
+    (The order is the enum's own: the default first, as the schema shows.)
+    """
+
+    def register(cls: type[_E]) -> type[_E]:
+        values, expected = sorted(m.value for m in cls), sorted(typing.get_args(literal))
+        if values != expected:
+            raise TypeError(
+                f"provider.{cls.__name__} has values {values}, but its Literal has {expected}: "
+                "give the enum one member per Literal value"
+            )
+        _WIRE_ENUMS[literal] = cls
+        return cls
+
+    return register
+
+
+@_mirrors(py_args.TrustBundle)
 class TrustBundle(enum.StrEnum):
     """What the workspace trusts."""
 
@@ -91,6 +119,7 @@ class TrustBundle(enum.StrEnum):
     """certifi's Mozilla roots followed by the session CA."""
 
 
+@_mirrors(py_args.CaKeyAlgorithm)
 class CaKeyAlgorithm(enum.StrEnum):
     """Key type of the per-session CA."""
 
@@ -106,6 +135,7 @@ class CaKeyAlgorithm(enum.StrEnum):
     """RSA, 4096 bits."""
 
 
+@_mirrors(py_args.Protocol)
 class Protocol(enum.StrEnum):
     """Transport protocol of an unproxied destination."""
 
@@ -117,6 +147,7 @@ class Protocol(enum.StrEnum):
     """SCTP."""
 
 
+@_mirrors(policy.DefaultAction)
 class DefaultAction(enum.StrEnum):
     """What the sidecar does with a host no rule matched."""
 
@@ -171,9 +202,6 @@ class UnproxiedEgress(TypedDict):
     """TCP unless set."""
 
 
-_WIRE_ENUMS: Final = (TrustBundle, CaKeyAlgorithm, Protocol, DefaultAction)
-"""The enums other languages send where the Python API takes a ``Literal``."""
-
 _WIRE_OBJECTS: Final[Mapping[Any, type]] = {
     policy.EgressPolicy: EgressPolicy,
     py_args.UnproxiedEgress: UnproxiedEgress,
@@ -197,9 +225,8 @@ def _wire_type(hint: Any, name: str) -> Any:
     if hint in (str, int, bool) or hint is Any:
         return hint
     if origin is Literal:
-        found = [e for e in _WIRE_ENUMS if {m.value for m in e} == set(params)]
-        if found:
-            return found[0]
+        if hint in _WIRE_ENUMS:
+            return _WIRE_ENUMS[hint]
     elif origin in (typing.Union, types.UnionType):
         rest = [p for p in params if p is not type(None) and p != Mapping[str, Any]]
         if len(rest) == 1:

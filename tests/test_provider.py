@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import typing
 from collections.abc import Iterator, Mapping, Sequence
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal, get_args
 
@@ -274,6 +275,15 @@ def test_an_undocumented_python_only_field_stops_the_provider(
 )
 def test_enums_are_the_python_literals(enum: Any, literal: Any) -> None:
     assert sorted(member.value for member in enum) == sorted(get_args(literal))
+    assert provider._wire_type(literal, "x") is enum  # found by its Literal, not by its values
+
+
+def test_an_enum_that_drifts_from_its_literal_fails_at_import() -> None:
+    class Drifted(StrEnum):
+        A = "a"
+
+    with pytest.raises(TypeError, match="give the enum one member per Literal value"):
+        provider._mirrors(Literal["a", "b"])(Drifted)
 
 
 def test_outputs_and_types_the_other_languages_see() -> None:
