@@ -344,7 +344,10 @@ def test_kubernetes_settings_per_session_override_the_instance(
     stacks.up(SPECS["every option"], kubernetes=KubernetesSettings(kubeconfig="apiVersion: v1\n"))
     set_all = next(c for c in fake.calls() if c["key"] == "config set-all")["args"]
     values = json.loads(set_all[set_all.index("--json") + 1])
-    assert values["kubernetes:kubeconfig"] == {"value": "apiVersion: v1\n", "secret": True}
+    assert "kubernetes:kubeconfig" not in values
+    secret = next(c for c in fake.calls() if c["key"] == "config set")
+    assert secret["args"][-1] == "kubernetes:kubeconfig"
+    assert secret["stdin"] == "apiVersion: v1\n\n"
     assert "kubernetes:context" not in values
     rm_all = next(c for c in fake.calls() if c["key"] == "config rm-all")["args"]
     assert "kubernetes:context" in rm_all, "the instance's context no longer applies"

@@ -29,6 +29,7 @@ from typing import Any, Final
 import yaml
 from pulumi.automation import (
     CommandError,
+    CommandResult,
     EngineEvent,
     InvalidVersionError,
     LocalWorkspace,
@@ -40,6 +41,7 @@ from pulumi.automation import (
     Stack,
     StackNotFoundError,
 )
+from pulumi.automation.errors import create_command_error
 
 from condukt_egress._threads import in_thread
 from condukt_egress.automation._backends import (
@@ -64,6 +66,7 @@ from condukt_egress.automation._spec import (
     SessionOutputs,
     SessionSpec,
     SessionSummary,
+    secret_config,
     stack_config,
     stack_config_json,
     stack_name,
@@ -729,9 +732,9 @@ class SessionStacks:
         config_json = stack_config_json(spec, settings)
         args = ["config", "set-all", "--config-file", str(path), "--stack", name]
         args += ["--json", config_json]
-        env = {"PULUMI_HOME": self._pulumi_home} if self._pulumi_home else {}
         try:
-            self._cli().run(args, str(work_dir), {**env, **self.environment()})
+            self._cli().run(args, str(work_dir), self._cli_env())
+            self._set_secrets(work_dir, name, secret_config(spec, settings), config_file=path)
         except BaseException:
             path.unlink(missing_ok=True)
             raise
@@ -742,9 +745,50 @@ class SessionStacks:
         wanted = stack_config(spec, settings)
         current = stack.get_all_config()
         stack.set_all_config_json(stack_config_json(spec, settings))
+        self._set_secrets(Path(stack.workspace.work_dir), stack.name, secret_config(spec, settings))
         stale = [key for key in KUBERNETES_CONFIG_KEYS if key in current and key not in wanted]
         if stale:
             stack.remove_all_config(stale)
+
+    def _cli_env(self) -> dict[str, str]:
+        """The environment of a CLI call made outside the SDK's workspace."""
+        env = {"PULUMI_HOME": self._pulumi_home} if self._pulumi_home else {}
+        return {**env, **self.environment()}
+
+    def _set_secrets(
+        self,
+        work_dir: Path,
+        name: str,
+        secrets: Mapping[str, str],
+        *,
+        config_file: Path | None = None,
+    ) -> None:
+        """Set secret config values through the CLI's standard input, never its argv.
+
+        ``pulumi config set --secret KEY`` with no value reads the value from
+        a non-terminal stdin and drops one trailing newline, which we add.
+        """
+        command = self._cli().command
+        env = {**os.environ, **self._cli_env(), "PULUMI_AUTOMATION_API": "true"}
+        if os.path.isabs(command):
+            env["PATH"] = os.pathsep.join([os.path.dirname(command), env.get("PATH", "")])
+        for key, value in secrets.items():
+            args = [command, "--non-interactive", "config", "set", "--secret", "--stack", name]
+            if config_file is not None:
+                args += ["--config-file", str(config_file)]
+            done = subprocess.run(  # noqa: S603 - our CLI, fixed arguments, value on stdin
+                [*args, "--", key],
+                input=value + "\n",
+                capture_output=True,
+                text=True,
+                cwd=work_dir,
+                env=env,
+                check=False,
+            )
+            if done.returncode != 0:
+                raise create_command_error(
+                    CommandResult(stdout=done.stdout, stderr=done.stderr, code=done.returncode)
+                )
 
     def _ensure_plugins(self, workspace: LocalWorkspace, session_id: str) -> None:
         """Install the resource plugins matching the installed SDKs, once per instance."""
