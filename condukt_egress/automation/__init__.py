@@ -41,6 +41,7 @@ Bad options raise :class:`~condukt_egress.errors.ConfigError` /
 built, before any stack exists.
 """
 
+from condukt_egress.automation._async import AsyncSessionStacks
 from condukt_egress.automation._errors import (
     PassphraseRequiredError,
     PulumiCliError,
@@ -49,6 +50,7 @@ from condukt_egress.automation._errors import (
     SessionNotFoundError,
     SessionOperationError,
 )
+from condukt_egress.automation._operations import EngineOptions, OnEvent, OnOutput, Operation
 from condukt_egress.automation._spec import (
     KUBERNETES_CONFIG_KEYS,
     PROJECT_NAME,
@@ -66,9 +68,6 @@ from condukt_egress.automation._spec import (
 from condukt_egress.automation._stacks import (
     DEFAULT_MAX_OPERATIONS,
     MIN_PULUMI_VERSION,
-    AsyncSessionStacks,
-    OnEvent,
-    OnOutput,
     SessionStacks,
     default_state_dir,
 )
@@ -80,9 +79,11 @@ __all__ = [
     "PROJECT_NAME",
     "STACK_PREFIX",
     "AsyncSessionStacks",
+    "EngineOptions",
     "KubernetesSettings",
     "OnEvent",
     "OnOutput",
+    "Operation",
     "PassphraseRequiredError",
     "PulumiCliError",
     "SessionBusyError",

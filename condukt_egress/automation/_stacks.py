@@ -43,7 +43,6 @@ from pulumi.automation import (
 )
 from pulumi.automation.errors import create_command_error
 
-from condukt_egress._threads import in_thread
 from condukt_egress.automation._backends import (
     backend_kind,
     uses_passphrase,
@@ -57,6 +56,13 @@ from condukt_egress.automation._errors import (
     SessionOperationError,
     error_lines,
     translate,
+)
+from condukt_egress.automation._operations import (
+    EngineOptions,
+    OnEvent,
+    OnOutput,
+    Operation,
+    changes,
 )
 from condukt_egress.automation._spec import (
     KUBERNETES_CONFIG_KEYS,
@@ -77,9 +83,6 @@ from condukt_egress.program import session_program
 __all__ = [
     "DEFAULT_MAX_OPERATIONS",
     "MIN_PULUMI_VERSION",
-    "AsyncSessionStacks",
-    "OnEvent",
-    "OnOutput",
     "SessionStacks",
     "default_state_dir",
 ]
@@ -88,14 +91,6 @@ MIN_PULUMI_VERSION: Final = (3, 203)
 """Oldest ``pulumi`` CLI accepted: 3.181 runs inline programs for refresh and destroy,
 3.187 checks object-typed config (``Pulumi.yaml``), 3.203 sets object values with
 ``config set-all --json``."""
-
-OnOutput = Callable[[str, str], None]
-"""Progress callback: ``(session_id, line)`` for each line the engine prints."""
-
-OnEvent = Callable[[str, EngineEvent], None]
-"""Structured progress: ``(session_id, event)`` for each engine event
-(:class:`pulumi.automation.EngineEvent`: resource pre/outputs/failed events,
-diagnostics, the summary), for progress UIs."""
 
 DEFAULT_MAX_OPERATIONS: Final = 4
 """Engine operations (up, preview, refresh, destroy) one :class:`SessionStacks`
@@ -138,11 +133,6 @@ def _passphrase_env(passphrase: str | None, env: Mapping[str, str]) -> dict[str,
         "passphrase and none is invented for you. Pass SessionStacks(passphrase=...), or set "
         "PULUMI_CONFIG_PASSPHRASE or PULUMI_CONFIG_PASSPHRASE_FILE in env= or the environment"
     )
-
-
-def _changes(summary: Mapping[Any, int] | None) -> dict[str, int]:
-    """An engine change summary keyed by operation name (``create``, ``same``...)."""
-    return {str(getattr(op, "value", op)): int(n) for op, n in (summary or {}).items()}
 
 
 def _write_if_changed(path: Path, text: str) -> None:
@@ -283,6 +273,7 @@ class SessionStacks:
         self._command: PulumiCommand | None = None
         self._plugins_lock = threading.Lock()
         self._plugins_ready = False
+        self._known: dict[str, tuple[KubernetesSettings, SessionOutputs]] = {}
 
     def __repr__(self) -> str:
         return f"SessionStacks(state_dir={str(self.state_dir)!r}, backend_url={self.backend_url!r})"
@@ -365,23 +356,14 @@ class SessionStacks:
             SessionOperationError: The update failed; the stack stays destroyable.
         """
         _check_spec(spec)
-        options = _engine_options(
-            replace=replace, target=target, refresh=refresh, parallel=parallel
-        )
+        options = EngineOptions(replace, target, refresh, parallel, on_output, on_event)
         settings = self._settings(kubernetes)
-        with self._session(spec.session_id, "up") as name:
+        with self._operation(spec.session_id, "up") as name:
             workspace, _ = self._workspace(spec.session_id)
             self._ensure_plugins(workspace, spec.session_id)
             stack = Stack.create_or_select(name, workspace)
             self._configure(stack, spec, settings)
-            sink = self._sink(spec.session_id, on_output)
-            result = stack.up(
-                color="never",
-                on_output=sink,
-                on_error=sink,
-                on_event=self._event_sink(spec.session_id, on_event),
-                **options,
-            )
+            result = self._engine("up", spec.session_id, stack, options)
             outputs = SessionOutputs.from_stack_outputs(
                 name, {key: out.value for key, out in result.outputs.items()}
             )
@@ -393,6 +375,7 @@ class SessionStacks:
                     "the update succeeded but the stack exports no session; the workspace must "
                     "run condukt_egress.program.session_program",
                 )
+            self._remember(spec.session_id, settings, outputs)
             return outputs
 
     def preview(
@@ -415,11 +398,9 @@ class SessionStacks:
         is removed again. Options as :meth:`up`.
         """
         _check_spec(spec)
-        options = _engine_options(
-            replace=replace, target=target, refresh=refresh, parallel=parallel
-        )
+        options = EngineOptions(replace, target, refresh, parallel, on_output, on_event)
         settings = self._settings(kubernetes)
-        with self._session(spec.session_id, "preview") as name:
+        with self._operation(spec.session_id, "preview") as name:
             workspace, new_dir = self._workspace(spec.session_id)
             self._ensure_plugins(workspace, spec.session_id)
             try:
@@ -429,16 +410,10 @@ class SessionStacks:
             config_file: Path | None = None
             try:
                 config_file = self._preview_config(workspace, name, spec, settings)
-                sink = self._sink(spec.session_id, on_output)
-                result = stack.preview(
-                    color="never",
-                    on_output=sink,
-                    on_error=sink,
-                    on_event=self._event_sink(spec.session_id, on_event),
-                    config_file=str(config_file),
-                    **options,
+                result = self._engine(
+                    "preview", spec.session_id, stack, options, config_file=str(config_file)
                 )
-                return _changes(result.change_summary)
+                return changes(result.change_summary)
             finally:
                 if config_file is not None:
                     config_file.unlink(missing_ok=True)
@@ -455,18 +430,13 @@ class SessionStacks:
         on_event: OnEvent | None = None,
     ) -> dict[str, int]:
         """Adopt the cluster's real state into the session's stack; returns the changes."""
-        options = _engine_options(target=target, parallel=parallel)
-        with self._session(session_id, "refresh") as name:
+        options = EngineOptions(
+            target=target, parallel=parallel, on_output=on_output, on_event=on_event
+        )
+        with self._operation(session_id, "refresh") as name:
             stack = self._select(session_id, name)
-            sink = self._sink(session_id, on_output)
-            result = stack.refresh(
-                color="never",
-                on_output=sink,
-                on_error=sink,
-                on_event=self._event_sink(session_id, on_event),
-                **options,
-            )
-            return _changes(result.summary.resource_changes)
+            result = self._engine("refresh", session_id, stack, options)
+            return changes(result.summary.resource_changes)
 
     def destroy(
         self,
@@ -497,22 +467,21 @@ class SessionStacks:
             SessionBusyError: Another operation on this session is running.
             SessionOperationError: The destroy failed; call it again.
         """
-        options = _engine_options(target=target, refresh=refresh, parallel=parallel)
+        options = EngineOptions(
+            target=target,
+            refresh=refresh,
+            parallel=parallel,
+            on_output=on_output,
+            on_event=on_event,
+        )
         remove = remove_stack and not target
-        with self._session(session_id, "destroy") as name:
+        with self._operation(session_id, "destroy") as name:
             stack = self._select(session_id, name)
-            sink = self._sink(session_id, on_output)
-            result = stack.destroy(
-                color="never",
-                on_output=sink,
-                on_error=sink,
-                on_event=self._event_sink(session_id, on_event),
-                remove=remove,
-                **options,
-            )
+            result = self._engine("destroy", session_id, stack, options, remove=remove)
             if remove:
                 shutil.rmtree(self.work_dir(session_id), ignore_errors=True)
-            return _changes(result.summary.resource_changes)
+                self._forget_session(session_id)
+            return changes(result.summary.resource_changes)
 
     def get(self, session_id: str) -> SessionOutputs:
         """The outputs of a running session (does not wait for a running update).
@@ -520,7 +489,8 @@ class SessionStacks:
         Raises:
             SessionNotFoundError: No stack, or a stack that holds no session.
         """
-        with self._session(session_id, "get", exclusive=False) as name:
+        name = stack_name(session_id)
+        with self._translated(session_id, name, "get"):
             workspace, new_dir = self._workspace(session_id)
             try:
                 raw = workspace.stack_outputs(name)
@@ -576,33 +546,56 @@ class SessionStacks:
     # --- internals -----------------------------------------------------------
 
     @contextmanager
-    def _session(self, session_id: str, operation: str, *, exclusive: bool = True) -> Iterator[str]:
-        """Claim the session for ``operation`` and translate CLI failures."""
+    def _operation(self, session_id: str, operation: Operation) -> Iterator[str]:
+        """Run one engine operation: claim the session, take a slot, translate failures."""
         name = stack_name(session_id)
-        if exclusive:
-            with self._guard:
-                running = self._busy.get(name)
-                if running is not None:
-                    raise SessionBusyError(
-                        session_id,
-                        name,
-                        f"cannot {operation}: {running} is already running for this session in "
-                        "this process; wait for it to return, then retry",
-                    )
-                self._busy[name] = operation
-        slot = False
-        try:
-            if exclusive:
-                if not self._slots.acquire(blocking=False):
-                    self._logger.info(
-                        "session %s: %s waits for one of %d operation slots",
-                        session_id,
-                        operation,
-                        self.max_operations,
-                    )
-                    self._slots.acquire()
-                slot = True
+        with (
+            self._claim(session_id, name, operation),
+            self._slot(session_id, operation),
+            self._translated(session_id, name, operation),
+        ):
             yield name
+
+    @contextmanager
+    def _claim(self, session_id: str, name: str, operation: str) -> Iterator[None]:
+        """Mark the session busy in this process, or raise :class:`SessionBusyError`."""
+        with self._guard:
+            running = self._busy.get(name)
+            if running is not None:
+                raise SessionBusyError(
+                    session_id,
+                    name,
+                    f"cannot {operation}: {running} is already running for this session in "
+                    "this process; wait for it to return, then retry",
+                )
+            self._busy[name] = operation
+        try:
+            yield
+        finally:
+            with self._guard:
+                del self._busy[name]
+
+    @contextmanager
+    def _slot(self, session_id: str, operation: str) -> Iterator[None]:
+        """Hold one of the ``max_operations`` slots, waiting (and saying so) if none is free."""
+        if not self._slots.acquire(blocking=False):
+            self._logger.info(
+                "session %s: %s waits for one of %d operation slots",
+                session_id,
+                operation,
+                self.max_operations,
+            )
+            self._slots.acquire()
+        try:
+            yield
+        finally:
+            self._slots.release()
+
+    @contextmanager
+    def _translated(self, session_id: str, name: str, operation: str) -> Iterator[None]:
+        """Turn the SDK's ``CommandError`` into our error with the next step."""
+        try:
+            yield
         except CommandError as exc:
             raise translate(
                 exc,
@@ -612,12 +605,27 @@ class SessionStacks:
                 backend_url=self.backend_url,
                 work_dir=str(self.work_dir(session_id)),
             ) from exc
-        finally:
-            if slot:
-                self._slots.release()
-            if exclusive:
-                with self._guard:
-                    del self._busy[name]
+
+    def _engine(
+        self,
+        operation: Operation,
+        session_id: str,
+        stack: Stack,
+        options: EngineOptions,
+        **extra: Any,
+    ) -> Any:
+        """The one call of the engine: ``stack.<operation>`` with our sinks and the options."""
+        options.check(operation)
+        sink = self._sink(session_id, options.on_output)
+        run = getattr(stack, operation)
+        return run(
+            color="never",
+            on_output=sink,
+            on_error=sink,
+            on_event=self._event_sink(session_id, options.on_event),
+            **options.sdk_arguments(),
+            **extra,
+        )
 
     def _cli(self) -> PulumiCommand:
         """The ``pulumi`` CLI, found and version-checked once."""
@@ -845,6 +853,18 @@ class SessionStacks:
 
         return sink
 
+    def _remember(
+        self, session_id: str, settings: KubernetesSettings, outputs: SessionOutputs
+    ) -> None:
+        """Keep what the last ``up`` of a session used and made, for :meth:`status`."""
+        with self._guard:
+            self._known[session_id] = (settings, outputs)
+
+    def _forget_session(self, session_id: str) -> None:
+        """Drop what :meth:`_remember` kept once the session's stack is gone."""
+        with self._guard:
+            self._known.pop(session_id, None)
+
     def _recorded_session_id(self, name: str) -> str | None:
         """The raw session id stored in a stack's config here, if this state has it."""
         path = self.state_dir / "workspaces" / name / f"Pulumi.{name}.yaml"
@@ -858,89 +878,9 @@ class SessionStacks:
         return None
 
 
-def _urns(name: str, value: object) -> list[str] | None:
-    if value is None:
-        return None
-    if isinstance(value, str | bytes) or not isinstance(value, Sequence):
-        raise ConfigError(name, f"must be a list of resource URNs, got {value!r}")
-    for urn in value:
-        if not isinstance(urn, str) or not urn.startswith("urn:pulumi:"):
-            raise ConfigError(
-                name,
-                f"entries must be resource URNs ('urn:pulumi:<stack>::<project>::<type>::<name>', "
-                f"e.g. ca_certificate_urn(session_id)), got {urn!r}",
-            )
-    return list(value)
-
-
-def _engine_options(
-    *,
-    replace: object = None,
-    target: object = None,
-    refresh: object = None,
-    parallel: object = None,
-) -> dict[str, Any]:
-    """The SDK keyword arguments for the given operation options, validated."""
-    options: dict[str, Any] = {}
-    for name, value in (("replace", replace), ("target", target)):
-        urns = _urns(name, value)
-        if urns is not None:
-            options[name] = urns
-    if refresh is not None:
-        if not isinstance(refresh, bool):
-            raise ConfigError("refresh", f"must be True, False or None, got {refresh!r}")
-        options["refresh"] = refresh
-    if parallel is not None:
-        if isinstance(parallel, bool) or not isinstance(parallel, int) or parallel < 1:
-            raise ConfigError("parallel", f"must be a whole number >= 1, got {parallel!r}")
-        options["parallel"] = parallel
-    return options
-
-
 def _check_spec(spec: object) -> None:
     if not isinstance(spec, SessionSpec):
         raise TypeError(
             f"spec must be SessionSpec, got {type(spec).__name__}; "
             "build it with SessionSpec(session_id=..., ...)"
         )
-
-
-class AsyncSessionStacks:
-    """:class:`SessionStacks` for asyncio: each call runs in a worker thread.
-
-    Cancelling an awaiting task does not stop the engine: the operation runs
-    to its end in its thread (and keeps the session busy until then).
-
-    Example:
-        >>> stacks = AsyncSessionStacks(SessionStacks(passphrase=...))  # doctest: +SKIP
-        >>> outputs = await stacks.up(SessionSpec("run-42"))  # doctest: +SKIP
-    """
-
-    def __init__(self, stacks: SessionStacks) -> None:
-        self.stacks = stacks
-
-    async def up(self, spec: SessionSpec, **options: Any) -> SessionOutputs:
-        """See :meth:`SessionStacks.up` (same keyword options)."""
-        return await in_thread(self.stacks.up, spec, **options)
-
-    async def preview(self, spec: SessionSpec, **options: Any) -> dict[str, int]:
-        """See :meth:`SessionStacks.preview` (same keyword options)."""
-        return await in_thread(self.stacks.preview, spec, **options)
-
-    async def refresh(self, session_id: str, **options: Any) -> dict[str, int]:
-        """See :meth:`SessionStacks.refresh` (same keyword options)."""
-        return await in_thread(self.stacks.refresh, session_id, **options)
-
-    async def destroy(
-        self, session_id: str, remove_stack: bool = True, **options: Any
-    ) -> dict[str, int]:
-        """See :meth:`SessionStacks.destroy` (same keyword options)."""
-        return await in_thread(self.stacks.destroy, session_id, remove_stack, **options)
-
-    async def get(self, session_id: str) -> SessionOutputs:
-        """See :meth:`SessionStacks.get`."""
-        return await in_thread(self.stacks.get, session_id)
-
-    async def list(self) -> Sequence[SessionSummary]:
-        """See :meth:`SessionStacks.list`."""
-        return await in_thread(self.stacks.list)
