@@ -23,7 +23,12 @@ Example::
     out = stacks.up(SessionSpec("run-42", namespace="agents",
                                 policy={"rules": [{"allow": ["api.github.com"]}]}))
     print(out.pod_name, out.pod_labels, out.ca_cert_pem)
+    print(stacks.status("run-42").pod)        # phase, readiness, sidecar readiness
     stacks.destroy("run-42")
+    stacks.reap(older_than=3600)               # idle sessions, from a periodic job
+
+A request body maps onto a spec in one line, with errors naming the key:
+``SessionSpec.from_config({"sessionId": "run-42", "namespace": "agents"})``.
 
 Errors (all :class:`~condukt_egress.errors.AutomationError`, so all
 :class:`~condukt_egress.errors.EgressError`)::
@@ -71,6 +76,7 @@ from condukt_egress.automation._stacks import (
     SessionStacks,
     default_state_dir,
 )
+from condukt_egress.automation._status import OperationResult, PodState, SessionStatus
 
 __all__ = [
     "DEFAULT_MAX_OPERATIONS",
@@ -84,7 +90,9 @@ __all__ = [
     "OnEvent",
     "OnOutput",
     "Operation",
+    "OperationResult",
     "PassphraseRequiredError",
+    "PodState",
     "PulumiCliError",
     "SessionBusyError",
     "SessionError",
@@ -93,6 +101,7 @@ __all__ = [
     "SessionOutputs",
     "SessionSpec",
     "SessionStacks",
+    "SessionStatus",
     "SessionSummary",
     "ca_certificate_urn",
     "default_state_dir",

@@ -14,14 +14,15 @@ run at once per :class:`SessionStacks`.
 
 from __future__ import annotations
 
+import builtins
 import logging
 import os
 import shutil
-import subprocess
 import tempfile
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from datetime import timedelta
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Final
@@ -29,9 +30,7 @@ from typing import Any, Final
 import yaml
 from pulumi.automation import (
     CommandError,
-    CommandResult,
     EngineEvent,
-    InvalidVersionError,
     LocalWorkspace,
     LocalWorkspaceOptions,
     ProjectBackend,
@@ -41,22 +40,26 @@ from pulumi.automation import (
     Stack,
     StackNotFoundError,
 )
-from pulumi.automation.errors import create_command_error
 
 from condukt_egress.automation._backends import (
     backend_kind,
     uses_passphrase,
     validate_secrets_provider,
 )
+from condukt_egress.automation._cli import (
+    MIN_PULUMI_VERSION,
+    find_cli,
+    passphrase_env,
+    set_secrets,
+)
 from condukt_egress.automation._errors import (
-    PassphraseRequiredError,
-    PulumiCliError,
     SessionBusyError,
     SessionNotFoundError,
     SessionOperationError,
     error_lines,
     translate,
 )
+from condukt_egress.automation._lifecycle import cancel_session, reap_sessions, session_status
 from condukt_egress.automation._operations import (
     EngineOptions,
     OnEvent,
@@ -77,6 +80,12 @@ from condukt_egress.automation._spec import (
     stack_config_json,
     stack_name,
 )
+from condukt_egress.automation._status import (
+    SessionStatus,
+    now,
+    record_outputs,
+    write_record,
+)
 from condukt_egress.errors import AutomationError, ConfigError
 from condukt_egress.program import session_program
 
@@ -87,11 +96,6 @@ __all__ = [
     "default_state_dir",
 ]
 
-MIN_PULUMI_VERSION: Final = (3, 203)
-"""Oldest ``pulumi`` CLI accepted: 3.181 runs inline programs for refresh and destroy,
-3.187 checks object-typed config (``Pulumi.yaml``), 3.203 sets object values with
-``config set-all --json``."""
-
 DEFAULT_MAX_OPERATIONS: Final = 4
 """Engine operations (up, preview, refresh, destroy) one :class:`SessionStacks`
 runs at once; more wait for a slot. Each starts a ``pulumi`` CLI and the
@@ -99,11 +103,6 @@ kubernetes and tls plugins (see the README for measured and estimated memory).""
 
 _LOG: Final = logging.getLogger("condukt_egress.automation")
 _PLUGINS: Final = (("kubernetes", "pulumi_kubernetes"), ("tls", "pulumi_tls"))
-_INSTALL_HINT: Final = (
-    "install it (https://www.pulumi.com/docs/iac/download-install/, e.g. "
-    "`curl -fsSL https://get.pulumi.com | sh`) and put it on PATH, or pass "
-    "pulumi_root=<directory holding bin/pulumi>"
-)
 _PROJECT_DIR: Final = "_project"  # workspace for list(); stack names start with "session-"
 
 
@@ -111,28 +110,6 @@ def default_state_dir() -> Path:
     """``$XDG_STATE_HOME/condukt-egress``, or ``~/.local/state/condukt-egress``."""
     base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
     return Path(base) / "condukt-egress"
-
-
-def _passphrase_env(passphrase: str | None, env: Mapping[str, str]) -> dict[str, str]:
-    """The secrets-provider variable to pass: explicit, then ``env``, then ``os.environ``."""
-    if passphrase is not None:
-        if not isinstance(passphrase, str) or not passphrase:
-            raise PassphraseRequiredError(
-                "passphrase: must be a non-empty string; it encrypts the session CA key in "
-                "the stack state, so pass the same secret every time (e.g. from a secret store)"
-            )
-        return {"PULUMI_CONFIG_PASSPHRASE": passphrase}
-    for source in (env, os.environ):
-        if source.get("PULUMI_CONFIG_PASSPHRASE"):
-            return {"PULUMI_CONFIG_PASSPHRASE": source["PULUMI_CONFIG_PASSPHRASE"]}
-        if source.get("PULUMI_CONFIG_PASSPHRASE_FILE"):
-            path = Path(source["PULUMI_CONFIG_PASSPHRASE_FILE"]).expanduser().resolve()
-            return {"PULUMI_CONFIG_PASSPHRASE_FILE": str(path)}
-    raise PassphraseRequiredError(
-        "passphrase: none given; the session stacks encrypt their secrets (the CA key) with a "
-        "passphrase and none is invented for you. Pass SessionStacks(passphrase=...), or set "
-        "PULUMI_CONFIG_PASSPHRASE or PULUMI_CONFIG_PASSPHRASE_FILE in env= or the environment"
-    )
 
 
 def _write_if_changed(path: Path, text: str) -> None:
@@ -249,7 +226,7 @@ class SessionStacks:
         self._extra_env = {str(k): str(v) for k, v in (env or {}).items()}
         if uses_passphrase(provider, kind):
             self.secrets_provider: str | None = "passphrase"
-            self._secret_env = _passphrase_env(passphrase, self._extra_env)
+            self._secret_env = passphrase_env(passphrase, self._extra_env)
         elif passphrase is not None:
             raise ConfigError(
                 "passphrase",
@@ -474,11 +451,23 @@ class SessionStacks:
             on_output=on_output,
             on_event=on_event,
         )
-        remove = remove_stack and not target
+        return self._destroy(session_id, options, remove_stack=remove_stack and not target)
+
+    def _destroy(
+        self,
+        session_id: str,
+        options: EngineOptions,
+        *,
+        remove_stack: bool,
+        still_stale: Callable[[Stack], bool] | None = None,
+    ) -> dict[str, int]:
+        """Destroy a session, unless ``still_stale`` (asked once the session is ours) says no."""
         with self._operation(session_id, "destroy") as name:
             stack = self._select(session_id, name)
-            result = self._engine("destroy", session_id, stack, options, remove=remove)
-            if remove:
+            if still_stale is not None and not still_stale(stack):
+                return {}
+            result = self._engine("destroy", session_id, stack, options, remove=remove_stack)
+            if remove_stack:
                 shutil.rmtree(self.work_dir(session_id), ignore_errors=True)
                 self._forget_session(session_id)
             return changes(result.summary.resource_changes)
@@ -491,36 +480,34 @@ class SessionStacks:
         """
         name = stack_name(session_id)
         with self._translated(session_id, name, "get"):
-            workspace, new_dir = self._workspace(session_id)
-            try:
-                raw = workspace.stack_outputs(name)
-            except StackNotFoundError:
-                if new_dir:
-                    shutil.rmtree(workspace.work_dir, ignore_errors=True)
-                raise
-            outputs = SessionOutputs.from_stack_outputs(
-                name, {key: out.value for key, out in raw.items()}
+            outputs = self._read_outputs(session_id, name)
+        if outputs is None:
+            raise SessionNotFoundError(
+                session_id,
+                name,
+                "the stack exists but holds no session (its first up failed, or it was "
+                "destroyed without removal); call up(spec), or destroy(session_id)",
             )
-            if outputs is None:
-                raise SessionNotFoundError(
-                    session_id,
-                    name,
-                    "the stack exists but holds no session (its first up failed, or it was "
-                    "destroyed without removal); call up(spec), or destroy(session_id)",
-                )
-            return outputs
+        return outputs
+
+    def _read_outputs(self, session_id: str, name: str) -> SessionOutputs | None:
+        """The stack's session outputs from the backend (None: no session in it).
+
+        Raises:
+            StackNotFoundError: No such stack (the workspace made for asking is removed).
+        """
+        workspace, new_dir = self._workspace(session_id)
+        try:
+            raw = workspace.stack_outputs(name)
+        except StackNotFoundError:
+            if new_dir:
+                shutil.rmtree(workspace.work_dir, ignore_errors=True)
+            raise
+        return SessionOutputs.from_stack_outputs(name, {key: out.value for key, out in raw.items()})
 
     def list(self) -> Sequence[SessionSummary]:
         """Every session stack in the backend (this project, ``session-*`` stacks)."""
-        project_dir = self.state_dir / "workspaces" / _PROJECT_DIR
-        command = self._cli()
-        self._prepare(project_dir)
-        workspace = LocalWorkspace(
-            work_dir=str(project_dir),
-            pulumi_home=self._pulumi_home,
-            env_vars=self.environment(),
-            pulumi_command=command,
-        )
+        workspace = self._project_workspace(self.state_dir / "workspaces" / _PROJECT_DIR)
         try:
             stacks = workspace.list_stacks()
         except CommandError as exc:
@@ -542,6 +529,40 @@ class SessionStacks:
                     )
                 )
         return out
+
+    # --- lifecycle for services ---------------------------------------------------
+
+    def status(
+        self, session_id: str, *, kubernetes: KubernetesSettings | None = None
+    ) -> SessionStatus:
+        """What the session is doing now, cheap enough for every HTTP request.
+
+        See :func:`condukt_egress.automation._lifecycle.session_status`: the
+        operation record here (no CLI call), the Pod from the API server with
+        the session's Kubernetes settings, and the CA's expiry.
+        """
+        return session_status(self, session_id, kubernetes=kubernetes)
+
+    def reap(
+        self,
+        older_than: timedelta | float | None = None,
+        expiring_within: timedelta | float | None = None,
+    ) -> builtins.list[str]:
+        """Destroy and remove idle sessions, and those whose CA expires soon; their ids.
+
+        A busy session (here, or in another replica through the backend's
+        lock) is skipped, never broken. See
+        :func:`condukt_egress.automation._lifecycle.reap_sessions`.
+        """
+        return reap_sessions(self, older_than, expiring_within)
+
+    def cancel(self, session_id: str, *, wait: float = 60.0) -> bool:
+        """Stop the session's running operation as ``pulumi cancel`` does; True if one was.
+
+        The stack stays destroyable. See
+        :func:`condukt_egress.automation._lifecycle.cancel_session`.
+        """
+        return cancel_session(self, session_id, wait=wait)
 
     # --- internals -----------------------------------------------------------
 
@@ -618,43 +639,52 @@ class SessionStacks:
         options.check(operation)
         sink = self._sink(session_id, options.on_output)
         run = getattr(stack, operation)
-        return run(
-            color="never",
-            on_output=sink,
-            on_error=sink,
-            on_event=self._event_sink(session_id, options.on_event),
-            **options.sdk_arguments(),
-            **extra,
-        )
+        work_dir = self.work_dir(session_id)
+        recorded = operation != "preview"  # a preview changes nothing, so records nothing
+        if recorded:
+            write_record(
+                work_dir,
+                operation=operation,
+                result="running",
+                pid=os.getpid(),
+                at=now().isoformat(),
+                exists=True,
+            )
+        try:
+            result = run(
+                color="never",
+                on_output=sink,
+                on_error=sink,
+                on_event=self._event_sink(session_id, options.on_event),
+                **options.sdk_arguments(),
+                **extra,
+            )
+        except BaseException:
+            if recorded:
+                write_record(work_dir, result="failed", at=now().isoformat())
+            raise
+        if recorded:
+            gone = {"outputs": None} if operation == "destroy" else {}
+            write_record(work_dir, result="succeeded", at=now().isoformat(), **gone)
+        return result
 
     def _cli(self) -> PulumiCommand:
         """The ``pulumi`` CLI, found and version-checked once."""
         with self._cli_lock:
-            if self._command is not None:
-                return self._command
-            where = f"in {self._pulumi_root}/bin" if self._pulumi_root else "on PATH"
-            try:
-                command = PulumiCommand(root=self._pulumi_root)
-            except (FileNotFoundError, PermissionError, NotADirectoryError):
-                raise PulumiCliError(
-                    f"the `pulumi` CLI was not found {where}; {_INSTALL_HINT}"
-                ) from None
-            except subprocess.CalledProcessError as exc:
-                raise PulumiCliError(
-                    f"`pulumi version` failed (exit {exc.returncode}); reinstall the CLI: "
-                    f"{_INSTALL_HINT}"
-                ) from exc
-            except InvalidVersionError as exc:
-                raise PulumiCliError(f"unusable `pulumi` CLI: {exc}") from exc
-            version = command.version
-            if version is not None and (version.major, version.minor) < MIN_PULUMI_VERSION:
-                raise PulumiCliError(
-                    f"the `pulumi` CLI is {version}; session stacks need "
-                    f"{'.'.join(map(str, MIN_PULUMI_VERSION))} or newer (object-typed stack "
-                    f"config set with `config set-all --json`); upgrade it: {_INSTALL_HINT}"
-                )
-            self._command = command
-            return command
+            if self._command is None:
+                self._command = find_cli(self._pulumi_root)
+            return self._command
+
+    def _project_workspace(self, project_dir: Path) -> LocalWorkspace:
+        """A workspace of the project outside any session, for listing and reading stacks."""
+        command = self._cli()
+        self._prepare(project_dir)
+        return LocalWorkspace(
+            work_dir=str(project_dir),
+            pulumi_home=self._pulumi_home,
+            env_vars=self.environment(),
+            pulumi_command=command,
+        )
 
     def _prepare(self, work_dir: Path) -> bool:
         """Create ``work_dir`` with ``Pulumi.yaml``; True if the directory is new."""
@@ -686,11 +716,24 @@ class SessionStacks:
         """Select an existing session stack, or raise :class:`SessionNotFoundError`."""
         workspace, new_dir = self._workspace(session_id)
         try:
-            return Stack.select(name, workspace)
+            stack = Stack.select(name, workspace)
         except StackNotFoundError:
             if new_dir:
                 shutil.rmtree(workspace.work_dir, ignore_errors=True)
             raise
+        if not (Path(workspace.work_dir) / f"Pulumi.{name}.yaml").exists():
+            # Made by another replica: its config (sessionId, the kubeconfig secret)
+            # is in the stack's last deployment, not here. Without it the program
+            # cannot run for refresh or destroy.
+            try:
+                workspace.refresh_config(name)
+            except CommandError as exc:
+                self._logger.info(
+                    "session %s: no stack config here to restore: %s",
+                    session_id,
+                    error_lines(str(exc), 2),
+                )
+        return stack
 
     def _forget(self, workspace: LocalWorkspace, name: str, new_dir: bool) -> None:
         """Remove a stack made only for a preview (best effort, logged on failure)."""
@@ -771,32 +814,11 @@ class SessionStacks:
         *,
         config_file: Path | None = None,
     ) -> None:
-        """Set secret config values through the CLI's standard input, never its argv.
-
-        ``pulumi config set --secret KEY`` with no value reads the value from
-        a non-terminal stdin and drops one trailing newline, which we add.
-        """
-        command = self._cli().command
-        env = {**os.environ, **self._cli_env(), "PULUMI_AUTOMATION_API": "true"}
-        if os.path.isabs(command):
-            env["PATH"] = os.pathsep.join([os.path.dirname(command), env.get("PATH", "")])
-        for key, value in secrets.items():
-            args = [command, "--non-interactive", "config", "set", "--secret", "--stack", name]
-            if config_file is not None:
-                args += ["--config-file", str(config_file)]
-            done = subprocess.run(  # noqa: S603 - our CLI, fixed arguments, value on stdin
-                [*args, "--", key],
-                input=value + "\n",
-                capture_output=True,
-                text=True,
-                cwd=work_dir,
-                env=env,
-                check=False,
+        """Set secret config values on the CLI's stdin (see :func:`set_secrets`)."""
+        if secrets:
+            set_secrets(
+                self._cli(), work_dir, name, secrets, self._cli_env(), config_file=config_file
             )
-            if done.returncode != 0:
-                raise create_command_error(
-                    CommandResult(stdout=done.stdout, stderr=done.stderr, code=done.returncode)
-                )
 
     def _ensure_plugins(self, workspace: LocalWorkspace, session_id: str) -> None:
         """Install the resource plugins matching the installed SDKs, once per instance."""
@@ -859,6 +881,7 @@ class SessionStacks:
         """Keep what the last ``up`` of a session used and made, for :meth:`status`."""
         with self._guard:
             self._known[session_id] = (settings, outputs)
+        write_record(self.work_dir(session_id), outputs=record_outputs(outputs))
 
     def _forget_session(self, session_id: str) -> None:
         """Drop what :meth:`_remember` kept once the session's stack is gone."""
