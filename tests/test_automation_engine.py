@@ -418,7 +418,10 @@ def test_engine_options_name_what_an_operation_does_not_take(
 
 
 def test_async_methods_have_the_sync_signatures() -> None:
-    for name in ("up", "preview", "refresh", "destroy", "get", "list"):
+    public = {n for n in vars(SessionStacks) if not n.startswith("_")}
+    wrapped = public - {"environment", "project_settings", "work_dir", "workspace_options"}
+    assert wrapped <= set(vars(AsyncSessionStacks)), "every operation has an async twin"
+    for name in ("up", "preview", "refresh", "destroy", "get", "list", "status", "reap", "cancel"):
         method = getattr(AsyncSessionStacks, name)
         assert inspect.iscoroutinefunction(method), name
         assert inspect.signature(method) == inspect.signature(getattr(SessionStacks, name)), name

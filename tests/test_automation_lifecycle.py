@@ -447,3 +447,25 @@ def test_pid_in_the_record_is_this_process(fake: FakeCli, tmp_path: Path) -> Non
     record = json.loads((stacks.work_dir("run-1") / RECORD_FILE).read_text())
     assert record["pid"] == os.getpid()
     assert (record["operation"], record["result"]) == ("refresh", "succeeded")
+
+
+# --- the control channel's target ------------------------------------------------
+
+
+def test_control_target_is_the_sessions_pod_with_its_kube_settings(
+    fake: FakeCli,
+    tmp_path: Path,
+    exported: dict[str, Any],
+    api_server: tuple[str, type[_Pods]],
+) -> None:
+    kubeconfig, _pods = api_server
+    fake.answer("stack output", stdout=json.dumps(exported))
+    stacks = fake.stacks(tmp_path / "state")
+    spec = SPECS["every option"]
+    stacks.up(spec, kubernetes=KubernetesSettings(kubeconfig=kubeconfig))
+    target = stacks.control_target(spec.session_id)
+    assert (target.namespace, target.pod, target.port) == ("agents", spec.args.names.pod, 15002)
+    assert target.api_client.configuration.host.startswith("http://127.0.0.1:")
+    rendered = KubernetesSettings(render_yaml_to_directory=tmp_path / "out")
+    with pytest.raises(ConfigError, match="kubernetes: the session's manifests are rendered"):
+        stacks.control_target(spec.session_id, kubernetes=rendered)

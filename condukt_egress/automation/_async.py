@@ -54,3 +54,8 @@ class AsyncSessionStacks:
     destroy = _in_thread(SessionStacks.destroy)
     get = _in_thread(SessionStacks.get)
     list = _in_thread(SessionStacks.list)
+    status = _in_thread(SessionStacks.status)
+    reap = _in_thread(SessionStacks.reap)
+    cancel = _in_thread(SessionStacks.cancel)
+    pulumi_version = _in_thread(SessionStacks.pulumi_version)
+    control_target = _in_thread(SessionStacks.control_target)

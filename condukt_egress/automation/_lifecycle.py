@@ -22,6 +22,7 @@ from condukt_egress.automation._spec import KubernetesSettings, stack_name
 from condukt_egress.automation._status import (
     PodState,
     SessionStatus,
+    api_client,
     ca_expiry,
     now,
     outputs_of,
@@ -35,8 +36,9 @@ from condukt_egress.errors import AutomationError, ConfigError
 
 if TYPE_CHECKING:
     from condukt_egress.automation._stacks import SessionStacks
+    from condukt_egress.portforward import PortForwardTarget
 
-__all__ = ["cancel_session", "reap_sessions", "session_status"]
+__all__ = ["cancel_session", "control_target", "reap_sessions", "session_status"]
 
 _PROJECT_DIR = "_project"
 _SAME_UPDATE = timedelta(seconds=1)  # `stack ls` and `stack history` round times differently
@@ -260,3 +262,33 @@ def _duration(name: str, value: timedelta | float | None) -> timedelta | None:
 def _line(exc: BaseException) -> str:
     text = " ".join(str(exc).split()) or type(exc).__name__
     return text if len(text) <= 300 else text[:297] + "..."
+
+
+def control_target(
+    stacks: SessionStacks, session_id: str, *, kubernetes: KubernetesSettings | None = None
+) -> PortForwardTarget:
+    """The session sidecar's control port, through the API server's port-forward.
+
+    See :meth:`SessionStacks.control_target`.
+    """
+    from condukt_egress.portforward import PortForwardTarget  # noqa: PLC0415 - kubernetes
+
+    record = read_record(stacks.work_dir(session_id))
+    outputs = outputs_of(record) if record is not None else None
+    if outputs is None:
+        outputs = stacks.get(session_id)
+    with stacks._guard:
+        known = stacks._known.get(session_id)
+    settings = kubernetes or (known[0] if known else stacks.kubernetes)
+    if settings.render_yaml_to_directory is not None:
+        raise ConfigError(
+            "kubernetes",
+            "the session's manifests are rendered to a directory, not applied: there is no "
+            "Pod to connect to; pass kubernetes=KubernetesSettings(context=...)",
+        )
+    return PortForwardTarget(
+        namespace=outputs.namespace,
+        pod=outputs.pod_name,
+        port=outputs.control_port,
+        api_client=api_client(settings),
+    )

@@ -25,7 +25,7 @@ from contextlib import contextmanager
 from datetime import timedelta
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import yaml
 from pulumi.automation import (
@@ -59,7 +59,12 @@ from condukt_egress.automation._errors import (
     error_lines,
     translate,
 )
-from condukt_egress.automation._lifecycle import cancel_session, reap_sessions, session_status
+from condukt_egress.automation._lifecycle import (
+    cancel_session,
+    control_target,
+    reap_sessions,
+    session_status,
+)
 from condukt_egress.automation._operations import (
     EngineOptions,
     OnEvent,
@@ -88,6 +93,9 @@ from condukt_egress.automation._status import (
 )
 from condukt_egress.errors import AutomationError, ConfigError
 from condukt_egress.program import session_program
+
+if TYPE_CHECKING:
+    from condukt_egress.portforward import PortForwardTarget
 
 __all__ = [
     "DEFAULT_MAX_OPERATIONS",
@@ -555,6 +563,21 @@ class SessionStacks:
         :func:`condukt_egress.automation._lifecycle.reap_sessions`.
         """
         return reap_sessions(self, older_than, expiring_within)
+
+    def control_target(
+        self, session_id: str, *, kubernetes: KubernetesSettings | None = None
+    ) -> PortForwardTarget:
+        """The session sidecar's control port for :class:`~condukt_egress.control.ControlClient`.
+
+        Reached through the API server's port-forward with the session's
+        Kubernetes settings (``kubernetes``, else its last ``up``'s here, else
+        the instance's). The sidecar serves one peer at a time.
+
+        Raises:
+            SessionNotFoundError: No such session.
+            ConfigError: The session's manifests are rendered, not applied.
+        """
+        return control_target(self, session_id, kubernetes=kubernetes)
 
     def cancel(self, session_id: str, *, wait: float = 60.0) -> bool:
         """Stop the session's running operation as ``pulumi cancel`` does; True if one was.
