@@ -88,6 +88,8 @@ from condukt_egress.automation._spec import (
 from condukt_egress.automation._status import (
     SessionStatus,
     now,
+    outputs_of,
+    read_record,
     record_outputs,
     write_record,
 )
@@ -912,13 +914,18 @@ class SessionStacks:
             self._known.pop(session_id, None)
 
     def _recorded_session_id(self, name: str) -> str | None:
-        """The raw session id stored in a stack's config here, if this state has it."""
-        path = self.state_dir / "workspaces" / name / f"Pulumi.{name}.yaml"
+        """The raw session id in a stack's config or operation record here, if any."""
+        work_dir = self.state_dir / "workspaces" / name
         try:
-            doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+            text = (work_dir / f"Pulumi.{name}.yaml").read_text(encoding="utf-8")
+            doc = yaml.safe_load(text) or {}
         except (OSError, yaml.YAMLError):
-            return None
+            doc = {}
         value = (doc.get("config") or {}).get(f"{PROJECT_NAME}:sessionId")
+        if value is None:
+            record = read_record(work_dir)
+            outputs = outputs_of(record) if record is not None else None
+            value = outputs.session_id if outputs is not None else None
         if isinstance(value, str) and stack_name(value) == name:
             return value
         return None
