@@ -469,3 +469,20 @@ def test_control_target_is_the_sessions_pod_with_its_kube_settings(
     rendered = KubernetesSettings(render_yaml_to_directory=tmp_path / "out")
     with pytest.raises(ConfigError, match="kubernetes: the session's manifests are rendered"):
         stacks.control_target(spec.session_id, kubernetes=rendered)
+
+
+def test_a_stack_made_elsewhere_gets_its_config_back_before_destroy(
+    fake: FakeCli, tmp_path: Path
+) -> None:
+    """Another replica's stack has no config here; the program needs its sessionId."""
+    stacks = fake.stacks(tmp_path / "state")
+    stacks.destroy("elsewhere")
+    keys = fake.commands()
+    assert keys.index("config refresh") < keys.index("destroy")
+    refresh = next(c for c in fake.calls() if c["key"] == "config refresh")
+    assert "--force" in refresh["args"]
+    before = len(fake.calls())
+    recorded(stacks, "here")
+    stacks.destroy("here")
+    later = [c["key"] for c in fake.calls()[before:]]
+    assert "config refresh" not in later, "a stack with its config here keeps it"
