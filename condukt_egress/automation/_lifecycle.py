@@ -224,13 +224,22 @@ def _reason_to_reap(
         if last is not None and at - last > idle:
             return f"idle since {last.isoformat()}"
     if expiring is not None:
-        try:
-            expires = session_status(stacks, session_id).ca_expires
-        except AutomationError:
-            return None
+        expires = _ca_expires(stacks, session_id)
         if expires is not None and expires - at < expiring:
             return f"CA expires {expires.isoformat()}"
     return None
+
+
+def _ca_expires(stacks: SessionStacks, session_id: str) -> datetime | None:
+    """The session CA's expiry from its record here, else from its stack outputs."""
+    record = read_record(stacks.work_dir(session_id))
+    outputs = outputs_of(record) if record is not None else None
+    if outputs is None:
+        try:
+            outputs = stacks.get(session_id)
+        except AutomationError:
+            return None
+    return ca_expiry(outputs.ca_cert_pem)
 
 
 def _session_id_of(stacks: SessionStacks, name: str) -> str | None:
