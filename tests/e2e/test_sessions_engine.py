@@ -8,6 +8,7 @@ fails instead under ``CI=true``.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -107,8 +108,9 @@ def test_a_process_killed_mid_up_leaves_a_destroyable_stack(
     for line in child.stdout:  # kill it once the engine is creating resources
         if "creating" in line.lower():
             break
-    os.killpg(child.pid, signal.SIGKILL)
-    child.wait(30)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(child.pid, signal.SIGKILL)
+    assert child.wait(30) == -signal.SIGKILL, "the up ended before it could be killed"
 
     stacks = real_stacks(state)
     assert stacks.status("killed-1").last_result == "interrupted"
