@@ -263,6 +263,37 @@ def test_an_undocumented_python_only_field_stops_the_provider(
         provider.EgressProvider()
 
 
+def test_the_namespace_and_every_sdk_name_are_pinned() -> None:
+    """A git install must generate the names a local path does.
+
+    For a git source whose schema has no namespace, the CLI makes the
+    repository owner the namespace (packageworkspace.injectSchemaMetadata),
+    and each code generator derives its names from it unless the option it
+    reads first is set: nodejs packageName, python packageName, csharp
+    rootNamespace, go importBasePath, java basePackage.
+    """
+    schema = provider.schema()
+    assert schema["namespace"] == "pulumi"
+    pinned = {
+        "nodejs": "packageName",
+        "python": "packageName",
+        "csharp": "rootNamespace",
+        "go": "importBasePath",
+        "java": "basePackage",
+    }
+    names = {lang: schema["language"][lang].get(key) for lang, key in pinned.items()}
+    assert names == {
+        "nodejs": "@pulumi/condukt-egress",
+        "python": "pulumi_condukt_egress",
+        "csharp": "Pulumi",
+        "go": "example.com/pulumi-condukt-egress/sdk/go/conduktegress",
+        "java": "com.pulumi",
+    }
+    # The TypeScript example imports the package by that name.
+    example = PROVIDER_DIR.parent / "examples" / "typescript" / "index.ts"
+    assert '"@pulumi/condukt-egress"' in example.read_text()
+
+
 @pytest.mark.parametrize(
     ("enum", "literal"),
     [
