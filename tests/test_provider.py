@@ -294,6 +294,37 @@ def test_the_namespace_and_every_sdk_name_are_pinned() -> None:
     assert '"@pulumi/condukt-egress"' in example.read_text()
 
 
+# Java's reserved words and the literals pulumi-java treats alike (names/ident.go).
+# fmt: off
+_JAVA_KEYWORDS = frozenset((
+    "abstract", "assert", "boolean", "break", "byte", "case", "catch", "char", "class", "const",
+    "continue", "default", "do", "double", "else", "enum", "extends", "final", "finally", "float",
+    "for", "goto", "if", "implements", "import", "instanceof", "int", "interface", "long",
+    "native", "new", "package", "private", "protected", "public", "return", "short", "static",
+    "strictfp", "super", "switch", "synchronized", "this", "throw", "throws", "transient", "try",
+    "void", "volatile", "while", "_", "false", "null", "true", "var",
+))
+# fmt: on
+
+
+def test_no_java_keyword_is_left_for_the_java_generator_to_mangle() -> None:
+    # pulumi-java appends "_" to a keyword (names/ident.go): policy.default_().
+    # The schema names it instead; the wire name stays "default".
+    schema = provider.schema()
+    mangled = [
+        f"{token}.{name}"
+        for token, type_ in schema["types"].items()
+        for name, prop in (type_.get("properties") or {}).items()
+        if name in _JAVA_KEYWORDS and "name" not in prop.get("language", {}).get("java", {})
+    ]
+    assert mangled == []
+    policy = schema["types"]["condukt-egress:index:EgressPolicy"]["properties"]
+    assert policy["default"]["language"] == {"java": {"name": "defaultAction"}}
+    for resource in schema["resources"].values():
+        for kind in ("inputProperties", "properties"):
+            assert not set(resource[kind]) & _JAVA_KEYWORDS
+
+
 @pytest.mark.parametrize(
     ("enum", "literal"),
     [
