@@ -394,6 +394,16 @@ def test_plugin_manifest_is_what_pulumi_package_add_reads() -> None:
     # workspace.PluginProject (sdk/go/common/workspace/project.go): runtime,
     # packages, requiredPulumiVersion, template; nothing else is read.
     assert set(manifest) <= {"runtime", "packages", "requiredPulumiVersion", "template"}
+    # The oldest CLI the e2e suite proves: the one it builds (scripts/e2e-versions).
+    versions = PROVIDER_DIR.parent / "scripts" / "e2e-versions"
+    if versions.is_file():
+        pinned = re.search(r"^PULUMI_VERSION=v(\S+)$", versions.read_text(), re.MULTILINE)
+        assert pinned, f"{versions} pins no PULUMI_VERSION"
+        assert manifest["requiredPulumiVersion"] == f">={pinned[1]}", (
+            "provider/PulumiPlugin.yaml: set requiredPulumiVersion to the CLI the e2e suite runs"
+        )
+    else:
+        assert manifest["requiredPulumiVersion"].startswith(">=3.")
     assert manifest["runtime"] == {
         "name": "python",
         "options": {"toolchain": "pip", "virtualenv": "venv"},
