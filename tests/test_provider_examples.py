@@ -39,7 +39,7 @@ def _schema() -> dict[str, Any]:
     return loaded
 
 
-@pytest.mark.parametrize("language", ["typescript", "yaml"])
+@pytest.mark.parametrize("language", ["typescript", "yaml", "go", "java"])
 def test_example_projects_add_the_provider_folder(language: str) -> None:
     project = yaml.safe_load((EXAMPLES / language / "Pulumi.yaml").read_text())
     source = (EXAMPLES / language / project["packages"]["condukt-egress"]).resolve()
@@ -61,6 +61,8 @@ def test_typescript_example_resolves_modules_as_typescript_7_requires() -> None:
     [
         ("typescript", ["sdks/condukt-egress/index.ts", "node_modules/x", "bin/index.js"]),
         ("yaml", ["sdks/condukt-egress/condukt-egress-0.1.0.yaml"]),
+        ("go", ["sdks/condukt-egress/go.mod"]),
+        ("java", ["sdks/condukt-egress/build.gradle", "target/classes/App.class"]),
     ],
 )
 def test_what_pulumi_install_writes_into_an_example_is_ignored(
