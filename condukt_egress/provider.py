@@ -44,6 +44,9 @@ from condukt_egress.errors import ConfigError, FieldError
 from condukt_egress.options import camel, document, options_of
 
 __all__ = [
+    "JAVA_NAMES",
+    "LANGUAGE_NAMES",
+    "NAMESPACE",
     "PACKAGE",
     "WORKLOAD_TYPE_TOKEN",
     "CaKeyAlgorithm",
@@ -70,6 +73,37 @@ PACKAGE: Final = "condukt-egress"
 """The Pulumi package name: the first part of every type token."""
 
 WORKLOAD_TYPE_TOKEN: Final = f"{PACKAGE}:index:SandboxWorkload"
+
+NAMESPACE: Final = "pulumi"
+"""The schema's namespace: the one Pulumi assumes for a package that sets none.
+
+Set so that a git install generates the names a local path does: for a git
+source without one, ``pulumi package add`` makes the repository owner the
+namespace, and every SDK would be renamed after it (``@<owner>/...``).
+"""
+
+LANGUAGE_NAMES: Final[Mapping[str, Mapping[str, str]]] = {
+    "nodejs": {"packageName": "@pulumi/condukt-egress"},
+    "python": {"packageName": "pulumi_condukt_egress"},
+    "csharp": {"rootNamespace": "Pulumi"},
+    "go": {"importBasePath": "example.com/pulumi-condukt-egress/sdk/go/conduktegress"},
+    "java": {"basePackage": "com.pulumi"},
+}
+"""The generated SDK's package name in each language, pinned in the schema.
+
+What the code generators derive for this package without a namespace (Go: as
+``pulumi package add`` generates it, a module its ``replace`` points at), so
+the names hold whatever namespace the CLI might set.
+"""
+
+JAVA_NAMES: Final[Mapping[str, Mapping[str, str]]] = {
+    f"{PACKAGE}:index:EgressPolicy": {"default": "defaultAction"},
+}
+"""Java names of properties whose schema name is a Java keyword, per type token.
+
+The policy's ``default`` would otherwise become ``default_`` in Java; it
+stays ``default`` on the wire and in every other language.
+"""
 
 T = TypeVar("T")
 
@@ -608,13 +642,20 @@ class EgressProvider(ComponentProvider):
     What ``component_provider_host`` would build, with the descriptions of
     the stack config options taken from the option registry, where each is
     declared once, those of the Python-only inputs from the ``Attributes``
-    section of ``SandboxEgressArgs``, and every input's default from it.
+    section of ``SandboxEgressArgs``, and every input's default from it; and
+    with the namespace and every SDK's names pinned (:data:`NAMESPACE`,
+    :data:`LANGUAGE_NAMES`, :data:`JAVA_NAMES`).
     """
 
     def __init__(self) -> None:
-        super().__init__([SandboxEgress, SandboxWorkload], PACKAGE, version=version())
+        super().__init__([SandboxEgress, SandboxWorkload], PACKAGE, NAMESPACE, version())
         assert self.schema is not None  # noqa: S101 - the component provider always has one
         described = json.loads(self.schema)
+        for language, names in LANGUAGE_NAMES.items():
+            described["language"][language].update(names)
+        for token, renamed in JAVA_NAMES.items():
+            for prop, name in renamed.items():
+                described["types"][token]["properties"][prop]["language"] = {"java": {"name": name}}
         inputs = described["resources"][f"{PACKAGE}:index:SandboxEgress"]["inputProperties"]
         registry = {opt.name: opt for opt in options_of(py_args.SandboxEgressArgs)}
         documented = _attribute_docs(py_args.SandboxEgressArgs)
