@@ -464,11 +464,15 @@ def _container_matches(
         parts.append(f"(!has({c}.env) || size({c}.env) == 0)")
     parts.append(f"(!has({c}.envFrom) || size({c}.envFrom) == 0)")
     mounts = [f"{m['name']}:{m['mountPath']}" for m in template.get("volumeMounts") or ()]
+    # The ServiceAccount admission plugin adds its token mount to every container
+    # of a pod that automounts the token; it runs before validation.
+    token = f"m.name.startsWith({_lit(_TOKEN_VOLUME_PREFIX)}) && m.mountPath == {_lit(_TOKEN_PATH)}"
+    own = f"{c}.volumeMounts.filter(m, !({token}))"
     if mounts:
-        as_text = f"{c}.volumeMounts.map(m, m.name + ':' + m.mountPath)"
+        as_text = f"{own}.map(m, m.name + ':' + m.mountPath)"
         parts.append(f"has({c}.volumeMounts) && {as_text} == {_lit(mounts)}")
     else:
-        parts.append(f"(!has({c}.volumeMounts) || size({c}.volumeMounts) == 0)")
+        parts.append(f"(!has({c}.volumeMounts) || size({own}) == 0)")
     parts.append(f"(!has({c}.volumeDevices) || size({c}.volumeDevices) == 0)")
     for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
         exec_ = (template.get(probe) or {}).get("exec")
@@ -516,6 +520,11 @@ def _rule_validation(rule: podrules.PodRule, cel: str, judged: str) -> JSON:
         ),
     )
 
+
+_TOKEN_VOLUME_PREFIX: Final = "kube-api-access-"  # noqa: S105 - a volume name
+_TOKEN_PATH: Final = "/var/run/secrets/kubernetes.io/serviceaccount"  # noqa: S105 - a path
+"""The volume and path of the service account token the API server mounts into every
+container when a pod automounts it (``automountServiceAccountToken: true``)."""
 
 _LOOSENING_CONTEXT: Final = ("appArmorProfile", "seLinuxOptions", "windowsOptions", "procMount")
 """securityContext fields our containers never set; present, they could only loosen them."""

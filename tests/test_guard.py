@@ -182,6 +182,37 @@ def test_user_init_containers_after_ours_are_admitted() -> None:
     assert refusals(session_pod(spec=spec)) == []
 
 
+def automounted(pod: JSON) -> JSON:
+    """``pod`` as the ServiceAccount admission plugin leaves it when the token is automounted."""
+    out = copy.deepcopy(pod)
+    out["spec"]["automountServiceAccountToken"] = True
+    out["spec"]["volumes"].append(
+        {"name": "kube-api-access-x7k2p", "projected": {"sources": [{"serviceAccountToken": {
+            "path": "token"}}]}}
+    )  # fmt: skip
+    mount = {
+        "name": "kube-api-access-x7k2p",
+        "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount",
+        "readOnly": True,
+    }
+    for kind in ("initContainers", "containers"):
+        for container in out["spec"].get(kind) or ():
+            container.setdefault("volumeMounts", []).append(dict(mount))
+    return out
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_a_pod_that_automounts_its_token_is_admitted(native: bool) -> None:
+    # Found on a real API server: the ServiceAccount plugin mounts the token into our
+    # containers too, before validation; the guard refused every such pod.
+    args = SandboxEgressArgs(session_id="sa", namespace="agents", native_sidecar=native)
+    assert refusals(automounted(session_pod(args))) == []
+    # Only that mount, at that path: another volume there, or the token elsewhere, is not.
+    moved = automounted(session_pod(args))
+    init(moved, manifests.NETFILTER_CONTAINER)["volumeMounts"][-1]["mountPath"] = "/x"
+    refused_with(refusals(moved), "the init container condukt-egress-init must be the one")
+
+
 def test_objects_outside_bound_namespaces_are_not_judged() -> None:
     bare = uninjected_labelled_pod()
     req = request("CREATE", bare)
