@@ -370,6 +370,15 @@ class SessionOptions:
             example="false",
         ),
     )
+    unsafe_secondary_networks: bool = field(
+        default=False,
+        metadata=option(
+            "Accept workloads that attach secondary network interfaces (Multus annotations, "
+            "spec.resourceClaims), which NetworkPolicy does not govern and the redirect does "
+            "not cover. Unsafe.",
+            example="false",
+        ),
+    )
 
 
 @dataclass(frozen=True)
@@ -405,6 +414,9 @@ class SandboxEgressArgs(SessionOptions):
         dns_namespace: Namespace of the cluster DNS pods.
         dns_pod_labels: Labels selecting the cluster DNS pods.
         unproxied_egress: Explicit destinations reachable without the proxy.
+        unsafe_secondary_networks: Accept Multus annotations and
+            ``spec.resourceClaims`` on workloads: secondary interfaces escape
+            the NetworkPolicy and the redirect.
         unsafe_unproxied_egress: Accept unproxied destinations (and a
             ``node_local_dns`` address) that open a way around the proxy:
             CIDRs wider than a /8, special ranges (cloud metadata, loopback,
@@ -466,7 +478,13 @@ class SandboxEgressArgs(SessionOptions):
             "sidecar_image",
             validate_image("sidecar_image", self.sidecar_image, contract.DEFAULT_IMAGE),
         )
-        for name in ("allow_plain_http", "native_sidecar", "allow_root_workspace", "client_compat"):
+        for name in (
+            "allow_plain_http",
+            "native_sidecar",
+            "allow_root_workspace",
+            "client_compat",
+            "unsafe_secondary_networks",
+        ):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(name, f"must be true or false, got {shown(getattr(self, name))}")
         _choice("trust_bundle", self.trust_bundle, get_args(TrustBundle))

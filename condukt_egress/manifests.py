@@ -24,17 +24,32 @@ from collections.abc import Iterable, Mapping
 from decimal import Decimal
 from typing import Any, Final
 
-from condukt_egress import compat, contract
+from condukt_egress import compat, contract, podrules
 from condukt_egress._quantity import format_quantity, parse_quantity
 from condukt_egress.args import SandboxEgressArgs, validate_image
 from condukt_egress.errors import ConfigError
 from condukt_egress.naming import (
     ANNOTATION_SESSION_ID,
+    CONFIG_VOLUME,
+    FILTER_CONTAINER,
+    FILTER_VOLUME,
     LABEL_MANAGED_BY,
     MANAGED_BY,
+    MANAGED_PREFIX,
     NETFILTER_CONTAINER,
+    OUR_CONTAINERS,
+    OUR_VOLUMES,
     SIDECAR_CONTAINER,
+    TRUST_VOLUME,
 )
+from condukt_egress.podrules import (
+    APPARMOR_ANNOTATION_PREFIX,
+    BYPASS_CAPABILITIES,
+    SAFE_SYSCTLS,
+)
+
+MANAGED_SECRET_PREFIX: Final = MANAGED_PREFIX
+"""Every Secret condukt-egress declares is named with this prefix."""
 
 __all__ = [
     "APPARMOR_ANNOTATION_PREFIX",
@@ -83,10 +98,6 @@ JSON = dict[str, Any]
 DEFAULT_WORKSPACE_IMAGE: Final = "python:3.13-slim"
 """Image of the workspace container the stack program and ``render`` declare."""
 
-FILTER_CONTAINER: Final = "condukt-egress-filter"
-"""Init container that installs the in-pod filter rules (:func:`filter_rules`)."""
-FILTER_VOLUME: Final = "condukt-egress-filter"
-"""Filter-only volume: the filter rules file, nothing else of the Secret."""
 FILTER_RULES_FILE: Final = "filter.rules"
 """Secret key and file name of the ``iptables-restore`` input."""
 FILTER_RULES6_FILE: Final = "filter6.rules"
@@ -104,10 +115,6 @@ No raw sockets."""
 DEFAULT_WORKSPACE_UID: Final = 65532
 """The uid (and gid) workspace containers run as when neither the container nor the
 pod names one: a non-root id, not the sidecar's, that no common image uses for root."""
-CONFIG_VOLUME: Final = "condukt-egress-config"
-"""Sidecar-only volume: policy, CA certificate and CA key."""
-TRUST_VOLUME: Final = "condukt-egress-trust"
-"""Workspace volume: the CA certificate and the trust bundle, never the key."""
 WORKSPACE_TRUST_DIR: Final = "/etc/condukt"
 TRUST_BUNDLE_PATHS: Final = ("/etc/ssl/certs/ca-certificates.crt", "/etc/ssl/cert.pem")
 """System trust-store files of Debian/Ubuntu/Alpine and of LibreSSL/macOS-style images."""
@@ -148,32 +155,7 @@ SPECIAL_IPV4_RANGES: Final = (
 """Never reachable through the 443/80 rule: private, shared, loopback,
 link-local (cloud metadata), benchmarking, multicast and reserved ranges."""
 
-BYPASS_CAPABILITIES: Final = frozenset(
-    {
-        "ALL",
-        "BPF",
-        "DAC_OVERRIDE",
-        "DAC_READ_SEARCH",
-        "NET_ADMIN",
-        "NET_RAW",
-        "SETFCAP",
-        "SETGID",
-        "SETPCAP",
-        "SETUID",
-        "SYS_ADMIN",
-        "SYS_MODULE",
-        "SYS_PTRACE",
-        "SYS_RAWIO",
-    }
-)
-"""Capabilities named in refusals as able to defeat the redirect or read the
-sidecar. Every added capability is refused (no workspace container may add
-any); this set only makes the message say why."""
-
 _PEM_BLOCK: Final = re.compile(r"-----BEGIN CERTIFICATE-----\n.*?\n-----END CERTIFICATE-----", re.S)
-_FORBIDDEN_POD_FIELDS: Final = ("hostNetwork", "hostPID", "hostIPC", "shareProcessNamespace")
-_OURS: Final = (NETFILTER_CONTAINER, FILTER_CONTAINER, SIDECAR_CONTAINER)
-_OUR_VOLUMES: Final = (CONFIG_VOLUME, TRUST_VOLUME, FILTER_VOLUME)
 PORT_FORWARD_UID: Final = 0
 """The uid of port-forward connections: containerd and CRI-O dial ``localhost:<port>``
 inside the pod's network namespace from their own (root) process."""
@@ -656,255 +638,6 @@ def _where(kind: str, index: int, container: Mapping[str, Any]) -> str:
     return f"spec.{kind}[{index}] (container {container.get('name')!r})"
 
 
-def _refuse_pod(spec: Mapping[str, Any], args: SandboxEgressArgs) -> None:
-    """Refuse pod-level settings that bypass or expose the sidecar."""
-    for name in _FORBIDDEN_POD_FIELDS:
-        if spec.get(name):
-            raise ConfigError(
-                f"spec.{name}",
-                "is true; a session pod must not share the node's or its containers' "
-                f"namespaces, which would bypass or expose the egress sidecar: remove {name}",
-            )
-    if spec.get("ephemeralContainers"):
-        raise ConfigError(
-            "spec.ephemeralContainers",
-            "is set; ephemeral containers are added by `kubectl debug`, never declared, and "
-            "condukt-egress cannot harden them: remove ephemeralContainers",
-        )
-    context = spec.get("securityContext") or {}
-    if context.get("runAsUser") == args.sidecar_uid:
-        raise ConfigError(
-            "spec.securityContext.runAsUser",
-            f"is the sidecar uid {args.sidecar_uid}, whose traffic skips the proxy; "
-            "run the workspace as another uid",
-        )
-    for field_ in ("runAsGroup", "fsGroup"):
-        if context.get(field_) == args.sidecar_gid:
-            raise ConfigError(
-                f"spec.securityContext.{field_}",
-                f"is the sidecar gid {args.sidecar_gid}; use another group for the workspace",
-            )
-    if args.sidecar_gid in (context.get("supplementalGroups") or ()):
-        raise ConfigError(
-            "spec.securityContext.supplementalGroups",
-            f"contains the sidecar gid {args.sidecar_gid}; remove it",
-        )
-    if (context.get("seccompProfile") or {}).get("type") == "Unconfined":
-        raise ConfigError(
-            "spec.securityContext.seccompProfile.type",
-            "is Unconfined; use RuntimeDefault (or a Localhost profile) or leave it unset",
-        )
-    if (context.get("windowsOptions") or {}).get("hostProcess"):
-        raise ConfigError(
-            "spec.securityContext.windowsOptions.hostProcess",
-            "is true; a host process runs in the node's network: remove it",
-        )
-    for index, volume in enumerate(spec.get("volumes") or ()):
-        where = f"spec.volumes[{index}] (volume {volume.get('name')!r})"
-        if volume.get("name") in _OUR_VOLUMES:
-            continue  # ours, from an earlier injection: compared in _merge_volumes
-        if volume.get("hostPath") is not None:
-            raise ConfigError(
-                f"{where}.hostPath",
-                "is set; a node path (e.g. the container runtime socket) lets the workspace "
-                "escape the pod and its egress control: use an emptyDir or a "
-                "PersistentVolumeClaim",
-            )
-        secret = _managed_secret_of(volume)
-        if secret is not None:
-            raise ConfigError(where, _managed_secret_problem("mounts", secret, args))
-    _refuse_pod_confinement(spec)
-
-
-MANAGED_SECRET_PREFIX: Final = "condukt-egress-"  # noqa: S105 - a name, not a password
-"""Every Secret condukt-egress declares is named with this prefix (see
-:mod:`condukt_egress.naming`); workloads may reference none of them but
-through the injected volumes: each holds a session CA's private key."""
-
-
-def _is_managed_secret(name: object) -> bool:
-    return isinstance(name, str) and name.startswith(MANAGED_SECRET_PREFIX)
-
-
-def _managed_secret_of(volume: Mapping[str, Any]) -> str | None:
-    """The condukt-egress Secret a volume (plain or projected) references, if any."""
-    name = (volume.get("secret") or {}).get("secretName")
-    if _is_managed_secret(name):
-        return str(name)
-    for source in (volume.get("projected") or {}).get("sources") or ():
-        name = (source.get("secret") or {}).get("name")
-        if _is_managed_secret(name):
-            return str(name)
-    return None
-
-
-def _managed_secret_problem(verb: str, secret: str, args: SandboxEgressArgs) -> str:
-    own = secret == args.names.secret
-    whose = "the session Secret" if own else "another session's condukt-egress Secret"
-    return (
-        f"{verb} {whose} {secret!r}, which holds {'the' if own else 'its'} CA key; only the "
-        f"volumes condukt-egress injects may reference Secrets named {MANAGED_SECRET_PREFIX}*: "
-        "remove it"
-    )
-
-
-SAFE_SYSCTLS: Final = frozenset(
-    {
-        "kernel.shm_rmid_forced",
-        "net.ipv4.ip_local_port_range",
-        "net.ipv4.ip_local_reserved_ports",
-        "net.ipv4.ip_unprivileged_port_start",
-        "net.ipv4.ping_group_range",
-        "net.ipv4.tcp_fin_timeout",
-        "net.ipv4.tcp_keepalive_intvl",
-        "net.ipv4.tcp_keepalive_probes",
-        "net.ipv4.tcp_keepalive_time",
-        "net.ipv4.tcp_syncookies",
-    }
-)
-"""Kubernetes' safe sysctls (namespaced, no effect on other pods or the redirect).
-Any other is refused: net.* sysctls act on the pod's network namespace, where
-the redirect and the sidecar live (route_localnet, forwarding, rp_filter...)."""
-
-_UNCONFINED_SELINUX: Final = frozenset({"spc_t", "unconfined_t"})
-
-
-def _refuse_confinement(context: Mapping[str, Any], where: str) -> None:
-    """Refuse AppArmor ``Unconfined`` and unconfined SELinux types, like ``privileged``."""
-    if (context.get("appArmorProfile") or {}).get("type") == "Unconfined":
-        raise ConfigError(
-            f"{where}.appArmorProfile.type",
-            "is Unconfined; a workspace without its AppArmor profile has fewer walls between "
-            "it and the redirect: use RuntimeDefault (or a Localhost profile) or leave it unset",
-        )
-    selinux_type = (context.get("seLinuxOptions") or {}).get("type")
-    if selinux_type in _UNCONFINED_SELINUX:
-        raise ConfigError(
-            f"{where}.seLinuxOptions.type",
-            f"is {selinux_type}, an unconfined SELinux domain (spc_t is the 'super privileged "
-            "container' type): remove it and let the runtime pick container_t",
-        )
-
-
-def _refuse_pod_confinement(spec: Mapping[str, Any]) -> None:
-    """Pod-level confinement: AppArmor, SELinux, sysctls."""
-    context = spec.get("securityContext") or {}
-    _refuse_confinement(context, "spec.securityContext")
-    for index, sysctl in enumerate(context.get("sysctls") or ()):
-        name = sysctl.get("name")
-        if name not in SAFE_SYSCTLS:
-            raise ConfigError(
-                f"spec.securityContext.sysctls[{index}] ({name!r})",
-                "is not one of Kubernetes' safe sysctls; unsafe ones can change the pod's "
-                "network stack under the redirect (and need a kubelet allowlist): remove it",
-            )
-
-
-def _refuse_host_ports(container: Mapping[str, Any], where: str) -> None:
-    for index, port in enumerate(container.get("ports") or ()):
-        if port.get("hostPort"):
-            raise ConfigError(
-                f"{where}.ports[{index}].hostPort",
-                f"is {port.get('hostPort')!r}; a host port opens the pod on the node's "
-                "network, past the NetworkPolicy's closed ingress: remove hostPort (use a "
-                "Service, or port-forward)",
-            )
-
-
-def _refuse_container(container: Mapping[str, Any], where: str, args: SandboxEgressArgs) -> None:
-    """Refuse a user container that could bypass the sidecar or read the CA key."""
-    context = container.get("securityContext") or {}
-    if context.get("privileged"):
-        raise ConfigError(
-            f"{where}.securityContext.privileged",
-            "is true; a privileged workspace can rewrite the redirect rules: remove it",
-        )
-    if context.get("allowPrivilegeEscalation") is True:
-        raise ConfigError(
-            f"{where}.securityContext.allowPrivilegeEscalation",
-            "is true; setuid binaries could become the sidecar uid: set it to false or remove it",
-        )
-    if context.get("runAsUser") == args.sidecar_uid:
-        raise ConfigError(
-            f"{where}.securityContext.runAsUser",
-            f"is the sidecar uid {args.sidecar_uid}, whose traffic skips the proxy; "
-            "run the workspace as another uid",
-        )
-    if context.get("runAsGroup") == args.sidecar_gid:
-        raise ConfigError(
-            f"{where}.securityContext.runAsGroup",
-            f"is the sidecar gid {args.sidecar_gid}; use another group",
-        )
-    if (context.get("seccompProfile") or {}).get("type") == "Unconfined":
-        raise ConfigError(
-            f"{where}.securityContext.seccompProfile.type",
-            "is Unconfined; use RuntimeDefault (or a Localhost profile) or leave it unset",
-        )
-    if (context.get("windowsOptions") or {}).get("hostProcess"):
-        raise ConfigError(
-            f"{where}.securityContext.windowsOptions.hostProcess",
-            "is true; a host process runs in the node's network: remove it",
-        )
-    _refuse_confinement(context, f"{where}.securityContext")
-    _refuse_host_ports(container, where)
-    for cap in (context.get("capabilities") or {}).get("add") or ():
-        normal = str(cap).upper().removeprefix("CAP_")
-        if normal in args.unsafe_allowed_capabilities:
-            continue
-        why = (
-            "it lets the workspace defeat the egress redirect or read the sidecar"
-            if normal in BYPASS_CAPABILITIES
-            else "workspace containers may add no capability at all"
-        )
-        raise ConfigError(
-            f"{where}.securityContext.capabilities.add",
-            f"adds {cap!r}: {why}. Remove it, or, accepting that risk, list it in "
-            "SandboxEgressArgs.unsafe_allowed_capabilities",
-        )
-    for path, port in _network_checks(container):
-        if port in (args.proxy_port, args.control_port, "proxy", "control"):
-            raise ConfigError(
-                f"{where}.{path}",
-                f"connects to port {port!r}, the egress sidecar's proxy or control port: the "
-                "sidecar takes every connection there for workspace traffic (or its only "
-                "control peer); probe a port of your own container or use an exec probe",
-            )
-    for index, env in enumerate(container.get("env") or ()):
-        ref = ((env.get("valueFrom") or {}).get("secretKeyRef") or {}).get("name")
-        if _is_managed_secret(ref):
-            raise ConfigError(
-                f"{where}.env[{index}] ({env.get('name')!r}).valueFrom.secretKeyRef",
-                _managed_secret_problem("reads", str(ref), args),
-            )
-    for index, source in enumerate(container.get("envFrom") or ()):
-        ref = (source.get("secretRef") or {}).get("name")
-        if _is_managed_secret(ref):
-            raise ConfigError(
-                f"{where}.envFrom[{index}].secretRef",
-                _managed_secret_problem("imports", str(ref), args),
-            )
-    for mount in container.get("volumeMounts") or ():
-        if mount.get("name") == CONFIG_VOLUME:
-            raise ConfigError(
-                f"{where}.volumeMounts",
-                f"mounts {CONFIG_VOLUME!r}, which holds the CA key; only the sidecar may",
-            )
-
-
-def _network_checks(container: Mapping[str, Any]) -> Iterable[tuple[str, object]]:
-    """Yield ``(field path, port)`` of every probe or hook kubelet opens a connection for."""
-    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
-        for kind in ("tcpSocket", "httpGet", "grpc"):
-            handler = (container.get(probe) or {}).get(kind)
-            if isinstance(handler, Mapping):
-                yield f"{probe}.{kind}.port", handler.get("port")
-    for hook in ("postStart", "preStop"):
-        for kind in ("tcpSocket", "httpGet"):
-            handler = ((container.get("lifecycle") or {}).get(hook) or {}).get(kind)
-            if isinstance(handler, Mapping):
-                yield f"lifecycle.{hook}.{kind}.port", handler.get("port")
-
-
 def _run_as_non_root(
     context: JSON, pod_context: Mapping[str, Any], where: str, args: SandboxEgressArgs
 ) -> None:
@@ -914,26 +647,10 @@ def _run_as_non_root(
     port-forward path (:func:`filter_rules`). A uid the spec sets is kept; with
     none, :data:`DEFAULT_WORKSPACE_UID` (an image's ``USER`` cannot be seen
     here, and ``runAsNonRoot`` alone refuses images whose user is a name).
+    Explicit root was refused before (``container.root``, ``pod.root``).
     """
     if args.allow_root_workspace:
         return
-    fix = (
-        "run the workspace as a non-root uid, or accept that risk with "
-        "allow_root_workspace (allowRootWorkspace)"
-    )
-    for level, ctx in ((where, context), ("spec", pod_context)):
-        if ctx.get("runAsUser") == 0:
-            raise ConfigError(
-                f"{level}.securityContext.runAsUser",
-                f"is 0 (root); a root workspace may connect to the sidecar's control port, "
-                f"which only the port-forward path (root) may reach: {fix}",
-            )
-        if ctx.get("runAsNonRoot") is False:
-            raise ConfigError(
-                f"{level}.securityContext.runAsNonRoot",
-                f"is false; workspaces run as non-root so that they cannot reach the "
-                f"sidecar's control port: remove it and {fix}",
-            )
     context["runAsNonRoot"] = True
     if context.get("runAsUser") is None and pod_context.get("runAsUser") is None:
         context["runAsUser"] = DEFAULT_WORKSPACE_UID
@@ -1028,7 +745,7 @@ def _user_containers(
         for index, raw in enumerate(spec.get(kind) or ()):
             container = dict(raw)
             name = container.get("name")
-            if name in _OURS:
+            if name in OUR_CONTAINERS:
                 expected_kind, expected = ours.get(name, ("", {}))
                 if kind != expected_kind or _without_ca_fingerprint(container) != expected:
                     raise ConfigError(
@@ -1038,7 +755,7 @@ def _user_containers(
                     )
                 continue  # ours, from an earlier injection: rebuilt by inject
             where = _where(kind, index, container)
-            _refuse_container(container, where, args)
+            podrules.refuse_container(container, spec, where, podrules.RuleContext(args))
             yield kind, where, container
 
 
@@ -1131,10 +848,10 @@ def check(pod_spec: Mapping[str, Any], args: SandboxEgressArgs) -> None:
     Raises:
         ConfigError: As :func:`inject`; the message names the field and the fix.
     """
-    _refuse_pod(pod_spec, args)
+    podrules.refuse_pod(pod_spec, podrules.RuleContext(args))
     for kind in ("initContainers", "containers"):
         for index, container in enumerate(pod_spec.get(kind) or ()):
-            if container.get("name") in _OURS:
+            if container.get("name") in OUR_CONTAINERS:
                 raise ConfigError(
                     f"spec.{kind}[{index}].name",
                     f"{container.get('name')!r} is a condukt-egress container; a patch may not "
@@ -1143,7 +860,7 @@ def check(pod_spec: Mapping[str, Any], args: SandboxEgressArgs) -> None:
     for _ in _user_containers(pod_spec, args, {}):
         pass
     for index, volume in enumerate(pod_spec.get("volumes") or ()):
-        if volume.get("name") in _OUR_VOLUMES:
+        if volume.get("name") in OUR_VOLUMES:
             raise ConfigError(
                 f"spec.volumes[{index}].name",
                 f"{volume.get('name')!r} is a condukt-egress volume; a patch may not change it: "
@@ -1193,25 +910,15 @@ def harden_patch(pod_spec: Mapping[str, Any], args: SandboxEgressArgs) -> JSON:
     return spec
 
 
-APPARMOR_ANNOTATION_PREFIX: Final = "container.apparmor.security.beta.kubernetes.io/"
-"""The pre-1.30 way to choose a container's AppArmor profile (still honoured)."""
-
-
 def check_pod_metadata(metadata: Mapping[str, Any], args: SandboxEgressArgs) -> None:
-    """Refuse pod (template) metadata that unconfines a container or moves the pod's session.
+    """Refuse pod (template) metadata that breaks a pod rule or moves the pod's session.
 
     Raises:
-        ConfigError: An AppArmor ``unconfined`` annotation
-            (``metadata.annotations[...]``), or the session label with another
-            session's value (``metadata.labels[...]``).
+        ConfigError: A metadata rule of :mod:`~condukt_egress.podrules` (an
+            AppArmor ``unconfined`` or a Multus annotation), or the session
+            label with another session's value (``metadata.labels[...]``).
     """
-    for key, value in (metadata.get("annotations") or {}).items():
-        if str(key).startswith(APPARMOR_ANNOTATION_PREFIX) and value == "unconfined":
-            raise ConfigError(
-                f"metadata.annotations[{key!r}]",
-                "is 'unconfined'; a workspace without its AppArmor profile has fewer walls "
-                "between it and the redirect: use 'runtime/default' or remove the annotation",
-            )
+    podrules.refuse_metadata(metadata, podrules.RuleContext(args))
     labels = metadata.get("labels") or {}
     key, value = args.names.label_key, args.names.label_value
     if labels.get(key, value) != value:
@@ -1247,7 +954,7 @@ def inject(pod_spec: Mapping[str, Any], args: SandboxEgressArgs) -> JSON:
             name or path condukt-egress uses. The message names the field.
     """
     spec: JSON = copy.deepcopy(dict(pod_spec))
-    _refuse_pod(spec, args)
+    podrules.refuse_pod(spec, podrules.RuleContext(args))
     fingerprint = _ca_fingerprint_env(spec)
     ours_init = [netfilter_container(args), filter_container(args)]
     ours_main: list[JSON] = []

@@ -41,12 +41,19 @@ from condukt_egress.errors import ConfigError
 
 __all__ = [
     "ANNOTATION_SESSION_ID",
+    "CONFIG_VOLUME",
+    "FILTER_CONTAINER",
+    "FILTER_VOLUME",
     "HASH_CHARS",
     "LABEL_MANAGED_BY",
     "LABEL_SESSION",
+    "MANAGED_PREFIX",
     "MAX_SESSION_ID_LENGTH",
     "NETFILTER_CONTAINER",
+    "OUR_CONTAINERS",
+    "OUR_VOLUMES",
     "SIDECAR_CONTAINER",
+    "TRUST_VOLUME",
     "SessionNames",
     "session_names",
     "validate_session_id",
@@ -61,10 +68,28 @@ ANNOTATION_SESSION_ID: Final = "egress.condukt.dev/session-id"
 LABEL_MANAGED_BY: Final = "app.kubernetes.io/managed-by"
 MANAGED_BY: Final = "condukt-egress"
 
+MANAGED_PREFIX: Final = "condukt-egress-"
+"""Prefix of every name condukt-egress gives: Secrets, NetworkPolicies, Pods,
+our containers and volumes. Workloads may reference no Secret named with it
+but through the injected volumes: each holds a session CA's private key."""
+
 NETFILTER_CONTAINER: Final = "condukt-egress-init"
 """The init container that installs the redirect."""
+FILTER_CONTAINER: Final = "condukt-egress-filter"
+"""The init container that installs the in-pod filter rules."""
 SIDECAR_CONTAINER: Final = "condukt-egress"
 """The proxy container; the ``events`` command finds a session pod's sidecar by it."""
+OUR_CONTAINERS: Final = (NETFILTER_CONTAINER, FILTER_CONTAINER, SIDECAR_CONTAINER)
+"""Every container condukt-egress injects, in start order."""
+
+CONFIG_VOLUME: Final = "condukt-egress-config"
+"""Sidecar-only volume: policy, CA certificate and CA key."""
+TRUST_VOLUME: Final = "condukt-egress-trust"
+"""Workspace volume: the CA certificate and the trust bundle, never the key."""
+FILTER_VOLUME: Final = "condukt-egress-filter"
+"""Filter-only volume: the filter rules file, nothing else of the Secret."""
+OUR_VOLUMES: Final = (CONFIG_VOLUME, TRUST_VOLUME, FILTER_VOLUME)
+"""Every volume condukt-egress injects."""
 
 MAX_SESSION_ID_LENGTH: Final = 1024
 """Ids longer than this are refused: no platform needs more, and it bounds annotations."""
@@ -75,7 +100,6 @@ first format) were collided in minutes on two cores; 128 bits and more put a
 collision out of reach (about 2**65 hashes for even odds)."""
 _PREFIX_CHARS: Final = 20
 """Readable prefix: ``condukt-egress-`` (15) + 20 + ``-`` + 26 = 62 <= 63."""
-_NAME_PREFIX: Final = "condukt-egress-"
 _DNS_LABEL: Final = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
 
@@ -176,7 +200,7 @@ def session_names(session_id: str) -> SessionNames:
     hash_part = base64.b32encode(digest).decode("ascii").lower()[:HASH_CHARS]
     prefix = _readable_prefix(session_id)
     base = f"{prefix}-{hash_part}" if prefix else hash_part
-    name = f"{_NAME_PREFIX}{base}"
+    name = f"{MANAGED_PREFIX}{base}"
     names = SessionNames(
         session_id=session_id,
         base=base,

@@ -377,14 +377,14 @@ def test_config_digest_follows_the_policy() -> None:
         ),
         (
             lambda s: s["volumes"].append({"name": "k", "secret": {"secretName": SECRET_NAME}}),
-            "spec.volumes[1] (volume 'k')",
+            "spec.volumes[1] (volume 'k').secret",
             "holds the CA key",
         ),
         (
             lambda s: s["volumes"].append(
                 {"name": "k", "projected": {"sources": [{"secret": {"name": SECRET_NAME}}]}}
             ),
-            "spec.volumes[1] (volume 'k')",
+            "spec.volumes[1] (volume 'k').projected.sources[0]",
             "holds the CA key",
         ),
         (
@@ -544,10 +544,10 @@ WS = "spec.containers[0] (container 'workspace')"
     ("mutate", "field"),
     [
         (lambda s: s["volumes"].append({"name": "k", "secret": {"secretName": OTHER_SECRET}}),
-         "spec.volumes[1] (volume 'k')"),
+         "spec.volumes[1] (volume 'k').secret"),
         (lambda s: s["volumes"].append(
             {"name": "k", "projected": {"sources": [{"secret": {"name": OTHER_SECRET}}]}}),
-         "spec.volumes[1] (volume 'k')"),
+         "spec.volumes[1] (volume 'k').projected.sources[0]"),
         (lambda s: s["containers"][0]["env"].append(
             {"name": "K", "valueFrom": {"secretKeyRef": {"name": OTHER_SECRET, "key": "k"}}}),
          f"{WS}.env[1] ('K').valueFrom.secretKeyRef"),
@@ -661,7 +661,7 @@ def test_a_root_container_in_a_patch_is_refused_or_hardened_when_root_is_allowed
 def test_harden_patch_refuses_init_containers() -> None:
     with pytest.raises(ConfigError) as info:
         manifests.harden_patch(
-            {"initContainers": [{"name": "setup", "securityContext": {"runAsUser": 0}}]},
+            {"initContainers": [{"name": "setup", "securityContext": {"runAsUser": 1000}}]},
             session(),
         )
     assert info.value.field == "spec.initContainers"

@@ -64,6 +64,7 @@ FULL_CONFIG = {
     ],
     "clientCompat": "false",
     "allowRootWorkspace": "true",
+    "unsafeSecondaryNetworks": "true",
     "unsafeUnproxiedEgress": "true",  # port 53 above: accepted only with the acknowledgement
 }
 REPEATED = {"clusterCidrs", "dnsPodLabels", "unproxiedEgress"}

@@ -369,7 +369,7 @@ def test_any_patch_is_refused_or_ends_hardened(containers: list[dict[str, Any]])
     ("kind", "props", "field"),
     [
         ("Deployment", {"spec": {"template": {"spec": {"initContainers": [
-            {"name": "setup", "image": "x", "securityContext": {"runAsUser": 0}}]}}}},
+            {"name": "setup", "image": "x", "securityContext": {"runAsUser": 1000}}]}}}},
          "DeploymentPatch 'agent' spec.template.spec.initContainers"),
         ("Pod", {"metadata": {"annotations": {
             "container.apparmor.security.beta.kubernetes.io/ws": "unconfined"}}},
