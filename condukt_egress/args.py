@@ -33,6 +33,7 @@ from typing import Any, Final, Literal, get_args
 from condukt_egress import contract
 from condukt_egress._quantity import parse_quantity
 from condukt_egress._text import shown
+from condukt_egress.dns import DNS_FILTER_MODES, DNS_IMAGE, DnsFilter, check_decide_hosts
 from condukt_egress.errors import ConfigError, PolicyError
 from condukt_egress.naming import SessionNames, session_names, validate_session_id
 from condukt_egress.options import option
@@ -332,6 +333,38 @@ class SessionOptions:
             parse=parse_label,
         ),
     )
+    dns_filter: DnsFilter = field(
+        default="policy",
+        metadata=option(
+            "The session's filtering resolver: policy (names the policy could allow resolve, "
+            "the rest get NXDOMAIN and never leave the pod), strict (names reaching decide "
+            "resolve only if listed in dnsDecideHosts) or off (no resolver: DNS tunnelling "
+            "through the cluster resolver stays open).",
+            example="policy",
+            choices=DNS_FILTER_MODES,
+        ),
+    )
+    dns_image: str = field(
+        default=DNS_IMAGE,
+        metadata=option(
+            "The CoreDNS image of the filtering resolver (a mirror of the default; pin digests).",
+            example="<image>",
+            metavar="IMG",
+            doc_default=f"CoreDNS {DNS_IMAGE.split(':')[1].split('@')[0]}, pinned by digest",
+        ),
+    )
+    dns_decide_hosts: Sequence[str] = field(
+        default=(),
+        metadata=option(
+            "With dnsFilter strict: host patterns that resolve although they reach the "
+            "policy's decide rule (same globs as the policy).",
+            example="[pypi.org]",
+            what="a list of host patterns",
+            flag="--dns-decide-host",
+            metavar="PATTERN",
+            parse=str,
+        ),
+    )
     unproxied_egress: Sequence[UnproxiedEgress | Mapping[str, Any]] = field(
         default=(),
         metadata=option(
@@ -413,6 +446,13 @@ class SandboxEgressArgs(SessionOptions):
         node_local_dns: IPv4 address of NodeLocal DNSCache, if the cluster uses it.
         dns_namespace: Namespace of the cluster DNS pods.
         dns_pod_labels: Labels selecting the cluster DNS pods.
+        dns_filter: ``policy`` (default): a filtering resolver in the pod
+            resolves only names the policy could allow (see
+            :mod:`condukt_egress.dns`); ``strict``: names reaching ``decide``
+            only if listed in ``dns_decide_hosts``; ``off``: no resolver.
+        dns_image: The resolver's CoreDNS image (default pinned by digest).
+        dns_decide_hosts: Strict mode's list of host patterns that resolve
+            although they reach ``decide``.
         unproxied_egress: Explicit destinations reachable without the proxy.
         unsafe_secondary_networks: Accept Multus annotations and
             ``spec.resourceClaims`` on workloads: secondary interfaces escape
@@ -489,6 +529,16 @@ class SandboxEgressArgs(SessionOptions):
                 raise ConfigError(name, f"must be true or false, got {shown(getattr(self, name))}")
         _choice("trust_bundle", self.trust_bundle, get_args(TrustBundle))
         _choice("ca_key_algorithm", self.ca_key_algorithm, get_args(CaKeyAlgorithm))
+        _choice("dns_filter", self.dns_filter, DNS_FILTER_MODES)
+        decide_hosts = check_decide_hosts(_seq("dns_decide_hosts", self.dns_decide_hosts))
+        if decide_hosts and self.dns_filter != "strict":
+            raise ConfigError(
+                "dns_decide_hosts",
+                f"is set but dns_filter is {self.dns_filter!r}; the list applies only in strict "
+                "mode: set dns_filter to 'strict' (dnsFilter) or remove dns_decide_hosts",
+            )
+        set_(self, "dns_decide_hosts", decide_hosts)
+        set_(self, "dns_image", validate_image("dns_image", self.dns_image, DNS_IMAGE))
         set_(self, "proxy_port", _port("proxy_port", self.proxy_port))
         set_(self, "control_port", _port("control_port", self.control_port))
         if self.proxy_port == self.control_port:

@@ -57,6 +57,7 @@ from dataclasses import dataclass
 from typing import Any, Final, Literal, TypeAlias, get_args
 
 from condukt_egress.errors import ConfigError, PolicyError
+from condukt_egress.naming import DNS_CONTAINER, DNS_VOLUME
 from condukt_egress.policy import EgressPolicy, Rule, allow
 
 __all__ = [
@@ -69,6 +70,7 @@ __all__ = [
     "DNS_UID",
     "DNS_VOLUME",
     "DnsFilter",
+    "check_decide_hosts",
     "corefile",
     "forward_expression",
     "redirect_rules",
@@ -87,12 +89,6 @@ DNS_IMAGE: Final = (
 )
 """CoreDNS as kubeadm deploys it for Kubernetes 1.37 (usually cached on the node),
 pinned by its multi-arch index digest (the same on Docker Hub's ``coredns/coredns:1.14.6``)."""
-
-DNS_CONTAINER: Final = "condukt-egress-dns"
-"""The resolver container's name."""
-
-DNS_VOLUME: Final = "condukt-egress-dns"
-"""Resolver-only volume: the ``Corefile``, nothing else of the session Secret."""
 
 COREFILE: Final = "Corefile"
 """Secret key and file name of the resolver's config."""
@@ -241,8 +237,13 @@ def _check_mode(mode: object) -> DnsFilter:
     return mode  # type: ignore[return-value]
 
 
-def _check_decide_hosts(decide_hosts: Sequence[str]) -> tuple[str, ...]:
-    """Validate the strict-mode patterns with the policy's own rules and messages."""
+def check_decide_hosts(decide_hosts: Sequence[str]) -> tuple[str, ...]:
+    """Strict mode's patterns, validated by the policy's own rules and lower-cased.
+
+    Raises:
+        ConfigError: ``dns_decide_hosts[i]`` is not a valid host pattern; the
+            message is the policy's (what is wrong, and the fix).
+    """
     if not decide_hosts:
         return ()
     try:
@@ -269,7 +270,7 @@ def forward_expression(
         only ``^ $ (?: | ) [...] +`` and literal host characters.
     """
     mode = _check_mode(mode)
-    hosts = _check_decide_hosts(decide_hosts)
+    hosts = check_decide_hosts(decide_hosts)
     decision = _decision(policy, mode, hosts)
     if decision is False:
         return "false"
@@ -278,7 +279,13 @@ def forward_expression(
 
 
 def corefile(
-    policy: EgressPolicy, *, mode: DnsFilter = "policy", decide_hosts: Sequence[str] = ()
+    policy: EgressPolicy,
+    *,
+    mode: DnsFilter = "policy",
+    decide_hosts: Sequence[str] = (),
+    port: int = DNS_PORT,
+    ready_port: int = DNS_READY_PORT,
+    upstream: str = "/etc/resolv.conf",
 ) -> str:
     """The resolver's ``Corefile``: forward what the policy could allow, NXDOMAIN the rest.
 
@@ -293,13 +300,17 @@ def corefile(
         policy: The session's egress policy.
         mode: ``policy`` or ``strict``; ``off`` has no resolver, so no Corefile.
         decide_hosts: See :func:`forward_expression`.
+        port: The loopback port to serve on.
+        ready_port: The port of the ``ready`` endpoint (all addresses).
+        upstream: Where allowed names go: the pod's resolver (from
+            ``/etc/resolv.conf``) or ``HOST:PORT``.
 
     Raises:
         ConfigError: ``mode`` is not ``policy`` or ``strict``, or a
             ``decide_hosts`` entry is not a valid host pattern.
     """
     expression = forward_expression(policy, mode=mode, decide_hosts=decide_hosts)
-    server = f".:{DNS_PORT}"
+    server = f".:{port}"
     blocks: list[str] = []
     if expression != "false":
         blocks.append(
@@ -312,13 +323,13 @@ def corefile(
             "    template IN AAAA {\n"
             "        rcode NOERROR\n"
             "    }\n"
-            "    forward . /etc/resolv.conf\n"
+            f"    forward . {upstream}\n"
             "}\n"
         )
     blocks.append(
         f"{server} {{\n"
         "    bind 127.0.0.1\n"
-        f"    ready :{DNS_READY_PORT}\n"
+        f"    ready :{ready_port}\n"
         "    template ANY ANY {\n"
         "        rcode NXDOMAIN\n"
         '        ederror 15 "not allowed by the egress policy"\n'

@@ -24,13 +24,14 @@ from collections.abc import Iterable, Mapping
 from decimal import Decimal
 from typing import Any, Final
 
-from condukt_egress import compat, contract, podrules
+from condukt_egress import compat, contract, dns, podrules
 from condukt_egress._quantity import format_quantity, parse_quantity
 from condukt_egress.args import SandboxEgressArgs, validate_image
 from condukt_egress.errors import ConfigError
 from condukt_egress.naming import (
     ANNOTATION_SESSION_ID,
     CONFIG_VOLUME,
+    DNS_VOLUME,
     FILTER_CONTAINER,
     FILTER_VOLUME,
     LABEL_MANAGED_BY,
@@ -175,8 +176,9 @@ def object_metadata(args: SandboxEgressArgs, name: str) -> JSON:
 def config_digest(args: SandboxEgressArgs) -> str:
     """Digest of everything the sidecar reads once at start, CA material aside.
 
-    It changes with the policy, the trust bundle choice and the CA profile (a
-    new profile makes pulumi-tls mint a new CA), so the pod template changes.
+    It changes with the policy, the trust bundle choice, the CA profile (a
+    new profile makes pulumi-tls mint a new CA) and the DNS filter options
+    (the resolver reads its Corefile once too), so the pod template changes.
     """
     material = json.dumps(
         {
@@ -185,6 +187,7 @@ def config_digest(args: SandboxEgressArgs) -> str:
             "client_compat": args.client_compat,
             "ca": [args.ca_key_algorithm, args.ca_validity_hours],
             "session": args.session_id,
+            "dns": [args.dns_filter, list(args.dns_decide_hosts)],
         },
         sort_keys=True,
         separators=(",", ":"),
@@ -328,6 +331,10 @@ def secret_data(args: SandboxEgressArgs, ca_cert_pem: str, ca_key_pem: str) -> d
         FILTER_RULES6_FILE: filter_rules_ipv6(args),
         **_compat_files(args),
     }
+    if args.dns_filter != "off":
+        data[dns.COREFILE] = dns.corefile(
+            args.egress_policy, mode=args.dns_filter, decide_hosts=args.dns_decide_hosts
+        )
     if workspace_trust_files(args)[contract.BUNDLE_FILE] == contract.BUNDLE_FILE:
         data[contract.BUNDLE_FILE] = bundle_pem(args, ca_cert_pem)
     return data
@@ -489,7 +496,9 @@ def filter_rules(args: SandboxEgressArgs) -> str:
        once, so an allowed ``http://`` request fails instead of hanging
        until the dial times out (the NetworkPolicy drops it silently).
 
-    Rejections answer with a TCP reset: the client fails at once.
+    Rejections answer with a TCP reset: the client fails at once. With the
+    DNS filter on, the file starts with the ``nat`` redirect of every DNS
+    query but the resolver's to it (:func:`condukt_egress.dns.redirect_rules`).
     """
     reject = "-j REJECT --reject-with tcp-reset"
     rules = [
@@ -505,7 +514,8 @@ def filter_rules(args: SandboxEgressArgs) -> str:
             f"-A OUTPUT -p tcp --dport 80 -m owner --uid-owner {args.sidecar_uid} {reject}"
         )
     rules.append("COMMIT")
-    return "\n".join(rules) + "\n"
+    redirect = dns.redirect_rules() if args.dns_filter != "off" else ""
+    return redirect + "\n".join(rules) + "\n"
 
 
 def filter_rules_ipv6(args: SandboxEgressArgs) -> str:
@@ -514,14 +524,16 @@ def filter_rules_ipv6(args: SandboxEgressArgs) -> str:
     The sidecar listens on IPv4 only, so a workspace could bind ``[::1]:<control
     port>`` and be the "sidecar" for a runtime that dials ``localhost`` as IPv6
     first (CRI-O resolves it serially); refused, the runtime goes on to
-    127.0.0.1.
+    127.0.0.1. With the DNS filter on, IPv6 DNS from anyone but the resolver
+    is refused too (:func:`condukt_egress.dns.redirect_rules_ipv6`).
     """
-    return (
+    ours = (
         "*filter\n"
         f"-A OUTPUT -o lo -p tcp -m multiport --dports {args.proxy_port},{args.control_port} "
         "-j REJECT --reject-with tcp-reset\n"
         "COMMIT\n"
     )
+    return ours + (dns.redirect_rules_ipv6() if args.dns_filter != "off" else "")
 
 
 def filter_container(args: SandboxEgressArgs) -> JSON:
@@ -605,6 +617,21 @@ def _volumes(args: SandboxEgressArgs) -> list[JSON]:
                 "items": [{"key": k, "path": k} for k in (FILTER_RULES_FILE, FILTER_RULES6_FILE)],
             },
         },
+        *(
+            [
+                {
+                    # Only the resolver mounts this volume: its Corefile.
+                    "name": DNS_VOLUME,
+                    "secret": {
+                        "secretName": secret,
+                        "defaultMode": 0o444,
+                        "items": [{"key": dns.COREFILE, "path": dns.COREFILE}],
+                    },
+                }
+            ]
+            if args.dns_filter != "off"
+            else []
+        ),
         {
             # What the workspace may see: the certificate and the bundle, no key.
             "name": TRUST_VOLUME,
@@ -959,6 +986,9 @@ def inject(pod_spec: Mapping[str, Any], args: SandboxEgressArgs) -> JSON:
     ours_init = [netfilter_container(args), filter_container(args)]
     ours_main: list[JSON] = []
     (ours_init if args.native_sidecar else ours_main).append(sidecar_container(args))
+    if args.dns_filter != "off":
+        resolver = dns.resolver_container(args.dns_image, native=args.native_sidecar)
+        (ours_init if args.native_sidecar else ours_main).append(resolver)
     ours = {c["name"]: ("initContainers", c) for c in ours_init}
     ours.update({c["name"]: ("containers", c) for c in ours_main})
 

@@ -49,6 +49,7 @@ __all__ = [
     "CaKeyAlgorithm",
     "DecideRule",
     "DefaultAction",
+    "DnsFilter",
     "EgressPolicy",
     "EgressProvider",
     "PolicyRule",
@@ -104,6 +105,17 @@ class CaKeyAlgorithm(enum.StrEnum):
     """RSA, 3072 bits."""
     Rsa4096 = "rsa-4096"
     """RSA, 4096 bits."""
+
+
+class DnsFilter(enum.StrEnum):
+    """The session's filtering resolver."""
+
+    Policy = "policy"
+    """Names the policy could allow resolve; the rest get NXDOMAIN (the default)."""
+    Strict = "strict"
+    """Names reaching decide resolve only if listed in dnsDecideHosts."""
+    Off = "off"
+    """No resolver: DNS tunnelling through the cluster resolver stays open."""
 
 
 class Protocol(enum.StrEnum):
@@ -171,7 +183,7 @@ class UnproxiedEgress(TypedDict):
     """TCP unless set."""
 
 
-_WIRE_ENUMS: Final = (TrustBundle, CaKeyAlgorithm, Protocol, DefaultAction)
+_WIRE_ENUMS: Final = (TrustBundle, CaKeyAlgorithm, DnsFilter, Protocol, DefaultAction)
 """The enums other languages send where the Python API takes a ``Literal``."""
 
 _WIRE_OBJECTS: Final[Mapping[Any, type]] = {
@@ -563,6 +575,7 @@ class SandboxWorkload(pulumi.ComponentResource):
 for _documented in (
     TrustBundle,
     CaKeyAlgorithm,
+    DnsFilter,
     Protocol,
     DefaultAction,
     DecideRule,

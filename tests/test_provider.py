@@ -292,6 +292,7 @@ def test_outputs_and_types_the_other_languages_see() -> None:
         "CaKeyAlgorithm",
         "DecideRule",
         "DefaultAction",
+        "DnsFilter",
         "EgressPolicy",
         "PolicyRule",
         "Protocol",
