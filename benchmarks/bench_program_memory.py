@@ -11,7 +11,7 @@ gRPC, so its cost is the service's import of the SDKs plus what one run of
 interpreters (peak RSS, ``ru_maxrss`` of each child): the program runs under
 the SDK's mocks (tests/pulumi_harness.py), which do the same registrations and
 serialisation as a real run minus the gRPC round trips. The CLI and the
-plugins cannot run here; their share is an estimate the README labels as such.
+plugins cannot run here; their share is an estimate docs/benchmarks.md labels as such.
 """
 
 from __future__ import annotations

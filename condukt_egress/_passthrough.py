@@ -99,7 +99,7 @@ POD_FREE_KINDS: Final = frozenset(
     }
 )
 """Built-in Kubernetes kinds that neither create pods nor change them (a
-NetworkPolicy is no exception to that, but see the README: policies add up)."""
+NetworkPolicy is no exception to that, but see docs/security.md: policies add up)."""
 
 _BUILTIN_API: Final = re.compile(
     r"^(core|[a-z0-9]+|[a-z0-9.]+\.k8s\.io|[a-z0-9.]+\.kubernetes\.io)/v[0-9a-z]+$"

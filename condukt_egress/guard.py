@@ -28,12 +28,14 @@ Example:
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal, get_args
 
-from condukt_egress import contract, manifests
+from condukt_egress import contract, manifests, podrules
+from condukt_egress._cel import has_path as _has_path
+from condukt_egress._cel import is_ as _is
+from condukt_egress._cel import lit as _lit
 from condukt_egress.args import SandboxEgressArgs, validate_image
 from condukt_egress.dns import DNS_IMAGE, DNS_UID
 from condukt_egress.errors import ConfigError
@@ -42,6 +44,8 @@ from condukt_egress.naming import (
     LABEL_MANAGED_BY,
     LABEL_SESSION,
     MANAGED_BY,
+    OUR_CONTAINERS,
+    OUR_VOLUMES,
     session_names,
 )
 from condukt_egress.options import option
@@ -109,6 +113,9 @@ class SandboxGuardArgs:
         control_port: The sessions' ``control_port``.
         sidecar_uid: The sessions' ``sidecar_uid``: only the sidecar may run as it.
         unsafe_allowed_capabilities: The sessions' ``unsafe_allowed_capabilities``.
+        allow_root_workspace: The sessions' ``allow_root_workspace``: admit
+            workspace containers that run as root or name no uid.
+        unsafe_secondary_networks: The sessions' ``unsafe_secondary_networks``.
         mode: ``deny`` (default) refuses; ``warn`` lets requests through with a
             warning and an audit annotation, to try the guard on a live namespace.
     """
@@ -201,6 +208,22 @@ class SandboxGuardArgs:
             parse=str,
         ),
     )
+    allow_root_workspace: bool = field(
+        default=False,
+        metadata=option(
+            "The sessions' allow_root_workspace: admit workspace containers that run as root "
+            "or name no uid (risky, as for the sessions).",
+            example="false",
+        ),
+    )
+    unsafe_secondary_networks: bool = field(
+        default=False,
+        metadata=option(
+            "The sessions' unsafe_secondary_networks: admit Multus annotations and "
+            "spec.resourceClaims on session pods (unsafe).",
+            example="false",
+        ),
+    )
     mode: GuardMode = field(
         default="deny",
         metadata=option(
@@ -218,6 +241,8 @@ class SandboxGuardArgs:
             "ephemeral_containers",
             "network_policies",
             "only_session_pods",
+            "allow_root_workspace",
+            "unsafe_secondary_networks",
         ):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(name, f"must be true or false, got {getattr(self, name)!r}")
@@ -279,6 +304,8 @@ class SandboxGuardArgs:
             control_port=self.control_port,
             sidecar_uid=self.sidecar_uid,
             unsafe_allowed_capabilities=self.unsafe_allowed_capabilities,
+            allow_root_workspace=self.allow_root_workspace,
+            unsafe_secondary_networks=self.unsafe_secondary_networks,
         )
 
 
@@ -325,33 +352,6 @@ def _policy_names(value: object) -> tuple[str, ...]:
 
 
 # --- CEL -------------------------------------------------------------------------
-
-
-def _lit(value: object) -> str:
-    """``value`` as a CEL literal (strings, ints, bools and lists of them)."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, str):
-        if not value.isascii() or not value.isprintable():
-            raise AssertionError(f"not a safe CEL string literal: {value!r}")
-        return json.dumps(value)  # printable ASCII: JSON and CEL escapes agree
-    if isinstance(value, list | tuple):
-        return "[" + ", ".join(_lit(v) for v in value) + "]"
-    raise AssertionError(f"no CEL literal for {value!r}")
-
-
-def _has_path(root: str, path: str) -> str:
-    """``has(a.b) && has(a.b.c) ...`` for ``root.path``: true iff every step is set."""
-    steps = path.split(".")
-    return " && ".join(f"has({root}.{'.'.join(steps[: i + 1])})" for i in range(len(steps)))
-
-
-def _is(root: str, path: str, value: object = True) -> str:
-    """CEL: ``root.path`` is set and is ``value`` (unset fields are never an error)."""
-    test = f"{root}.{path}" if value is True else f"{root}.{path} == {_lit(value)}"
-    return f"({_has_path(root, path)} && {test})"
 
 
 def _label(obj: str, key: str) -> str:
@@ -526,6 +526,7 @@ def _container_matches(
         exec_ = (template.get(probe) or {}).get("exec")
         allowed = f"{c}.{probe}.exec.command == {_lit(exec_['command'])}" if exec_ else "false"
         parts.append(f"(!has({c}.{probe}) || !has({c}.{probe}.exec) || {allowed})")
+    parts.append(_security_matches(c, template.get("securityContext") or {}))
     lifecycle = template.get("lifecycle")
     if lifecycle:  # pragma: no cover - the builders declare no hook today
         raise AssertionError("the guard does not yet express lifecycle hooks of our containers")
@@ -535,24 +536,73 @@ def _container_matches(
     return " && ".join(f"({p})" for p in parts)
 
 
-def _caps_ok(c: str, allowed: Sequence[str]) -> str:
-    """CEL: ``c`` drops ALL and adds nothing outside ``allowed``."""
-    caps = f"{c}.securityContext.capabilities"
-    drop = f"{_has_path(c, 'securityContext.capabilities.drop')} && 'ALL' in {caps}.drop"
-    add = f"!has({caps}.add) || {caps}.add.all(a, a in {_lit(list(allowed))})"
-    return f"({drop}) && ({add})"
+_LABEL_UNCHANGED: Final = (
+    "variables.labelled == variables.oldLabelled && variables.label == variables.oldLabel"
+)
+_LABEL_MESSAGE: Final = (
+    f"session-pods: the label {LABEL_SESSION} of a pod cannot be added, changed or removed "
+    "after creation (by an update or a status update), which would move a running pod into "
+    "or out of a session's NetworkPolicy; delete the pod and create it with its final labels"
+)
+_SCOPES: Final[Mapping[str, tuple[str, str]]] = {
+    # scope: (the list a rule's CEL runs over, its loop variable); pod and metadata: no loop
+    "container": ("variables.userContainers", "c"),
+    "volume": ("variables.userVolumes", "v"),
+}
 
 
-def _capability_spellings(caps: Iterable[str]) -> list[str]:
-    return sorted({s for cap in caps for s in (cap, f"CAP_{cap}")})
+def _rule_validation(rule: podrules.PodRule, cel: str, judged: str) -> JSON:
+    """One validation of ``session-pods`` for one pod rule, its message naming the culprit."""
+    message = f"session-pods: {rule.message}"
+    if rule.scope not in _SCOPES:
+        return _validation(f"{judged}({cel})", message)
+    items, var = _SCOPES[rule.scope]
+    culprit = f"{items}.filter({var}, !({cel})).map({var}, {var}.name)"
+    return _validation(
+        f"{judged}{items}.all({var}, {cel})",
+        message,
+        _message(
+            f"session-pods: {rule.scope} ",
+            _Cel(f"size({culprit}) > 0 ? {culprit}[0] : ''"),
+            f": {rule.message}",
+        ),
+    )
 
 
-def _session_pods_policy(args: SandboxGuardArgs) -> JSON:
-    ours = _ours(args)
+_LOOSENING_CONTEXT: Final = ("appArmorProfile", "seLinuxOptions", "windowsOptions", "procMount")
+"""securityContext fields our containers never set; present, they could only loosen them."""
+
+
+def _leaves(value: Mapping[str, Any], prefix: str = "") -> Iterable[tuple[str, object]]:
+    for key, item in value.items():
+        if isinstance(item, Mapping):
+            yield from _leaves(item, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", item
+
+
+def _security_matches(c: str, template: Mapping[str, Any]) -> str:
+    """CEL: ``c``'s securityContext sets every field ``template`` sets, to the same value.
+
+    Lists (capabilities) must be equal; an ``add`` the template lacks must stay
+    absent; fields our containers never set (AppArmor, SELinux, Windows, procMount)
+    must stay absent.
+    """
+    parts = [
+        f"({_has_path(c, 'securityContext.' + p)} && {c}.securityContext.{p} == {_lit(v)})"
+        for p, v in _leaves(template)
+    ]
+    if "add" not in (template.get("capabilities") or {}):
+        add = f"{c}.securityContext.capabilities.add"
+        parts.append(f"!({_has_path(c, 'securityContext.capabilities.add')} && size({add}) > 0)")
+    parts += [f"!({_has_path(c, 'securityContext.' + f)})" for f in _LOOSENING_CONTEXT]
+    return " && ".join(parts)
+
+
+def _session_pod_variables(ours: _Ours) -> list[JSON]:
+    """The variables of ``session-pods``: the label, what is judged, ours and the user's parts."""
     sidecar = manifests.SIDECAR_CONTAINER
-    root_names = [c["name"] for c in ours.root_init]
     prefix, suffix = _name_affixes("secret")
-    uid = args.sidecar_uid
     label_lit = _lit(LABEL_SESSION)
     variables = [
         {"name": "labelled", "expression": _label("object", LABEL_SESSION)},
@@ -596,16 +646,6 @@ def _session_pods_policy(args: SandboxGuardArgs) -> JSON:
             "expression": f"variables.containers.filter(c, c.name == {_lit(sidecar)})",
         },
     ]
-    key_volumes = _lit(list(ours.key_volumes))
-
-    def any_secret(root: str, path: str) -> str:
-        """CEL: ``root.path`` names a session's Secret (this session's or another's)."""
-        test = (
-            f"{root}.{path}.startsWith({_lit(prefix)})"
-            if prefix
-            else (f"{root}.{path} == variables.secretName")
-        )
-        return f"({_has_path(root, path)} && {test})"
 
     allowed_volume = " || ".join(
         f"(v.name == {_lit(name)} && v.secret.secretName == variables.secretName "
@@ -613,7 +653,7 @@ def _session_pods_policy(args: SandboxGuardArgs) -> JSON:
         for name, keys in ours.secret_volumes.items()
     )
     our_volumes = _lit(list(ours.secret_volumes))
-    variables.append(
+    variables += [
         {
             # Our volumes (by name) that are not this session's Secret with the
             # keys the injection gives them.
@@ -621,64 +661,36 @@ def _session_pods_policy(args: SandboxGuardArgs) -> JSON:
             "expression": "has(object.spec.volumes) ? object.spec.volumes.filter(v, "
             f"v.name in {our_volumes} && !(has(v.secret) && ({allowed_volume})))"
             ".map(v, v.name) : []",
-        }
-    )
-    variables.append(
+        },
         {
-            # Volumes on a session's Secret other than ours as injected (ours
-            # carry items, so the workspace's never holds the CA key).
-            "name": "secretVolumes",
+            "name": "userContainers",
+            "expression": f"variables.containers.filter(c, !(c.name in {_lit(OUR_CONTAINERS)}))",
+        },
+        {
+            "name": "userVolumes",
             "expression": "has(object.spec.volumes) ? object.spec.volumes.filter(v, "
-            f"({any_secret('v', 'secret.secretName')} && !({allowed_volume})) || "
-            f"(has(v.projected) && has(v.projected.sources) && v.projected.sources.exists(s, "
-            f"{any_secret('s', 'secret.name')}))).map(v, v.name) : []",
-        }
+            f"!(v.name in {_lit(OUR_VOLUMES)})) : []",
+        },
+    ]
+    return variables
+
+
+def _session_pods_policy(args: SandboxGuardArgs) -> JSON:
+    ours = _ours(args)
+    sidecar = manifests.SIDECAR_CONTAINER
+    root_names = [c["name"] for c in ours.root_init]
+    uid = args.sidecar_uid
+    variables = _session_pod_variables(ours)
+    n_root = len(root_names)
+    layout = (
+        f"variables.initContainers.exists(c, c.name == {_lit(sidecar)}) ? "
+        f"(size(variables.initContainers) > {n_root} && "
+        f"variables.initContainers[{n_root}].name == {_lit(sidecar)}) : true"
     )
-    caps_ok = _caps_ok("c", _capability_spellings(args.unsafe_allowed_capabilities))
-    for template in reversed(ours.root_init):  # our init containers add what they need
-        added = template["securityContext"]["capabilities"].get("add") or ()
-        caps_ok = (
-            f"(c.name == {_lit(template['name'])} ? "
-            f"{_caps_ok('c', _capability_spellings(added))} : {caps_ok})"
-        )
-    bad = {
-        "badCapabilities": f"!{caps_ok}",
-        "badPrivilege": " || ".join(
-            [
-                "!has(c.securityContext)",
-                _is("c", "securityContext.privileged"),
-                "!has(c.securityContext.allowPrivilegeEscalation)",
-                "c.securityContext.allowPrivilegeEscalation",
-                _is("c", "securityContext.seccompProfile.type", "Unconfined"),
-                _is("c", "securityContext.windowsOptions.hostProcess"),
-            ]
-        ),
-        "badUid": f"c.name != {_lit(sidecar)} && {_is('c', 'securityContext.runAsUser', uid)}",
-        "badResolverUid": f"c.name != {_lit(DNS_CONTAINER)} && "
-        f"{_is('c', 'securityContext.runAsUser', DNS_UID)}",
-        # Outside our containers, no mount of a volume holding the CA key and no
-        # environment variable from any session's Secret.
-        "keyReaders": " || ".join(
-            [
-                f"(has(c.volumeMounts) && c.volumeMounts.exists(m, m.name in {key_volumes}))",
-                "(has(c.env) && c.env.exists(e, "
-                f"{any_secret('e', 'valueFrom.secretKeyRef.name')}))",
-                f"(has(c.envFrom) && c.envFrom.exists(f, {any_secret('f', 'secretRef.name')}))",
-            ]
-        )
-        + f" ? !(c.name in {_lit(list(ours.key_readers))}) : false",
-    }
-    # "bad*" variables list the names of the containers breaking a rule.
-    for name, condition in bad.items():
-        variables.append(
-            {
-                "name": name,
-                "expression": f"variables.containers.filter(c, {condition}).map(c, c.name)",
-            }
-        )
     root_order = " && ".join(
-        [f"size(variables.rootInit) >= {len(root_names)}"]
-        + [f"variables.rootInit[{i}].name == {_lit(n)}" for i, n in enumerate(root_names)]
+        [f"size(variables.rootInit) >= {n_root}"]
+        + [f"variables.initContainers[{i}].name == {_lit(n)}" for i, n in enumerate(root_names)]
+        + [f"({layout})"]
     )
     judged = "!variables.judged || "
     inject_fix = (
@@ -687,17 +699,15 @@ def _session_pods_policy(args: SandboxGuardArgs) -> JSON:
     )
     validations = [
         _validation(
-            "request.operation != 'UPDATE' || (variables.labelled == variables.oldLabelled "
-            "&& variables.label == variables.oldLabel)",
-            f"session-pods: the label {LABEL_SESSION} of a pod cannot be added, changed or "
-            "removed after creation, which would move a running pod into or out of a session's "
-            "NetworkPolicy; delete the pod and create it with its final labels",
+            f"request.operation != 'UPDATE' || {_LABEL_UNCHANGED}",
+            _LABEL_MESSAGE,
         ),
         _validation(
             judged + root_order,
             f"session-pods: a session pod must start with the condukt-egress init container(s) "
-            f"{', '.join(root_names)}, before any other init container, so the egress redirect "
-            f"is in place before anything else runs; {inject_fix}",
+            f"{', '.join(root_names)}, then (as a native sidecar) {sidecar}, before any other "
+            "init container, so the egress redirect and the proxy are in place before anything "
+            f"else runs; {inject_fix}",
         ),
     ]
     for template in ours.root_init:
@@ -709,8 +719,8 @@ def _session_pods_policy(args: SandboxGuardArgs) -> JSON:
                 f"{judged}variables.initContainers"
                 f".filter(c, c.name == {_lit(name)}).all(c, {check})",
                 f"session-pods: the init container {name} must be the one condukt-egress "
-                f"injects: image one of {', '.join(args.sidecar_images)}, command and args as "
-                "injected, no env, envFrom, volume mounts or exec hooks added "
+                f"injects: image one of {', '.join(args.sidecar_images)}, command, args and "
+                "securityContext as injected, no env, envFrom, volume mounts or exec hooks added "
                 f"(it runs as root with {', '.join(caps) or 'no capability'}); {inject_fix}",
             )
         )
@@ -723,12 +733,16 @@ def _session_pods_policy(args: SandboxGuardArgs) -> JSON:
     resolver_check = _container_matches(
         "c", ours.resolver, ours.wildcard_args[DNS_CONTAINER], args.dns_images
     )
-    resolver_uid = (
-        f"{_is('c', 'securityContext.runAsUser', DNS_UID)} && "
-        f"{_is('c', 'securityContext.runAsNonRoot')}"
-    )
     in_main_resolver = f"object.spec.containers.exists(r, r.name == {_lit(DNS_CONTAINER)})"
     validations += [
+        _validation(
+            f"{judged}size(variables.resolvers) <= 1 && variables.resolvers.all(c, "
+            f"{resolver_check} && ({native} || {in_main_resolver}))",
+            f"session-pods: the resolver {DNS_CONTAINER} must be the one condukt-egress "
+            f"injects: image one of {', '.join(args.dns_images)}, args, env, Corefile mount and "
+            f"securityContext (uid {DNS_UID}, whose DNS queries the redirect exempts) as "
+            f"injected, beside the sidecar; {inject_fix}",
+        ),
         _validation(
             f"{judged}size(variables.sidecars) == 1 && ({in_init} || {in_main})",
             f"session-pods: a session pod must run the condukt-egress sidecar {sidecar} (a "
@@ -738,24 +752,9 @@ def _session_pods_policy(args: SandboxGuardArgs) -> JSON:
         _validation(
             f"{judged}variables.sidecars.all(c, {sidecar_check})",
             f"session-pods: the sidecar {sidecar} must be the one condukt-egress injects: image "
-            f"one of {', '.join(args.sidecar_images)}, command and args as injected (the "
-            "session id aside), only its own env and config mount, no exec hooks or probes "
-            f"(they would run as uid {uid}, which the redirect exempts); {inject_fix}",
-        ),
-        _validation(
-            f"{judged}size(variables.resolvers) <= 1 && variables.resolvers.all(c, "
-            f"{resolver_check} && {resolver_uid} && ({native} || {in_main_resolver}))",
-            f"session-pods: the resolver {DNS_CONTAINER} must be the one condukt-egress "
-            f"injects: image one of {', '.join(args.dns_images)}, args, env and Corefile mount "
-            f"as injected, uid {DNS_UID} (whose DNS queries the redirect exempts), beside the "
-            f"sidecar; {inject_fix}",
-        ),
-        _validation(
-            f"{judged}size(variables.badResolverUid) == 0 "
-            f"&& !{_is('object', 'spec.securityContext.runAsUser', DNS_UID)}",
-            f"session-pods: no container but the resolver {DNS_CONTAINER} may run as uid "
-            f"{DNS_UID}, whose DNS queries skip the filtering resolver; set runAsUser to another "
-            "uid",
+            f"one of {', '.join(args.sidecar_images)}, command, args and securityContext as "
+            "injected (the session id aside), only its own env and config mount, no exec hooks "
+            f"or probes (they would run as uid {uid}, which the redirect exempts); {inject_fix}",
         ),
         _validation(
             f"{judged}has(object.spec.volumes) && object.spec.volumes.exists(v, v.name == "
@@ -779,68 +778,14 @@ def _session_pods_policy(args: SandboxGuardArgs) -> JSON:
                 "for, or inject it for this one",
             ),
         ),
-        _validation(
-            f"{judged}size(variables.badCapabilities) == 0",
-            "session-pods: every container must drop ALL capabilities and add none (only the "
-            "condukt-egress init containers add the ones they need); a capability lets the "
-            "workspace defeat the redirect or become the sidecar",
-            _message(
-                "session-pods: container ",
-                _Cel("variables.badCapabilities[0]"),
-                " must drop ALL capabilities and add none (only the condukt-egress init "
-                "containers add theirs); set securityContext.capabilities.drop: [ALL] and "
-                "remove capabilities.add",
-            ),
-        ),
-        _validation(
-            f"{judged}size(variables.badUid) == 0 "
-            f"&& !{_is('object', 'spec.securityContext.runAsUser', uid)}",
-            f"session-pods: no container but the sidecar may run as uid {uid}, whose traffic the "
-            "redirect exempts; set runAsUser to another uid",
-        ),
-        _validation(
-            f"{judged}size(variables.badPrivilege) == 0",
-            "session-pods: every container must set allowPrivilegeEscalation: false and may not "
-            "be privileged, seccomp Unconfined or a Windows host process; these let the "
-            "workspace rewrite the redirect or become the sidecar",
-            _message(
-                "session-pods: container ",
-                _Cel("variables.badPrivilege[0]"),
-                " must set securityContext.allowPrivilegeEscalation: false and may not be "
-                "privileged, seccomp Unconfined or a host process",
-            ),
-        ),
-        _validation(
-            judged
-            + " && ".join(
-                f"!(has(object.spec.{f}) && object.spec.{f})"
-                for f in ("hostNetwork", "hostPID", "hostIPC", "shareProcessNamespace")
-            )
-            + f" && !({_has_path('object', 'spec.securityContext.seccompProfile.type')} "
-            "&& object.spec.securityContext.seccompProfile.type == 'Unconfined')"
-            + " && (!has(object.spec.volumes) || object.spec.volumes.all(v, !has(v.hostPath)))",
-            "session-pods: a session pod may not use hostNetwork, hostPID, hostIPC, "
-            "shareProcessNamespace, a pod-wide seccomp Unconfined profile or hostPath volumes; "
-            "each shares the node's or the sidecar's namespaces or files and bypasses the "
-            "sidecar: remove them",
-        ),
-        _validation(
-            f"{judged}size(variables.secretVolumes) == 0 && size(variables.keyReaders) == 0",
-            "session-pods: only the condukt-egress sidecar may read a session Secret's CA key: "
-            "no other volume on a session Secret, no projected source, secretKeyRef or "
-            f"envFrom naming one, and only the sidecar mounts {', '.join(ours.key_volumes)}; "
-            "remove the reference",
-            _message(
-                "session-pods: only the condukt-egress sidecar may read a session Secret's CA "
-                "key, but ",
-                _Cel(
-                    "size(variables.secretVolumes) > 0 ? 'volume ' + variables.secretVolumes[0]"
-                    " : 'container ' + variables.keyReaders[0]"
-                ),
-                " refers to one; remove the reference (the workspace gets the CA certificate "
-                f"through {manifests.TRUST_VOLUME})",
-            ),
-        ),
+    ]
+    context = podrules.RuleContext(
+        args.template(_TEMPLATE_IDS[0], native_sidecar=True), tuple(args.sidecar_images)
+    )
+    validations += [
+        _rule_validation(rule, rule.cel(context), judged)
+        for rule in podrules.POD_RULES
+        if rule.applies(context.args)
     ]
     return _policy(
         "session-pods",
@@ -854,6 +799,45 @@ def _session_pods_policy(args: SandboxGuardArgs) -> JSON:
         ],
         variables,
         validations,
+    )
+
+
+def _session_pod_status_policy() -> JSON:
+    """``pods/status`` may change labels (the pod strategy resets only the spec there).
+
+    Every kubelet status write passes through this policy, so its one
+    expression stays trivial: the session label is as it was.
+    """
+    label_lit = _lit(LABEL_SESSION)
+    return _policy(
+        "session-pods-status",
+        [_rule("pods/status", ["UPDATE"])],
+        [
+            {
+                "name": "session-label-involved",
+                "expression": f"({_label('object', LABEL_SESSION)}) || "
+                f"({_label('oldObject', LABEL_SESSION)})",
+            }
+        ],
+        [
+            {"name": "labelled", "expression": _label("object", LABEL_SESSION)},
+            {
+                "name": "label",
+                "expression": f"variables.labelled ? object.metadata.labels[{label_lit}] : ''",
+            },
+            {"name": "oldLabelled", "expression": _label("oldObject", LABEL_SESSION)},
+            {
+                "name": "oldLabel",
+                "expression": "variables.oldLabelled ? "
+                f"oldObject.metadata.labels[{label_lit}] : ''",
+            },
+        ],
+        [
+            _validation(
+                _LABEL_UNCHANGED,
+                "session-pods-status" + _LABEL_MESSAGE.removeprefix("session-pods"),
+            )
+        ],
     )
 
 
@@ -965,7 +949,7 @@ def _rule(resource: str, operations: list[str], group: str = "") -> JSON:
 
 
 def _policy(
-    rule: GuardRule,
+    rule: str,
     resource_rules: list[JSON],
     match_conditions: list[JSON],
     variables: list[JSON],
@@ -1010,17 +994,19 @@ def guard_manifests(args: SandboxGuardArgs) -> list[JSON]:
 
     Returns:
         Plain dicts with Kubernetes field names, ready for ``kubectl apply``
-        or a Pulumi resource; one ``ValidatingAdmissionPolicy`` and one
-        ``ValidatingAdmissionPolicyBinding`` per rule turned on.
+        or a Pulumi resource; per rule turned on, one ``ValidatingAdmissionPolicy``
+        and its ``ValidatingAdmissionPolicyBinding`` (``session-pods`` has a
+        second pair, ``session-pods-status``, for label changes through
+        ``pods/status``).
     """
-    builders = {
-        "session-pods": lambda: _session_pods_policy(args),
-        "ephemeral-containers": _ephemeral_policy,
-        "network-policies": lambda: _network_policies_policy(args),
-        "only-session-pods": _only_session_pods_policy,
+    builders: Mapping[GuardRule, Callable[[], list[JSON]]] = {
+        "session-pods": lambda: [_session_pods_policy(args), _session_pod_status_policy()],
+        "ephemeral-containers": lambda: [_ephemeral_policy()],
+        "network-policies": lambda: [_network_policies_policy(args)],
+        "only-session-pods": lambda: [_only_session_pods_policy()],
     }
     out: list[JSON] = []
     for rule in args.rules:
-        policy = builders[rule]()
-        out += [policy, _binding(policy, args)]
+        for policy in builders[rule]():
+            out += [policy, _binding(policy, args)]
     return out

@@ -6,8 +6,9 @@ stack config key (the field name in camelCase), its ``render`` flag (the name
 in kebab-case, or one entry of a list), its help text and how a flag value or
 a config value becomes a Python value. The stack program's config reader,
 :class:`~condukt_egress.spec.SessionSpec`'s stack config, the ``render``
-flags, ``Pulumi.yaml`` and the README's table are all derived from, or tested
-against, these declarations, so a default or a name changes in one place.
+flags, ``Pulumi.yaml`` and the docs' configuration reference are all derived
+from, or tested against, these declarations, so a default or a name changes
+in one place.
 
 Example:
     >>> from dataclasses import dataclass, field
@@ -74,7 +75,7 @@ class Option:
         name: The Python field name (``SandboxEgressArgs``, ``SessionSpec``).
         kind: Its stack config type.
         items: The type of an array option's entries (``string`` or ``object``).
-        help: One sentence for ``--help``, the README table and docstrings.
+        help: One sentence for ``--help``, the configuration reference and docstrings.
         example: A valid value as typed in a fix hint.
         what: What a value must be, for type errors (``"a list of IPv4 CIDRs"``).
         flag: The ``render`` flag; one entry per use for list and object options.

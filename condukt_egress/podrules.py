@@ -304,6 +304,7 @@ _ROOT_WHY: Final = (
     "a root workspace may connect to the sidecar's control port, which only the port-forward "
     "path (root) may reach"
 )
+_SECONDARY_FIX: Final = "accept that risk with unsafe_secondary_networks (unsafeSecondaryNetworks)"
 _SECRET_WHY: Final = (
     f"that Secret holds the CA key; only the volumes condukt-egress injects may reference "
     f"Secrets named {MANAGED_PREFIX}*"
@@ -481,266 +482,276 @@ def _remove_seccomp(pod: JSON, _ctx: RuleContext) -> None:
     (pod["spec"].get("securityContext") or {}).pop("seccompProfile", None)
 
 
-def _container_rules() -> list[PodRule]:
-    sc = "securityContext"
+_ROOTS: Final[Mapping[str, str]] = {"container": "c", "pod": "object.spec"}
+
+
+def _field_rule(  # noqa: PLR0917 - read as a row of the table, like PodRule
+    id_: str, scope: Scope, path: str, bad: object, rule: str, why: str, fix: str, **more: Any
+) -> PodRule:
+    """A rule that one field must not hold ``bad`` (``True``: be true; a tuple: any of them)."""
+    bad_values = bad if isinstance(bad, tuple) else (bad,)
+
+    def check(target: Mapping[str, Any], _spec: Mapping[str, Any], _ctx: RuleContext) -> Any:
+        value = _get(target, path)
+        hit = bool(value) if bad is True else value in bad_values
+        return _when(
+            hit and value is not None, path, f"is {value!r}" if bad is not True else "is true"
+        )
+
+    root = _ROOTS[scope]
+    test = f"{root}.{path}" if bad is True else f"{root}.{path} in {lit(list(bad_values))}"
+    target = _on_container if scope == "container" else _on_spec
+    return PodRule(
+        id_,
+        scope,
+        path,
+        rule,
+        why,
+        fix,
+        check,
+        more.pop("cel", lambda _x: f"!({has_path(root, path)} && {test})"),
+        breaks=more.pop("breaks", (target(_setter(path, bad_values[0])),)),
+        **more,
+    )
+
+
+_SC: Final = "securityContext"
+_APPARMOR_WHY: Final = (
+    "a workspace without its AppArmor profile has fewer walls between it and the redirect"
+)
+_PROFILE_FIX: Final = "use RuntimeDefault (or a Localhost profile) or leave it unset"
+_SELINUX_WHY: Final = "spc_t is the 'super privileged container' type"
+_SELINUX_FIX: Final = "remove it and let the runtime pick container_t"
+_SECCOMP_WHY: Final = "without seccomp a workspace meets the kernel's whole system call surface"
+
+
+def _confinement_rules(scope: Scope, who: str) -> list[PodRule]:
+    """Privilege and confinement fields that exist on both a container and the pod."""
     return [
-        PodRule(
-            "container.privileged",
-            "container",
-            f"{sc}.privileged",
-            "no user container is privileged",
-            "a privileged workspace can rewrite the redirect rules",
-            "remove it",
-            lambda c, _s, _x: _when(
-                bool(_security(c).get("privileged")), f"{sc}.privileged", "is true"
-            ),
-            lambda _x: _not(is_("c", f"{sc}.privileged")),
-            breaks=(_on_container(_setter(f"{sc}.privileged", True)),),
-        ),
-        PodRule(
-            "container.privilege-escalation",
-            "container",
-            f"{sc}.allowPrivilegeEscalation",
-            "every user container sets allowPrivilegeEscalation: false",
-            "setuid binaries could become the sidecar uid",
-            "set it to false or remove it",
-            lambda c, _s, _x: _when(
-                _security(c).get("allowPrivilegeEscalation") is True,
-                f"{sc}.allowPrivilegeEscalation",
-                "is true",
-            ),
-            lambda _x: f"{is_('c', f'{sc}.allowPrivilegeEscalation', False)}",
-            breaks=(_on_container(_setter(f"{sc}.allowPrivilegeEscalation", True)),),
-            repaired=(_on_container(_remover(f"{sc}.allowPrivilegeEscalation")),),
-        ),
-        PodRule(
-            "container.capabilities",
-            "container",
-            f"{sc}.capabilities",
-            "every user container drops ALL capabilities and adds none",
-            "a capability lets the workspace defeat the redirect or become the sidecar",
-            "remove it, or, accepting that risk, list it in unsafe_allowed_capabilities",
-            _check_capabilities,
-            _cel_capabilities,
-            breaks=(_on_container(_setter(f"{sc}.capabilities.add", ["NET_ADMIN"])),),
-            repaired=(_on_container(_remover(f"{sc}.capabilities")),),
-        ),
-        PodRule(
-            "container.sidecar-uid",
-            "container",
-            f"{sc}.runAsUser",
-            "no user container runs as the sidecar uid",
-            "the redirect exempts that uid's traffic, which skips the proxy",
-            "run the workspace as another uid",
-            lambda c, _s, x: _when(
-                _security(c).get("runAsUser") == x.args.sidecar_uid,
-                f"{sc}.runAsUser",
-                f"is the sidecar uid {x.args.sidecar_uid}",
-            ),
-            lambda x: f"{_EFFECTIVE_UID} != {x.args.sidecar_uid}",
-            breaks=(_set_sidecar_uid,),
-        ),
-        PodRule(
-            "container.resolver-uid",
-            "container",
-            f"{sc}.runAsUser",
-            f"no user container runs as the resolver uid {DNS_UID}",
-            "the DNS redirect exempts that uid's queries, which skip the filtering resolver",
-            "run the workspace as another uid",
-            lambda c, _s, _x: _when(
-                _security(c).get("runAsUser") == DNS_UID,
-                f"{sc}.runAsUser",
-                f"is the resolver uid {DNS_UID}",
-            ),
-            lambda _x: f"{_EFFECTIVE_UID} != {DNS_UID}",
-            breaks=(_set_resolver_uid,),
-        ),
-        PodRule(
-            "container.sidecar-gid",
-            "container",
-            f"{sc}.runAsGroup",
-            "no user container runs as the sidecar gid",
-            "that group is the sidecar's",
-            "use another group",
-            lambda c, _s, x: _when(
-                _security(c).get("runAsGroup") == x.args.sidecar_gid,
-                f"{sc}.runAsGroup",
-                f"is the sidecar gid {x.args.sidecar_gid}",
-            ),
-            lambda x: _not(is_("c", f"{sc}.runAsGroup", x.args.sidecar_gid)),
-            breaks=(_set_sidecar_gid,),
-        ),
-        PodRule(
-            "container.root",
-            "container",
-            f"{sc}.runAsUser",
-            "no user container runs as root",
-            _ROOT_WHY,
-            _ROOT_FIX,
-            _check_root,
-            _cel_root,
-            breaks=(
-                _on_container(_setter(f"{sc}.runAsUser", 0)),
-                _on_container(_setter(f"{sc}.runAsNonRoot", False)),
-            ),
-            applies=_not_root,
-        ),
-        PodRule(
-            "container.uid-set",
-            "container",
-            f"{sc}.runAsUser",
-            "every user container names its uid (container or pod securityContext.runAsUser)",
-            "otherwise the image's USER decides, and it may be root or the sidecar uid",
-            "set runAsUser (the injection sets 65532 when the spec names none)",
-            _never,
-            lambda _x: f"{_EFFECTIVE_UID} != -1",
-            repaired=(_remove_uid,),
-            applies=_not_root,
-        ),
-        PodRule(
-            "container.sidecar-image",
-            "container",
-            "image",
-            "no user container runs the sidecar image",
-            "its USER is the sidecar uid, whose traffic the redirect exempts",
-            "run the workspace on another image",
-            _check_image,
-            _cel_image,
-            breaks=(_set_sidecar_image,),
-        ),
-        PodRule(
-            "container.seccomp",
-            "container",
-            f"{sc}.seccompProfile.type",
-            "every user container runs under a seccomp profile (its own or the pod's)",
-            "without one (Unconfined, or unset on a kubelet without SeccompDefault) the "
-            "workspace meets the kernel's whole system call surface",
-            "use RuntimeDefault (or a Localhost profile) or leave it unset",
-            lambda c, _s, _x: _when(
-                _get(c, f"{sc}.seccompProfile.type") == "Unconfined",
-                f"{sc}.seccompProfile.type",
-                "is Unconfined",
-            ),
-            lambda _x: (
-                f"!{is_('c', f'{sc}.seccompProfile.type', 'Unconfined')} && "
-                f"({has_path('c', f'{sc}.seccompProfile')} || "
-                f"{has_path('object', 'spec.securityContext.seccompProfile')})"
-            ),
-            breaks=(_on_container(_setter(f"{sc}.seccompProfile.type", "Unconfined")),),
-            repaired=(_remove_seccomp,),
-        ),
-        PodRule(
-            "container.host-process",
-            "container",
-            f"{sc}.windowsOptions.hostProcess",
-            "no user container is a Windows host process",
+        _field_rule(
+            f"{scope}.host-process",
+            scope,
+            f"{_SC}.windowsOptions.hostProcess",
+            True,
+            f"{who} is not a Windows host process",
             "a host process runs in the node's network",
             "remove it",
-            lambda c, _s, _x: _when(
-                bool(_get(c, f"{sc}.windowsOptions.hostProcess")),
-                f"{sc}.windowsOptions.hostProcess",
-                "is true",
-            ),
-            lambda _x: _not(is_("c", f"{sc}.windowsOptions.hostProcess")),
-            breaks=(_on_container(_setter(f"{sc}.windowsOptions.hostProcess", True)),),
         ),
-        PodRule(
-            "container.apparmor",
-            "container",
-            f"{sc}.appArmorProfile.type",
-            "no user container is AppArmor Unconfined",
-            "a workspace without its AppArmor profile has fewer walls between it and the redirect",
-            "use RuntimeDefault (or a Localhost profile) or leave it unset",
-            lambda c, _s, _x: _when(
-                _get(c, f"{sc}.appArmorProfile.type") == "Unconfined",
-                f"{sc}.appArmorProfile.type",
-                "is Unconfined",
-            ),
-            lambda _x: _not(is_("c", f"{sc}.appArmorProfile.type", "Unconfined")),
-            breaks=(_on_container(_setter(f"{sc}.appArmorProfile.type", "Unconfined")),),
+        _field_rule(
+            f"{scope}.apparmor",
+            scope,
+            f"{_SC}.appArmorProfile.type",
+            "Unconfined",
+            f"{who} is not AppArmor Unconfined",
+            _APPARMOR_WHY,
+            _PROFILE_FIX,
         ),
-        PodRule(
-            "container.selinux",
-            "container",
-            f"{sc}.seLinuxOptions.type",
-            "no user container runs in an unconfined SELinux domain (spc_t, unconfined_t)",
-            "spc_t is the 'super privileged container' type",
-            "remove it and let the runtime pick container_t",
-            lambda c, _s, _x: _when(
-                _get(c, f"{sc}.seLinuxOptions.type") in _UNCONFINED_SELINUX,
-                f"{sc}.seLinuxOptions.type",
-                f"is {_get(c, f'{sc}.seLinuxOptions.type')}",
-            ),
-            lambda _x: (
-                f"!({has_path('c', f'{sc}.seLinuxOptions.type')} && "
-                f"c.{sc}.seLinuxOptions.type in {lit(_UNCONFINED_SELINUX)})"
-            ),
-            breaks=(_on_container(_setter(f"{sc}.seLinuxOptions.type", "spc_t")),),
-        ),
-        PodRule(
-            "container.host-port",
-            "container",
-            "ports[].hostPort",
-            "no user container has a hostPort",
-            "a host port opens the pod on the node's network, past the NetworkPolicy's "
-            "closed ingress",
-            "remove hostPort (use a Service, or port-forward)",
-            lambda c, _s, _x: next(
-                (
-                    Problem(f"ports[{i}].hostPort", f"is {p.get('hostPort')!r}")
-                    for i, p in enumerate(c.get("ports") or ())
-                    if p.get("hostPort")
-                ),
-                None,
-            ),
-            lambda _x: "!has(c.ports) || c.ports.all(p, !has(p.hostPort) || p.hostPort == 0)",
-            breaks=(_on_container(_setter("ports", [{"containerPort": 8001, "hostPort": 8001}])),),
-        ),
-        PodRule(
-            "container.sidecar-ports",
-            "container",
-            "probes and lifecycle hooks",
-            "no probe or hook of a user container connects to the sidecar's ports",
-            "the sidecar takes every connection there for workspace traffic (or its only "
-            "control peer)",
-            "probe a port of your own container or use an exec probe",
-            _check_ports,
-            _cel_ports,
-            breaks=(_probe_sidecar, _hook_sidecar),
-        ),
-        PodRule(
-            "container.secret-env",
-            "container",
-            "env, envFrom",
-            "no user container reads a condukt-egress Secret into its environment",
-            _SECRET_WHY,
-            "remove it",
-            _check_env,
-            lambda _x: (
-                "(!has(c.env) || !c.env.exists(e, "
-                f"{_cel_managed('e', 'valueFrom.secretKeyRef.name')})) && (!has(c.envFrom) || "
-                f"!c.envFrom.exists(f, {_cel_managed('f', 'secretRef.name')}))"
-            ),
-            breaks=(_env_secret, _env_from_secret),
-        ),
-        PodRule(
-            "container.key-mount",
-            "container",
-            "volumeMounts",
-            f"no user container mounts {CONFIG_VOLUME}",
-            "it holds the CA key, which only the sidecar may read",
-            "remove the mount",
-            lambda c, _s, _x: _when(
-                any(m.get("name") == CONFIG_VOLUME for m in c.get("volumeMounts") or ()),
-                "volumeMounts",
-                f"mounts {CONFIG_VOLUME!r}",
-            ),
-            lambda _x: (
-                f"!has(c.volumeMounts) || !c.volumeMounts.exists(m, m.name == {lit(CONFIG_VOLUME)})"
-            ),
-            breaks=(_mount_config,),
+        _field_rule(
+            f"{scope}.selinux",
+            scope,
+            f"{_SC}.seLinuxOptions.type",
+            _UNCONFINED_SELINUX,
+            f"{who} is not in an unconfined SELinux domain (spc_t, unconfined_t)",
+            _SELINUX_WHY,
+            _SELINUX_FIX,
         ),
     ]
+
+
+_CONTAINER_RULES: Final[tuple[PodRule, ...]] = (
+    _field_rule(
+        "container.privileged",
+        "container",
+        f"{_SC}.privileged",
+        True,
+        "no user container is privileged",
+        "a privileged workspace can rewrite the redirect rules",
+        "remove it",
+    ),
+    _field_rule(
+        "container.privilege-escalation",
+        "container",
+        f"{_SC}.allowPrivilegeEscalation",
+        True,
+        "every user container sets allowPrivilegeEscalation: false",
+        "setuid binaries could become the sidecar uid",
+        "set it to false or remove it",
+        cel=lambda _x: f"{is_('c', f'{_SC}.allowPrivilegeEscalation', False)}",
+        repaired=(_on_container(_remover(f"{_SC}.allowPrivilegeEscalation")),),
+    ),
+    PodRule(
+        "container.capabilities",
+        "container",
+        f"{_SC}.capabilities",
+        "every user container drops ALL capabilities and adds none",
+        "a capability lets the workspace defeat the redirect or become the sidecar",
+        "remove it, or, accepting that risk, list it in unsafe_allowed_capabilities",
+        _check_capabilities,
+        _cel_capabilities,
+        breaks=(_on_container(_setter(f"{_SC}.capabilities.add", ["NET_ADMIN"])),),
+        repaired=(_on_container(_remover(f"{_SC}.capabilities")),),
+    ),
+    PodRule(
+        "container.sidecar-uid",
+        "container",
+        f"{_SC}.runAsUser",
+        "no user container runs as the sidecar uid",
+        "the redirect exempts that uid's traffic, which skips the proxy",
+        "run the workspace as another uid",
+        lambda c, _s, x: _when(
+            _security(c).get("runAsUser") == x.args.sidecar_uid,
+            f"{_SC}.runAsUser",
+            f"is the sidecar uid {x.args.sidecar_uid}",
+        ),
+        lambda x: f"{_EFFECTIVE_UID} != {x.args.sidecar_uid}",
+        breaks=(_set_sidecar_uid,),
+    ),
+    PodRule(
+        "container.resolver-uid",
+        "container",
+        f"{_SC}.runAsUser",
+        f"no user container runs as the resolver uid {DNS_UID}",
+        "the DNS redirect exempts that uid's queries, which skip the filtering resolver",
+        "run the workspace as another uid",
+        lambda c, _s, _x: _when(
+            _security(c).get("runAsUser") == DNS_UID,
+            f"{_SC}.runAsUser",
+            f"is the resolver uid {DNS_UID}",
+        ),
+        lambda _x: f"{_EFFECTIVE_UID} != {DNS_UID}",
+        breaks=(_set_resolver_uid,),
+    ),
+    PodRule(
+        "container.sidecar-gid",
+        "container",
+        f"{_SC}.runAsGroup",
+        "no user container runs as the sidecar gid",
+        "that group is the sidecar's",
+        "use another group",
+        lambda c, _s, x: _when(
+            _security(c).get("runAsGroup") == x.args.sidecar_gid,
+            f"{_SC}.runAsGroup",
+            f"is the sidecar gid {x.args.sidecar_gid}",
+        ),
+        lambda x: _not(is_("c", f"{_SC}.runAsGroup", x.args.sidecar_gid)),
+        breaks=(_set_sidecar_gid,),
+    ),
+    PodRule(
+        "container.root",
+        "container",
+        f"{_SC}.runAsUser",
+        "no user container runs as root",
+        _ROOT_WHY,
+        _ROOT_FIX,
+        _check_root,
+        _cel_root,
+        breaks=(
+            _on_container(_setter(f"{_SC}.runAsUser", 0)),
+            _on_container(_setter(f"{_SC}.runAsNonRoot", False)),
+        ),
+        applies=_not_root,
+    ),
+    PodRule(
+        "container.uid-set",
+        "container",
+        f"{_SC}.runAsUser",
+        "every user container names its uid (container or pod securityContext.runAsUser)",
+        "otherwise the image's USER decides, and it may be root or the sidecar uid",
+        "set runAsUser (the injection sets 65532 when the spec names none)",
+        _never,
+        lambda _x: f"{_EFFECTIVE_UID} != -1",
+        repaired=(_remove_uid,),
+        applies=_not_root,
+    ),
+    PodRule(
+        "container.sidecar-image",
+        "container",
+        "image",
+        "no user container runs the sidecar image",
+        "its USER is the sidecar uid, whose traffic the redirect exempts",
+        "run the workspace on another image",
+        _check_image,
+        _cel_image,
+        breaks=(_set_sidecar_image,),
+    ),
+    _field_rule(
+        "container.seccomp",
+        "container",
+        f"{_SC}.seccompProfile.type",
+        "Unconfined",
+        "every user container runs under a seccomp profile (its own or the pod's)",
+        _SECCOMP_WHY + " (Unconfined, or unset on a kubelet without SeccompDefault)",
+        _PROFILE_FIX,
+        cel=lambda _x: (
+            f"!{is_('c', f'{_SC}.seccompProfile.type', 'Unconfined')} && "
+            f"({has_path('c', f'{_SC}.seccompProfile')} || "
+            f"{has_path('object', 'spec.securityContext.seccompProfile')})"
+        ),
+        repaired=(_remove_seccomp,),
+    ),
+    *_confinement_rules("container", "no user container"),
+    PodRule(
+        "container.host-port",
+        "container",
+        "ports[].hostPort",
+        "no user container has a hostPort",
+        "a host port opens the pod on the node's network, past the NetworkPolicy's closed ingress",
+        "remove hostPort (use a Service, or port-forward)",
+        lambda c, _s, _x: next(
+            (
+                Problem(f"ports[{i}].hostPort", f"is {p.get('hostPort')!r}")
+                for i, p in enumerate(c.get("ports") or ())
+                if p.get("hostPort")
+            ),
+            None,
+        ),
+        lambda _x: "!has(c.ports) || c.ports.all(p, !has(p.hostPort) || p.hostPort == 0)",
+        breaks=(_on_container(_setter("ports", [{"containerPort": 80, "hostPort": 8001}])),),
+    ),
+    PodRule(
+        "container.sidecar-ports",
+        "container",
+        "probes and lifecycle hooks",
+        "no probe or hook of a user container connects to the sidecar's ports",
+        "the sidecar takes every connection there for workspace traffic (or its only control peer)",
+        "probe a port of your own container or use an exec probe",
+        _check_ports,
+        _cel_ports,
+        breaks=(_probe_sidecar, _hook_sidecar),
+    ),
+    PodRule(
+        "container.secret-env",
+        "container",
+        "env, envFrom",
+        "no user container reads a condukt-egress Secret into its environment",
+        _SECRET_WHY,
+        "remove it",
+        _check_env,
+        lambda _x: (
+            "(!has(c.env) || !c.env.exists(e, "
+            f"{_cel_managed('e', 'valueFrom.secretKeyRef.name')})) && (!has(c.envFrom) || "
+            f"!c.envFrom.exists(f, {_cel_managed('f', 'secretRef.name')}))"
+        ),
+        breaks=(_env_secret, _env_from_secret),
+    ),
+    PodRule(
+        "container.key-mount",
+        "container",
+        "volumeMounts",
+        f"no user container mounts {CONFIG_VOLUME}",
+        "it holds the CA key, which only the sidecar may read",
+        "remove the mount",
+        lambda c, _s, _x: _when(
+            any(m.get("name") == CONFIG_VOLUME for m in c.get("volumeMounts") or ()),
+            "volumeMounts",
+            f"mounts {CONFIG_VOLUME!r}",
+        ),
+        lambda _x: (
+            f"!has(c.volumeMounts) || !c.volumeMounts.exists(m, m.name == {lit(CONFIG_VOLUME)})"
+        ),
+        breaks=(_mount_config,),
+    ),
+)
 
 
 # --- pod rules -------------------------------------------------------------------
@@ -779,13 +790,6 @@ def _check_sysctls(s: Mapping[str, Any], _p: Mapping[str, Any], _x: RuleContext)
     return None
 
 
-def _check_pod_root(s: Mapping[str, Any], _p: Mapping[str, Any], _x: RuleContext) -> Any:
-    context = _security(s)
-    if context.get("runAsUser") == 0:
-        return Problem("securityContext.runAsUser", "is 0 (root)")
-    return _when(context.get("runAsNonRoot") is False, "securityContext.runAsNonRoot", "is false")
-
-
 def _check_native(s: Mapping[str, Any], _p: Mapping[str, Any], ctx: RuleContext) -> Any:
     if ctx.args.native_sidecar:
         return None
@@ -813,233 +817,161 @@ def _add_native_init(pod: JSON, _ctx: RuleContext) -> None:
     )
 
 
-def _pod_flag(name: str) -> PodRule:
-    return PodRule(
+def _namespace_rule(name: str) -> PodRule:
+    return _field_rule(
         f"pod.{name}",
         "pod",
         name,
+        True,
         f"the pod does not set {name}",
-        "a session pod must not share the node's or its containers' namespaces, which would "
-        "bypass or expose the egress sidecar",
+        "a session pod must not share the node's or its containers' namespaces, which "
+        "would bypass or expose the egress sidecar",
         f"remove {name}",
-        lambda s, _p, _x: _when(bool(s.get(name)), name, "is true"),
-        lambda _x: _not(is_("object", f"spec.{name}")),
-        breaks=(_on_spec(_setter(name, True)),),
     )
 
 
-def _pod_rules() -> list[PodRule]:
-    sc = "securityContext"
-    pod_sc = "spec.securityContext"
-    return [
-        *(_pod_flag(name) for name in _HOST_NAMESPACES),
-        PodRule(
-            "pod.ephemeral-containers",
-            "pod",
-            "ephemeralContainers",
-            "the pod declares no ephemeral containers",
-            "ephemeral containers are added by `kubectl debug`, never declared, and "
-            "condukt-egress cannot harden them",
-            "remove ephemeralContainers",
-            lambda s, _p, _x: _when(
-                bool(s.get("ephemeralContainers")), "ephemeralContainers", "is set"
-            ),
-            lambda _x: (
-                "!has(object.spec.ephemeralContainers) || "
-                "size(object.spec.ephemeralContainers) == 0"
-            ),
-            breaks=(
-                _on_spec(_setter("ephemeralContainers", [{"name": "debug", "image": "busybox"}])),
-            ),
+_POD_SC: Final = "spec.securityContext"
+_POD_RULES: Final[tuple[PodRule, ...]] = (
+    *(_namespace_rule(name) for name in _HOST_NAMESPACES),
+    PodRule(
+        "pod.ephemeral-containers",
+        "pod",
+        "ephemeralContainers",
+        "the pod declares no ephemeral containers",
+        "ephemeral containers are added by `kubectl debug`, never declared, and "
+        "condukt-egress cannot harden them",
+        "remove ephemeralContainers",
+        lambda s, _p, _x: _when(
+            bool(s.get("ephemeralContainers")), "ephemeralContainers", "is set"
         ),
-        PodRule(
-            "pod.sidecar-uid",
-            "pod",
-            f"{sc}.runAsUser",
-            "the pod's default uid is not the sidecar uid",
-            "the redirect exempts that uid's traffic, which skips the proxy",
-            "run the workspace as another uid",
-            lambda s, _p, x: _when(
-                _security(s).get("runAsUser") == x.args.sidecar_uid,
-                f"{sc}.runAsUser",
-                f"is the sidecar uid {x.args.sidecar_uid}",
-            ),
-            lambda x: _not(is_("object", f"{pod_sc}.runAsUser", x.args.sidecar_uid)),
-            breaks=(lambda pod, x: _setter(f"{sc}.runAsUser", x.args.sidecar_uid)(pod["spec"]),),
+        lambda _x: (
+            "!has(object.spec.ephemeralContainers) || size(object.spec.ephemeralContainers) == 0"
         ),
-        PodRule(
-            "pod.resolver-uid",
-            "pod",
-            f"{sc}.runAsUser",
-            f"the pod's default uid is not the resolver uid {DNS_UID}",
-            "the DNS redirect exempts that uid's queries, which skip the filtering resolver",
-            "run the workspace as another uid",
-            lambda s, _p, _x: _when(
-                _security(s).get("runAsUser") == DNS_UID,
-                f"{sc}.runAsUser",
-                f"is the resolver uid {DNS_UID}",
-            ),
-            lambda _x: _not(is_("object", f"{pod_sc}.runAsUser", DNS_UID)),
-            breaks=(lambda pod, _x: _setter(f"{sc}.runAsUser", DNS_UID)(pod["spec"]),),
+        breaks=(_on_spec(_setter("ephemeralContainers", [{"name": "d", "image": "busybox"}])),),
+    ),
+    PodRule(
+        "pod.sidecar-uid",
+        "pod",
+        f"{_SC}.runAsUser",
+        "the pod's default uid is not the sidecar uid",
+        "the redirect exempts that uid's traffic, which skips the proxy",
+        "run the workspace as another uid",
+        lambda s, _p, x: _when(
+            _security(s).get("runAsUser") == x.args.sidecar_uid,
+            f"{_SC}.runAsUser",
+            f"is the sidecar uid {x.args.sidecar_uid}",
         ),
-        PodRule(
-            "pod.sidecar-gid",
-            "pod",
-            f"{sc}.runAsGroup, fsGroup, supplementalGroups",
-            "the pod's groups do not include the sidecar gid",
-            "that group is the sidecar's",
-            "use another group for the workspace, or remove it",
-            _check_gid,
-            _cel_gid,
-            breaks=(lambda pod, x: _setter(f"{sc}.fsGroup", x.args.sidecar_gid)(pod["spec"]),),
+        lambda x: _not(is_("object", f"{_POD_SC}.runAsUser", x.args.sidecar_uid)),
+        breaks=(lambda pod, x: _setter(f"{_SC}.runAsUser", x.args.sidecar_uid)(pod["spec"]),),
+    ),
+    PodRule(
+        "pod.resolver-uid",
+        "pod",
+        f"{_SC}.runAsUser",
+        f"the pod's default uid is not the resolver uid {DNS_UID}",
+        "the DNS redirect exempts that uid's queries, which skip the filtering resolver",
+        "run the workspace as another uid",
+        lambda s, _p, _x: _when(
+            _security(s).get("runAsUser") == DNS_UID,
+            f"{_SC}.runAsUser",
+            f"is the resolver uid {DNS_UID}",
         ),
-        PodRule(
-            "pod.root",
-            "pod",
-            f"{sc}.runAsUser",
-            "the pod's default uid is not root",
-            _ROOT_WHY,
-            _ROOT_FIX,
-            _check_pod_root,
-            lambda _x: (
-                f"!{is_('object', f'{pod_sc}.runAsUser', 0)} && "
-                f"!{is_('object', f'{pod_sc}.runAsNonRoot', False)}"
-            ),
-            breaks=(
-                _on_spec(_setter(f"{sc}.runAsUser", 0)),
-                _on_spec(_setter(f"{sc}.runAsNonRoot", False)),
-            ),
-            applies=_not_root,
+        lambda _x: _not(is_("object", f"{_POD_SC}.runAsUser", DNS_UID)),
+        breaks=(lambda pod, _x: _setter(f"{_SC}.runAsUser", DNS_UID)(pod["spec"]),),
+    ),
+    PodRule(
+        "pod.sidecar-gid",
+        "pod",
+        f"{_SC}.runAsGroup, fsGroup, supplementalGroups",
+        "the pod's groups do not include the sidecar gid",
+        "that group is the sidecar's",
+        "use another group for the workspace, or remove it",
+        _check_gid,
+        _cel_gid,
+        breaks=(lambda pod, x: _setter(f"{_SC}.fsGroup", x.args.sidecar_gid)(pod["spec"]),),
+    ),
+    PodRule(
+        "pod.root",
+        "pod",
+        f"{_SC}.runAsUser",
+        "the pod's default uid is not root",
+        _ROOT_WHY,
+        _ROOT_FIX,
+        _check_root,
+        lambda _x: (
+            f"!{is_('object', f'{_POD_SC}.runAsUser', 0)} && "
+            f"!{is_('object', f'{_POD_SC}.runAsNonRoot', False)}"
         ),
-        PodRule(
-            "pod.seccomp",
-            "pod",
-            f"{sc}.seccompProfile.type",
-            "the pod's seccomp profile is not Unconfined",
-            "a workspace without seccomp meets the kernel's whole system call surface",
-            "use RuntimeDefault (or a Localhost profile) or leave it unset",
-            lambda s, _p, _x: _when(
-                _get(s, f"{sc}.seccompProfile.type") == "Unconfined",
-                f"{sc}.seccompProfile.type",
-                "is Unconfined",
-            ),
-            lambda _x: _not(is_("object", f"{pod_sc}.seccompProfile.type", "Unconfined")),
-            breaks=(_on_spec(_setter(f"{sc}.seccompProfile.type", "Unconfined")),),
+        breaks=(
+            _on_spec(_setter(f"{_SC}.runAsUser", 0)),
+            _on_spec(_setter(f"{_SC}.runAsNonRoot", False)),
         ),
-        PodRule(
-            "pod.host-process",
-            "pod",
-            f"{sc}.windowsOptions.hostProcess",
-            "the pod is not a Windows host process",
-            "a host process runs in the node's network",
-            "remove it",
-            lambda s, _p, _x: _when(
-                bool(_get(s, f"{sc}.windowsOptions.hostProcess")),
-                f"{sc}.windowsOptions.hostProcess",
-                "is true",
-            ),
-            lambda _x: _not(is_("object", f"{pod_sc}.windowsOptions.hostProcess")),
-            breaks=(_on_spec(_setter(f"{sc}.windowsOptions.hostProcess", True)),),
+        applies=_not_root,
+    ),
+    _field_rule(
+        "pod.seccomp",
+        "pod",
+        f"{_SC}.seccompProfile.type",
+        "Unconfined",
+        "the pod's seccomp profile is not Unconfined",
+        _SECCOMP_WHY,
+        _PROFILE_FIX,
+    ),
+    *_confinement_rules("pod", "the pod"),
+    PodRule(
+        "pod.sysctls",
+        "pod",
+        f"{_SC}.sysctls",
+        "the pod sets only Kubernetes' safe sysctls",
+        "unsafe ones can change the pod's network stack under the redirect (and need a "
+        "kubelet allowlist)",
+        "remove it",
+        _check_sysctls,
+        lambda _x: (
+            f"!({has_path('object', f'{_POD_SC}.sysctls')}) || "
+            f"object.{_POD_SC}.sysctls.all(s, s.name in {lit(SAFE_SYSCTLS)})"
         ),
-        PodRule(
-            "pod.apparmor",
-            "pod",
-            f"{sc}.appArmorProfile.type",
-            "the pod's AppArmor profile is not Unconfined",
-            "a workspace without its AppArmor profile has fewer walls between it and the redirect",
-            "use RuntimeDefault (or a Localhost profile) or leave it unset",
-            lambda s, _p, _x: _when(
-                _get(s, f"{sc}.appArmorProfile.type") == "Unconfined",
-                f"{sc}.appArmorProfile.type",
-                "is Unconfined",
-            ),
-            lambda _x: _not(is_("object", f"{pod_sc}.appArmorProfile.type", "Unconfined")),
-            breaks=(_on_spec(_setter(f"{sc}.appArmorProfile.type", "Unconfined")),),
+        breaks=(
+            _on_spec(_setter(f"{_SC}.sysctls", [{"name": "net.ipv4.ip_forward", "value": "1"}])),
         ),
-        PodRule(
-            "pod.selinux",
-            "pod",
-            f"{sc}.seLinuxOptions.type",
-            "the pod's SELinux type is not an unconfined domain (spc_t, unconfined_t)",
-            "spc_t is the 'super privileged container' type",
-            "remove it and let the runtime pick container_t",
-            lambda s, _p, _x: _when(
-                _get(s, f"{sc}.seLinuxOptions.type") in _UNCONFINED_SELINUX,
-                f"{sc}.seLinuxOptions.type",
-                f"is {_get(s, f'{sc}.seLinuxOptions.type')}",
-            ),
-            lambda _x: (
-                f"!({has_path('object', f'{pod_sc}.seLinuxOptions.type')} && "
-                f"object.{pod_sc}.seLinuxOptions.type in {lit(_UNCONFINED_SELINUX)})"
-            ),
-            breaks=(_on_spec(_setter(f"{sc}.seLinuxOptions.type", "unconfined_t")),),
-        ),
-        PodRule(
-            "pod.sysctls",
-            "pod",
-            f"{sc}.sysctls",
-            "the pod sets only Kubernetes' safe sysctls",
-            "unsafe ones can change the pod's network stack under the redirect (and need a "
-            "kubelet allowlist)",
-            "remove it",
-            _check_sysctls,
-            lambda _x: (
-                f"!{has_path('object', f'{pod_sc}.sysctls')} || "
-                f"object.{pod_sc}.sysctls.all(s, s.name in {lit(SAFE_SYSCTLS)})"
-            ),
-            breaks=(
-                _on_spec(
-                    _setter(
-                        f"{sc}.sysctls",
-                        [{"name": "net.ipv4.conf.all.route_localnet", "value": "1"}],
-                    )
-                ),
-            ),
-        ),
-        PodRule(
-            "pod.host-users",
-            "pod",
-            "hostUsers",
-            "the pod does not run in a user namespace (hostUsers: false)",
-            "in a user namespace the runtime's root is not the pod's uid 0, so the in-pod rule "
-            "that keeps the control port for the port-forward path lets the container's own "
-            "root through instead",
-            "remove hostUsers; condukt-egress does not support user namespaces yet",
-            lambda s, _p, _x: _when(s.get("hostUsers") is False, "hostUsers", "is false"),
-            lambda _x: _not(is_("object", "spec.hostUsers", False)),
-            breaks=(_on_spec(_setter("hostUsers", False)),),
-        ),
-        PodRule(
-            "pod.resource-claims",
-            "pod",
-            "resourceClaims",
-            "the pod claims no dynamic resources (resourceClaims)",
-            "a DRA claim can attach a network interface that NetworkPolicy does not govern and "
-            "the redirect does not cover",
-            "remove it, or accept that risk with unsafe_secondary_networks "
-            "(unsafeSecondaryNetworks)",
-            lambda s, _p, _x: _when(bool(s.get("resourceClaims")), "resourceClaims", "is set"),
-            lambda _x: "!has(object.spec.resourceClaims) || size(object.spec.resourceClaims) == 0",
-            breaks=(
-                _on_spec(
-                    _setter("resourceClaims", [{"name": "nic", "resourceClaimName": "sriov"}])
-                ),
-            ),
-            applies=_no_secondary_networks,
-        ),
-        PodRule(
-            "pod.native-sidecars",
-            "pod",
-            "initContainers[].restartPolicy",
-            "with the sidecar a plain container, no user init container is a native sidecar",
-            "a native sidecar starts before every container, so it could bind the sidecar's "
-            "ports first and feed the operator a forged audit stream",
-            "make it a regular container, or use native_sidecar (nativeSidecar)",
-            _check_native,
-            _cel_native,
-            breaks=(_add_native_init,),
-        ),
-    ]
+    ),
+    _field_rule(
+        "pod.host-users",
+        "pod",
+        "hostUsers",
+        False,
+        "the pod does not run in a user namespace (hostUsers: false)",
+        "in a user namespace the runtime's root is not the pod's uid 0, so the in-pod rule "
+        "that keeps the control port for the port-forward path lets the container's own "
+        "root through instead",
+        "remove hostUsers; condukt-egress does not support user namespaces yet",
+    ),
+    PodRule(
+        "pod.resource-claims",
+        "pod",
+        "resourceClaims",
+        "the pod claims no dynamic resources (resourceClaims)",
+        "a DRA claim can attach a network interface that NetworkPolicy does not govern and "
+        "the redirect does not cover",
+        f"remove it, or {_SECONDARY_FIX}",
+        lambda s, _p, _x: _when(bool(s.get("resourceClaims")), "resourceClaims", "is set"),
+        lambda _x: "!has(object.spec.resourceClaims) || size(object.spec.resourceClaims) == 0",
+        breaks=(_on_spec(_setter("resourceClaims", [{"name": "n", "resourceClaimName": "x"}])),),
+        applies=_no_secondary_networks,
+    ),
+    PodRule(
+        "pod.native-sidecars",
+        "pod",
+        "initContainers[].restartPolicy",
+        "with the sidecar a plain container, no user init container is a native sidecar",
+        "a native sidecar starts before every container, so it could bind the sidecar's "
+        "ports first and feed the operator a forged audit stream",
+        "make it a regular container, or use native_sidecar (nativeSidecar)",
+        _check_native,
+        _cel_native,
+        breaks=(_add_native_init,),
+    ),
+)
 
 
 # --- volume and metadata rules -------------------------------------------------------
@@ -1139,8 +1071,7 @@ def _metadata_rules() -> list[PodRule]:
             "no Multus annotation attaches or replaces a pod network",
             "NetworkPolicy does not govern secondary interfaces, and the redirect covers only "
             "ports 80 and 443",
-            "remove the annotation, or accept that risk with unsafe_secondary_networks "
-            "(unsafeSecondaryNetworks)",
+            f"remove the annotation, or {_SECONDARY_FIX}",
             lambda m, _s, _x: next(
                 (
                     Problem(f"annotations[{k!r}]", "is set")
@@ -1170,9 +1101,9 @@ def _metadata_rules() -> list[PodRule]:
 
 
 POD_RULES: Final[tuple[PodRule, ...]] = (
-    *_pod_rules(),
+    *_POD_RULES,
     *_volume_rules(),
-    *_container_rules(),
+    *_CONTAINER_RULES,
     *_metadata_rules(),
 )
 """Every rule, pod-wide ones first (the order ``inject`` reports problems in)."""

@@ -3,7 +3,7 @@
 Starts three sandbox sessions in parallel threads (one Pulumi stack each),
 prints their outputs, and destroys them, whatever happens in between.
 
-Needs the ``pulumi`` CLI (3.181+) on PATH and a passphrase for the stack
+Needs the ``pulumi`` CLI (3.203 or newer) on PATH and a passphrase for the stack
 secrets. Without ``--context``/``--kubeconfig`` the manifests are rendered into
 a directory instead of applied, so no cluster is needed::
 

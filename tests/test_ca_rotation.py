@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives import hashes
 from hypothesis import given
 from hypothesis import strategies as st
 
-from condukt_egress import SandboxEgress, SandboxEgressArgs, manifests
+from condukt_egress import SandboxEgress, SandboxEgressArgs, manifests, session_objects
 from condukt_egress.errors import ConfigError
 from condukt_egress.manifests import CA_FINGERPRINT_ENV, SIDECAR_CONTAINER
 from condukt_egress.program import session_program
@@ -159,7 +159,7 @@ def test_the_der_of_a_pem_is_what_the_ssl_module_reads(
     except ValueError:
         expected = None
     try:
-        got: bytes | None = manifests._pem_to_der(pem.strip() + "\n")
+        got: bytes | None = session_objects._pem_to_der(pem.strip() + "\n")
     except ValueError:
         got = None
     assert got == expected

@@ -27,7 +27,13 @@ from condukt_egress.guard import (
     SandboxGuardArgs,
     guard_manifests,
 )
-from condukt_egress.naming import DNS_CONTAINER, LABEL_SESSION, session_names, validate_session_id
+from condukt_egress.naming import (
+    DNS_CONTAINER,
+    LABEL_SESSION,
+    OUR_CONTAINERS,
+    session_names,
+    validate_session_id,
+)
 from tests import strategies
 from tests.cel_admission import admit, compiled, defaulted_pod, request
 from tests.k8s_schema import assert_valid, versions
@@ -81,8 +87,9 @@ def test_one_policy_and_one_binding_per_rule_valid_for_every_kubernetes_from_1_3
     for obj in [*GUARD, *everything]:
         assert_valid(obj, supported)
     kinds = [o["kind"] for o in everything]
-    assert kinds == ["ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"] * len(
-        GUARD_RULES
+    # One pair per rule, and session-pods a second for pods/status.
+    assert kinds == ["ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"] * (
+        len(GUARD_RULES) + 1
     )
     for policy, binding in zip(everything[::2], everything[1::2], strict=True):
         assert policy["metadata"]["name"].startswith(POLICY_PREFIX)
@@ -265,7 +272,12 @@ def netfilter_after_user_init(pod: JSON) -> None:
     user = {
         "name": "early",
         "image": "busybox",
-        "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
+            "runAsUser": 1000,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
     }
     pod["spec"]["initContainers"] = [user, *inits]
 
@@ -296,36 +308,35 @@ MUTATIONS: dict[str, tuple[Callable[[JSON], Any], str]] = {
     ),
     "capability added": (
         add_capability,
-        "container workspace must drop ALL capabilities and add none",
+        "container workspace: every user container drops ALL capabilities and adds none",
     ),
     "capabilities not dropped": (
         lambda p: workspace(p)["securityContext"].pop("capabilities"),
-        "container workspace must drop ALL capabilities",
+        "container workspace: every user container drops ALL capabilities",
     ),
-    "uid 1337": (uid_1337, "no container but the sidecar may run as uid 1337"),
+    "uid 1337": (uid_1337, "container workspace: no user container runs as the sidecar uid"),
     "pod-wide uid 1337": (
         lambda p: p["spec"]["securityContext"].update(runAsUser=1337),
-        "no container but the sidecar may run as uid 1337",
+        "the pod's default uid is not the sidecar uid",
     ),
     "privileged": (
         lambda p: workspace(p)["securityContext"].update(privileged=True),
-        "container workspace must set securityContext.allowPrivilegeEscalation: false and may "
-        "not be privileged",
+        "container workspace: no user container is privileged",
     ),
     "privilege escalation": (
         lambda p: workspace(p)["securityContext"].update(allowPrivilegeEscalation=True),
-        "container workspace must set securityContext.allowPrivilegeEscalation: false",
+        "container workspace: every user container sets allowPrivilegeEscalation: false",
     ),
     "host network": (
         lambda p: p["spec"].update(hostNetwork=True),
-        "may not use hostNetwork, hostPID",
+        "the pod does not set hostNetwork",
     ),
-    "host PID": (lambda p: p["spec"].update(hostPID=True), "may not use hostNetwork, hostPID"),
+    "host PID": (lambda p: p["spec"].update(hostPID=True), "the pod does not set hostPID"),
     "hostPath volume": (
         lambda p: p["spec"]["volumes"].append(
             {"name": "sock", "hostPath": {"path": "/run/containerd"}}
         ),
-        "hostPath volumes",
+        "volume sock: no user volume is a hostPath",
     ),
     "sidecar image replaced": (
         lambda p: init(p, manifests.SIDECAR_CONTAINER).update(image="evil/proxy:1"),
@@ -363,20 +374,19 @@ MUTATIONS: dict[str, tuple[Callable[[JSON], Any], str]] = {
         lambda p: workspace(p)["volumeMounts"].append(
             {"name": manifests.CONFIG_VOLUME, "mountPath": "/key"}
         ),
-        "only the condukt-egress sidecar may read a session Secret's CA key, but container "
-        "workspace refers to one",
+        "container workspace: no user container mounts condukt-egress-config",
     ),
     "a volume with every key of the session Secret": (
         lambda p: p["spec"]["volumes"].append(
             {"name": "all", "secret": {"secretName": SESSION.names.secret}}
         ),
-        "but volume all refers to one",
+        "volume all: no user volume references a Secret named condukt-egress-*",
     ),
     "a projected volume on another session's Secret": (
         lambda p: p["spec"]["volumes"].append(
             {"name": "proj", "projected": {"sources": [{"secret": {"name": OTHER.names.secret}}]}}
         ),
-        "but volume proj refers to one",
+        "volume proj: no user volume references a Secret named condukt-egress-*",
     ),
     "an env var from another session's Secret": (
         lambda p: workspace(p)["env"].append(
@@ -385,7 +395,7 @@ MUTATIONS: dict[str, tuple[Callable[[JSON], Any], str]] = {
                 "valueFrom": {"secretKeyRef": {"name": OTHER.names.secret, "key": "ca-key.pem"}},
             }
         ),
-        "but container workspace refers to one",
+        "container workspace: no user container reads a condukt-egress Secret",
     ),
     "filter rules volume on a Secret of one's own": (
         lambda p: next(v for v in p["spec"]["volumes"] if v["name"] == manifests.FILTER_VOLUME)[
@@ -420,11 +430,11 @@ MUTATIONS: dict[str, tuple[Callable[[JSON], Any], str]] = {
     ),
     "workspace as the resolver uid": (
         lambda p: workspace(p)["securityContext"].update(runAsUser=DNS_UID),
-        f"no container but the resolver {DNS_CONTAINER} may run as uid {DNS_UID}",
+        f"container workspace: no user container runs as the resolver uid {DNS_UID}",
     ),
     "pod-wide resolver uid": (
         lambda p: p["spec"]["securityContext"].update(runAsUser=DNS_UID),
-        f"no container but the resolver {DNS_CONTAINER} may run as uid {DNS_UID}",
+        f"the pod's default uid is not the resolver uid {DNS_UID}",
     ),
     "a second resolver": (
         lambda p: p["spec"]["initContainers"].append(copy.deepcopy(init(p, DNS_CONTAINER))),
@@ -450,7 +460,7 @@ def test_the_label_on_an_uninjected_pod_is_refused() -> None:
         refusals(uninjected_labelled_pod()),
         "must start with the condukt-egress init container(s) condukt-egress-init",
         "must run the condukt-egress sidecar",
-        "container workspace must drop ALL capabilities",
+        "container workspace: every user container drops ALL capabilities",
     )
 
 
@@ -631,16 +641,16 @@ def test_any_escape_on_any_user_container_is_refused(
     """Whichever container of an injected pod is weakened afterwards, the pod is refused."""
     args = SandboxEgressArgs(session_id="prop", namespace="agents", native_sidecar=native)
     pod = session_pod(args, {"containers": containers})
-    ours = {manifests.SIDECAR_CONTAINER, *(c["name"] for c in pod["spec"]["initContainers"])}
+    ours = {*OUR_CONTAINERS, *(c["name"] for c in pod["spec"]["initContainers"])}
     users = [c for c in pod["spec"]["containers"] if c["name"] not in ours]
     target = users[pick % len(users)]
     context = target["securityContext"]
     expected = {
-        "capability": "must drop ALL capabilities and add none",
-        "uid": "no container but the sidecar may run as uid",
-        "privileged": "may not be privileged",
-        "escalation": "must set securityContext.allowPrivilegeEscalation: false",
-        "no-drop": "must drop ALL capabilities",
+        "capability": "[container.capabilities]",
+        "uid": "[container.sidecar-uid]",
+        "privileged": "[container.privileged]",
+        "escalation": "[container.privilege-escalation]",
+        "no-drop": "[container.capabilities]",
     }[escape]
     if escape == "capability":
         context["capabilities"]["add"] = [capability]
@@ -652,7 +662,7 @@ def test_any_escape_on_any_user_container_is_refused(
         context["allowPrivilegeEscalation"] = True
     else:
         context["capabilities"]["drop"] = [d for d in context["capabilities"]["drop"] if d != "ALL"]
-    refused_with(refusals(pod), expected)
+    refused_with(refusals(pod), f"container {target['name']}: ", expected)
 
 
 @settings(max_examples=60, deadline=None)
@@ -695,7 +705,7 @@ def test_session_options_shape_what_is_accepted() -> None:
     refused_with(
         refusals(pod),
         "image one of ghcr.io/tuist/condukt-egress:1.5.1",
-        "container workspace must drop ALL",
+        "container workspace: every user container drops ALL capabilities",
     )
 
 
@@ -703,7 +713,9 @@ def test_rules_can_be_turned_off() -> None:
     only_pods = guard_manifests(
         SandboxGuardArgs(network_policies=False, ephemeral_containers=False)
     )
-    assert [o["metadata"]["name"] for o in only_pods] == [POLICY_PREFIX + "session-pods"] * 2
+    assert [o["metadata"]["name"] for o in only_pods] == [POLICY_PREFIX + "session-pods"] * 2 + [
+        POLICY_PREFIX + "session-pods-status"
+    ] * 2
     assert refusals(foreign_policy(), guard=only_pods) == []
 
 

@@ -36,7 +36,7 @@ WORKSPACE: Any = {"containers": [{"name": "w", "image": "busybox"}]}
 
 
 def make_args(**options: Any) -> SandboxEgressArgs:
-    """``SandboxEgressArgs(**options)``: the fields are typed as plain values (see the README)."""
+    """``SandboxEgressArgs(**options)``: fields typed as plain values (docs/embedding.md)."""
     return SandboxEgressArgs(**options)
 
 

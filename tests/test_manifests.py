@@ -531,7 +531,7 @@ def test_injection_properties(
 def test_pod_level_bypass_settings_are_refused(
     context: dict[str, Any], field: str, fix: str
 ) -> None:
-    """The README promises these pod-level refusals; inject and check both keep them."""
+    """The docs promise these pod-level refusals; inject and check both keep them."""
     spec = workspace_spec() | {"securityContext": context}
     for refuse in (manifests.inject, manifests.check):
         with pytest.raises(ConfigError) as info:

@@ -3,14 +3,14 @@
 Each stack option is declared once, as field metadata on
 :class:`~condukt_egress.args.SessionOptions` (plus ``workspace_image`` on
 :class:`~condukt_egress.spec.SessionSpec`). The stack program, ``SessionSpec``
-and ``render`` derive from it; ``Pulumi.yaml`` and the README table are
-written by hand and checked here, default by default.
+and ``render`` derive from it; ``Pulumi.yaml`` is written by hand and checked
+here, default by default. The configuration reference in the docs is generated
+from it (``docs/hooks/reference.py``, checked in tests/test_docs.py).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import re
 from pathlib import Path
 from typing import Any
 
@@ -26,16 +26,6 @@ from condukt_egress.program import spec_from_config
 from condukt_egress.spec import ARGS_OPTIONS, CONFIG_KEYS, SESSION_OPTIONS, SessionSpec
 
 ROOT = Path(__file__).resolve().parent.parent
-TYPES = {"string": "string", "boolean": "boolean", "integer": "integer", "array": "list"}
-
-
-def readme_row(opt: Option) -> str:
-    """The README table row of one option, as derived from its declaration."""
-    default = f"`{opt.doc_default}`" if opt.doc_literal else opt.doc_default
-    meaning = opt.help
-    if opt.choices:
-        meaning += " One of " + ", ".join(f"`{c}`" for c in opt.choices) + "."
-    return f"| `{opt.config}` | {TYPES.get(opt.kind, opt.kind)} | {default} | {meaning} |"
 
 
 def pulumi_yaml_config() -> dict[str, Any]:
@@ -87,12 +77,6 @@ def test_pulumi_yaml_types_and_defaults_match_the_registry() -> None:
     defaults = {k: v["default"] for k, v in declared.items() if "default" in v}
     from_yaml = spec_from_config(FakeConfig({"sessionId": "42", **defaults}))  # type: ignore[arg-type]
     assert from_yaml.program_config() == SessionSpec("42").program_config()
-
-
-def test_readme_table_is_the_registry() -> None:
-    readme = (ROOT / "README.md").read_text()
-    rows = [line for line in readme.splitlines() if re.match(r"^\| `[a-zA-Z]+` \|", line)]
-    assert rows == [readme_row(o) for o in SESSION_OPTIONS]
 
 
 def test_no_default_drifts_between_the_surfaces() -> None:

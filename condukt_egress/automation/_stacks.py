@@ -97,7 +97,7 @@ diagnostics, the summary), for progress UIs."""
 DEFAULT_MAX_OPERATIONS: Final = 4
 """Engine operations (up, preview, refresh, destroy) one :class:`SessionStacks`
 runs at once; more wait for a slot. Each starts a ``pulumi`` CLI and the
-kubernetes and tls plugins (see the README for measured and estimated memory)."""
+kubernetes and tls plugins (see docs/automation.md for measured and estimated memory)."""
 
 _LOG: Final = logging.getLogger("condukt_egress.automation")
 _PLUGINS: Final = (("kubernetes", "pulumi_kubernetes"), ("tls", "pulumi_tls"))
