@@ -372,7 +372,7 @@ def resolver_container(image: str = DNS_IMAGE, *, native: bool = True) -> dict[s
         },
         "resources": {
             "requests": {"cpu": "10m", "memory": "32Mi"},
-            "limits": {"cpu": "200m", "memory": "64Mi"},
+            "limits": {"cpu": "200m", "memory": "128Mi"},
         },
         "volumeMounts": [{"name": DNS_VOLUME, "mountPath": DNS_CONFIG_DIR, "readOnly": True}],
         "startupProbe": {

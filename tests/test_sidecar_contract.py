@@ -382,11 +382,11 @@ def test_pod_level_resources_grow_by_what_we_add(native: bool) -> None:
     spec = manifests.inject(POD_LEVEL_EXAMPLE, args)
     assert api_server_errors(spec) == []
     # The sidecar adds 50m/64Mi to the sum (native or not) and the resolver
-    # 10m/32Mi (limits 200m/64Mi); the netfilter init container (10m/16Mi)
+    # 10m/32Mi (limits 200m/128Mi); the netfilter init container (10m/16Mi)
     # runs alone before them and stays below that sum.
     assert spec["resources"] == {
         "requests": {"cpu": "1060m", "memory": "196Mi"},
-        "limits": {"cpu": "2200m", "memory": "520Mi"},
+        "limits": {"cpu": "2200m", "memory": "584Mi"},
     }
     assert manifests.inject(spec, args) == spec  # idempotent
     assert_session_secure(spec)
