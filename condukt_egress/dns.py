@@ -110,7 +110,7 @@ probes the pod IP, so it cannot be loopback; it answers only ``OK``)."""
 
 _HOST_CHARS: Final = "[-0-9_a-z]"
 _NAME_CHARS: Final = "[-.0-9_a-z]"
-PLAIN_NAME_REGEX: Final = f"^{_NAME_CHARS}+$"
+_PLAIN_NAME_REGEX: Final = f"^{_NAME_CHARS}+$"
 """What a forwarded name looks like as CoreDNS's ``name()`` shows it (lower-cased,
 escapes such as ``\\032`` for odd bytes, a final dot)."""
 
@@ -274,7 +274,7 @@ def forward_expression(
     decision = _decision(policy, mode, hosts)
     if decision is False:
         return "false"
-    guard = _Match(PLAIN_NAME_REGEX)
+    guard = _Match(_PLAIN_NAME_REGEX)
     return _render(guard if decision is True else _And(guard, decision))
 
 
