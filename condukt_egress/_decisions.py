@@ -11,7 +11,7 @@ import inspect
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Final, Literal, TypeAlias
+from typing import Final, Literal, NamedTuple, TypeAlias
 
 from condukt_egress.errors import ConfigError
 from condukt_egress.events import Decision, DecisionAction, DecisionRequest
@@ -19,6 +19,7 @@ from condukt_egress.events import Decision, DecisionAction, DecisionRequest
 __all__ = [
     "SYNC_DECIDER_THREADS",
     "Answer",
+    "Cached",
     "DecidedBy",
     "Decider",
     "DeciderResult",
@@ -79,6 +80,19 @@ class DecisionSent:
     seconds: float
 
 
+class Cached(NamedTuple):
+    """An answer the decider gave, as :class:`DecisionCache` replays it."""
+
+    action: DecisionAction
+    reason: str | None
+
+
+class _Entry(NamedTuple):
+    expires: float
+    """Loop time after which the answer is no longer replayed."""
+    answer: Cached
+
+
 class DecisionCache:
     """Answers per (host, port, scheme), kept for ``ttl`` seconds, at most ``max_entries`` (LRU).
 
@@ -101,24 +115,22 @@ class DecisionCache:
             )
         self.ttl = ttl
         self.max_entries = max_entries
-        self._entries: OrderedDict[DecisionKey, tuple[float, DecisionAction, str | None]] = (
-            OrderedDict()
-        )
+        self._entries: OrderedDict[DecisionKey, _Entry] = OrderedDict()
 
-    def get(self, key: DecisionKey, now: float) -> tuple[DecisionAction, str | None] | None:
-        """Return the cached ``(action, reason)`` for ``key``, or ``None``."""
+    def get(self, key: DecisionKey, now: float) -> Cached | None:
+        """Return the cached answer for ``key``, or ``None``."""
         entry = self._entries.get(key)
         if entry is None:
             return None
-        if entry[0] <= now:
+        if entry.expires <= now:
             del self._entries[key]
             return None
         self._entries.move_to_end(key)
-        return entry[1], entry[2]
+        return entry.answer
 
     def put(self, key: DecisionKey, action: DecisionAction, reason: str | None, now: float) -> None:
         """Remember an answer for ``key`` (from :func:`decision_key`)."""
-        self._entries[key] = (now + self.ttl, action, reason)
+        self._entries[key] = _Entry(now + self.ttl, Cached(action, reason))
         self._entries.move_to_end(key)
         while len(self._entries) > self.max_entries:
             self._entries.popitem(last=False)
@@ -145,20 +157,30 @@ def decider_budget(decide_timeout_ms: int) -> float:
     return (decide_timeout_ms - min(1000, decide_timeout_ms / 5)) / 1000
 
 
-Answer: TypeAlias = tuple[DecisionAction, str | None, str | None]
-"""``(action, reason, failure)``; ``failure`` is ``None`` when the decider answered."""
+class Answer(NamedTuple):
+    """What the client answers to one decision request, and why."""
+
+    action: DecisionAction
+    reason: str | None
+    failure: str | None = None
+    """Why the decider failed (the answer is then a fail-closed deny), else ``None``."""
+
+    @property
+    def cacheable(self) -> bool:
+        """Whether the decider itself gave the answer (failures are never cached)."""
+        return self.failure is None
 
 
 class InvalidAnswerError(Exception):
-    pass
+    """A decider returned something other than the three answers it may give (internal)."""
 
 
-def interpret(result: object) -> tuple[DecisionAction, str | None]:
+def interpret(result: object) -> Answer:
     """Map a decider's return value to an answer; refuse anything else."""
     if result == "allow" and isinstance(result, str):
-        return "allow", None
+        return Answer("allow", None)
     if result == "deny" and isinstance(result, str):
-        return "deny", None
+        return Answer("deny", None)
     if (
         isinstance(result, tuple)
         and len(result) == 2
@@ -166,7 +188,7 @@ def interpret(result: object) -> tuple[DecisionAction, str | None]:
         and isinstance(result[0], str)
         and isinstance(result[1], str)
     ):
-        return "deny", result[1][:MAX_REASON_CHARS] or None
+        return Answer("deny", result[1][:MAX_REASON_CHARS] or None)
     raise InvalidAnswerError(f"returned {_describe(result)}")
 
 

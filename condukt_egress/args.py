@@ -19,24 +19,24 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import functools
 import inspect
 import ipaddress
 import re
 import sys
 import warnings
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import KW_ONLY, InitVar, dataclass, field
 from functools import cached_property
 from typing import Any, Final, Literal, get_args
 
-from condukt_egress import contract
+from condukt_egress import checks, contract
 from condukt_egress._quantity import parse_quantity
 from condukt_egress._text import shown
+from condukt_egress.checks import validate_image
 from condukt_egress.dns import DNS_FILTER_MODES, DNS_IMAGE, DnsFilter, check_decide_hosts
 from condukt_egress.errors import ConfigError, PolicyError
 from condukt_egress.naming import SessionNames, session_names, validate_session_id
-from condukt_egress.options import option
+from condukt_egress.options import check_fields, checked, option, switch
 from condukt_egress.policy import DENY_ALL, EgressPolicy
 
 __all__ = [
@@ -46,6 +46,7 @@ __all__ = [
     "SessionOptions",
     "TrustBundle",
     "UnproxiedEgress",
+    "holds",
     "validate_image",
 ]
 
@@ -94,9 +95,6 @@ document holding Outputs, e.g. ``{"rules": [{"allow": [db.host]}]}``). They
 are validated when they resolve; every other field, and ``session_id`` above
 all (names and labels derive from it at preview), must be a plain value."""
 
-_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-_LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
-_CAPABILITY = re.compile(r"^[A-Z][A-Z0-9_]*$")
 _UNPROXIED = re.compile(r"^(?P<cidr>[^:]+):(?P<ports>[^/]+)(?:/(?P<protocol>[^/]+))?$")
 
 
@@ -119,14 +117,14 @@ class UnproxiedEgress:
     protocol: Protocol = "TCP"
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "cidr", _ipv4_network("unproxied_egress.cidr", self.cidr))
+        object.__setattr__(self, "cidr", checks.ipv4_network("unproxied_egress.cidr", self.cidr))
         if isinstance(self.ports, str | bytes) or not self.ports:
             raise ConfigError(
                 "unproxied_egress.ports",
                 f"must be a non-empty list of ports, got {shown(self.ports)}; e.g. ports=[5432]",
             )
         object.__setattr__(
-            self, "ports", tuple(_port("unproxied_egress.ports", p) for p in self.ports)
+            self, "ports", tuple(checks.port("unproxied_egress.ports", p) for p in self.ports)
         )
         if self.protocol not in get_args(Protocol):
             raise ConfigError(
@@ -156,6 +154,11 @@ class UnproxiedEgress:
                 "unproxied_egress", f"each entry needs 'cidr' and 'ports', got {shown(dict(value))}"
             )
         return cls(cidr=value["cidr"], ports=value["ports"], protocol=value.get("protocol", "TCP"))
+
+    @classmethod
+    def check(cls, name: str, value: object) -> UnproxiedEgress:
+        """:meth:`from_value` as an option's check (entries of ``unproxied_egress``)."""
+        return cls.from_value(value)  # type: ignore[arg-type]  # from_value checks the type
 
     @classmethod
     def parse(cls, text: str) -> UnproxiedEgress:
@@ -200,6 +203,104 @@ def _load_policy(path: str) -> EgressPolicy:
     return EgressPolicy.load(path)
 
 
+def _session_id(name: str, value: object) -> str:
+    if _holds_input(value):
+        raise ConfigError(
+            name,
+            "must be a plain string, not an Output: the Secret, NetworkPolicy and pod "
+            "names and labels derive from it and must be known at preview",
+        )
+    validate_session_id(value)  # it checks the type too
+    return value  # type: ignore[return-value]
+
+
+def _policy(name: str, value: object) -> EgressPolicy:
+    if value is None:
+        return DENY_ALL
+    if isinstance(value, EgressPolicy):
+        return value
+    if isinstance(value, Mapping):
+        try:
+            return EgressPolicy.from_dict(value)
+        except PolicyError as exc:
+            raise exc.under(name) from None
+    raise ConfigError(
+        name,
+        f"must be an EgressPolicy or its document form (a mapping), got {type(value).__name__}; "
+        "e.g. {'rules': [{'allow': ['api.github.com']}], 'default': 'deny'}",
+    )
+
+
+def _decide_hosts(name: str, value: object) -> tuple[str, ...]:
+    """Strict mode's host patterns, checked like the policy's (``dns_decide_hosts[i]``)."""
+    return check_decide_hosts(checks.sequence(name, value))
+
+
+def _validity_hours(name: str, value: object) -> int:
+    hours = checks.whole(value)
+    if hours is None or not 1 <= hours <= MAX_CA_VALIDITY_HOURS:
+        raise ConfigError(
+            name,
+            f"must be a whole number of hours from 1 to {MAX_CA_VALIDITY_HOURS}, got "
+            f"{shown(value)}; the default 24 fits a session",
+        )
+    return hours
+
+
+def holds(value: object, test: Callable[[object], bool]) -> bool:
+    """Whether ``value`` passes ``test``, or is a list or mapping holding one that does."""
+    if test(value):
+        return True
+    if isinstance(value, Mapping):
+        return any(holds(v, test) for v in value.values())
+    if isinstance(value, list | tuple):
+        return any(holds(v, test) for v in value)
+    return False
+
+
+def _is_input(value: object) -> bool:
+    """Whether ``value`` is a Pulumi Output or an awaitable.
+
+    Pure: an Output exists only once the program imported ``pulumi``.
+    """
+    if inspect.isawaitable(value):
+        return True
+    pulumi = sys.modules.get("pulumi")
+    return pulumi is not None and isinstance(value, pulumi.Output)
+
+
+def _holds_input(value: object) -> bool:
+    """Whether ``value`` is, or (a list or mapping) holds, a Pulumi Output or awaitable."""
+    return holds(value, _is_input)
+
+
+class _OldName:
+    """A deprecated field name: an ``__init__`` argument, and an attribute that warns.
+
+    Read on the class (as ``dataclass`` does for the argument's default) it is
+    ``None``; read on an instance it is the new field's value, with a
+    ``DeprecationWarning``, except for :func:`dataclasses.replace`, which
+    copies every argument and must neither warn nor revive the old name.
+    """
+
+    def __init__(self, new: str) -> None:
+        self.new = new
+        self.old = ""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.old = name
+
+    def __get__(self, obj: object, owner: type | None = None) -> Any:
+        if obj is None or sys._getframe(1).f_globals.get("__name__") == "dataclasses":
+            return None
+        warnings.warn(
+            f"{type(obj).__name__}.{self.old} is deprecated: use {self.new}",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return getattr(obj, self.new)
+
+
 @dataclass(frozen=True)
 class SessionOptions:
     """The options of a session that are stack config: declared once, here.
@@ -216,6 +317,7 @@ class SessionOptions:
             "The agent platform's id for the session; any string up to 1024 characters.",
             example="<id>",
             metavar="ID",
+            check=_session_id,
         )
     )
     namespace: str = field(
@@ -225,6 +327,7 @@ class SessionOptions:
             example="agents",
             short="-n",
             metavar="NS",
+            check=checks.dns_label,
         ),
     )
     policy: EgressPolicy | Mapping[str, Any] | None = field(
@@ -237,6 +340,7 @@ class SessionOptions:
             metavar="FILE",
             parse=_load_policy,
             doc_default="deny every host",
+            check=_policy,
         ),
     )
     sidecar_image: str = field(
@@ -245,14 +349,12 @@ class SessionOptions:
             "The condukt-egress sidecar image (init container and proxy).",
             example="<image>",
             metavar="IMG",
+            check=checks.image(contract.DEFAULT_IMAGE),
         ),
     )
-    allow_plain_http: bool = field(
+    allow_plain_http: bool = switch(
+        "Open TCP 80 (risky: one allowed name opens every public IP on port 80).",
         default=False,
-        metadata=option(
-            "Open TCP 80 (risky: one allowed name opens every public IP on port 80).",
-            example="false",
-        ),
     )
     trust_bundle: TrustBundle = field(
         default="session-ca",
@@ -263,12 +365,9 @@ class SessionOptions:
             choices=get_args(TrustBundle),
         ),
     )
-    native_sidecar: bool = field(
+    native_sidecar: bool = switch(
+        "Run the proxy as a native sidecar (Kubernetes 1.29+) or a plain container.",
         default=True,
-        metadata=option(
-            "Run the proxy as a native sidecar (Kubernetes 1.29+) or a plain container.",
-            example="true",
-        ),
     )
     ca_key_algorithm: CaKeyAlgorithm = field(
         default="ecdsa-p256",
@@ -285,6 +384,7 @@ class SessionOptions:
             example="24",
             what="a whole number of hours",
             metavar="HOURS",
+            check=_validity_hours,
         ),
     )
     ca_early_renewal_hours: int = field(
@@ -307,6 +407,7 @@ class SessionOptions:
             flag="--cluster-cidr",
             metavar="CIDR",
             parse=str,
+            check=checks.list_of(checks.ipv4_network),
         ),
     )
     node_local_dns: str | None = field(
@@ -316,11 +417,17 @@ class SessionOptions:
             example="169.254.20.10",
             metavar="IP",
             doc_default="none",
+            check=checks.optional(checks.ipv4_address),
         ),
     )
     dns_namespace: str = field(
         default="kube-system",
-        metadata=option("Namespace of the cluster DNS pods.", example="kube-system", metavar="NS"),
+        metadata=option(
+            "Namespace of the cluster DNS pods.",
+            example="kube-system",
+            metavar="NS",
+            check=checks.dns_label,
+        ),
     )
     dns_pod_labels: Mapping[str, str] = field(
         default_factory=lambda: dict(DEFAULT_DNS_POD_LABELS),
@@ -331,6 +438,7 @@ class SessionOptions:
             flag="--dns-pod-label",
             metavar="KEY=VALUE",
             parse=parse_label,
+            check=checks.labels,
         ),
     )
     dns_filter: DnsFilter = field(
@@ -351,6 +459,7 @@ class SessionOptions:
             example="<image>",
             metavar="IMG",
             doc_default=f"CoreDNS {DNS_IMAGE.split(':')[1].split('@')[0]}, pinned by digest",
+            check=checks.image(DNS_IMAGE),
         ),
     )
     dns_decide_hosts: Sequence[str] = field(
@@ -363,6 +472,7 @@ class SessionOptions:
             flag="--dns-decide-host",
             metavar="PATTERN",
             parse=str,
+            check=_decide_hosts,
         ),
     )
     unproxied_egress: Sequence[UnproxiedEgress | Mapping[str, Any]] = field(
@@ -375,43 +485,89 @@ class SessionOptions:
             items="object",
             metavar="CIDR:PORT[,PORT...][/PROTOCOL]",
             parse=UnproxiedEgress.parse,
+            check=checks.list_of(UnproxiedEgress.check),
         ),
     )
-    client_compat: bool = field(
+    client_compat: bool = switch(
+        "Client compatibility profile in the workspace: classic TLS key shares "
+        "(OpenSSL, Node, Go, Java) so the sidecar sees the SNI, and Python's strict "
+        "check that rejects the sidecar's leaf certificates relaxed for the session CA.",
         default=True,
-        metadata=option(
-            "Client compatibility profile in the workspace: classic TLS key shares "
-            "(OpenSSL, Node, Go, Java) so the sidecar sees the SNI, and Python's strict "
-            "check that rejects the sidecar's leaf certificates relaxed for the session CA.",
-            example="true",
-        ),
     )
-    allow_root_workspace: bool = field(
+    allow_root_workspace: bool = switch(
+        "Let workspace containers run as root (risky: root reaches the sidecar's "
+        "control port, which the in-pod rules keep for the port-forward path).",
         default=False,
-        metadata=option(
-            "Let workspace containers run as root (risky: root reaches the sidecar's "
-            "control port, which the in-pod rules keep for the port-forward path).",
-            example="false",
-        ),
     )
-    unsafe_unproxied_egress: bool = field(
+    unsafe_unproxied_egress: bool = switch(
+        "Accept unproxiedEgress and nodeLocalDns destinations that bypass the proxy "
+        "dangerously: wider than a /8, cloud metadata and other special ranges, port 53 "
+        "(DNS to any resolver) or 443 (QUIC), a public DNS address. Unsafe.",
         default=False,
-        metadata=option(
-            "Accept unproxiedEgress and nodeLocalDns destinations that bypass the proxy "
-            "dangerously: wider than a /8, cloud metadata and other special ranges, port 53 "
-            "(DNS to any resolver) or 443 (QUIC), a public DNS address. Unsafe.",
-            example="false",
-        ),
     )
-    unsafe_secondary_networks: bool = field(
+    unsafe_secondary_networks: bool = switch(
+        "Accept workloads that attach secondary network interfaces (Multus annotations, "
+        "spec.resourceClaims), which NetworkPolicy does not govern and the redirect does "
+        "not cover. Unsafe.",
         default=False,
-        metadata=option(
-            "Accept workloads that attach secondary network interfaces (Multus annotations, "
-            "spec.resourceClaims), which NetworkPolicy does not govern and the redirect does "
-            "not cover. Unsafe.",
-            example="false",
-        ),
     )
+
+
+def _resources(name: str, value: object) -> dict[str, dict[str, str]]:
+    """Requests and limits of the sidecar containers, as the API server would accept them.
+
+    Known resources, valid quantities, a memory limit (a CPU limit is
+    optional), no request above its limit.
+    """
+    if not isinstance(value, Mapping):
+        raise ConfigError(name, f"must be a mapping, got {shown(value)}")
+    out: dict[str, dict[str, str]] = {}
+    amounts: dict[tuple[str, str], Any] = {}
+    for section, quantities in value.items():
+        if section not in ("requests", "limits") or not isinstance(quantities, Mapping):
+            raise ConfigError(
+                name,
+                f"accepts only 'requests' and 'limits' mappings, got {shown(section)}: "
+                f"{shown(quantities)}",
+            )
+        out[section] = {}
+        for resource, amount in quantities.items():
+            plain = isinstance(resource, str) and re.fullmatch(r"[a-z0-9.-]{1,63}", resource)
+            where = f"{name}.{section}.{resource if plain else shown(resource)}"
+            if resource not in _RESOURCES:
+                raise ConfigError(
+                    where, f"is not a resource the sidecar uses; use {', '.join(_RESOURCES)}"
+                )
+            try:
+                amounts[section, resource] = parse_quantity(amount)
+            except (ValueError, ArithmeticError):  # decimal.Overflow is an ArithmeticError
+                example = DEFAULT_SIDECAR_RESOURCES["limits"][
+                    resource if resource in ("cpu", "memory") else "memory"
+                ]
+                raise ConfigError(
+                    where,
+                    f"{shown(amount)} is not a Kubernetes quantity (non-negative, e.g. "
+                    f"{shown(example)})",
+                ) from None
+            out[section][resource] = str(amount)
+    if ("limits", "memory") not in amounts:
+        raise ConfigError(
+            f"{name}.limits.memory",
+            "is missing; the sidecar handles all of the workspace's traffic and must not take "
+            "the node down with it: set a limit such as "
+            f"{shown(DEFAULT_SIDECAR_RESOURCES['limits']['memory'])}",
+        )
+    for resource in _RESOURCES:
+        limit = amounts.get(("limits", resource))
+        request = amounts.get(("requests", resource))
+        if limit is not None and request is not None and request > limit:
+            raise ConfigError(
+                f"{name}.requests.{resource}",
+                f"{shown(out['requests'][resource])} is above the limit "
+                f"{shown(out['limits'][resource])}, "
+                "which the API server refuses; lower the request or raise the limit",
+            )
+    return out
 
 
 @dataclass(frozen=True)
@@ -487,129 +643,77 @@ class SandboxEgressArgs(SessionOptions):
     rest exist in the Python API only.
     """
 
-    proxy_port: int = contract.DEFAULT_PROXY_PORT
-    control_port: int = contract.DEFAULT_CONTROL_PORT
-    sidecar_uid: int = contract.DEFAULT_SIDECAR_UID
-    sidecar_gid: int = contract.DEFAULT_SIDECAR_UID
-    sidecar_resources: Mapping[str, Mapping[str, str]] = field(
-        default_factory=lambda: {k: dict(v) for k, v in DEFAULT_SIDECAR_RESOURCES.items()}
+    proxy_port: int = field(
+        default=contract.DEFAULT_PROXY_PORT, metadata=checked(checks.sidecar_port)
     )
-    unsafe_allowed_capabilities: Sequence[str] = ()
+    control_port: int = field(
+        default=contract.DEFAULT_CONTROL_PORT, metadata=checked(checks.sidecar_port)
+    )
+    sidecar_uid: int = field(default=contract.DEFAULT_SIDECAR_UID, metadata=checked(checks.user_id))
+    sidecar_gid: int = field(default=contract.DEFAULT_SIDECAR_UID, metadata=checked(checks.user_id))
+    sidecar_resources: Mapping[str, Mapping[str, str]] = field(
+        default_factory=lambda: {k: dict(v) for k, v in DEFAULT_SIDECAR_RESOURCES.items()},
+        metadata=checked(_resources),
+    )
+    unsafe_allowed_capabilities: Sequence[str] = field(
+        default=(), metadata=checked(checks.list_of(checks.capability))
+    )
+    _: KW_ONLY
+    image: InitVar[str | None] = _OldName("sidecar_image")
+    """Deprecated: the old name of ``sidecar_image`` (warns; both given and different: an error)."""
 
-    def __post_init__(self) -> None:
-        set_ = object.__setattr__
-        if _holds_input(self.session_id):
-            raise ConfigError(
-                "session_id",
-                "must be a plain string, not an Output: the Secret, NetworkPolicy and pod "
-                "names and labels derive from it and must be known at preview",
-            )
-        validate_session_id(self.session_id)
+    def __post_init__(self, image: str | None) -> None:
+        if image is not None:
+            self._take_old_image_name(image)
         # Input-valued fields are checked when they resolve (see resolved());
         # the rest is checked now, against the defaults standing in for them.
         deferred = {n: getattr(self, n) for n in INPUT_FIELDS if _holds_input(getattr(self, n))}
         for name in deferred:
-            set_(self, name, _FIELD_DEFAULTS[name])
-        set_(self, "_deferred", deferred)
-        set_(self, "namespace", _dns_label("namespace", self.namespace))
-        set_(self, "policy", _policy(self.policy))
-        set_(
-            self,
-            "sidecar_image",
-            validate_image("sidecar_image", self.sidecar_image, contract.DEFAULT_IMAGE),
-        )
-        for name in (
-            "allow_plain_http",
-            "native_sidecar",
-            "allow_root_workspace",
-            "client_compat",
-            "unsafe_secondary_networks",
-        ):
-            if not isinstance(getattr(self, name), bool):
-                raise ConfigError(name, f"must be true or false, got {shown(getattr(self, name))}")
-        _choice("trust_bundle", self.trust_bundle, get_args(TrustBundle))
-        _choice("ca_key_algorithm", self.ca_key_algorithm, get_args(CaKeyAlgorithm))
-        _choice("dns_filter", self.dns_filter, DNS_FILTER_MODES)
-        decide_hosts = check_decide_hosts(_seq("dns_decide_hosts", self.dns_decide_hosts))
-        if decide_hosts and self.dns_filter != "strict":
-            raise ConfigError(
-                "dns_decide_hosts",
-                f"is set but dns_filter is {self.dns_filter!r}; the list applies only in strict "
-                "mode: set dns_filter to 'strict' (dnsFilter) or remove dns_decide_hosts",
-            )
-        set_(self, "dns_decide_hosts", decide_hosts)
-        set_(self, "dns_image", validate_image("dns_image", self.dns_image, DNS_IMAGE))
-        set_(self, "proxy_port", _port("proxy_port", self.proxy_port))
-        set_(self, "control_port", _port("control_port", self.control_port))
+            object.__setattr__(self, name, _FIELD_DEFAULTS[name])
+        object.__setattr__(self, "_deferred", deferred)
+        check_fields(self)
+        self._check_across_fields()
+        for name, value in deferred.items():
+            object.__setattr__(self, name, value)
+
+    def _check_across_fields(self) -> None:
+        """The checks that span fields; each field's own check has passed."""
         if self.proxy_port == self.control_port:
             raise ConfigError(
                 "control_port",
                 f"equals proxy_port ({self.proxy_port}); give the control channel its own port",
             )
-        for name in ("proxy_port", "control_port"):
-            if getattr(self, name) in contract.REDIRECTED_PORTS:
-                raise ConfigError(
-                    name,
-                    f"must not be {getattr(self, name)}: TCP 80 and 443 are redirected to the "
-                    "proxy; use the defaults 15001/15002 or another free port",
-                )
-        set_(self, "sidecar_uid", _id("sidecar_uid", self.sidecar_uid))
-        set_(self, "sidecar_gid", _id("sidecar_gid", self.sidecar_gid))
-        set_(self, "dns_namespace", _dns_label("dns_namespace", self.dns_namespace))
-        set_(self, "dns_pod_labels", _labels("dns_pod_labels", self.dns_pod_labels))
-        if self.node_local_dns is not None:
-            set_(self, "node_local_dns", _ipv4_address("node_local_dns", self.node_local_dns))
-        set_(
-            self,
-            "cluster_cidrs",
-            tuple(
-                _ipv4_network("cluster_cidrs", c) for c in _seq("cluster_cidrs", self.cluster_cidrs)
-            ),
-        )
-        set_(
-            self,
-            "unproxied_egress",
-            tuple(
-                UnproxiedEgress.from_value(u)
-                for u in _seq("unproxied_egress", self.unproxied_egress)
-            ),
-        )
-        hours = self.ca_validity_hours
-        whole_hours = _whole(hours)
-        if whole_hours is None or not 1 <= whole_hours <= MAX_CA_VALIDITY_HOURS:
-            raise ConfigError(
-                "ca_validity_hours",
-                f"must be a whole number of hours from 1 to {MAX_CA_VALIDITY_HOURS}, got "
-                f"{shown(hours)}; the default 24 fits a session",
-            )
-        set_(self, "ca_validity_hours", whole_hours)
-        early = _whole(self.ca_early_renewal_hours)
-        if early is None or not 0 <= early < whole_hours:
+        early = checks.whole(self.ca_early_renewal_hours)
+        if early is None or not 0 <= early < self.ca_validity_hours:
             raise ConfigError(
                 "ca_early_renewal_hours",
                 f"must be a whole number of hours from 0 to ca_validity_hours - 1 "
-                f"({whole_hours - 1}), got {self.ca_early_renewal_hours!r}; 0 renews only an "
-                "expired CA",
+                f"({self.ca_validity_hours - 1}), got {self.ca_early_renewal_hours!r}; 0 renews "
+                "only an expired CA",
             )
-        set_(self, "ca_early_renewal_hours", early)
-        set_(self, "sidecar_resources", _resources(self.sidecar_resources))
-        if not isinstance(self.unsafe_unproxied_egress, bool):
-            raise ConfigError(
-                "unsafe_unproxied_egress",
-                f"must be true or false, got {shown(self.unsafe_unproxied_egress)}",
-            )
+        object.__setattr__(self, "ca_early_renewal_hours", early)
         if not self.unsafe_unproxied_egress:
             _refuse_unsafe_destinations(self)
-        set_(
-            self,
-            "unsafe_allowed_capabilities",
-            tuple(
-                _capability(c)
-                for c in _seq("unsafe_allowed_capabilities", self.unsafe_allowed_capabilities)
-            ),
+        if self.dns_decide_hosts and self.dns_filter != "strict":
+            raise ConfigError(
+                "dns_decide_hosts",
+                f"is set but dns_filter is {self.dns_filter!r}; the list applies only in strict "
+                "mode: set dns_filter to 'strict' (dnsFilter) or remove dns_decide_hosts",
+            )
+
+    def _take_old_image_name(self, image: str) -> None:
+        warnings.warn(
+            "SandboxEgressArgs(image=...) is deprecated: use sidecar_image=...",
+            DeprecationWarning,
+            stacklevel=4,  # __post_init__, __init__, the caller
         )
-        for name, value in deferred.items():
-            set_(self, name, value)
+        if self.sidecar_image not in (contract.DEFAULT_IMAGE, image):
+            raise ConfigError(
+                "image",
+                "is the deprecated name of sidecar_image and both are given, with different "
+                "values: give sidecar_image only",
+            )
+        object.__setattr__(self, "sidecar_image", image)
 
     @property
     def deferred(self) -> Mapping[str, Any]:
@@ -640,229 +744,6 @@ class SandboxEgressArgs(SessionOptions):
 _FIELD_DEFAULTS: Final = {
     f.name: f.default for f in dataclasses.fields(SandboxEgressArgs) if f.name in INPUT_FIELDS
 }
-
-
-def _holds_input(value: object) -> bool:
-    """Whether ``value`` is, or (a list or mapping) holds, a Pulumi Output or awaitable.
-
-    Pure: an Output exists only once the program imported ``pulumi``.
-    """
-    if inspect.isawaitable(value):
-        return True
-    pulumi = sys.modules.get("pulumi")
-    if pulumi is not None and isinstance(value, pulumi.Output):
-        return True
-    if isinstance(value, Mapping):
-        return any(_holds_input(v) for v in value.values())
-    if isinstance(value, list | tuple):
-        return any(_holds_input(v) for v in value)
-    return False
-
-
-_dataclass_init = SandboxEgressArgs.__init__
-
-
-@functools.wraps(_dataclass_init)
-def _init(self: SandboxEgressArgs, *args: Any, image: str | None = None, **kwargs: Any) -> None:
-    """The dataclass ``__init__``, still accepting ``image=``, the old name of ``sidecar_image``."""
-    if image is not None:
-        warnings.warn(
-            "SandboxEgressArgs(image=...) is deprecated: use sidecar_image=...",
-            DeprecationWarning,
-            stacklevel=2,
-        )
-        if kwargs.setdefault("sidecar_image", image) != image:
-            raise ConfigError(
-                "image",
-                "is the deprecated name of sidecar_image and both are given, with different "
-                "values: give sidecar_image only",
-            )
-    _dataclass_init(self, *args, **kwargs)
-
-
-def _image(self: SandboxEgressArgs) -> str:
-    """``args.image``: the deprecated name of :attr:`SandboxEgressArgs.sidecar_image`."""
-    warnings.warn(
-        "SandboxEgressArgs.image is deprecated: use sidecar_image", DeprecationWarning, stacklevel=2
-    )
-    return self.sidecar_image
-
-
-# The old name keeps working, with a DeprecationWarning, as an argument and an attribute.
-setattr(SandboxEgressArgs, "__init__", _init)  # noqa: B010
-setattr(SandboxEgressArgs, "image", property(_image))  # noqa: B010
-
-
-def _seq(name: str, value: object) -> Sequence[Any]:
-    if isinstance(value, str | bytes | Mapping) or not isinstance(value, Sequence):
-        raise ConfigError(name, f"must be a list, got {shown(value)}")
-    return value
-
-
-def _choice(name: str, value: object, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        hint = ""
-        if isinstance(value, str) and value.lower().replace("_", "-") in choices:
-            hint = f" (did you mean {shown(value.lower().replace('_', '-'))}?)"
-        raise ConfigError(
-            name, f"must be one of {', '.join(map(repr, choices))}, got {shown(value)}{hint}"
-        )
-
-
-def _policy(value: object) -> EgressPolicy:
-    if value is None:
-        return DENY_ALL
-    if isinstance(value, EgressPolicy):
-        return value
-    if isinstance(value, Mapping):
-        try:
-            return EgressPolicy.from_dict(value)
-        except PolicyError as exc:
-            raise exc.under("policy") from None
-    raise ConfigError(
-        "policy",
-        f"must be an EgressPolicy or its document form (a mapping), got {type(value).__name__}; "
-        "e.g. {'rules': [{'allow': ['api.github.com']}], 'default': 'deny'}",
-    )
-
-
-def _dns_label(name: str, value: object) -> str:
-    if not isinstance(value, str) or not _DNS_LABEL.match(value) or len(value) > 63:
-        raise ConfigError(
-            name,
-            f"must be a Kubernetes namespace name (lower-case letters, digits and '-', "
-            f"at most 63 characters, starting and ending alphanumeric), got {shown(value)}",
-        )
-    return value
-
-
-def validate_image(field_name: str, value: object, default: str) -> str:
-    """Return ``value`` if it can be a container image reference, else raise.
-
-    Image references are printable ASCII without spaces (OCI distribution
-    spec); anything else would only fail later, at pull time.
-
-    Raises:
-        ConfigError: Naming ``field_name`` and the default to fall back on.
-    """
-    if (
-        not isinstance(value, str)
-        or not value
-        or not value.isascii()
-        or not value.isprintable()
-        or any(c.isspace() for c in value)
-    ):
-        raise ConfigError(
-            field_name,
-            f"must be a container image reference (printable ASCII without spaces), "
-            f"got {shown(value)}; default is {shown(default)}",
-        )
-    return value
-
-
-def _whole(value: object) -> int | None:
-    """``value`` as an int if it is a whole number (stack config gives floats), else None."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    if isinstance(value, float) and not value.is_integer():
-        return None
-    return int(value)
-
-
-def _port(name: str, value: object) -> int:
-    port = _whole(value)
-    if port is None or not 1 <= port <= 65535:
-        raise ConfigError(name, f"must be a port number from 1 to 65535, got {shown(value)}")
-    return port
-
-
-def _id(name: str, value: object) -> int:
-    id_ = _whole(value)
-    if id_ is None or not 1 <= id_ <= 2**31 - 1:
-        raise ConfigError(
-            name,
-            f"must be a non-root id from 1 to 2147483647, got {shown(value)}; the image's "
-            f"default is {contract.DEFAULT_SIDECAR_UID}",
-        )
-    return id_
-
-
-def _labels(name: str, value: object) -> dict[str, str]:
-    if not isinstance(value, Mapping) or not value:
-        raise ConfigError(
-            name, f"must be a non-empty mapping of label keys to values, got {shown(value)}"
-        )
-    out: dict[str, str] = {}
-    for key, val in value.items():
-        problem = _label_key_problem(key)
-        if problem is not None:
-            raise ConfigError(
-                f"{name}[{shown(key)}]", f"is not a valid Kubernetes label key: it {problem}"
-            )
-        if not isinstance(val, str) or len(val) > 63 or not _LABEL_VALUE.match(val):
-            raise ConfigError(
-                f"{name}[{shown(key)}]", f"value {shown(val)} is not a valid label value"
-            )
-        out[key] = val
-    return out
-
-
-_LABEL_NAME: Final = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
-_SUBDOMAIN: Final = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
-
-
-def _label_key_problem(key: object) -> str | None:
-    """Why the API server would refuse ``key`` as a label key, or None.
-
-    A key is ``[prefix/]name`` (apimachinery's ``IsQualifiedName``): the name
-    at most 63 characters of alphanumerics, ``-``, ``_`` and ``.``, starting
-    and ending alphanumeric; the prefix a lower-case DNS subdomain of at most
-    253 characters.
-    """
-    if not isinstance(key, str):
-        return f"must be a string, got {type(key).__name__}"
-    prefix, slash, name = key.rpartition("/")
-    if not name or len(name) > 63 or not _LABEL_NAME.match(name):
-        return (
-            "has a bad name part: at most 63 characters of letters, digits, '-', '_' and "
-            "'.', starting and ending with a letter or digit"
-        )
-    if slash and (not prefix or len(prefix) > 253 or not _SUBDOMAIN.match(prefix)):
-        return (
-            "has a bad prefix: the part before '/' must be a lower-case DNS subdomain "
-            "such as example.com (at most 253 characters)"
-        )
-    return None
-
-
-def _ipv4_address(name: str, value: object) -> str:
-    try:
-        addr = ipaddress.ip_address(value)  # type: ignore[arg-type]
-    except ValueError:
-        raise ConfigError(
-            name, f"must be an IPv4 address like 169.254.20.10, got {shown(value)}"
-        ) from None
-    if addr.version != 4:
-        raise ConfigError(
-            name, f"must be IPv4, got {shown(value)}: the NetworkPolicy allows no IPv6 at all"
-        )
-    return str(addr)
-
-
-def _ipv4_network(name: str, value: object) -> str:
-    try:
-        net = ipaddress.ip_network(value, strict=True)  # type: ignore[arg-type]
-    except (ValueError, TypeError) as exc:
-        raise ConfigError(
-            name, f"must be an IPv4 CIDR like 10.96.0.0/12, got {shown(value)} ({exc})"
-        ) from None
-    if net.version != 4:
-        raise ConfigError(
-            name,
-            f"must be IPv4, got {shown(value)}: the NetworkPolicy allows no IPv6 at all, "
-            "so IPv6 ranges need no entry",
-        )
-    return str(net)
 
 
 def _refuse_unsafe_destinations(args: SandboxEgressArgs) -> None:
@@ -922,74 +803,3 @@ def _refuse_unsafe_destinations(args: SandboxEgressArgs) -> None:
                 "DNS to anything else lets the workspace pick its resolver (tunnelling). Use "
                 "the cache's address, or accept the risk with unsafe_unproxied_egress=True",
             )
-
-
-def _resources(value: object) -> dict[str, dict[str, str]]:
-    """Requests and limits of the sidecar containers, as the API server would accept them.
-
-    Known resources, valid quantities, a memory limit (a CPU limit is
-    optional), no request above its limit.
-    """
-    if not isinstance(value, Mapping):
-        raise ConfigError("sidecar_resources", f"must be a mapping, got {shown(value)}")
-    out: dict[str, dict[str, str]] = {}
-    amounts: dict[tuple[str, str], Any] = {}
-    for section, quantities in value.items():
-        if section not in ("requests", "limits") or not isinstance(quantities, Mapping):
-            raise ConfigError(
-                "sidecar_resources",
-                f"accepts only 'requests' and 'limits' mappings, got {shown(section)}: "
-                f"{shown(quantities)}",
-            )
-        out[section] = {}
-        for resource, amount in quantities.items():
-            plain = isinstance(resource, str) and re.fullmatch(r"[a-z0-9.-]{1,63}", resource)
-            where = f"sidecar_resources.{section}.{resource if plain else shown(resource)}"
-            if resource not in _RESOURCES:
-                raise ConfigError(
-                    where, f"is not a resource the sidecar uses; use {', '.join(_RESOURCES)}"
-                )
-            try:
-                amounts[section, resource] = parse_quantity(amount)
-            except (ValueError, ArithmeticError):  # decimal.Overflow is an ArithmeticError
-                example = DEFAULT_SIDECAR_RESOURCES["limits"][
-                    resource if resource in ("cpu", "memory") else "memory"
-                ]
-                raise ConfigError(
-                    where,
-                    f"{shown(amount)} is not a Kubernetes quantity (non-negative, e.g. "
-                    f"{shown(example)})",
-                ) from None
-            out[section][resource] = str(amount)
-    if ("limits", "memory") not in amounts:
-        raise ConfigError(
-            "sidecar_resources.limits.memory",
-            "is missing; the sidecar handles all of the workspace's traffic and must not take "
-            "the node down with it: set a limit such as "
-            f"{shown(DEFAULT_SIDECAR_RESOURCES['limits']['memory'])}",
-        )
-    for resource in _RESOURCES:
-        limit = amounts.get(("limits", resource))
-        request = amounts.get(("requests", resource))
-        if limit is not None and request is not None and request > limit:
-            raise ConfigError(
-                f"sidecar_resources.requests.{resource}",
-                f"{shown(out['requests'][resource])} is above the limit "
-                f"{shown(out['limits'][resource])}, "
-                "which the API server refuses; lower the request or raise the limit",
-            )
-    return out
-
-
-def _capability(value: object) -> str:
-    if not isinstance(value, str):
-        raise ConfigError(
-            "unsafe_allowed_capabilities", f"entries must be strings, got {shown(value)}"
-        )
-    cap = value.upper().removeprefix("CAP_")
-    if not _CAPABILITY.match(cap):
-        raise ConfigError(
-            "unsafe_allowed_capabilities",
-            f"{shown(value)} is not a Linux capability name like NET_RAW",
-        )
-    return cap

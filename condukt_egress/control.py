@@ -61,6 +61,7 @@ from condukt_egress._decisions import (
     is_async_callable,
 )
 from condukt_egress._lines import DEFAULT_MAX_LINE_BYTES, LineSplitter
+from condukt_egress._text import printable
 from condukt_egress._threads import DaemonPool
 from condukt_egress._transport import READ_CHUNK, Connection, Target, TcpTarget, os_reason
 from condukt_egress.contract import DEFAULT_DECIDE_TIMEOUT_MS
@@ -96,6 +97,11 @@ __all__ = [
 _log = logging.getLogger(__name__)
 
 _OUTBOX_LIMIT: Final = 1024
+
+
+def _log_notice(message: str) -> None:
+    """The default ``on_notice``: one log record, control characters escaped."""
+    _log.info("%s", printable(message))
 
 
 @dataclass
@@ -217,7 +223,7 @@ class ControlClient:
         self._max_attempts = max_reconnect_attempts
         self._backoff = backoff or Backoff()
         self._max_line = max_line_bytes
-        self._notice = on_notice or _log.info
+        self._notice = on_notice or _log_notice
         self._on_decision = on_decision
         self._on_reconnect = on_reconnect
         self._conn: Connection | None = None
@@ -406,12 +412,15 @@ class ControlClient:
             frame = self._decode(line, truncated=truncated)
             if frame is not None:
                 frames.append(frame)
+                if self._decider is not None and type(frame) is DecisionRequest:
+                    self._answer(frame)  # at once: the sidecar holds the connection
         if splitter.oversized != oversized:
             self.stats.oversized_lines += splitter.oversized - oversized
             self._notice(f"skipped a line longer than {self._max_line} bytes")
         return frames
 
     def _decode(self, line: bytes, *, truncated: bool = False) -> Frame | None:
+        """Decode and count one line; ``None`` (and a notice) when it is malformed."""
         stats = self.stats
         stats.lines += 1
         try:
@@ -425,8 +434,6 @@ class ControlClient:
             stats.events += 1
         elif isinstance(frame, DecisionRequest):
             stats.decision_requests += 1
-            if self._decider is not None:
-                self._answer(frame)
         else:
             stats.unknown_frames += 1
             if stats.unknown_frames == 1:
@@ -447,7 +454,7 @@ class ControlClient:
             hit = self._cache.get(key, now)
             if hit is not None:
                 self.stats.cache_hits += 1
-                self._finish(request, (*hit, None), "cache", now)
+                self._finish(request, Answer(hit.action, hit.reason), "cache", now)
                 return
             running = self._inflight.get(key)
             if running is not None:  # one decider call per destination at a time
@@ -466,12 +473,12 @@ class ControlClient:
         if task.cancelled():  # the client is closing
             return
         answer = task.result()
-        if answer[2] is None and self._cache is not None:
-            self._cache.put(decision_key(request), answer[0], answer[1], started)
-        self._finish(request, answer, "decider" if answer[2] is None else "fail_closed", started)
+        if answer.cacheable and self._cache is not None:
+            self._cache.put(decision_key(request), answer.action, answer.reason, started)
+        self._finish(request, answer, "decider" if answer.cacheable else "fail_closed", started)
 
     async def _ask(self, request: DecisionRequest) -> Answer:
-        """Run the decider under its budget; return ``(action, reason, failure)``."""
+        """Run the decider under its budget; a failure is a fail-closed deny saying why."""
         decider = self._decider
         assert decider is not None  # noqa: S101  (only scheduled with a decider)
         budget = self.decider_timeout
@@ -486,7 +493,7 @@ class ControlClient:
                     result = await self._pool.submit(decider, request)
                     if inspect.isawaitable(result):  # a sync callable that returned a coroutine
                         result = await result
-            action, reason = interpret(result)
+            answer = interpret(result)
         except TimeoutError:
             if not timeout.expired():
                 return self._failed(request, "raised TimeoutError", "decider failed")
@@ -499,25 +506,29 @@ class ControlClient:
             raise
         except Exception as exc:
             return self._failed(request, f"raised {type(exc).__name__}: {exc}", "decider failed")
-        return action, reason, None
+        return answer
 
     def _failed(self, request: DecisionRequest, failure: str, wire_reason: str) -> Answer:
         self.stats.decider_failures += 1
+        # The host and id are the workspace's choice, the failure may quote them:
+        # escaped, they cannot forge log lines or drive the terminal showing them.
         self._notice(
-            f"decider failed for {request.host}:{request.port} (id {request.id}): {failure}; denied"
+            printable(
+                f"decider failed for {request.host}:{request.port} (id {request.id}): "
+                f"{failure}; denied"
+            )
         )
         # The wire reason is fixed text: exception messages may carry secrets.
-        return "deny", f"condukt-egress: {wire_reason}", failure
+        return Answer("deny", f"condukt-egress: {wire_reason}", failure)
 
     def _finish(
         self, request: DecisionRequest, answer: Answer, by: DecidedBy, started: float
     ) -> None:
-        action, reason, failure = answer
-        decision = Decision(request.id, action, reason)
+        decision = Decision(request.id, answer.action, answer.reason)
         self._queue_write(decision)
         if self._on_decision is not None:
             elapsed = asyncio.get_running_loop().time() - started
-            self._on_decision(DecisionSent(request, decision, by, failure, elapsed))
+            self._on_decision(DecisionSent(request, decision, by, answer.failure, elapsed))
 
     # -- writing -------------------------------------------------------------
 

@@ -1,14 +1,30 @@
 """The one error tree of condukt-egress.
 
 Every error the library raises on purpose derives from :class:`EgressError`, so
-a caller (or the CLI) can catch one type::
+a caller (or the CLI) can catch one type. The whole tree, with the module
+each class is imported from (``errors`` unless said; a test walks the
+subclasses against this drawing)::
 
     EgressError
     ├── FieldError                       a value at a named field is wrong
     │   ├── PolicyError   (a ValueError) a policy document or rule is wrong
+    │   │   └── StackPolicyError         [program] the policy stack config value (a RunError)
     │   └── ConfigError   (a ValueError) a session option or workload is wrong
+    │       └── StackConfigError         [program] a stack config value (a RunError)
     ├── ControlChannelError              the sidecar's control port failed
-    └── AutomationError                  a Pulumi Automation API step failed
+    │   └── MalformedFrameError          [events] a line is not a frame the contract allows
+    ├── AutomationError                  a Pulumi Automation API step failed
+    │   ├── PulumiCliError               [automation] the pulumi CLI is missing or too old
+    │   ├── PassphraseRequiredError      [automation] no passphrase for the secrets provider
+    │   └── SessionError                 [automation] one session's stack; names both
+    │       ├── SessionNotFoundError     [automation] no stack holds the session
+    │       ├── SessionBusyError         [automation] another operation on it is running
+    │       └── SessionOperationError    [automation] up, preview, refresh or destroy failed
+    └── ResolvedInputError               [component] an Input resolved to a bad value (a RunError)
+
+The classes marked with a module live next to the code that raises them. A
+``RunError`` is ``pulumi.RunError``, which ``pulumi up`` prints as one line,
+without a traceback.
 
 Messages always name the field at fault and say how to fix it, because they
 surface at ``pulumi preview`` time in front of a person. A :class:`FieldError`

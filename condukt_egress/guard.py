@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal, get_args
 
-from condukt_egress import contract, manifests, podrules
+from condukt_egress import checks, contract, manifests, podrules
 from condukt_egress._cel import has_path as _has_path
 from condukt_egress._cel import is_ as _is
 from condukt_egress._cel import lit as _lit
@@ -48,7 +48,7 @@ from condukt_egress.naming import (
     OUR_VOLUMES,
     session_names,
 )
-from condukt_egress.options import option
+from condukt_egress.options import check_fields, option, switch
 
 __all__ = [
     "GUARD_NAMESPACE_LABEL",
@@ -92,6 +92,17 @@ def _parse_label(text: str) -> tuple[str, str]:
     return key, value
 
 
+def _namespace_labels(name: str, value: object) -> dict[str, str]:
+    """:func:`checks.labels`, with an example when the mapping is empty."""
+    if not value:
+        raise ConfigError(
+            name,
+            f"must be a non-empty mapping of label keys to values, got {value!r}; e.g. "
+            f"{{'{GUARD_NAMESPACE_LABEL}': 'enforce'}}",
+        )
+    return checks.labels(name, value)
+
+
 @dataclass(frozen=True)
 class SandboxGuardArgs:
     """Which namespaces the guard binds to, which rules it enforces, what it accepts.
@@ -129,26 +140,24 @@ class SandboxGuardArgs:
             flag="--namespace-label",
             metavar="KEY=VALUE",
             parse=_parse_label,
+            check=_namespace_labels,
         ),
     )
-    session_pods: bool = field(
+    session_pods: bool = switch(
+        "Refuse session-labelled pods not injected and hardened by condukt-egress.",
         default=True,
-        metadata=option(
-            "Refuse session-labelled pods not injected and hardened by condukt-egress.",
-            example="true",
-        ),
     )
-    ephemeral_containers: bool = field(
+    ephemeral_containers: bool = switch(
+        "Refuse `kubectl debug` containers on session pods.",
         default=True,
-        metadata=option("Refuse `kubectl debug` containers on session pods.", example="true"),
     )
-    network_policies: bool = field(
+    network_policies: bool = switch(
+        "Refuse NetworkPolicies condukt-egress did not generate.",
         default=True,
-        metadata=option("Refuse NetworkPolicies condukt-egress did not generate.", example="true"),
     )
-    only_session_pods: bool = field(
+    only_session_pods: bool = switch(
+        "Refuse every pod without a session label.",
         default=False,
-        metadata=option("Refuse every pod without a session label.", example="false"),
     )
     allowed_network_policies: Sequence[str] = field(
         default=(),
@@ -208,21 +217,15 @@ class SandboxGuardArgs:
             parse=str,
         ),
     )
-    allow_root_workspace: bool = field(
+    allow_root_workspace: bool = switch(
+        "The sessions' allow_root_workspace: admit workspace containers that run as root "
+        "or name no uid (risky, as for the sessions).",
         default=False,
-        metadata=option(
-            "The sessions' allow_root_workspace: admit workspace containers that run as root "
-            "or name no uid (risky, as for the sessions).",
-            example="false",
-        ),
     )
-    unsafe_secondary_networks: bool = field(
+    unsafe_secondary_networks: bool = switch(
+        "The sessions' unsafe_secondary_networks: admit Multus annotations and "
+        "spec.resourceClaims on session pods (unsafe).",
         default=False,
-        metadata=option(
-            "The sessions' unsafe_secondary_networks: admit Multus annotations and "
-            "spec.resourceClaims on session pods (unsafe).",
-            example="false",
-        ),
     )
     mode: GuardMode = field(
         default="deny",
@@ -235,17 +238,7 @@ class SandboxGuardArgs:
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
-        set_(self, "namespace_labels", _namespace_labels(self.namespace_labels))
-        for name in (
-            "session_pods",
-            "ephemeral_containers",
-            "network_policies",
-            "only_session_pods",
-            "allow_root_workspace",
-            "unsafe_secondary_networks",
-        ):
-            if not isinstance(getattr(self, name), bool):
-                raise ConfigError(name, f"must be true or false, got {getattr(self, name)!r}")
+        check_fields(self)  # each option's own check: labels, switches, mode
         if not self.rules:
             raise ConfigError(
                 "session_pods",
@@ -316,21 +309,6 @@ def _strings(name: str, value: object) -> tuple[str, ...]:
         if not isinstance(item, str):
             raise ConfigError(name, f"entries must be strings, got {item!r}")
     return tuple(value)
-
-
-def _namespace_labels(value: object) -> dict[str, str]:
-    if not isinstance(value, Mapping) or not value:
-        raise ConfigError(
-            "namespace_labels",
-            f"must be a non-empty mapping of label keys to values, got {value!r}; e.g. "
-            f"{{'{GUARD_NAMESPACE_LABEL}': 'enforce'}}",
-        )
-    try:
-        # The same label validation as dns_pod_labels, under this field's name.
-        SandboxEgressArgs(session_id="x", dns_pod_labels=value)
-    except ConfigError as exc:
-        raise exc.renamed("namespace_labels") from None
-    return {str(k): str(v) for k, v in value.items()}
 
 
 def _policy_names(value: object) -> tuple[str, ...]:

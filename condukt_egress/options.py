@@ -3,8 +3,9 @@
 Each option is a dataclass field whose ``metadata`` carries an
 :class:`Option` (as lightkube's dataclasses carry their wire names): its
 stack config key (the field name in camelCase), its ``render`` flag (the name
-in kebab-case, or one entry of a list), its help text and how a flag value or
-a config value becomes a Python value. The stack program's config reader,
+in kebab-case, or one entry of a list), its help text, how a flag value or
+a config value becomes a Python value, and its check (see
+:mod:`condukt_egress.checks`), which :func:`check_fields` runs. The stack program's config reader,
 :class:`~condukt_egress.spec.SessionSpec`'s stack config, the ``render``
 flags, ``Pulumi.yaml`` and the docs' configuration reference are all derived
 from, or tested against, these declarations, so a default or a name changes
@@ -25,10 +26,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Container, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
+from condukt_egress.checks import Check, boolean, one_of
 from condukt_egress.errors import ConfigError
 
 __all__ = [
@@ -36,9 +38,12 @@ __all__ = [
     "Kind",
     "Option",
     "camel",
+    "check_fields",
+    "checked",
     "document",
     "option",
     "options_of",
+    "switch",
 ]
 
 Kind = Literal["string", "boolean", "integer", "array", "object"]
@@ -47,6 +52,7 @@ Kind = Literal["string", "boolean", "integer", "array", "object"]
 STACK_YAML: Final = "Pulumi.<stack>.yaml"
 
 _KEY: Final = "condukt_egress.option"
+_CHECK: Final = "condukt_egress.check"
 
 _WHAT: Final[Mapping[Kind, str]] = {
     "string": "a string",
@@ -90,6 +96,7 @@ class Option:
             form, or words (``required``, ``deny every host``) when
             :attr:`doc_literal` is false.
         doc_literal: Whether :attr:`doc_default` is a value (shown as code).
+        check: Validates and normalises a value (see :mod:`condukt_egress.checks`).
     """
 
     name: str
@@ -107,6 +114,7 @@ class Option:
     default: Any
     doc_default: str
     doc_literal: bool
+    check: Check | None = None
 
     @property
     def config(self) -> str:
@@ -180,14 +188,19 @@ def option(
     choices: Sequence[str] = (),
     parse: Callable[[str], Any] | None = None,
     doc_default: str | None = None,
+    check: Check | None = None,
 ) -> dict[str, Any]:
     """Field metadata declaring a session option: ``field(default=..., metadata=option(...))``.
 
     ``kind`` defaults to what the field's default suggests (``bool`` boolean,
     ``int`` integer, a list or tuple array, a mapping object, else string);
-    ``items`` (arrays only) to ``string``; ``flag`` to the name in kebab-case.
+    ``items`` (arrays only) to ``string``; ``flag`` to the name in kebab-case;
+    ``check`` to :func:`~condukt_egress.checks.one_of` the ``choices``, if any.
     """
+    if check is None and choices:
+        check = one_of(choices)
     return {
+        **checked(check),
         _KEY: {
             "help": help,
             "example": example,
@@ -200,8 +213,43 @@ def option(
             "choices": tuple(choices),
             "parse": parse,
             "doc_default": doc_default,
-        }
+        },
     }
+
+
+def switch(help: str, *, default: bool) -> Any:
+    """A ``bool`` option field, declared in one call.
+
+    Its example is the default, and its check refuses anything but ``True``
+    and ``False`` (``"false"`` from a careless config is not false). E.g.
+    ``allow_plain_http: bool = switch("Open TCP 80.", default=False)``.
+    """
+    return dataclasses.field(
+        default=default,
+        metadata=option(help, example="true" if default else "false", check=boolean),
+    )
+
+
+def checked(check: Check | None) -> dict[str, Any]:
+    """Field metadata carrying only a check, for a field that is not an option."""
+    return {} if check is None else {_CHECK: check}
+
+
+def check_fields(obj: Any, skip: Container[str] = ()) -> None:
+    """Run every field's check on the frozen dataclass ``obj``, in field order.
+
+    Each field that carries a check (:func:`option` or :func:`checked`) is
+    set to the value its check returns; the first failing check raises its
+    :class:`~condukt_egress.errors.ConfigError`, naming the field.
+
+    Args:
+        obj: A dataclass instance, typically in its ``__post_init__``.
+        skip: Fields to leave unchecked (e.g. checked later, once resolved).
+    """
+    for f in dataclasses.fields(obj):
+        check = f.metadata.get(_CHECK)
+        if check is not None and f.name not in skip:
+            object.__setattr__(obj, f.name, check(f.name, getattr(obj, f.name)))
 
 
 def options_of(cls: type) -> tuple[Option, ...]:
@@ -236,6 +284,7 @@ def options_of(cls: type) -> tuple[Option, ...]:
                 default=default,
                 doc_default=spec["doc_default"] or ("required" if required else _doc(default)),
                 doc_literal=spec["doc_default"] is None and not required,
+                check=f.metadata.get(_CHECK),
             )
         )
     return tuple(out)

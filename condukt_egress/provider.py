@@ -39,11 +39,14 @@ import pulumi
 from pulumi.provider.experimental.component import ComponentProvider
 
 from condukt_egress import args as py_args
-from condukt_egress import component, manifests, policy, transform, workloads
+from condukt_egress import component, dns, manifests, policy, transform, workloads
 from condukt_egress.errors import ConfigError, FieldError
 from condukt_egress.options import camel, document, options_of
 
 __all__ = [
+    "JAVA_NAMES",
+    "LANGUAGE_NAMES",
+    "NAMESPACE",
     "PACKAGE",
     "WORKLOAD_TYPE_TOKEN",
     "CaKeyAlgorithm",
@@ -72,6 +75,37 @@ PACKAGE: Final = "condukt-egress"
 
 WORKLOAD_TYPE_TOKEN: Final = f"{PACKAGE}:index:SandboxWorkload"
 
+NAMESPACE: Final = "pulumi"
+"""The schema's namespace: the one Pulumi assumes for a package that sets none.
+
+Set so that a git install generates the names a local path does: for a git
+source without one, ``pulumi package add`` makes the repository owner the
+namespace, and every SDK would be renamed after it (``@<owner>/...``).
+"""
+
+LANGUAGE_NAMES: Final[Mapping[str, Mapping[str, str]]] = {
+    "nodejs": {"packageName": "@pulumi/condukt-egress"},
+    "python": {"packageName": "pulumi_condukt_egress"},
+    "csharp": {"rootNamespace": "Pulumi"},
+    "go": {"importBasePath": "example.com/pulumi-condukt-egress/sdk/go/conduktegress"},
+    "java": {"basePackage": "com.pulumi"},
+}
+"""The generated SDK's package name in each language, pinned in the schema.
+
+What the code generators derive for this package without a namespace (Go: as
+``pulumi package add`` generates it, a module its ``replace`` points at), so
+the names hold whatever namespace the CLI might set.
+"""
+
+JAVA_NAMES: Final[Mapping[str, Mapping[str, str]]] = {
+    f"{PACKAGE}:index:EgressPolicy": {"default": "defaultAction"},
+}
+"""Java names of properties whose schema name is a Java keyword, per type token.
+
+The policy's ``default`` would otherwise become ``default_`` in Java; it
+stays ``default`` on the wire and in every other language.
+"""
+
 T = TypeVar("T")
 
 
@@ -82,7 +116,35 @@ def version() -> str:
 
 # --- enums (the Python API's Literals) ---------------------------------------
 
+_E = TypeVar("_E", bound=enum.StrEnum)
 
+_WIRE_ENUMS: Final[dict[Any, type[enum.StrEnum]]] = {}
+"""The enums other languages send where the Python API takes a ``Literal``, by that Literal."""
+
+
+def _mirrors(literal: Any) -> Callable[[type[_E]], type[_E]]:
+    """Declare an enum as the schema form of the ``Literal`` alias ``literal``.
+
+    The enum is written out (the schema analyzer reads each member's
+    docstring from this file's source), but its values are the alias's or the
+    module fails to import: the Literal stays the one place a value is added.
+    (The order is the enum's own: the default first, as the schema shows.)
+    """
+
+    def register(cls: type[_E]) -> type[_E]:
+        values, expected = sorted(m.value for m in cls), sorted(typing.get_args(literal))
+        if values != expected:
+            raise TypeError(
+                f"provider.{cls.__name__} has values {values}, but its Literal has {expected}: "
+                "give the enum one member per Literal value"
+            )
+        _WIRE_ENUMS[literal] = cls
+        return cls
+
+    return register
+
+
+@_mirrors(py_args.TrustBundle)
 class TrustBundle(enum.StrEnum):
     """What the workspace trusts."""
 
@@ -92,6 +154,7 @@ class TrustBundle(enum.StrEnum):
     """certifi's Mozilla roots followed by the session CA."""
 
 
+@_mirrors(py_args.CaKeyAlgorithm)
 class CaKeyAlgorithm(enum.StrEnum):
     """Key type of the per-session CA."""
 
@@ -107,6 +170,7 @@ class CaKeyAlgorithm(enum.StrEnum):
     """RSA, 4096 bits."""
 
 
+@_mirrors(dns.DnsFilter)
 class DnsFilter(enum.StrEnum):
     """The session's filtering resolver."""
 
@@ -118,6 +182,7 @@ class DnsFilter(enum.StrEnum):
     """No resolver: DNS tunnelling through the cluster resolver stays open."""
 
 
+@_mirrors(py_args.Protocol)
 class Protocol(enum.StrEnum):
     """Transport protocol of an unproxied destination."""
 
@@ -129,6 +194,7 @@ class Protocol(enum.StrEnum):
     """SCTP."""
 
 
+@_mirrors(policy.DefaultAction)
 class DefaultAction(enum.StrEnum):
     """What the sidecar does with a host no rule matched."""
 
@@ -183,9 +249,6 @@ class UnproxiedEgress(TypedDict):
     """TCP unless set."""
 
 
-_WIRE_ENUMS: Final = (TrustBundle, CaKeyAlgorithm, DnsFilter, Protocol, DefaultAction)
-"""The enums other languages send where the Python API takes a ``Literal``."""
-
 _WIRE_OBJECTS: Final[Mapping[Any, type]] = {
     policy.EgressPolicy: EgressPolicy,
     py_args.UnproxiedEgress: UnproxiedEgress,
@@ -209,9 +272,8 @@ def _wire_type(hint: Any, name: str) -> Any:
     if hint in (str, int, bool) or hint is Any:
         return hint
     if origin is Literal:
-        found = [e for e in _WIRE_ENUMS if {m.value for m in e} == set(params)]
-        if found:
-            return found[0]
+        if hint in _WIRE_ENUMS:
+            return _WIRE_ENUMS[hint]
     elif origin in (typing.Union, types.UnionType):
         rest = [p for p in params if p is not type(None) and p != Mapping[str, Any]]
         if len(rest) == 1:
@@ -594,13 +656,20 @@ class EgressProvider(ComponentProvider):
     What ``component_provider_host`` would build, with the descriptions of
     the stack config options taken from the option registry, where each is
     declared once, those of the Python-only inputs from the ``Attributes``
-    section of ``SandboxEgressArgs``, and every input's default from it.
+    section of ``SandboxEgressArgs``, and every input's default from it; and
+    with the namespace and every SDK's names pinned (:data:`NAMESPACE`,
+    :data:`LANGUAGE_NAMES`, :data:`JAVA_NAMES`).
     """
 
     def __init__(self) -> None:
-        super().__init__([SandboxEgress, SandboxWorkload], PACKAGE, version=version())
+        super().__init__([SandboxEgress, SandboxWorkload], PACKAGE, NAMESPACE, version())
         assert self.schema is not None  # noqa: S101 - the component provider always has one
         described = json.loads(self.schema)
+        for language, names in LANGUAGE_NAMES.items():
+            described["language"][language].update(names)
+        for token, renamed in JAVA_NAMES.items():
+            for prop, name in renamed.items():
+                described["types"][token]["properties"][prop]["language"] = {"java": {"name": name}}
         inputs = described["resources"][f"{PACKAGE}:index:SandboxEgress"]["inputProperties"]
         registry = {opt.name: opt for opt in options_of(py_args.SandboxEgressArgs)}
         documented = _attribute_docs(py_args.SandboxEgressArgs)

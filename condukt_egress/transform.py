@@ -28,7 +28,7 @@ from pulumi.runtime import rpc
 
 from condukt_egress import manifests
 from condukt_egress._passthrough import passthrough_warning
-from condukt_egress.args import SandboxEgressArgs
+from condukt_egress.args import SandboxEgressArgs, holds
 from condukt_egress.workloads import (
     Workload,
     workload_items,
@@ -56,13 +56,7 @@ def _secrets_as_outputs(value: Any) -> Any:
 
 def holds_output(value: Any) -> bool:
     """Whether ``value`` is, or (a list or mapping) holds, an Output or an unknown."""
-    if isinstance(value, pulumi.Output | Unknown):
-        return True
-    if isinstance(value, Mapping):
-        return any(holds_output(v) for v in value.values())
-    if isinstance(value, list | tuple):
-        return any(holds_output(v) for v in value)
-    return False
+    return holds(value, lambda v: isinstance(v, pulumi.Output | Unknown))
 
 
 def lift(value: Any, fn: Callable[[Any], T]) -> T | pulumi.Output[T]:

@@ -1,9 +1,14 @@
+import dataclasses
+import inspect
+import warnings
 from typing import Any
 
 import pytest
 
+from condukt_egress import checks
 from condukt_egress.args import SandboxEgressArgs, UnproxiedEgress
 from condukt_egress.errors import ConfigError, PolicyError
+from condukt_egress.options import options_of
 from condukt_egress.policy import DENY_ALL, EgressPolicy
 
 
@@ -99,7 +104,7 @@ def test_capabilities_are_normalised() -> None:
 
 def test_image_is_the_deprecated_name_of_sidecar_image() -> None:
     with pytest.warns(DeprecationWarning, match="sidecar_image"):
-        args = SandboxEgressArgs(session_id="42", image="ghcr.io/acme/egress:2")  # type: ignore[call-arg]
+        args = SandboxEgressArgs(session_id="42", image="ghcr.io/acme/egress:2")
     assert args.sidecar_image == "ghcr.io/acme/egress:2"
     with pytest.warns(DeprecationWarning, match="sidecar_image"):
         assert args.image == "ghcr.io/acme/egress:2"  # type: ignore[attr-defined]
@@ -107,7 +112,52 @@ def test_image_is_the_deprecated_name_of_sidecar_image() -> None:
         pytest.warns(DeprecationWarning, match="sidecar_image"),
         pytest.raises(ConfigError, match="give sidecar_image"),
     ):
-        SandboxEgressArgs(session_id="42", image="a:1", sidecar_image="b:2")  # type: ignore[call-arg]
+        SandboxEgressArgs(session_id="42", image="a:1", sidecar_image="b:2")
+
+
+def test_image_is_a_keyword_argument_type_checkers_see_and_replace_does_not_revive() -> None:
+    # Issue 25 item 3: declared (an InitVar), not monkeypatched into __init__.
+    parameter = inspect.signature(SandboxEgressArgs).parameters["image"]
+    assert parameter.kind is inspect.Parameter.KEYWORD_ONLY
+    assert parameter.default is None
+    args = SandboxEgressArgs(session_id="42", sidecar_image="a:1")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no DeprecationWarning: image= was not used
+        copy = dataclasses.replace(args, namespace="agents")
+    assert (copy.sidecar_image, copy.namespace) == ("a:1", "agents")
+
+
+def test_every_field_carries_its_check_but_the_cross_field_one() -> None:
+    # Issue 25 item 3: the declaration carries the check; __post_init__ loops.
+    unchecked = [
+        f.name
+        for f in dataclasses.fields(SandboxEgressArgs)
+        if "condukt_egress.check" not in f.metadata
+    ]
+    assert unchecked == ["ca_early_renewal_hours"]  # checked against ca_validity_hours
+    registry = {o.name: o for o in options_of(SandboxEgressArgs)}
+    assert registry["trust_bundle"].check is not None  # derived from its choices
+    with pytest.raises(ConfigError, match=r"^trust_bundle: must be one of 'session-ca'"):
+        registry["trust_bundle"].check("trust_bundle", "session_ca")
+
+
+@pytest.mark.parametrize(
+    ("check", "value", "message"),
+    [
+        (checks.sidecar_port, 443, "x: must not be 443: TCP 80 and 443 are redirected"),
+        (checks.port, 0, "x: must be a port number from 1 to 65535, got 0"),
+        (checks.user_id, 0, "x: must be a non-root id from 1 to 2147483647, got 0"),
+        (checks.list_of(checks.capability), "NET_RAW", "x: must be a list, got 'NET_RAW'"),
+        (checks.labels, {"a b": "c"}, "x['a b']: is not a valid Kubernetes label key"),
+        (checks.boolean, "true", "x: must be true or false, got 'true'"),
+        (checks.optional(checks.ipv4_address), "::1", "x: must be IPv4, got '::1'"),
+    ],
+)
+def test_checks_name_the_field_they_are_given(check: Any, value: Any, message: str) -> None:
+    # The guard's args reuse these checks under their own field names.
+    with pytest.raises(ConfigError) as info:
+        check("x", value)
+    assert str(info.value).startswith(message)
 
 
 @pytest.mark.parametrize("key", ["a: b", "x.y", "rules[0]: allow", ": "])

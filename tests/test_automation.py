@@ -368,7 +368,9 @@ if args[:1] == ["version"]:
 key = args[0]
 if key in ("stack", "config", "plugin") and len(args) > 1 and not args[1].startswith("-"):
     key = f"{args[0]} {args[1]}"
-record = {"key": key, "args": args, "cwd": os.getcwd(),
+# Only `config set` reads its value from stdin; other commands inherit ours.
+stdin = sys.stdin.read() if key == "config set" else None
+record = {"key": key, "args": args, "argv": sys.argv, "stdin": stdin, "cwd": os.getcwd(),
           "env": {k: os.environ.get(k) for k in
                   ("PULUMI_BACKEND_URL", "PULUMI_CONFIG_PASSPHRASE", "EXTRA")}}
 with open(os.environ["FAKE_PULUMI_DIR"] + "/calls.jsonl", "a") as log:
@@ -481,11 +483,12 @@ def test_up_creates_configures_and_returns_outputs(
     assert outputs.pod_name == spec.args.names.pod
     calls = fake.calls()
     keys = [c["key"] for c in calls]
-    assert keys[:6] == [
+    assert keys[:7] == [
         "stack select",
         "stack init",
         "config",
         "config set-all",
+        "config set",
         "config rm-all",
         "up",
     ]
@@ -504,7 +507,18 @@ def test_up_creates_configures_and_returns_outputs(
     set_all = calls[3]["args"]
     assert set_all[set_all.index("--stack") + 1] == name
     values = json.loads(set_all[set_all.index("--json") + 1])
-    assert values["kubernetes:kubeconfig"] == {"value": kubeconfig, "secret": True}
+    assert "kubernetes:kubeconfig" not in values, "a secret never goes in argv"
+    secret = calls[4]
+    assert secret["args"] == [
+        "config",
+        "set",
+        "--secret",
+        "--stack",
+        name,
+        "--",
+        "kubernetes:kubeconfig",
+    ]
+    assert secret["stdin"] == kubeconfig + "\n", "the CLI drops one trailing newline"
     assert values["kubernetes:context"] == {"value": "c", "secret": False}
     assert values["condukt-egress:sessionId"]["value"] == spec.session_id
     assert values["condukt-egress:allowPlainHttp"] == {"value": "true", "secret": False}
@@ -513,9 +527,9 @@ def test_up_creates_configures_and_returns_outputs(
     assert values["condukt-egress:clusterCidrs"]["objectValue"] == ["203.0.113.0/24"]
     assert values["condukt-egress:unproxiedEgress"]["objectValue"][0]["cidr"] == "10.0.12.7/32"
     assert "objectValue" not in values["condukt-egress:namespace"]
-    assert calls[4]["args"][:3] == ["config", "rm-all", "--stack"]
-    assert "kubernetes:renderYamlToDirectory" in calls[4]["args"]
-    up = calls[5]["args"]
+    assert calls[5]["args"][:3] == ["config", "rm-all", "--stack"]
+    assert "kubernetes:renderYamlToDirectory" in calls[5]["args"]
+    up = calls[6]["args"]
     assert {"--yes", "--skip-preview"} <= set(up)
     assert up[up.index("--exec-kind") + 1] == "auto.inline"
     assert any(a.startswith("--client=127.0.0.1:") for a in up)
@@ -720,3 +734,56 @@ def test_progress_goes_to_the_logger_by_default(
     caplog.set_level("INFO", logger="condukt_egress.automation")
     asyncio.run(AsyncSessionStacks(fake.stacks(tmp_path / "state")).up(SPECS["every option"]))
     assert f"session {SPECS['every option'].session_id}: Updating (session)" in caplog.text
+
+
+# --- no secret in any command line (issue 19 item 6) ----------------------------
+
+
+def test_no_secret_reaches_any_command_line(
+    fake: FakeCli, tmp_path: Path, exported: dict[str, Any]
+) -> None:
+    """``ps`` shows every argv to every local user: secrets go by stdin or environment."""
+    kubeconfig = (
+        "apiVersion: v1\nkind: Config\nusers:\n- name: agent\n"
+        "  user:\n    token: kubeconfig-token-7f3a9c\n"
+    )
+    passphrase = "state-passphrase-91b2"
+    token = "pul-access-token-55d1"
+    fake.answer("stack output", stdout=json.dumps(exported))
+    fake.answer("stack ls", stdout="[]")
+    fake.answer(
+        "preview",
+        event_log=[
+            {"sequence": 0, "timestamp": 0, "summaryEvent": {"resourceChanges": {"same": 7}}},
+            {"sequence": 1, "timestamp": 0, "cancelEvent": {}},
+        ],
+    )
+    stacks = SessionStacks(
+        tmp_path / "state",
+        passphrase=passphrase,
+        pulumi_root=fake.root,
+        install_plugins=False,
+        env={"FAKE_PULUMI_DIR": str(fake.dir), "PULUMI_ACCESS_TOKEN": token},
+        kubernetes=KubernetesSettings(kubeconfig=kubeconfig),
+    )
+    spec = SPECS["every option"]
+    stacks.up(spec)
+    stacks.preview(spec)
+    stacks.up(spec, kubernetes=KubernetesSettings(kubeconfig=kubeconfig + "# rotated\n"))
+    stacks.get(spec.session_id)
+    stacks.refresh(spec.session_id)
+    stacks.destroy(spec.session_id)
+    stacks.list()
+
+    calls = fake.calls()
+    for call in calls:
+        argv = "\0".join(call["argv"])
+        for secret in ("kubeconfig-token-7f3a9c", passphrase, token):
+            assert secret not in argv, f"{secret!r} in the argv of `pulumi {call['key']}`"
+    assert {"up", "preview", "refresh", "destroy", "config set-all", "config set"} <= {
+        c["key"] for c in calls
+    }
+    piped = [c["stdin"] for c in calls if c["key"] == "config set"]
+    assert piped == [kubeconfig + "\n", kubeconfig + "\n", kubeconfig + "# rotated\n\n"]
+    preview_secret = [c["args"] for c in calls if c["key"] == "config set"][1]
+    assert "--config-file" in preview_secret, "a preview's secret goes to its private copy"

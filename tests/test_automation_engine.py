@@ -9,6 +9,8 @@ call; what only a real engine shows lives in tests/integration.
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import json
 import threading
 import time
@@ -19,7 +21,10 @@ import pytest
 from pulumi.automation import EngineEvent
 
 from condukt_egress.automation import (
+    AsyncSessionStacks,
+    EngineOptions,
     KubernetesSettings,
+    Operation,
     PassphraseRequiredError,
     SessionBusyError,
     SessionSpec,
@@ -344,7 +349,10 @@ def test_kubernetes_settings_per_session_override_the_instance(
     stacks.up(SPECS["every option"], kubernetes=KubernetesSettings(kubeconfig="apiVersion: v1\n"))
     set_all = next(c for c in fake.calls() if c["key"] == "config set-all")["args"]
     values = json.loads(set_all[set_all.index("--json") + 1])
-    assert values["kubernetes:kubeconfig"] == {"value": "apiVersion: v1\n", "secret": True}
+    assert "kubernetes:kubeconfig" not in values
+    secret = next(c for c in fake.calls() if c["key"] == "config set")
+    assert secret["args"][-1] == "kubernetes:kubeconfig"
+    assert secret["stdin"] == "apiVersion: v1\n\n"
     assert "kubernetes:context" not in values
     rm_all = next(c for c in fake.calls() if c["key"] == "config rm-all")["args"]
     assert "kubernetes:context" in rm_all, "the instance's context no longer applies"
@@ -384,3 +392,45 @@ def test_operations_beyond_the_bound_wait_for_a_slot(
     second.join(30)
     assert sorted(done) == ["one", "two"]
     assert fake.commands().count("up") == 2
+
+
+# --- one engine-call path ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("operation", "kwargs", "needle"),
+    [
+        ("refresh", {"replace": ["urn:pulumi:x"]}, "replace: refresh does not take it"),
+        ("refresh", {"refresh": True}, "refresh: refresh does not take it"),
+        ("destroy", {"replace": ["urn:pulumi:x"]}, "replace: destroy does not take it"),
+        ("up", {"on_output": "print"}, "on_output: must be a callable"),
+    ],
+)
+def test_engine_options_name_what_an_operation_does_not_take(
+    operation: Operation, kwargs: dict[str, Any], needle: str
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        EngineOptions(**kwargs).check(operation)
+    assert needle in str(info.value)
+    assert EngineOptions(target=["urn:pulumi:x"]).check(operation).sdk_arguments() == {
+        "target": ["urn:pulumi:x"]
+    }
+
+
+def test_async_methods_have_the_sync_signatures() -> None:
+    public = {n for n in vars(SessionStacks) if not n.startswith("_")}
+    wrapped = public - {"environment", "project_settings", "work_dir", "workspace_options"}
+    assert wrapped <= set(vars(AsyncSessionStacks)), "every operation has an async twin"
+    for name in ("up", "preview", "refresh", "destroy", "get", "list", "status", "reap", "cancel"):
+        method = getattr(AsyncSessionStacks, name)
+        assert inspect.iscoroutinefunction(method), name
+        assert inspect.signature(method) == inspect.signature(getattr(SessionStacks, name)), name
+
+
+def test_async_destroy_passes_its_options_through(fake: FakeCli, tmp_path: Path) -> None:
+    stacks = AsyncSessionStacks(fake.stacks(tmp_path / "state"))
+    urn = ca_certificate_urn("run-1")
+    asyncio.run(stacks.destroy("run-1", False, target=[urn], parallel=2))
+    destroy = next(c for c in fake.calls() if c["key"] == "destroy")["args"]
+    assert arg(destroy, "--target") == [urn]
+    assert arg(destroy, "--parallel") == ["2"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import socket
 import threading
 from collections.abc import AsyncIterator, Callable, Coroutine
@@ -176,6 +177,20 @@ def test_cache_expires_and_evicts_least_recently_used() -> None:
     assert cache.get(b, now=1) is None
     assert cache.get(a, now=1) == ("allow", None)
     assert len(cache) == 2
+    hit = cache.get(a, now=1)
+    assert hit is not None
+    assert (hit.action, hit.reason) == ("allow", None)  # named, not read as hit[0]
+
+
+def test_decoding_a_line_never_starts_the_decider() -> None:
+    # Issue 25 item 7: _decode decoded and also scheduled the decider; reading
+    # a line is now pure bookkeeping (no event loop needed), answering is the
+    # reader's next step.
+    client = ControlClient(TcpTarget("127.0.0.1", 1), decider=lambda r: "allow")
+    frame = client._decode(line(decision_request_frame("a.example", request_id="d1")))
+    assert isinstance(frame, DecisionRequest)
+    assert client.stats.decision_requests == 1
+    assert not client._tasks
 
 
 def test_decision_key_is_host_port_and_scheme() -> None:
@@ -356,6 +371,45 @@ def test_a_sync_decider_runs_off_the_loop_and_is_answered() -> None:
         assert seen == ["condukt-egress-decider"]
 
     run(scenario())
+
+
+async def _raises_quoting_host(request: DecisionRequest) -> Any:
+    raise RuntimeError(f"no route to {request.host}")
+
+
+HOSTILE_HOST = "x.example\n2026-01-01 INFO forged line\x1b]0;pwned\x07\x85\u202e\u2028"
+
+
+@pytest.mark.parametrize("default_notice", [False, True])
+def test_a_failing_deciders_notice_escapes_the_host(
+    default_notice: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Security round 3: the notice quoted the workspace-chosen host raw, twice
+    # (the exception text repeats it), so it could forge log lines.
+    async def scenario() -> list[str]:
+        async with SidecarDouble() as double:
+            notices: list[str] = []
+            client = ControlClient(
+                TcpTarget("127.0.0.1", double.port),
+                decider=_raises_quoting_host,
+                on_notice=None if default_notice else notices.append,
+            )
+            task = asyncio.create_task(client.run())
+            await double.wait_for_peer()
+            answer = await double.ask(decision_request_frame(HOSTILE_HOST, request_id="h1"))
+            assert answer["action"] == "deny"
+            await client.aclose()
+            await asyncio.wait_for(task, 10)
+            return notices
+
+    with caplog.at_level(logging.INFO, logger="condukt_egress.control"):
+        notices = run(scenario())
+    if default_notice:
+        notices = [r.getMessage() for r in caplog.records]
+    (failed,) = [n for n in notices if "decider failed" in n]
+    assert failed.isprintable(), failed
+    assert failed.count("x.example\\n2026-01-01 INFO forged line\\x1b]0;pwned\\x07") == 2
+    assert "\\x85\\u202e\\u2028" in failed
 
 
 async def _raises(request: DecisionRequest) -> Any:

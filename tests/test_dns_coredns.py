@@ -41,19 +41,37 @@ POLICY = EgressPolicy(
 )
 
 
+E2E_TOOLS = Path(__file__).resolve().parent.parent / "scripts" / "e2e-tools"
+
+
+def _candidates() -> list[Path]:
+    """Where a coredns binary may be: PATH, the e2e tools' bin dir, the cache above."""
+    found = [Path(p) for p in [shutil.which("coredns")] if p]
+    if E2E_TOOLS.exists():
+        bin_dir = subprocess.run(
+            [str(E2E_TOOLS), "--bin-dir"], capture_output=True, text=True, check=False
+        ).stdout.strip()
+        found.append(Path(bin_dir) / "coredns")
+    return [*found, CACHE]
+
+
 def coredns_binary() -> str:
-    found = shutil.which("coredns") or (str(CACHE) if CACHE.exists() else None)
+    found = next((str(p) for p in _candidates() if p.is_file()), None)
     if found is None:
         reason = (
-            f"no coredns binary on PATH or at {CACHE}; build it with `GOBIN={CACHE.parent} "
+            f"no coredns binary on PATH, in `scripts/e2e-tools --bin-dir` or at {CACHE}; "
+            f"build it with `scripts/e2e-tools coredns` or `GOBIN={CACHE.parent} "
             "CGO_ENABLED=0 go install -trimpath -ldflags='-s -w' "
-            f"github.com/coredns/coredns@{VERSION}` (scripts/e2e-tools coredns)"
+            f"github.com/coredns/coredns@{VERSION}`"
         )
         if os.environ.get("CI") == "true":
             pytest.fail(reason)
         pytest.skip(reason)
     version = subprocess.run([found, "-version"], capture_output=True, text=True, check=True)
-    assert f"CoreDNS-{VERSION.lstrip('v')}" in version.stdout, version.stdout
+    assert f"CoreDNS-{VERSION.lstrip('v')}\n" in version.stdout, (
+        f"{found} is {version.stdout.splitlines()[0]}, but the resolver image is CoreDNS "
+        f"{VERSION}: build that release (scripts/e2e-versions COREDNS_VERSION={VERSION})"
+    )
     return found
 
 

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import importlib
 import pickle
+import pkgutil
+import re
 
 import pytest
 
+import condukt_egress
+from condukt_egress import errors
 from condukt_egress.automation import (
     SessionBusyError,
     SessionError,
@@ -77,3 +82,49 @@ def test_session_errors_share_one_shape() -> None:
     failed = SessionOperationError("run-42", "s", "up", "retry", "error: boom")
     assert str(failed) == "session 'run-42' (stack s): up failed: retry\nerror: boom"
     assert (failed.operation, failed.details, failed.message) == ("up", "error: boom", "retry")
+
+
+# -- the drawing in errors.py is the whole tree (issue 25 item 6) -----------------------
+
+_DRAWN = re.compile(r"^(?P<indent>[ │├└─]*)(?P<name>[A-Z]\w*Error)\b(?:.*?\[(?P<module>[\w.]+)\])?")
+
+
+def _drawing() -> dict[str, tuple[str | None, str]]:
+    """Each class drawn in errors.py's docstring: (its parent, the module it is imported from)."""
+    doc = errors.__doc__ or ""
+    block = doc.split("::\n\n", 1)[1].split("\n\n", 1)[0]
+    drawn: dict[str, tuple[str | None, str]] = {}
+    parents: list[str] = []  # the open ancestors, one per depth
+    for text in block.splitlines():
+        match = _DRAWN.match(text.strip("\n")[4:])  # the block is indented by 4
+        assert match, f"not a tree line: {text!r}"
+        depth = len(match["indent"]) // 4
+        del parents[depth:]
+        drawn[match["name"]] = (parents[-1] if parents else None, match["module"] or "errors")
+        parents.append(match["name"])
+    return drawn
+
+
+def _subclasses() -> dict[str, tuple[str | None, str]]:
+    """Every EgressError subclass of the package (all modules imported), with its parent."""
+    for info in pkgutil.walk_packages(condukt_egress.__path__, "condukt_egress."):
+        importlib.import_module(info.name)
+    found: dict[str, tuple[str | None, str]] = {"EgressError": (None, errors.__name__)}
+    todo = [errors.EgressError]
+    while todo:
+        cls = todo.pop()
+        for sub in cls.__subclasses__():
+            if sub.__module__.startswith("condukt_egress."):
+                found[sub.__name__] = (cls.__name__, sub.__module__)
+                todo.append(sub)
+    return found
+
+
+def test_the_drawing_in_errors_is_the_whole_error_tree() -> None:
+    drawn, real = _drawing(), _subclasses()
+    assert {name: parent for name, (parent, _m) in drawn.items()} == {
+        name: parent for name, (parent, _m) in real.items()
+    }, "draw every EgressError subclass, under its parent, in errors.py's docstring"
+    for name, (_parent, module) in drawn.items():
+        public = importlib.import_module(f"condukt_egress.{module}")
+        assert getattr(public, name).__module__ == real[name][1], (name, module)

@@ -279,6 +279,29 @@ def test_malformed_lines_raise_an_error_naming_the_field(raw: bytes, field: str)
     assert "sk-live" not in str(info.value)
 
 
+_NOT_SENT = {"extra", "started_at_text", "finished_at_text"}
+_SENT_REQUEST = [f.name for f in dataclasses.fields(Request) if f.name not in _NOT_SENT]
+_SENT_DECISION_REQUEST = [f.name for f in dataclasses.fields(DecisionRequest) if f.name != "extra"]
+
+
+@pytest.mark.parametrize("key", _SENT_REQUEST)
+def test_every_request_field_is_read_and_checked_from_its_declaration(key: str) -> None:
+    # The dataclass is the one declaration of the wire fields (issue 25 item 4):
+    # a field added there is read, type-checked and named in errors with no other edit.
+    with pytest.raises(MalformedFrameError, match=rf"^event\.request\.{key}: must "):
+        decode_frame(_with(f"request.{key}", [1]))
+    frame = event_frame("request_closed", method="GET", path="/", headers={"a": "b"}, status=200)
+    frame["request"]["finished_at"] = "2026-11-28T19:37:08Z"
+    decoded = _event(frame).request
+    assert all(getattr(decoded, name) is not None for name in _SENT_REQUEST)
+
+
+@pytest.mark.parametrize("key", _SENT_DECISION_REQUEST)
+def test_every_decision_request_field_is_checked_from_its_declaration(key: str) -> None:
+    with pytest.raises(MalformedFrameError, match=rf"^decision_request\.{key}: must "):
+        decode_frame(_request_with(key, [1]))
+
+
 @pytest.mark.parametrize(
     "raw",
     [

@@ -733,7 +733,7 @@ def test_rules_can_be_turned_off() -> None:
         ({"sidecar_images": []}, "sidecar_images", contract.DEFAULT_IMAGE),
         ({"sidecar_images": ["has space"]}, "sidecar_images", "printable ASCII"),
         ({"proxy_port": 443}, "proxy_port", "15001"),
-        ({"mode": "audit"}, "mode", "'deny' or 'warn'"),
+        ({"mode": "audit"}, "mode", "one of 'deny', 'warn'"),
         ({"only_session_pods": "yes"}, "only_session_pods", "true or false"),
         (
             {"session_pods": False, "ephemeral_containers": False, "network_policies": False},

@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import typing
 from collections.abc import Iterator, Mapping, Sequence
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal, get_args
 
@@ -263,6 +264,68 @@ def test_an_undocumented_python_only_field_stops_the_provider(
         provider.EgressProvider()
 
 
+def test_the_namespace_and_every_sdk_name_are_pinned() -> None:
+    """A git install must generate the names a local path does.
+
+    For a git source whose schema has no namespace, the CLI makes the
+    repository owner the namespace (packageworkspace.injectSchemaMetadata),
+    and each code generator derives its names from it unless the option it
+    reads first is set: nodejs packageName, python packageName, csharp
+    rootNamespace, go importBasePath, java basePackage.
+    """
+    schema = provider.schema()
+    assert schema["namespace"] == "pulumi"
+    pinned = {
+        "nodejs": "packageName",
+        "python": "packageName",
+        "csharp": "rootNamespace",
+        "go": "importBasePath",
+        "java": "basePackage",
+    }
+    names = {lang: schema["language"][lang].get(key) for lang, key in pinned.items()}
+    assert names == {
+        "nodejs": "@pulumi/condukt-egress",
+        "python": "pulumi_condukt_egress",
+        "csharp": "Pulumi",
+        "go": "example.com/pulumi-condukt-egress/sdk/go/conduktegress",
+        "java": "com.pulumi",
+    }
+    # The TypeScript example imports the package by that name.
+    example = PROVIDER_DIR.parent / "examples" / "typescript" / "index.ts"
+    assert '"@pulumi/condukt-egress"' in example.read_text()
+
+
+# Java's reserved words and the literals pulumi-java treats alike (names/ident.go).
+# fmt: off
+_JAVA_KEYWORDS = frozenset((
+    "abstract", "assert", "boolean", "break", "byte", "case", "catch", "char", "class", "const",
+    "continue", "default", "do", "double", "else", "enum", "extends", "final", "finally", "float",
+    "for", "goto", "if", "implements", "import", "instanceof", "int", "interface", "long",
+    "native", "new", "package", "private", "protected", "public", "return", "short", "static",
+    "strictfp", "super", "switch", "synchronized", "this", "throw", "throws", "transient", "try",
+    "void", "volatile", "while", "_", "false", "null", "true", "var",
+))
+# fmt: on
+
+
+def test_no_java_keyword_is_left_for_the_java_generator_to_mangle() -> None:
+    # pulumi-java appends "_" to a keyword (names/ident.go): policy.default_().
+    # The schema names it instead; the wire name stays "default".
+    schema = provider.schema()
+    mangled = [
+        f"{token}.{name}"
+        for token, type_ in schema["types"].items()
+        for name, prop in (type_.get("properties") or {}).items()
+        if name in _JAVA_KEYWORDS and "name" not in prop.get("language", {}).get("java", {})
+    ]
+    assert mangled == []
+    policy = schema["types"]["condukt-egress:index:EgressPolicy"]["properties"]
+    assert policy["default"]["language"] == {"java": {"name": "defaultAction"}}
+    for resource in schema["resources"].values():
+        for kind in ("inputProperties", "properties"):
+            assert not set(resource[kind]) & _JAVA_KEYWORDS
+
+
 @pytest.mark.parametrize(
     ("enum", "literal"),
     [
@@ -274,6 +337,15 @@ def test_an_undocumented_python_only_field_stops_the_provider(
 )
 def test_enums_are_the_python_literals(enum: Any, literal: Any) -> None:
     assert sorted(member.value for member in enum) == sorted(get_args(literal))
+    assert provider._wire_type(literal, "x") is enum  # found by its Literal, not by its values
+
+
+def test_an_enum_that_drifts_from_its_literal_fails_at_import() -> None:
+    class Drifted(StrEnum):
+        A = "a"
+
+    with pytest.raises(TypeError, match="give the enum one member per Literal value"):
+        provider._mirrors(Literal["a", "b"])(Drifted)
 
 
 def test_outputs_and_types_the_other_languages_see() -> None:
@@ -333,6 +405,16 @@ def test_plugin_manifest_is_what_pulumi_package_add_reads() -> None:
     # workspace.PluginProject (sdk/go/common/workspace/project.go): runtime,
     # packages, requiredPulumiVersion, template; nothing else is read.
     assert set(manifest) <= {"runtime", "packages", "requiredPulumiVersion", "template"}
+    # The oldest CLI the e2e suite proves: the one it builds (scripts/e2e-versions).
+    versions = PROVIDER_DIR.parent / "scripts" / "e2e-versions"
+    if versions.is_file():
+        pinned = re.search(r"^PULUMI_VERSION=v(\S+)$", versions.read_text(), re.MULTILINE)
+        assert pinned, f"{versions} pins no PULUMI_VERSION"
+        assert manifest["requiredPulumiVersion"] == f">={pinned[1]}", (
+            "provider/PulumiPlugin.yaml: set requiredPulumiVersion to the CLI the e2e suite runs"
+        )
+    else:
+        assert manifest["requiredPulumiVersion"].startswith(">=3.")
     assert manifest["runtime"] == {
         "name": "python",
         "options": {"toolchain": "pip", "virtualenv": "venv"},

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
+import subprocess
 from pathlib import Path
 from typing import Any, cast
 
@@ -37,12 +39,46 @@ def _schema() -> dict[str, Any]:
     return loaded
 
 
-@pytest.mark.parametrize("language", ["typescript", "yaml"])
+@pytest.mark.parametrize("language", ["typescript", "yaml", "go", "java"])
 def test_example_projects_add_the_provider_folder(language: str) -> None:
     project = yaml.safe_load((EXAMPLES / language / "Pulumi.yaml").read_text())
     source = (EXAMPLES / language / project["packages"]["condukt-egress"]).resolve()
     assert source == PROVIDER_DIR
     assert project["config"]["sessionId"]["type"] == "string"
+
+
+def test_typescript_example_resolves_modules_as_typescript_7_requires() -> None:
+    # TypeScript 7 drops moduleResolution node (node10); node16 pairs with module node16.
+    options = json.loads((EXAMPLES / "typescript" / "tsconfig.json").read_text())
+    compiler = options["compilerOptions"]
+    assert compiler["moduleResolution"] in {"node16", "nodenext", "bundler"}
+    if compiler["moduleResolution"] != "bundler":
+        assert compiler["module"] == compiler["moduleResolution"]
+
+
+@pytest.mark.parametrize(
+    ("language", "generated"),
+    [
+        ("typescript", ["sdks/condukt-egress/index.ts", "node_modules/x", "bin/index.js"]),
+        ("yaml", ["sdks/condukt-egress/condukt-egress-0.1.0.yaml"]),
+        ("go", ["sdks/condukt-egress/go.mod"]),
+        ("java", ["sdks/condukt-egress/build.gradle", "target/classes/App.class"]),
+    ],
+)
+def test_what_pulumi_install_writes_into_an_example_is_ignored(
+    language: str, generated: list[str]
+) -> None:
+    git = shutil.which("git")
+    if git is None or not (EXAMPLES.parent / ".git").exists():
+        pytest.skip("not a git checkout")
+    checked = subprocess.run(
+        [git, "check-ignore", "--no-index", *generated],
+        cwd=EXAMPLES / language,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert checked.stdout.split() == generated
 
 
 def _substitute(value: Any, variables: dict[str, Any]) -> Any:

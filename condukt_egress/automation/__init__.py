@@ -23,7 +23,12 @@ Example::
     out = stacks.up(SessionSpec("run-42", namespace="agents",
                                 policy={"rules": [{"allow": ["api.github.com"]}]}))
     print(out.pod_name, out.pod_labels, out.ca_cert_pem)
+    print(stacks.status("run-42").pod)        # phase, readiness, sidecar readiness
     stacks.destroy("run-42")
+    stacks.reap(older_than=3600)               # idle sessions, from a periodic job
+
+A request body maps onto a spec in one line, with errors naming the key:
+``SessionSpec.from_config({"sessionId": "run-42", "namespace": "agents"})``.
 
 Errors (all :class:`~condukt_egress.errors.AutomationError`, so all
 :class:`~condukt_egress.errors.EgressError`)::
@@ -41,6 +46,7 @@ Bad options raise :class:`~condukt_egress.errors.ConfigError` /
 built, before any stack exists.
 """
 
+from condukt_egress.automation._async import AsyncSessionStacks
 from condukt_egress.automation._errors import (
     PassphraseRequiredError,
     PulumiCliError,
@@ -49,6 +55,7 @@ from condukt_egress.automation._errors import (
     SessionNotFoundError,
     SessionOperationError,
 )
+from condukt_egress.automation._operations import EngineOptions, OnEvent, OnOutput, Operation
 from condukt_egress.automation._spec import (
     KUBERNETES_CONFIG_KEYS,
     PROJECT_NAME,
@@ -58,6 +65,7 @@ from condukt_egress.automation._spec import (
     SessionSpec,
     SessionSummary,
     ca_certificate_urn,
+    secret_config,
     stack_config,
     stack_config_json,
     stack_name,
@@ -65,12 +73,10 @@ from condukt_egress.automation._spec import (
 from condukt_egress.automation._stacks import (
     DEFAULT_MAX_OPERATIONS,
     MIN_PULUMI_VERSION,
-    AsyncSessionStacks,
-    OnEvent,
-    OnOutput,
     SessionStacks,
     default_state_dir,
 )
+from condukt_egress.automation._status import OperationResult, PodState, SessionStatus
 
 __all__ = [
     "DEFAULT_MAX_OPERATIONS",
@@ -79,10 +85,14 @@ __all__ = [
     "PROJECT_NAME",
     "STACK_PREFIX",
     "AsyncSessionStacks",
+    "EngineOptions",
     "KubernetesSettings",
     "OnEvent",
     "OnOutput",
+    "Operation",
+    "OperationResult",
     "PassphraseRequiredError",
+    "PodState",
     "PulumiCliError",
     "SessionBusyError",
     "SessionError",
@@ -91,9 +101,11 @@ __all__ = [
     "SessionOutputs",
     "SessionSpec",
     "SessionStacks",
+    "SessionStatus",
     "SessionSummary",
     "ca_certificate_urn",
     "default_state_dir",
+    "secret_config",
     "stack_config",
     "stack_config_json",
     "stack_name",

@@ -33,6 +33,7 @@ __all__ = [
     "SessionSpec",
     "SessionSummary",
     "ca_certificate_urn",
+    "secret_config",
     "stack_config",
     "stack_config_json",
     "stack_name",
@@ -136,7 +137,19 @@ def stack_config(spec: SessionSpec, kubernetes: KubernetesSettings) -> dict[str,
     return config
 
 
-def stack_config_json(spec: SessionSpec, kubernetes: KubernetesSettings) -> str:
+def secret_config(spec: SessionSpec, kubernetes: KubernetesSettings) -> dict[str, str]:
+    """The secret entries of :func:`stack_config` (a kubeconfig), key to plain value.
+
+    These never travel in a command line, where ``ps`` shows them to every
+    local user: the manager pipes each to ``pulumi config set --secret KEY``
+    on its standard input.
+    """
+    return {k: v.value for k, v in stack_config(spec, kubernetes).items() if v.secret}
+
+
+def stack_config_json(
+    spec: SessionSpec, kubernetes: KubernetesSettings, *, include_secrets: bool = False
+) -> str:
     """:func:`stack_config` for ``pulumi config set-all --json``: lists and objects as such.
 
     ``Pulumi.yaml`` types ``policy``, ``dnsPodLabels``, ``clusterCidrs`` and
@@ -144,12 +157,17 @@ def stack_config_json(spec: SessionSpec, kubernetes: KubernetesSettings) -> str:
     there, so those are set as object values (``objectValue``), the way
     ``pulumi config set --path`` or a YAML value in ``Pulumi.<stack>.yaml``
     sets them.
+
+    The text is an argument of the command line, so secret entries (see
+    :func:`secret_config`) are left out unless ``include_secrets`` is true.
     """
     objects = {
         f"{PROJECT_NAME}:{o.config}" for o in SESSION_OPTIONS if o.kind in ("array", "object")
     }
     entries: dict[str, dict[str, Any]] = {}
     for key, value in stack_config(spec, kubernetes).items():
+        if value.secret and not include_secrets:
+            continue
         entry: dict[str, Any] = {"value": value.value, "secret": value.secret}
         if key in objects:
             entry["objectValue"] = json.loads(value.value)

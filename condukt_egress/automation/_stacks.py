@@ -14,23 +14,23 @@ run at once per :class:`SessionStacks`.
 
 from __future__ import annotations
 
+import builtins
 import logging
 import os
 import shutil
-import subprocess
 import tempfile
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from datetime import timedelta
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import yaml
 from pulumi.automation import (
     CommandError,
     EngineEvent,
-    InvalidVersionError,
     LocalWorkspace,
     LocalWorkspaceOptions,
     ProjectBackend,
@@ -41,20 +41,36 @@ from pulumi.automation import (
     StackNotFoundError,
 )
 
-from condukt_egress._threads import in_thread
 from condukt_egress.automation._backends import (
     backend_kind,
     uses_passphrase,
     validate_secrets_provider,
 )
+from condukt_egress.automation._cli import (
+    MIN_PULUMI_VERSION,
+    find_cli,
+    passphrase_env,
+    set_secrets,
+)
 from condukt_egress.automation._errors import (
-    PassphraseRequiredError,
-    PulumiCliError,
     SessionBusyError,
     SessionNotFoundError,
     SessionOperationError,
     error_lines,
     translate,
+)
+from condukt_egress.automation._lifecycle import (
+    cancel_session,
+    control_target,
+    reap_sessions,
+    session_status,
+)
+from condukt_egress.automation._operations import (
+    EngineOptions,
+    OnEvent,
+    OnOutput,
+    Operation,
+    changes,
 )
 from condukt_egress.automation._spec import (
     KUBERNETES_CONFIG_KEYS,
@@ -64,35 +80,31 @@ from condukt_egress.automation._spec import (
     SessionOutputs,
     SessionSpec,
     SessionSummary,
+    secret_config,
     stack_config,
     stack_config_json,
     stack_name,
 )
+from condukt_egress.automation._status import (
+    SessionStatus,
+    now,
+    outputs_of,
+    read_record,
+    record_outputs,
+    write_record,
+)
 from condukt_egress.errors import AutomationError, ConfigError
 from condukt_egress.program import session_program
+
+if TYPE_CHECKING:
+    from condukt_egress.portforward import PortForwardTarget
 
 __all__ = [
     "DEFAULT_MAX_OPERATIONS",
     "MIN_PULUMI_VERSION",
-    "AsyncSessionStacks",
-    "OnEvent",
-    "OnOutput",
     "SessionStacks",
     "default_state_dir",
 ]
-
-MIN_PULUMI_VERSION: Final = (3, 203)
-"""Oldest ``pulumi`` CLI accepted: 3.181 runs inline programs for refresh and destroy,
-3.187 checks object-typed config (``Pulumi.yaml``), 3.203 sets object values with
-``config set-all --json``."""
-
-OnOutput = Callable[[str, str], None]
-"""Progress callback: ``(session_id, line)`` for each line the engine prints."""
-
-OnEvent = Callable[[str, EngineEvent], None]
-"""Structured progress: ``(session_id, event)`` for each engine event
-(:class:`pulumi.automation.EngineEvent`: resource pre/outputs/failed events,
-diagnostics, the summary), for progress UIs."""
 
 DEFAULT_MAX_OPERATIONS: Final = 4
 """Engine operations (up, preview, refresh, destroy) one :class:`SessionStacks`
@@ -101,11 +113,6 @@ kubernetes and tls plugins (see docs/automation.md for measured and estimated me
 
 _LOG: Final = logging.getLogger("condukt_egress.automation")
 _PLUGINS: Final = (("kubernetes", "pulumi_kubernetes"), ("tls", "pulumi_tls"))
-_INSTALL_HINT: Final = (
-    "install it (https://www.pulumi.com/docs/iac/download-install/, e.g. "
-    "`curl -fsSL https://get.pulumi.com | sh`) and put it on PATH, or pass "
-    "pulumi_root=<directory holding bin/pulumi>"
-)
 _PROJECT_DIR: Final = "_project"  # workspace for list(); stack names start with "session-"
 
 
@@ -113,33 +120,6 @@ def default_state_dir() -> Path:
     """``$XDG_STATE_HOME/condukt-egress``, or ``~/.local/state/condukt-egress``."""
     base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
     return Path(base) / "condukt-egress"
-
-
-def _passphrase_env(passphrase: str | None, env: Mapping[str, str]) -> dict[str, str]:
-    """The secrets-provider variable to pass: explicit, then ``env``, then ``os.environ``."""
-    if passphrase is not None:
-        if not isinstance(passphrase, str) or not passphrase:
-            raise PassphraseRequiredError(
-                "passphrase: must be a non-empty string; it encrypts the session CA key in "
-                "the stack state, so pass the same secret every time (e.g. from a secret store)"
-            )
-        return {"PULUMI_CONFIG_PASSPHRASE": passphrase}
-    for source in (env, os.environ):
-        if source.get("PULUMI_CONFIG_PASSPHRASE"):
-            return {"PULUMI_CONFIG_PASSPHRASE": source["PULUMI_CONFIG_PASSPHRASE"]}
-        if source.get("PULUMI_CONFIG_PASSPHRASE_FILE"):
-            path = Path(source["PULUMI_CONFIG_PASSPHRASE_FILE"]).expanduser().resolve()
-            return {"PULUMI_CONFIG_PASSPHRASE_FILE": str(path)}
-    raise PassphraseRequiredError(
-        "passphrase: none given; the session stacks encrypt their secrets (the CA key) with a "
-        "passphrase and none is invented for you. Pass SessionStacks(passphrase=...), or set "
-        "PULUMI_CONFIG_PASSPHRASE or PULUMI_CONFIG_PASSPHRASE_FILE in env= or the environment"
-    )
-
-
-def _changes(summary: Mapping[Any, int] | None) -> dict[str, int]:
-    """An engine change summary keyed by operation name (``create``, ``same``...)."""
-    return {str(getattr(op, "value", op)): int(n) for op, n in (summary or {}).items()}
 
 
 def _write_if_changed(path: Path, text: str) -> None:
@@ -256,7 +236,7 @@ class SessionStacks:
         self._extra_env = {str(k): str(v) for k, v in (env or {}).items()}
         if uses_passphrase(provider, kind):
             self.secrets_provider: str | None = "passphrase"
-            self._secret_env = _passphrase_env(passphrase, self._extra_env)
+            self._secret_env = passphrase_env(passphrase, self._extra_env)
         elif passphrase is not None:
             raise ConfigError(
                 "passphrase",
@@ -280,6 +260,7 @@ class SessionStacks:
         self._command: PulumiCommand | None = None
         self._plugins_lock = threading.Lock()
         self._plugins_ready = False
+        self._known: dict[str, tuple[KubernetesSettings, SessionOutputs]] = {}
 
     def __repr__(self) -> str:
         return f"SessionStacks(state_dir={str(self.state_dir)!r}, backend_url={self.backend_url!r})"
@@ -362,23 +343,14 @@ class SessionStacks:
             SessionOperationError: The update failed; the stack stays destroyable.
         """
         _check_spec(spec)
-        options = _engine_options(
-            replace=replace, target=target, refresh=refresh, parallel=parallel
-        )
+        options = EngineOptions(replace, target, refresh, parallel, on_output, on_event)
         settings = self._settings(kubernetes)
-        with self._session(spec.session_id, "up") as name:
+        with self._operation(spec.session_id, "up") as name:
             workspace, _ = self._workspace(spec.session_id)
             self._ensure_plugins(workspace, spec.session_id)
             stack = Stack.create_or_select(name, workspace)
             self._configure(stack, spec, settings)
-            sink = self._sink(spec.session_id, on_output)
-            result = stack.up(
-                color="never",
-                on_output=sink,
-                on_error=sink,
-                on_event=self._event_sink(spec.session_id, on_event),
-                **options,
-            )
+            result = self._engine("up", spec.session_id, stack, options)
             outputs = SessionOutputs.from_stack_outputs(
                 name, {key: out.value for key, out in result.outputs.items()}
             )
@@ -390,6 +362,7 @@ class SessionStacks:
                     "the update succeeded but the stack exports no session; the workspace must "
                     "run condukt_egress.program.session_program",
                 )
+            self._remember(spec.session_id, settings, outputs)
             return outputs
 
     def preview(
@@ -412,11 +385,9 @@ class SessionStacks:
         is removed again. Options as :meth:`up`.
         """
         _check_spec(spec)
-        options = _engine_options(
-            replace=replace, target=target, refresh=refresh, parallel=parallel
-        )
+        options = EngineOptions(replace, target, refresh, parallel, on_output, on_event)
         settings = self._settings(kubernetes)
-        with self._session(spec.session_id, "preview") as name:
+        with self._operation(spec.session_id, "preview") as name:
             workspace, new_dir = self._workspace(spec.session_id)
             self._ensure_plugins(workspace, spec.session_id)
             try:
@@ -426,16 +397,10 @@ class SessionStacks:
             config_file: Path | None = None
             try:
                 config_file = self._preview_config(workspace, name, spec, settings)
-                sink = self._sink(spec.session_id, on_output)
-                result = stack.preview(
-                    color="never",
-                    on_output=sink,
-                    on_error=sink,
-                    on_event=self._event_sink(spec.session_id, on_event),
-                    config_file=str(config_file),
-                    **options,
+                result = self._engine(
+                    "preview", spec.session_id, stack, options, config_file=str(config_file)
                 )
-                return _changes(result.change_summary)
+                return changes(result.change_summary)
             finally:
                 if config_file is not None:
                     config_file.unlink(missing_ok=True)
@@ -452,18 +417,13 @@ class SessionStacks:
         on_event: OnEvent | None = None,
     ) -> dict[str, int]:
         """Adopt the cluster's real state into the session's stack; returns the changes."""
-        options = _engine_options(target=target, parallel=parallel)
-        with self._session(session_id, "refresh") as name:
+        options = EngineOptions(
+            target=target, parallel=parallel, on_output=on_output, on_event=on_event
+        )
+        with self._operation(session_id, "refresh") as name:
             stack = self._select(session_id, name)
-            sink = self._sink(session_id, on_output)
-            result = stack.refresh(
-                color="never",
-                on_output=sink,
-                on_error=sink,
-                on_event=self._event_sink(session_id, on_event),
-                **options,
-            )
-            return _changes(result.summary.resource_changes)
+            result = self._engine("refresh", session_id, stack, options)
+            return changes(result.summary.resource_changes)
 
     def destroy(
         self,
@@ -494,22 +454,33 @@ class SessionStacks:
             SessionBusyError: Another operation on this session is running.
             SessionOperationError: The destroy failed; call it again.
         """
-        options = _engine_options(target=target, refresh=refresh, parallel=parallel)
-        remove = remove_stack and not target
-        with self._session(session_id, "destroy") as name:
+        options = EngineOptions(
+            target=target,
+            refresh=refresh,
+            parallel=parallel,
+            on_output=on_output,
+            on_event=on_event,
+        )
+        return self._destroy(session_id, options, remove_stack=remove_stack and not target)
+
+    def _destroy(
+        self,
+        session_id: str,
+        options: EngineOptions,
+        *,
+        remove_stack: bool,
+        still_stale: Callable[[Stack], bool] | None = None,
+    ) -> dict[str, int]:
+        """Destroy a session, unless ``still_stale`` (asked once the session is ours) says no."""
+        with self._operation(session_id, "destroy") as name:
             stack = self._select(session_id, name)
-            sink = self._sink(session_id, on_output)
-            result = stack.destroy(
-                color="never",
-                on_output=sink,
-                on_error=sink,
-                on_event=self._event_sink(session_id, on_event),
-                remove=remove,
-                **options,
-            )
-            if remove:
+            if still_stale is not None and not still_stale(stack):
+                return {}
+            result = self._engine("destroy", session_id, stack, options, remove=remove_stack)
+            if remove_stack:
                 shutil.rmtree(self.work_dir(session_id), ignore_errors=True)
-            return _changes(result.summary.resource_changes)
+                self._forget_session(session_id)
+            return changes(result.summary.resource_changes)
 
     def get(self, session_id: str) -> SessionOutputs:
         """The outputs of a running session (does not wait for a running update).
@@ -517,37 +488,36 @@ class SessionStacks:
         Raises:
             SessionNotFoundError: No stack, or a stack that holds no session.
         """
-        with self._session(session_id, "get", exclusive=False) as name:
-            workspace, new_dir = self._workspace(session_id)
-            try:
-                raw = workspace.stack_outputs(name)
-            except StackNotFoundError:
-                if new_dir:
-                    shutil.rmtree(workspace.work_dir, ignore_errors=True)
-                raise
-            outputs = SessionOutputs.from_stack_outputs(
-                name, {key: out.value for key, out in raw.items()}
+        name = stack_name(session_id)
+        with self._translated(session_id, name, "get"):
+            outputs = self._read_outputs(session_id, name)
+        if outputs is None:
+            raise SessionNotFoundError(
+                session_id,
+                name,
+                "the stack exists but holds no session (its first up failed, or it was "
+                "destroyed without removal); call up(spec), or destroy(session_id)",
             )
-            if outputs is None:
-                raise SessionNotFoundError(
-                    session_id,
-                    name,
-                    "the stack exists but holds no session (its first up failed, or it was "
-                    "destroyed without removal); call up(spec), or destroy(session_id)",
-                )
-            return outputs
+        return outputs
+
+    def _read_outputs(self, session_id: str, name: str) -> SessionOutputs | None:
+        """The stack's session outputs from the backend (None: no session in it).
+
+        Raises:
+            StackNotFoundError: No such stack (the workspace made for asking is removed).
+        """
+        workspace, new_dir = self._workspace(session_id)
+        try:
+            raw = workspace.stack_outputs(name)
+        except StackNotFoundError:
+            if new_dir:
+                shutil.rmtree(workspace.work_dir, ignore_errors=True)
+            raise
+        return SessionOutputs.from_stack_outputs(name, {key: out.value for key, out in raw.items()})
 
     def list(self) -> Sequence[SessionSummary]:
         """Every session stack in the backend (this project, ``session-*`` stacks)."""
-        project_dir = self.state_dir / "workspaces" / _PROJECT_DIR
-        command = self._cli()
-        self._prepare(project_dir)
-        workspace = LocalWorkspace(
-            work_dir=str(project_dir),
-            pulumi_home=self._pulumi_home,
-            env_vars=self.environment(),
-            pulumi_command=command,
-        )
+        workspace = self._project_workspace(self.state_dir / "workspaces" / _PROJECT_DIR)
         try:
             stacks = workspace.list_stacks()
         except CommandError as exc:
@@ -570,36 +540,108 @@ class SessionStacks:
                 )
         return out
 
+    # --- lifecycle for services ---------------------------------------------------
+
+    def status(
+        self, session_id: str, *, kubernetes: KubernetesSettings | None = None
+    ) -> SessionStatus:
+        """What the session is doing now, cheap enough for every HTTP request.
+
+        See :func:`condukt_egress.automation._lifecycle.session_status`: the
+        operation record here (no CLI call), the Pod from the API server with
+        the session's Kubernetes settings, and the CA's expiry.
+        """
+        return session_status(self, session_id, kubernetes=kubernetes)
+
+    def reap(
+        self,
+        older_than: timedelta | float | None = None,
+        expiring_within: timedelta | float | None = None,
+    ) -> builtins.list[str]:
+        """Destroy and remove idle sessions, and those whose CA expires soon; their ids.
+
+        A busy session (here, or in another replica through the backend's
+        lock) is skipped, never broken. See
+        :func:`condukt_egress.automation._lifecycle.reap_sessions`.
+        """
+        return reap_sessions(self, older_than, expiring_within)
+
+    def control_target(
+        self, session_id: str, *, kubernetes: KubernetesSettings | None = None
+    ) -> PortForwardTarget:
+        """The session sidecar's control port for :class:`~condukt_egress.control.ControlClient`.
+
+        Reached through the API server's port-forward with the session's
+        Kubernetes settings (``kubernetes``, else its last ``up``'s here, else
+        the instance's). The sidecar serves one peer at a time.
+
+        Raises:
+            SessionNotFoundError: No such session.
+            ConfigError: The session's manifests are rendered, not applied.
+        """
+        return control_target(self, session_id, kubernetes=kubernetes)
+
+    def cancel(self, session_id: str, *, wait: float = 60.0) -> bool:
+        """Stop the session's running operation as ``pulumi cancel`` does; True if one was.
+
+        The stack stays destroyable. See
+        :func:`condukt_egress.automation._lifecycle.cancel_session`.
+        """
+        return cancel_session(self, session_id, wait=wait)
+
     # --- internals -----------------------------------------------------------
 
     @contextmanager
-    def _session(self, session_id: str, operation: str, *, exclusive: bool = True) -> Iterator[str]:
-        """Claim the session for ``operation`` and translate CLI failures."""
+    def _operation(self, session_id: str, operation: Operation) -> Iterator[str]:
+        """Run one engine operation: claim the session, take a slot, translate failures."""
         name = stack_name(session_id)
-        if exclusive:
-            with self._guard:
-                running = self._busy.get(name)
-                if running is not None:
-                    raise SessionBusyError(
-                        session_id,
-                        name,
-                        f"cannot {operation}: {running} is already running for this session in "
-                        "this process; wait for it to return, then retry",
-                    )
-                self._busy[name] = operation
-        slot = False
-        try:
-            if exclusive:
-                if not self._slots.acquire(blocking=False):
-                    self._logger.info(
-                        "session %s: %s waits for one of %d operation slots",
-                        session_id,
-                        operation,
-                        self.max_operations,
-                    )
-                    self._slots.acquire()
-                slot = True
+        with (
+            self._claim(session_id, name, operation),
+            self._slot(session_id, operation),
+            self._translated(session_id, name, operation),
+        ):
             yield name
+
+    @contextmanager
+    def _claim(self, session_id: str, name: str, operation: str) -> Iterator[None]:
+        """Mark the session busy in this process, or raise :class:`SessionBusyError`."""
+        with self._guard:
+            running = self._busy.get(name)
+            if running is not None:
+                raise SessionBusyError(
+                    session_id,
+                    name,
+                    f"cannot {operation}: {running} is already running for this session in "
+                    "this process; wait for it to return, then retry",
+                )
+            self._busy[name] = operation
+        try:
+            yield
+        finally:
+            with self._guard:
+                del self._busy[name]
+
+    @contextmanager
+    def _slot(self, session_id: str, operation: str) -> Iterator[None]:
+        """Hold one of the ``max_operations`` slots, waiting (and saying so) if none is free."""
+        if not self._slots.acquire(blocking=False):
+            self._logger.info(
+                "session %s: %s waits for one of %d operation slots",
+                session_id,
+                operation,
+                self.max_operations,
+            )
+            self._slots.acquire()
+        try:
+            yield
+        finally:
+            self._slots.release()
+
+    @contextmanager
+    def _translated(self, session_id: str, name: str, operation: str) -> Iterator[None]:
+        """Turn the SDK's ``CommandError`` into our error with the next step."""
+        try:
+            yield
         except CommandError as exc:
             raise translate(
                 exc,
@@ -609,41 +651,65 @@ class SessionStacks:
                 backend_url=self.backend_url,
                 work_dir=str(self.work_dir(session_id)),
             ) from exc
-        finally:
-            if slot:
-                self._slots.release()
-            if exclusive:
-                with self._guard:
-                    del self._busy[name]
+
+    def _engine(
+        self,
+        operation: Operation,
+        session_id: str,
+        stack: Stack,
+        options: EngineOptions,
+        **extra: Any,
+    ) -> Any:
+        """The one call of the engine: ``stack.<operation>`` with our sinks and the options."""
+        options.check(operation)
+        sink = self._sink(session_id, options.on_output)
+        run = getattr(stack, operation)
+        work_dir = self.work_dir(session_id)
+        recorded = operation != "preview"  # a preview changes nothing, so records nothing
+        if recorded:
+            write_record(
+                work_dir,
+                operation=operation,
+                result="running",
+                pid=os.getpid(),
+                at=now().isoformat(),
+                exists=True,
+            )
+        try:
+            result = run(
+                color="never",
+                on_output=sink,
+                on_error=sink,
+                on_event=self._event_sink(session_id, options.on_event),
+                **options.sdk_arguments(),
+                **extra,
+            )
+        except BaseException:
+            if recorded:
+                write_record(work_dir, result="failed", at=now().isoformat())
+            raise
+        if recorded:
+            gone = {"outputs": None} if operation == "destroy" else {}
+            write_record(work_dir, result="succeeded", at=now().isoformat(), **gone)
+        return result
 
     def _cli(self) -> PulumiCommand:
         """The ``pulumi`` CLI, found and version-checked once."""
         with self._cli_lock:
-            if self._command is not None:
-                return self._command
-            where = f"in {self._pulumi_root}/bin" if self._pulumi_root else "on PATH"
-            try:
-                command = PulumiCommand(root=self._pulumi_root)
-            except (FileNotFoundError, PermissionError, NotADirectoryError):
-                raise PulumiCliError(
-                    f"the `pulumi` CLI was not found {where}; {_INSTALL_HINT}"
-                ) from None
-            except subprocess.CalledProcessError as exc:
-                raise PulumiCliError(
-                    f"`pulumi version` failed (exit {exc.returncode}); reinstall the CLI: "
-                    f"{_INSTALL_HINT}"
-                ) from exc
-            except InvalidVersionError as exc:
-                raise PulumiCliError(f"unusable `pulumi` CLI: {exc}") from exc
-            version = command.version
-            if version is not None and (version.major, version.minor) < MIN_PULUMI_VERSION:
-                raise PulumiCliError(
-                    f"the `pulumi` CLI is {version}; session stacks need "
-                    f"{'.'.join(map(str, MIN_PULUMI_VERSION))} or newer (object-typed stack "
-                    f"config set with `config set-all --json`); upgrade it: {_INSTALL_HINT}"
-                )
-            self._command = command
-            return command
+            if self._command is None:
+                self._command = find_cli(self._pulumi_root)
+            return self._command
+
+    def _project_workspace(self, project_dir: Path) -> LocalWorkspace:
+        """A workspace of the project outside any session, for listing and reading stacks."""
+        command = self._cli()
+        self._prepare(project_dir)
+        return LocalWorkspace(
+            work_dir=str(project_dir),
+            pulumi_home=self._pulumi_home,
+            env_vars=self.environment(),
+            pulumi_command=command,
+        )
 
     def _prepare(self, work_dir: Path) -> bool:
         """Create ``work_dir`` with ``Pulumi.yaml``; True if the directory is new."""
@@ -675,11 +741,24 @@ class SessionStacks:
         """Select an existing session stack, or raise :class:`SessionNotFoundError`."""
         workspace, new_dir = self._workspace(session_id)
         try:
-            return Stack.select(name, workspace)
+            stack = Stack.select(name, workspace)
         except StackNotFoundError:
             if new_dir:
                 shutil.rmtree(workspace.work_dir, ignore_errors=True)
             raise
+        if not (Path(workspace.work_dir) / f"Pulumi.{name}.yaml").exists():
+            # Made by another replica: its config (sessionId, the kubeconfig secret)
+            # is in the stack's last deployment, not here. Without it the program
+            # cannot run for refresh or destroy.
+            try:
+                workspace.refresh_config(name)
+            except CommandError as exc:
+                self._logger.info(
+                    "session %s: no stack config here to restore: %s",
+                    session_id,
+                    error_lines(str(exc), 2),
+                )
+        return stack
 
     def _forget(self, workspace: LocalWorkspace, name: str, new_dir: bool) -> None:
         """Remove a stack made only for a preview (best effort, logged on failure)."""
@@ -729,9 +808,9 @@ class SessionStacks:
         config_json = stack_config_json(spec, settings)
         args = ["config", "set-all", "--config-file", str(path), "--stack", name]
         args += ["--json", config_json]
-        env = {"PULUMI_HOME": self._pulumi_home} if self._pulumi_home else {}
         try:
-            self._cli().run(args, str(work_dir), {**env, **self.environment()})
+            self._cli().run(args, str(work_dir), self._cli_env())
+            self._set_secrets(work_dir, name, secret_config(spec, settings), config_file=path)
         except BaseException:
             path.unlink(missing_ok=True)
             raise
@@ -742,9 +821,29 @@ class SessionStacks:
         wanted = stack_config(spec, settings)
         current = stack.get_all_config()
         stack.set_all_config_json(stack_config_json(spec, settings))
+        self._set_secrets(Path(stack.workspace.work_dir), stack.name, secret_config(spec, settings))
         stale = [key for key in KUBERNETES_CONFIG_KEYS if key in current and key not in wanted]
         if stale:
             stack.remove_all_config(stale)
+
+    def _cli_env(self) -> dict[str, str]:
+        """The environment of a CLI call made outside the SDK's workspace."""
+        env = {"PULUMI_HOME": self._pulumi_home} if self._pulumi_home else {}
+        return {**env, **self.environment()}
+
+    def _set_secrets(
+        self,
+        work_dir: Path,
+        name: str,
+        secrets: Mapping[str, str],
+        *,
+        config_file: Path | None = None,
+    ) -> None:
+        """Set secret config values on the CLI's stdin (see :func:`set_secrets`)."""
+        if secrets:
+            set_secrets(
+                self._cli(), work_dir, name, secrets, self._cli_env(), config_file=config_file
+            )
 
     def _ensure_plugins(self, workspace: LocalWorkspace, session_id: str) -> None:
         """Install the resource plugins matching the installed SDKs, once per instance."""
@@ -801,56 +900,35 @@ class SessionStacks:
 
         return sink
 
+    def _remember(
+        self, session_id: str, settings: KubernetesSettings, outputs: SessionOutputs
+    ) -> None:
+        """Keep what the last ``up`` of a session used and made, for :meth:`status`."""
+        with self._guard:
+            self._known[session_id] = (settings, outputs)
+        write_record(self.work_dir(session_id), outputs=record_outputs(outputs))
+
+    def _forget_session(self, session_id: str) -> None:
+        """Drop what :meth:`_remember` kept once the session's stack is gone."""
+        with self._guard:
+            self._known.pop(session_id, None)
+
     def _recorded_session_id(self, name: str) -> str | None:
-        """The raw session id stored in a stack's config here, if this state has it."""
-        path = self.state_dir / "workspaces" / name / f"Pulumi.{name}.yaml"
+        """The raw session id in a stack's config or operation record here, if any."""
+        work_dir = self.state_dir / "workspaces" / name
         try:
-            doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+            text = (work_dir / f"Pulumi.{name}.yaml").read_text(encoding="utf-8")
+            doc = yaml.safe_load(text) or {}
         except (OSError, yaml.YAMLError):
-            return None
+            doc = {}
         value = (doc.get("config") or {}).get(f"{PROJECT_NAME}:sessionId")
+        if value is None:
+            record = read_record(work_dir)
+            outputs = outputs_of(record) if record is not None else None
+            value = outputs.session_id if outputs is not None else None
         if isinstance(value, str) and stack_name(value) == name:
             return value
         return None
-
-
-def _urns(name: str, value: object) -> list[str] | None:
-    if value is None:
-        return None
-    if isinstance(value, str | bytes) or not isinstance(value, Sequence):
-        raise ConfigError(name, f"must be a list of resource URNs, got {value!r}")
-    for urn in value:
-        if not isinstance(urn, str) or not urn.startswith("urn:pulumi:"):
-            raise ConfigError(
-                name,
-                f"entries must be resource URNs ('urn:pulumi:<stack>::<project>::<type>::<name>', "
-                f"e.g. ca_certificate_urn(session_id)), got {urn!r}",
-            )
-    return list(value)
-
-
-def _engine_options(
-    *,
-    replace: object = None,
-    target: object = None,
-    refresh: object = None,
-    parallel: object = None,
-) -> dict[str, Any]:
-    """The SDK keyword arguments for the given operation options, validated."""
-    options: dict[str, Any] = {}
-    for name, value in (("replace", replace), ("target", target)):
-        urns = _urns(name, value)
-        if urns is not None:
-            options[name] = urns
-    if refresh is not None:
-        if not isinstance(refresh, bool):
-            raise ConfigError("refresh", f"must be True, False or None, got {refresh!r}")
-        options["refresh"] = refresh
-    if parallel is not None:
-        if isinstance(parallel, bool) or not isinstance(parallel, int) or parallel < 1:
-            raise ConfigError("parallel", f"must be a whole number >= 1, got {parallel!r}")
-        options["parallel"] = parallel
-    return options
 
 
 def _check_spec(spec: object) -> None:
@@ -859,44 +937,3 @@ def _check_spec(spec: object) -> None:
             f"spec must be SessionSpec, got {type(spec).__name__}; "
             "build it with SessionSpec(session_id=..., ...)"
         )
-
-
-class AsyncSessionStacks:
-    """:class:`SessionStacks` for asyncio: each call runs in a worker thread.
-
-    Cancelling an awaiting task does not stop the engine: the operation runs
-    to its end in its thread (and keeps the session busy until then).
-
-    Example:
-        >>> stacks = AsyncSessionStacks(SessionStacks(passphrase=...))  # doctest: +SKIP
-        >>> outputs = await stacks.up(SessionSpec("run-42"))  # doctest: +SKIP
-    """
-
-    def __init__(self, stacks: SessionStacks) -> None:
-        self.stacks = stacks
-
-    async def up(self, spec: SessionSpec, **options: Any) -> SessionOutputs:
-        """See :meth:`SessionStacks.up` (same keyword options)."""
-        return await in_thread(self.stacks.up, spec, **options)
-
-    async def preview(self, spec: SessionSpec, **options: Any) -> dict[str, int]:
-        """See :meth:`SessionStacks.preview` (same keyword options)."""
-        return await in_thread(self.stacks.preview, spec, **options)
-
-    async def refresh(self, session_id: str, **options: Any) -> dict[str, int]:
-        """See :meth:`SessionStacks.refresh` (same keyword options)."""
-        return await in_thread(self.stacks.refresh, session_id, **options)
-
-    async def destroy(
-        self, session_id: str, remove_stack: bool = True, **options: Any
-    ) -> dict[str, int]:
-        """See :meth:`SessionStacks.destroy` (same keyword options)."""
-        return await in_thread(self.stacks.destroy, session_id, remove_stack, **options)
-
-    async def get(self, session_id: str) -> SessionOutputs:
-        """See :meth:`SessionStacks.get`."""
-        return await in_thread(self.stacks.get, session_id)
-
-    async def list(self) -> Sequence[SessionSummary]:
-        """See :meth:`SessionStacks.list`."""
-        return await in_thread(self.stacks.list)

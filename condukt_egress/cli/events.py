@@ -5,21 +5,9 @@ target from the flags, prints each frame as a readable line or a JSON object,
 and prints a summary on stderr when it stops (``--count``, ``--duration``,
 the channel closing with ``--no-reconnect``, Ctrl-C or SIGTERM; all exit 0).
 
-Output schema of ``--format json`` (version 1; one object per line, keys
-always present, ``null`` when unknown; times are RFC 3339 UTC)::
-
-    {"type": "event", "at", "kind", "session_id", "request_id", "scheme", "host",
-     "port", "method", "path", "status", "reason", "rule": {"index", "kind"} | null,
-     "remote_addr", "bytes_in", "bytes_out", "started_at", "finished_at",
-     "headers": {name: value} | null}
-    {"type": "decision_request", "at", "request_id", "session_id", "host", "port",
-     "scheme"}
-    {"type": "decision", "at", "request_id", "host", "port", "action", "reason",
-     "decided_by": "decider" | "cache" | "fail_closed", "failure", "elapsed_ms"}
-    {"type": "gap", "at", "reconnects", "reason"}
-
-A ``gap`` record marks every reconnect: frames around it may be missing,
-because the sidecar notices a dropped peer only when a write to it fails.
+The records and the ``--format json`` schema (version 1) are
+:mod:`condukt_egress.eventview`'s, which does the filtering, redaction,
+formatting and counting; this module reads the flags and runs the client.
 
 Example:
     condukt-egress events --namespace agents --session-id run-42 --kind request_denied
@@ -34,34 +22,26 @@ import gc
 import importlib
 import importlib.machinery
 import importlib.util
-import json
 import os
 import signal
 import sys
-from collections import Counter
-from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from collections.abc import Sequence
 from types import ModuleType
-from typing import Any, Final, TextIO
+from typing import Any, Final
 
 import click
-import orjson
 
+from condukt_egress._text import printable
 from condukt_egress.cli import cli, format_option
 from condukt_egress.contract import DEFAULT_CONTROL_PORT, EVENT_KINDS
-from condukt_egress.control import ControlClient, Decider, DecisionSent, Target, TcpTarget
+from condukt_egress.control import ControlClient, Decider, Target, TcpTarget
 from condukt_egress.errors import PolicyError
-from condukt_egress.events import DecisionRequest, Event, Frame
+from condukt_egress.eventview import EventView
 from condukt_egress.redaction import Redactor
 
 __all__ = ["events"]
 
 _KINDS: Final = (*EVENT_KINDS, "decision_request", "decision")
-_TOP_HOSTS: Final = 20
-_TRACKED_HOSTS: Final = 1024
-"""Distinct hosts counted one by one; events to hosts first seen later count as others."""
-_HOST_CHARS: Final = 253
-"""A host name is at most 253 characters; longer ones (hostile traffic) are cut."""
 
 
 @cli.command("events")
@@ -160,7 +140,7 @@ def events(  # noqa: PLR0917
         policy = _load_policy(policy_file)
         redact = tuple(policy.redact)
         decide_timeout_ms = decide_timeout_ms or policy.decide_timeout_ms
-    view = View(
+    view = EventView(
         fmt=fmt,
         redactor=Redactor(redact, enabled=not show_secrets),
         kinds=frozenset(kinds),
@@ -314,10 +294,10 @@ def _import_decider_module(name: str) -> ModuleType:
 
 
 def _notice(message: str) -> None:
-    click.echo(f"condukt-egress: {_clean(message)}", err=True)
+    click.echo(f"condukt-egress: {printable(message)}", err=True)
 
 
-async def _watch(client: ControlClient, view: View, duration: float | None) -> None:
+async def _watch(client: ControlClient, view: EventView, duration: float | None) -> None:
     """Run until a stop condition; print the summary unless nothing ever connected."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -342,318 +322,6 @@ async def _watch(client: ControlClient, view: View, duration: float | None) -> N
     error = None if reader.cancelled() else reader.exception()
     if error is not None and client.stats.connects == 0:
         raise error
-    view.summary(client, loop.time() - started)
+    view.summary(client.stats, loop.time() - started)
     if error is not None:
         raise error
-
-
-# -- display ---------------------------------------------------------------------------
-
-
-class View:
-    """Filters, formats and counts what is shown; the only writer to stdout."""
-
-    def __init__(
-        self,
-        *,
-        fmt: str,
-        redactor: Redactor,
-        kinds: frozenset[str],
-        hosts: tuple[str, ...],
-        count: int | None,
-        out: TextIO | None = None,
-    ) -> None:
-        self.fmt = fmt
-        self.redactor = redactor
-        self.kinds = kinds
-        self.hosts = hosts
-        self.count = count
-        self.out = out or sys.stdout
-        self.shown = 0
-        self.by_kind: Counter[str] = Counter()
-        self.by_host = HostCounts()
-        self.actions: Counter[str] = Counter()
-        self.finished = asyncio.Event()
-        self._matches: Callable[[str, str], bool] | None = None
-        self._format: Callable[[dict[str, Any]], str] = _to_json if fmt == "json" else _text_line
-        self._flush_pending = False
-
-    @property
-    def done(self) -> bool:
-        """Whether ``--count`` records have been shown."""
-        return self.count is not None and self.shown >= self.count
-
-    def frame(self, frame: Frame) -> bool:
-        """Show a frame from the sidecar if the filters let it through; say if shown."""
-        if isinstance(frame, Event):
-            if not self._wanted(frame.kind, frame.request.host):
-                return False
-            record = self._event(frame)
-            self.by_kind[frame.kind] += 1
-            self.by_host.add(frame.request.host)
-        elif isinstance(frame, DecisionRequest):
-            if not self._wanted("decision_request", frame.host):
-                return False
-            record = self._decision_request(frame)
-            self.by_kind["decision_request"] += 1
-        else:
-            return False
-        self._emit(record)
-        return True
-
-    def decision(self, sent: DecisionSent) -> None:
-        """Show an answer the client sent (``on_decision`` callback)."""
-        self.actions[f"{sent.decision.action} ({sent.decided_by})"] += 1
-        if self.done or not self._wanted("decision", sent.request.host):
-            return
-        self.by_kind["decision"] += 1
-        self._emit(
-            {
-                "type": "decision",
-                "at": _now(),
-                "request_id": sent.request.id,
-                "host": sent.request.host,
-                "port": sent.request.port,
-                "action": sent.decision.action,
-                "reason": sent.decision.reason,
-                "decided_by": sent.decided_by,
-                "failure": sent.failure,
-                "elapsed_ms": round(sent.seconds * 1000, 3),
-            }
-        )
-
-    def gap(self, reconnects: int) -> None:
-        """Mark a reconnect in the output (``on_reconnect`` callback).
-
-        Shown whatever the filters, and not counted by ``--count``: the sidecar
-        notices a dropped peer only when a write to it fails, so 1-2 frames
-        per reconnect went to the dead connection and a new peer heard
-        nothing until then.
-        """
-        if self.done:
-            return
-        self._write(
-            {
-                "type": "gap",
-                "at": _now(),
-                "reconnects": reconnects,
-                "reason": GAP_REASON,
-            }
-        )
-
-    def summary(self, client: ControlClient, seconds: float) -> None:
-        """Print counts per kind and per host, and what was skipped, on stderr."""
-        stats = client.stats
-        lines = [f"summary: {self.shown} shown in {seconds:.1f} s"]
-        if self.by_kind:
-            lines.append("  by kind: " + _counts(self.by_kind))
-        if self.by_host:
-            top, others = self.by_host.top(_TOP_HOSTS)
-            lines.append("  by host: " + _counts(top) + (f", others {others}" if others else ""))
-        if self.actions:
-            lines.append("  decisions: " + _counts(self.actions))
-        extra = {
-            "malformed lines": stats.malformed_lines,
-            "over-long lines": stats.oversized_lines,
-            "unknown frames": stats.unknown_frames,
-            "decider failures": stats.decider_failures,
-            "decisions lost": stats.decisions_lost,
-            "reconnects": stats.reconnects,
-        }
-        if any(extra.values()):
-            lines.append("  " + ", ".join(f"{k} {v}" for k, v in extra.items() if v))
-        for text in lines:
-            click.echo(_clean(text), err=True)
-
-    # -- helpers
-
-    def _wanted(self, kind: str, host: str) -> bool:
-        if self.done or (self.kinds and kind not in self.kinds):
-            return False
-        if not self.hosts:
-            return True
-        if self._matches is None:
-            from condukt_egress.policy import host_matches  # noqa: PLC0415
-
-            self._matches = host_matches
-        return any(self._matches(pattern, host) for pattern in self.hosts)
-
-    def _event(self, event: Event) -> dict[str, Any]:
-        request = event.request
-        rule = event.matched_rule
-        return {
-            "type": "event",
-            "at": event.at_text,
-            "kind": event.kind,
-            "session_id": request.session_id,
-            "request_id": request.id,
-            "scheme": request.scheme,
-            "host": request.host,
-            "port": request.port,
-            "method": request.method,
-            "path": self.redactor.path(request.path),
-            "status": request.response_status,
-            "reason": event.reason,
-            "rule": None if rule is None else {"index": rule.index, "kind": rule.kind},
-            "remote_addr": request.remote_addr,
-            "bytes_in": request.bytes_in,
-            "bytes_out": request.bytes_out,
-            "started_at": request.started_at_text or _iso(request.started_at),
-            "finished_at": request.finished_at_text
-            or (None if request.finished_at is None else _iso(request.finished_at)),
-            "headers": self.redactor.headers(request.request_headers),
-        }
-
-    def _decision_request(self, request: DecisionRequest) -> dict[str, Any]:
-        return {
-            "type": "decision_request",
-            "at": _now(),
-            "request_id": request.id,
-            "session_id": request.session_id,
-            "host": request.host,
-            "port": request.port,
-            "scheme": request.scheme,
-        }
-
-    def _emit(self, record: dict[str, Any]) -> None:
-        self.shown += 1
-        self._write(record)
-        if self.done:
-            self.finished.set()
-
-    def _write(self, record: dict[str, Any]) -> None:
-        self.out.write(self._format(record) + "\n")
-        if self._flush_pending:
-            return
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:  # called outside the event loop
-            self.out.flush()
-            return
-        # One flush per loop iteration: every frame of a read is written, then
-        # flushed once, so a burst costs one write call and a quiet stream
-        # still shows each line at once.
-        self._flush_pending = True
-        loop.call_soon(self._flush)
-
-    def _flush(self) -> None:
-        self._flush_pending = False
-        self.out.flush()
-
-
-GAP_REASON: Final = (
-    "control channel reconnected; frames around this point may be missing "
-    "(the sidecar notices a dropped peer only when a write to it fails)"
-)
-
-
-class HostCounts:
-    """Events per host for the summary, in bounded memory.
-
-    Hosts come from untrusted traffic: a workspace can name a new one per
-    request. The first :data:`_TRACKED_HOSTS` distinct hosts are counted one
-    by one (names cut to 253 characters); events to any host first seen after
-    that only add to :attr:`untracked`.
-    """
-
-    def __init__(self, limit: int = _TRACKED_HOSTS) -> None:
-        self.limit = limit
-        self.counts: Counter[str] = Counter()
-        self.untracked = 0
-
-    def add(self, host: str) -> None:
-        """Count one event to ``host``."""
-        key = host[:_HOST_CHARS].lower()
-        if key in self.counts or len(self.counts) < self.limit:
-            self.counts[key] += 1
-        else:
-            self.untracked += 1
-
-    def top(self, n: int) -> tuple[Counter[str], int]:
-        """The ``n`` most frequent hosts, and the number of events to all others."""
-        top = Counter(dict(self.counts.most_common(n)))
-        return top, self.untracked + self.counts.total() - top.total()
-
-    def __bool__(self) -> bool:
-        return bool(self.counts) or self.untracked > 0
-
-
-def _text_line(r: dict[str, Any]) -> str:
-    """One readable line: time, kind, method, host:port, path, status, reason, rule."""
-    at = _short_time(r["at"])
-    where = f"{r.get('host')}:{r.get('port')}"
-    if r["type"] == "event":
-        rule = r["rule"]
-        parts = [
-            at,
-            f"{r['kind']:<16}",
-            r["method"] or "-",
-            where,
-            r["path"] or "-",
-            "-" if r["status"] is None else str(r["status"]),
-            f"reason={r['reason']}" if r["reason"] else "",
-            f"rule=#{rule['index']}:{rule['kind']}" if rule else "",
-        ]
-    elif r["type"] == "gap":
-        parts = [at, f"{'gap':<16}", f"reconnect #{r['reconnects']}:", r["reason"]]
-    elif r["type"] == "decision_request":
-        parts = [at, f"{'decision_request':<16}", r["scheme"], where, f"id={r['request_id']}"]
-    else:
-        parts = [
-            at,
-            f"{'decision':<16}",
-            r["action"],
-            where,
-            f"by={r['decided_by']}",
-            f"reason={r['reason']}" if r["reason"] else "",
-            f"({r['elapsed_ms']:.1f} ms)",
-            f"id={r['request_id']}",
-        ]
-    return _clean(" ".join(p for p in parts if p))
-
-
-def _clean(text: str) -> str:
-    """Escape control characters: hosts and paths come from untrusted traffic."""
-    if text.isprintable():
-        return text
-    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
-
-
-def _counts(counter: Counter[str]) -> str:
-    return ", ".join(f"{key} {value}" for key, value in counter.most_common())
-
-
-_ascii_json: Final = json.JSONEncoder(separators=(",", ":")).encode
-"""The fallback encoder: any str or int, escaped to ASCII (``json.dumps`` builds one a call)."""
-
-
-def _to_json(record: dict[str, Any]) -> str:
-    """One compact JSON object, in UTF-8 text that any reader and terminal accepts.
-
-    orjson encodes a record about ten times faster than the standard library,
-    which sets the pace of ``--format json``. Values no sidecar sends but any
-    peer may (a lone surrogate, an integer past 64 bits) make it refuse; such a
-    record is written by the standard encoder with non-ASCII escaped, the one
-    form that is both valid JSON and encodable as UTF-8.
-    """
-    try:
-        return orjson.dumps(record).decode()
-    except orjson.JSONEncodeError:
-        return _ascii_json(record)
-
-
-def _iso(moment: datetime) -> str:
-    return moment.isoformat().replace("+00:00", "Z")
-
-
-def _now() -> str:
-    return _iso(datetime.now(UTC))
-
-
-def _short_time(text: str) -> str:
-    """``2026-11-28T19:37:07.123456789Z`` -> ``2026-11-28T19:37:07.123Z``."""
-    head, dot, frac = text.partition(".")
-    if not dot:
-        return text
-    digits = frac.rstrip("Zz")
-    return f"{head}.{(digits + '000')[:3]}Z"

@@ -1,0 +1,156 @@
+"""Session stacks on the real engine and API server (issue 21 section 3).
+
+Ten sessions at once under ``max_operations``, a preview that changes nothing
+on disk, a process killed in the middle of ``up``, and two replicas fighting
+over one session. Skips without the e2e tools (see tests/e2e/engine.py),
+fails instead under ``CI=true``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from condukt_egress.automation import SessionBusyError, SessionSpec, SessionStacks
+from tests.e2e import engine
+from tests.e2e.engine import locks, real_stacks, session_objects
+
+pytestmark = pytest.mark.integration
+cluster = engine.cluster  # fixtures
+fresh_namespace = engine.fresh_namespace
+
+
+def wait_running(stacks: SessionStacks, session_id: str, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        pod = stacks.status(session_id).pod
+        if pod is not None and pod.phase == "Running":
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"session {session_id}: no Running pod: {stacks.status(session_id)}")
+
+
+def test_ten_sessions_at_once_then_none_left(
+    tmp_path: Path, cluster: Any, fresh_namespace: str
+) -> None:
+    stacks = real_stacks(tmp_path / "state", max_operations=4)
+    ids = [f"load-{i}" for i in range(10)]
+    with ThreadPoolExecutor(10) as pool:
+        outputs = list(
+            pool.map(lambda sid: stacks.up(SessionSpec(sid, namespace=fresh_namespace)), ids)
+        )
+    assert sorted(o.session_id for o in outputs) == ids
+    for sid in ids:
+        wait_running(stacks, sid)
+    with ThreadPoolExecutor(10) as pool:
+        list(pool.map(stacks.destroy, ids))
+    assert stacks.list() == []
+    assert locks(tmp_path / "state") == []
+    assert session_objects(cluster, fresh_namespace) == []
+
+
+def test_preview_leaves_the_stored_config_byte_identical(
+    tmp_path: Path, cluster: Any, fresh_namespace: str
+) -> None:
+    stacks = real_stacks(tmp_path / "state")
+    spec = SessionSpec("preview-1", namespace=fresh_namespace)
+    stacks.up(spec)
+    stored = stacks.work_dir(spec.session_id) / f"Pulumi.{spec.stack_name}.yaml"
+    before = stored.read_bytes()
+    try:
+        changes = stacks.preview(
+            SessionSpec("preview-1", namespace=fresh_namespace, allow_plain_http=True)
+        )
+        assert changes.get("update", 0) + changes.get("replace", 0) >= 1, changes
+        assert stored.read_bytes() == before
+        assert stacks.preview(spec).get("same", 0) >= 1
+        assert stored.read_bytes() == before
+    finally:
+        stacks.destroy(spec.session_id)
+    assert session_objects(cluster, fresh_namespace) == []
+
+
+KILLED_UP = """
+import sys
+from condukt_egress.automation import SessionSpec
+from tests.e2e.engine import real_stacks
+from pathlib import Path
+stacks = real_stacks(Path(sys.argv[1]))
+stacks.up(SessionSpec(sys.argv[2], namespace=sys.argv[3]),
+          on_output=lambda _s, line: print(line, flush=True))
+"""
+
+
+def test_a_process_killed_mid_up_leaves_a_destroyable_stack(
+    tmp_path: Path, cluster: Any, fresh_namespace: str
+) -> None:
+    state = tmp_path / "state"
+    root = Path(__file__).resolve().parents[2]
+    child = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(KILLED_UP), str(state), "killed-1", fresh_namespace],
+        cwd=root,
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    assert child.stdout is not None
+    for line in child.stdout:  # kill it once the engine is creating resources
+        if "creating" in line.lower():
+            break
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(child.pid, signal.SIGKILL)
+    assert child.wait(30) == -signal.SIGKILL, "the up ended before it could be killed"
+
+    stacks = real_stacks(state)
+    assert stacks.status("killed-1").last_result == "interrupted"
+    try:
+        stacks.destroy("killed-1", refresh=True)
+    except SessionBusyError:
+        # The killed process held the file backend's lock: release it as `pulumi cancel`.
+        assert stacks.cancel("killed-1") is True
+        stacks.destroy("killed-1", refresh=True)
+    assert stacks.list() == []
+    assert locks(state) == []
+    assert session_objects(cluster, fresh_namespace) == []
+
+
+def test_two_replicas_contend_and_one_is_busy(
+    tmp_path: Path, cluster: Any, fresh_namespace: str
+) -> None:
+    backend = tmp_path / "backend"
+    backend.mkdir()
+    url = f"file://{backend}"
+    one = real_stacks(tmp_path / "one", backend_url=url)
+    two = real_stacks(tmp_path / "two", backend_url=url)
+    spec = SessionSpec("contended-1", namespace=fresh_namespace)
+    engine_started = threading.Event()
+    errors: list[BaseException] = []
+
+    def first() -> None:
+        try:
+            one.up(spec, on_event=lambda _s, _e: engine_started.set())
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=first)
+    thread.start()
+    try:
+        assert engine_started.wait(120), "the first up never reached the engine"
+        with pytest.raises(SessionBusyError, match="another update of this stack is running"):
+            two.up(spec)
+    finally:
+        thread.join(300)
+    assert errors == []
+    two.destroy(spec.session_id)  # the other replica can end it (its config comes back)
+    assert session_objects(cluster, fresh_namespace) == []
