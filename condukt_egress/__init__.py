@@ -26,6 +26,7 @@ import importlib
 import typing
 
 from condukt_egress.args import CaKeyAlgorithm, SandboxEgressArgs, TrustBundle, UnproxiedEgress
+from condukt_egress.dns import DnsFilter
 from condukt_egress.errors import (
     AutomationError,
     ConfigError,
@@ -55,6 +56,7 @@ __all__ = [
     "CaKeyAlgorithm",
     "ConfigError",
     "ControlChannelError",
+    "DnsFilter",
     "EgressError",
     "EgressPolicy",
     "PolicyError",

@@ -33,6 +33,7 @@ from condukt_egress import checks, contract
 from condukt_egress._quantity import parse_quantity
 from condukt_egress._text import shown
 from condukt_egress.checks import validate_image
+from condukt_egress.dns import DNS_FILTER_MODES, DNS_IMAGE, DnsFilter, check_decide_hosts
 from condukt_egress.errors import ConfigError, PolicyError
 from condukt_egress.naming import SessionNames, session_names, validate_session_id
 from condukt_egress.options import check_fields, checked, option, switch
@@ -228,6 +229,11 @@ def _policy(name: str, value: object) -> EgressPolicy:
         f"must be an EgressPolicy or its document form (a mapping), got {type(value).__name__}; "
         "e.g. {'rules': [{'allow': ['api.github.com']}], 'default': 'deny'}",
     )
+
+
+def _decide_hosts(name: str, value: object) -> tuple[str, ...]:
+    """Strict mode's host patterns, checked like the policy's (``dns_decide_hosts[i]``)."""
+    return check_decide_hosts(checks.sequence(name, value))
 
 
 def _validity_hours(name: str, value: object) -> int:
@@ -435,6 +441,40 @@ class SessionOptions:
             check=checks.labels,
         ),
     )
+    dns_filter: DnsFilter = field(
+        default="policy",
+        metadata=option(
+            "The session's filtering resolver: policy (names the policy could allow resolve, "
+            "the rest get NXDOMAIN and never leave the pod), strict (names reaching decide "
+            "resolve only if listed in dnsDecideHosts) or off (no resolver: DNS tunnelling "
+            "through the cluster resolver stays open).",
+            example="policy",
+            choices=DNS_FILTER_MODES,
+        ),
+    )
+    dns_image: str = field(
+        default=DNS_IMAGE,
+        metadata=option(
+            "The CoreDNS image of the filtering resolver (a mirror of the default; pin digests).",
+            example="<image>",
+            metavar="IMG",
+            doc_default=f"CoreDNS {DNS_IMAGE.split(':')[1].split('@')[0]}, pinned by digest",
+            check=checks.image(DNS_IMAGE),
+        ),
+    )
+    dns_decide_hosts: Sequence[str] = field(
+        default=(),
+        metadata=option(
+            "With dnsFilter strict: host patterns that resolve although they reach the "
+            "policy's decide rule (same globs as the policy).",
+            example="[pypi.org]",
+            what="a list of host patterns",
+            flag="--dns-decide-host",
+            metavar="PATTERN",
+            parse=str,
+            check=_decide_hosts,
+        ),
+    )
     unproxied_egress: Sequence[UnproxiedEgress | Mapping[str, Any]] = field(
         default=(),
         metadata=option(
@@ -562,6 +602,13 @@ class SandboxEgressArgs(SessionOptions):
         node_local_dns: IPv4 address of NodeLocal DNSCache, if the cluster uses it.
         dns_namespace: Namespace of the cluster DNS pods.
         dns_pod_labels: Labels selecting the cluster DNS pods.
+        dns_filter: ``policy`` (default): a filtering resolver in the pod
+            resolves only names the policy could allow (see
+            :mod:`condukt_egress.dns`); ``strict``: names reaching ``decide``
+            only if listed in ``dns_decide_hosts``; ``off``: no resolver.
+        dns_image: The resolver's CoreDNS image (default pinned by digest).
+        dns_decide_hosts: Strict mode's list of host patterns that resolve
+            although they reach ``decide``.
         unproxied_egress: Explicit destinations reachable without the proxy.
         unsafe_secondary_networks: Accept Multus annotations and
             ``spec.resourceClaims`` on workloads: secondary interfaces escape
@@ -647,6 +694,12 @@ class SandboxEgressArgs(SessionOptions):
         object.__setattr__(self, "ca_early_renewal_hours", early)
         if not self.unsafe_unproxied_egress:
             _refuse_unsafe_destinations(self)
+        if self.dns_decide_hosts and self.dns_filter != "strict":
+            raise ConfigError(
+                "dns_decide_hosts",
+                f"is set but dns_filter is {self.dns_filter!r}; the list applies only in strict "
+                "mode: set dns_filter to 'strict' (dnsFilter) or remove dns_decide_hosts",
+            )
 
     def _take_old_image_name(self, image: str) -> None:
         warnings.warn(

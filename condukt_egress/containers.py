@@ -12,10 +12,11 @@ import hashlib
 import json
 from typing import Any, Final
 
-from condukt_egress import compat, contract
+from condukt_egress import compat, contract, dns
 from condukt_egress.args import SandboxEgressArgs
 from condukt_egress.naming import (
     CONFIG_VOLUME,
+    DNS_VOLUME,
     FILTER_CONTAINER,
     FILTER_VOLUME,
     NETFILTER_CONTAINER,
@@ -90,8 +91,9 @@ inside the pod's network namespace from their own (root) process."""
 def config_digest(args: SandboxEgressArgs) -> str:
     """Digest of everything the sidecar reads once at start, CA material aside.
 
-    It changes with the policy, the trust bundle choice and the CA profile (a
-    new profile makes pulumi-tls mint a new CA), so the pod template changes.
+    It changes with the policy, the trust bundle choice, the CA profile (a
+    new profile makes pulumi-tls mint a new CA) and the DNS filter options
+    (the resolver reads its Corefile once too), so the pod template changes.
     """
     material = json.dumps(
         {
@@ -100,6 +102,7 @@ def config_digest(args: SandboxEgressArgs) -> str:
             "client_compat": args.client_compat,
             "ca": [args.ca_key_algorithm, args.ca_validity_hours],
             "session": args.session_id,
+            "dns": [args.dns_filter, list(args.dns_decide_hosts)],
         },
         sort_keys=True,
         separators=(",", ":"),
@@ -201,7 +204,9 @@ def filter_rules(args: SandboxEgressArgs) -> str:
        once, so an allowed ``http://`` request fails instead of hanging
        until the dial times out (the NetworkPolicy drops it silently).
 
-    Rejections answer with a TCP reset: the client fails at once.
+    Rejections answer with a TCP reset: the client fails at once. With the
+    DNS filter on, the file starts with the ``nat`` redirect of every DNS
+    query but the resolver's to it (:func:`condukt_egress.dns.redirect_rules`).
     """
     reject = "-j REJECT --reject-with tcp-reset"
     rules = [
@@ -217,7 +222,8 @@ def filter_rules(args: SandboxEgressArgs) -> str:
             f"-A OUTPUT -p tcp --dport 80 -m owner --uid-owner {args.sidecar_uid} {reject}"
         )
     rules.append("COMMIT")
-    return "\n".join(rules) + "\n"
+    redirect = dns.redirect_rules() if args.dns_filter != "off" else ""
+    return redirect + "\n".join(rules) + "\n"
 
 
 def filter_rules_ipv6(args: SandboxEgressArgs) -> str:
@@ -226,14 +232,16 @@ def filter_rules_ipv6(args: SandboxEgressArgs) -> str:
     The sidecar listens on IPv4 only, so a workspace could bind ``[::1]:<control
     port>`` and be the "sidecar" for a runtime that dials ``localhost`` as IPv6
     first (CRI-O resolves it serially); refused, the runtime goes on to
-    127.0.0.1.
+    127.0.0.1. With the DNS filter on, IPv6 DNS from anyone but the resolver
+    is refused too (:func:`condukt_egress.dns.redirect_rules_ipv6`).
     """
-    return (
+    ours = (
         "*filter\n"
         f"-A OUTPUT -o lo -p tcp -m multiport --dports {args.proxy_port},{args.control_port} "
         "-j REJECT --reject-with tcp-reset\n"
         "COMMIT\n"
     )
+    return ours + (dns.redirect_rules_ipv6() if args.dns_filter != "off" else "")
 
 
 def filter_container(args: SandboxEgressArgs) -> JSON:
@@ -318,6 +326,21 @@ def session_volumes(args: SandboxEgressArgs) -> list[JSON]:
                 "items": [{"key": k, "path": k} for k in (FILTER_RULES_FILE, FILTER_RULES6_FILE)],
             },
         },
+        *(
+            [
+                {
+                    # Only the resolver mounts this volume: its Corefile.
+                    "name": DNS_VOLUME,
+                    "secret": {
+                        "secretName": secret,
+                        "defaultMode": 0o444,
+                        "items": [{"key": dns.COREFILE, "path": dns.COREFILE}],
+                    },
+                }
+            ]
+            if args.dns_filter != "off"
+            else []
+        ),
         {
             # What the workspace may see: the certificate and the bundle, no key.
             "name": TRUST_VOLUME,

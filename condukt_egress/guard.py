@@ -37,8 +37,10 @@ from condukt_egress._cel import has_path as _has_path
 from condukt_egress._cel import is_ as _is
 from condukt_egress._cel import lit as _lit
 from condukt_egress.args import SandboxEgressArgs, validate_image
+from condukt_egress.dns import DNS_IMAGE, DNS_UID
 from condukt_egress.errors import ConfigError
 from condukt_egress.naming import (
+    DNS_CONTAINER,
     LABEL_MANAGED_BY,
     LABEL_SESSION,
     MANAGED_BY,
@@ -179,6 +181,19 @@ class SandboxGuardArgs:
             parse=str,
         ),
     )
+    dns_images: Sequence[str] = field(
+        default=(DNS_IMAGE,),
+        metadata=option(
+            "A CoreDNS image session pods' resolver may run (the sessions' dns_image; "
+            "pin digests).",
+            example="[<image>]",
+            what="a list of image references",
+            flag="--dns-image",
+            metavar="IMG",
+            parse=str,
+            doc_default=f"[CoreDNS {DNS_IMAGE.split(':')[1].split('@')[0]}, pinned by digest]",
+        ),
+    )
     proxy_port: int = field(
         default=contract.DEFAULT_PROXY_PORT,
         metadata=option("The sessions' proxy_port.", example="15001", metavar="PORT"),
@@ -241,6 +256,16 @@ class SandboxGuardArgs:
             "sidecar_images",
             tuple(validate_image("sidecar_images", i, contract.DEFAULT_IMAGE) for i in images),
         )
+        dns_images = _strings("dns_images", self.dns_images)
+        if not dns_images:
+            raise ConfigError(
+                "dns_images", f"must list at least one CoreDNS image, e.g. {DNS_IMAGE!r}"
+            )
+        set_(
+            self,
+            "dns_images",
+            tuple(validate_image("dns_images", i, DNS_IMAGE) for i in dns_images),
+        )
         if self.mode not in _ACTIONS:
             raise ConfigError("mode", f"must be 'deny' or 'warn', got {self.mode!r}")
         # The session options are validated exactly as a session validates them.
@@ -266,6 +291,7 @@ class SandboxGuardArgs:
         return SandboxEgressArgs(
             session_id=session_id,
             sidecar_image=self.sidecar_images[0],
+            dns_image=self.dns_images[0],
             native_sidecar=native_sidecar,
             proxy_port=self.proxy_port,
             control_port=self.control_port,
@@ -365,8 +391,9 @@ def _common_prefix(a: str, b: str) -> str:
 class _Ours:
     """What the injection puts in a pod, read off injected template pods."""
 
-    root_init: tuple[JSON, ...]  # our init containers other than the sidecar, in order
+    root_init: tuple[JSON, ...]  # our init containers other than the sidecars, in order
     sidecar: JSON
+    resolver: JSON  # the filtering resolver (native sidecar or container, like the sidecar)
     wildcard_args: Mapping[str, Mapping[int, str]]  # per container: session-dependent argv
     # slots, each with the text every session's value starts with (e.g. "--session-id=")
     secret_volumes: Mapping[str, tuple[str, ...]]  # volumes on the session Secret: their keys
@@ -390,7 +417,9 @@ def _ours(args: SandboxGuardArgs) -> _Ours:
 
     native, plain = specs[(_TEMPLATE_IDS[0], True)], specs[(_TEMPLATE_IDS[0], False)]
     sidecar_name = manifests.SIDECAR_CONTAINER
-    root_native = [c for c in native["initContainers"] if c["name"] != sidecar_name]
+    root_native = [
+        c for c in native["initContainers"] if c["name"] not in (sidecar_name, DNS_CONTAINER)
+    ]
     root_plain = list(plain["initContainers"])
     if [c["name"] for c in root_native] != [c["name"] for c in root_plain]:  # pragma: no cover
         raise AssertionError("native and plain injection disagree on the init containers")
@@ -418,6 +447,7 @@ def _ours(args: SandboxGuardArgs) -> _Ours:
     return _Ours(
         root_init=tuple(root_native),
         sidecar=ours(native)[sidecar_name],
+        resolver=ours(native)[DNS_CONTAINER],
         wildcard_args=wildcards,
         secret_volumes=secret_volumes,
         key_volumes=key_volumes,
@@ -591,7 +621,12 @@ def _session_pod_variables(ours: _Ours) -> list[JSON]:
         {"name": "containers", "expression": "variables.initContainers + object.spec.containers"},
         {
             "name": "rootInit",
-            "expression": f"variables.initContainers.filter(c, c.name != {_lit(sidecar)})",
+            "expression": "variables.initContainers.filter(c, "
+            f"!(c.name in {_lit([sidecar, DNS_CONTAINER])}))",
+        },
+        {
+            "name": "resolvers",
+            "expression": f"variables.containers.filter(c, c.name == {_lit(DNS_CONTAINER)})",
         },
         {
             "name": "sidecars",
@@ -682,7 +717,19 @@ def _session_pods_policy(args: SandboxGuardArgs) -> JSON:
     native = _is("c", "restartPolicy", "Always")
     in_init = f"variables.initContainers.exists(c, c.name == {_lit(sidecar)} && {native})"
     in_main = f"object.spec.containers.exists(c, c.name == {_lit(sidecar)})"
+    resolver_check = _container_matches(
+        "c", ours.resolver, ours.wildcard_args[DNS_CONTAINER], args.dns_images
+    )
+    in_main_resolver = f"object.spec.containers.exists(r, r.name == {_lit(DNS_CONTAINER)})"
     validations += [
+        _validation(
+            f"{judged}size(variables.resolvers) <= 1 && variables.resolvers.all(c, "
+            f"{resolver_check} && ({native} || {in_main_resolver}))",
+            f"session-pods: the resolver {DNS_CONTAINER} must be the one condukt-egress "
+            f"injects: image one of {', '.join(args.dns_images)}, args, env, Corefile mount and "
+            f"securityContext (uid {DNS_UID}, whose DNS queries the redirect exempts) as "
+            f"injected, beside the sidecar; {inject_fix}",
+        ),
         _validation(
             f"{judged}size(variables.sidecars) == 1 && ({in_init} || {in_main})",
             f"session-pods: a session pod must run the condukt-egress sidecar {sidecar} (a "

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 from decimal import Decimal
 from typing import Any, Final
 
-from condukt_egress import compat, podrules
+from condukt_egress import compat, dns, podrules
 from condukt_egress._quantity import format_quantity, parse_quantity
 from condukt_egress.args import SandboxEgressArgs, validate_image
 from condukt_egress.containers import (
@@ -387,6 +387,9 @@ def inject(pod_spec: Mapping[str, Any], args: SandboxEgressArgs) -> JSON:
     ours_init = [netfilter_container(args), filter_container(args)]
     ours_main: list[JSON] = []
     (ours_init if args.native_sidecar else ours_main).append(sidecar_container(args))
+    if args.dns_filter != "off":
+        resolver = dns.resolver_container(args.dns_image, native=args.native_sidecar)
+        (ours_init if args.native_sidecar else ours_main).append(resolver)
     ours = {c["name"]: ("initContainers", c) for c in ours_init}
     ours.update({c["name"]: ("containers", c) for c in ours_main})
 

@@ -42,6 +42,8 @@ from condukt_egress.errors import ConfigError
 __all__ = [
     "ANNOTATION_SESSION_ID",
     "CONFIG_VOLUME",
+    "DNS_CONTAINER",
+    "DNS_VOLUME",
     "FILTER_CONTAINER",
     "FILTER_VOLUME",
     "HASH_CHARS",
@@ -79,7 +81,9 @@ FILTER_CONTAINER: Final = "condukt-egress-filter"
 """The init container that installs the in-pod filter rules."""
 SIDECAR_CONTAINER: Final = "condukt-egress"
 """The proxy container; the ``events`` command finds a session pod's sidecar by it."""
-OUR_CONTAINERS: Final = (NETFILTER_CONTAINER, FILTER_CONTAINER, SIDECAR_CONTAINER)
+DNS_CONTAINER: Final = "condukt-egress-dns"
+"""The session's filtering resolver (CoreDNS), when ``dns_filter`` is on."""
+OUR_CONTAINERS: Final = (NETFILTER_CONTAINER, FILTER_CONTAINER, SIDECAR_CONTAINER, DNS_CONTAINER)
 """Every container condukt-egress injects, in start order."""
 
 CONFIG_VOLUME: Final = "condukt-egress-config"
@@ -88,7 +92,9 @@ TRUST_VOLUME: Final = "condukt-egress-trust"
 """Workspace volume: the CA certificate and the trust bundle, never the key."""
 FILTER_VOLUME: Final = "condukt-egress-filter"
 """Filter-only volume: the filter rules file, nothing else of the Secret."""
-OUR_VOLUMES: Final = (CONFIG_VOLUME, TRUST_VOLUME, FILTER_VOLUME)
+DNS_VOLUME: Final = "condukt-egress-dns"
+"""Resolver-only volume: its ``Corefile``, nothing else of the Secret."""
+OUR_VOLUMES: Final = (CONFIG_VOLUME, TRUST_VOLUME, FILTER_VOLUME, DNS_VOLUME)
 """Every volume condukt-egress injects."""
 
 MAX_SESSION_ID_LENGTH: Final = 1024

@@ -35,8 +35,15 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 
 from condukt_egress import contract
 from condukt_egress._cel import has_path, is_, lit
+from condukt_egress.dns import DNS_UID
 from condukt_egress.errors import ConfigError
-from condukt_egress.naming import CONFIG_VOLUME, MANAGED_PREFIX, OUR_CONTAINERS, OUR_VOLUMES
+from condukt_egress.naming import (
+    CONFIG_VOLUME,
+    MANAGED_PREFIX,
+    OUR_CONTAINERS,
+    OUR_VOLUMES,
+    SIDECAR_CONTAINER,
+)
 
 if TYPE_CHECKING:
     from condukt_egress.args import SandboxEgressArgs
@@ -431,6 +438,10 @@ def _set_sidecar_uid(pod: JSON, ctx: RuleContext) -> None:
     workspace(pod).setdefault("securityContext", {})["runAsUser"] = ctx.args.sidecar_uid
 
 
+def _set_resolver_uid(pod: JSON, _ctx: RuleContext) -> None:
+    workspace(pod).setdefault("securityContext", {})["runAsUser"] = DNS_UID
+
+
 def _set_sidecar_gid(pod: JSON, ctx: RuleContext) -> None:
     workspace(pod).setdefault("securityContext", {})["runAsGroup"] = ctx.args.sidecar_gid
 
@@ -594,6 +605,21 @@ _CONTAINER_RULES: Final[tuple[PodRule, ...]] = (
         ),
         lambda x: f"{_EFFECTIVE_UID} != {x.args.sidecar_uid}",
         breaks=(_set_sidecar_uid,),
+    ),
+    PodRule(
+        "container.resolver-uid",
+        "container",
+        f"{_SC}.runAsUser",
+        f"no user container runs as the resolver uid {DNS_UID}",
+        "the DNS redirect exempts that uid's queries, which skip the filtering resolver",
+        "run the workspace as another uid",
+        lambda c, _s, _x: _when(
+            _security(c).get("runAsUser") == DNS_UID,
+            f"{_SC}.runAsUser",
+            f"is the resolver uid {DNS_UID}",
+        ),
+        lambda _x: f"{_EFFECTIVE_UID} != {DNS_UID}",
+        breaks=(_set_resolver_uid,),
     ),
     PodRule(
         "container.sidecar-gid",
@@ -777,7 +803,7 @@ def _check_native(s: Mapping[str, Any], _p: Mapping[str, Any], ctx: RuleContext)
 
 
 def _cel_native(_ctx: RuleContext) -> str:
-    sidecar = lit(OUR_CONTAINERS[-1])
+    sidecar = lit(SIDECAR_CONTAINER)
     return (
         f"!object.spec.containers.exists(c, c.name == {sidecar}) || "
         "!has(object.spec.initContainers) || object.spec.initContainers.all(c, "
@@ -837,6 +863,21 @@ _POD_RULES: Final[tuple[PodRule, ...]] = (
         ),
         lambda x: _not(is_("object", f"{_POD_SC}.runAsUser", x.args.sidecar_uid)),
         breaks=(lambda pod, x: _setter(f"{_SC}.runAsUser", x.args.sidecar_uid)(pod["spec"]),),
+    ),
+    PodRule(
+        "pod.resolver-uid",
+        "pod",
+        f"{_SC}.runAsUser",
+        f"the pod's default uid is not the resolver uid {DNS_UID}",
+        "the DNS redirect exempts that uid's queries, which skip the filtering resolver",
+        "run the workspace as another uid",
+        lambda s, _p, _x: _when(
+            _security(s).get("runAsUser") == DNS_UID,
+            f"{_SC}.runAsUser",
+            f"is the resolver uid {DNS_UID}",
+        ),
+        lambda _x: _not(is_("object", f"{_POD_SC}.runAsUser", DNS_UID)),
+        breaks=(lambda pod, _x: _setter(f"{_SC}.runAsUser", DNS_UID)(pod["spec"]),),
     ),
     PodRule(
         "pod.sidecar-gid",

@@ -39,7 +39,7 @@ import pulumi
 from pulumi.provider.experimental.component import ComponentProvider
 
 from condukt_egress import args as py_args
-from condukt_egress import component, manifests, policy, transform, workloads
+from condukt_egress import component, dns, manifests, policy, transform, workloads
 from condukt_egress.errors import ConfigError, FieldError
 from condukt_egress.options import camel, document, options_of
 
@@ -52,6 +52,7 @@ __all__ = [
     "CaKeyAlgorithm",
     "DecideRule",
     "DefaultAction",
+    "DnsFilter",
     "EgressPolicy",
     "EgressProvider",
     "PolicyRule",
@@ -167,6 +168,18 @@ class CaKeyAlgorithm(enum.StrEnum):
     """RSA, 3072 bits."""
     Rsa4096 = "rsa-4096"
     """RSA, 4096 bits."""
+
+
+@_mirrors(dns.DnsFilter)
+class DnsFilter(enum.StrEnum):
+    """The session's filtering resolver."""
+
+    Policy = "policy"
+    """Names the policy could allow resolve; the rest get NXDOMAIN (the default)."""
+    Strict = "strict"
+    """Names reaching decide resolve only if listed in dnsDecideHosts."""
+    Off = "off"
+    """No resolver: DNS tunnelling through the cluster resolver stays open."""
 
 
 @_mirrors(py_args.Protocol)
@@ -624,6 +637,7 @@ class SandboxWorkload(pulumi.ComponentResource):
 for _documented in (
     TrustBundle,
     CaKeyAlgorithm,
+    DnsFilter,
     Protocol,
     DefaultAction,
     DecideRule,

@@ -14,7 +14,7 @@ import re
 from collections.abc import Mapping
 from typing import Any, Final
 
-from condukt_egress import compat, contract
+from condukt_egress import compat, contract, dns
 from condukt_egress.args import SandboxEgressArgs
 from condukt_egress.containers import (
     FILTER_RULES6_FILE,
@@ -201,6 +201,10 @@ def secret_data(args: SandboxEgressArgs, ca_cert_pem: str, ca_key_pem: str) -> d
         FILTER_RULES6_FILE: filter_rules_ipv6(args),
         **_compat_files(args),
     }
+    if args.dns_filter != "off":
+        data[dns.COREFILE] = dns.corefile(
+            args.egress_policy, mode=args.dns_filter, decide_hosts=args.dns_decide_hosts
+        )
     if workspace_trust_files(args)[contract.BUNDLE_FILE] == contract.BUNDLE_FILE:
         data[contract.BUNDLE_FILE] = bundle_pem(args, ca_cert_pem)
     return data

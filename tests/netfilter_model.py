@@ -21,11 +21,12 @@ POD_IP = "10.1.2.3"
 
 @dataclass(frozen=True)
 class Connection:
-    """A new TCP connection opened by a process in the pod."""
+    """A new connection (TCP, or a UDP flow) opened by a process in the pod."""
 
     uid: int
     dst: str
     dport: int
+    protocol: str = "tcp"
 
     @property
     def iface(self) -> str:
@@ -52,7 +53,7 @@ def sidecar_nat_rules(proxy_port: int, sidecar_uid: int) -> list[list[str]]:
 
 
 def restore_rules(text: str, table: str) -> list[list[str]]:
-    """The ``-A`` lines of one table of an ``iptables-restore`` file."""
+    """The ``-A`` and ``-I`` lines of one table of an ``iptables-restore`` file, in order."""
     rules: list[list[str]] = []
     current = None
     for line in text.splitlines():
@@ -60,11 +61,29 @@ def restore_rules(text: str, table: str) -> list[list[str]]:
             current = line[1:]
         elif line == "COMMIT":
             current = None
-        elif line.startswith("-A") and current == table:
-            rules.append(shlex.split(line))
+        elif line.startswith(("-A ", "-I ")):
+            if current == table:
+                rules.append(shlex.split(line))
         elif line.strip() and not line.startswith("#"):
             raise AssertionError(f"unexpected line {line!r}")
     return rules
+
+
+def installed(chain: list[list[str]], restored: list[list[str]]) -> list[list[str]]:
+    """``chain`` after ``iptables-restore --noflush`` of ``restored`` (all one chain).
+
+    ``-A`` appends; ``-I CHAIN N`` inserts at position N (1 when no N), written
+    back as ``-A CHAIN ...`` so that every rule reads the same.
+    """
+    out = list(chain)
+    for rule in restored:
+        if rule[0] == "-A":
+            out.append(rule)
+            continue
+        numbered = rule[2].isdigit()
+        position = int(rule[2]) if numbered else 1
+        out.insert(position - 1, ["-A", rule[1], *rule[3 if numbered else 2 :]])
+    return out
 
 
 def _matches(rule: Sequence[str], conn: Connection, dport: int, dnat: bool) -> bool:
@@ -77,12 +96,13 @@ def _matches(rule: Sequence[str], conn: Connection, dport: int, dnat: bool) -> b
             negate = True
             i += 1
             continue
-        if word in ("-m", "-p", "-i"):  # -i only in INPUT rules, not evaluated here
-            assert word != "-p" or words[i + 1] == "tcp"
+        if word in ("-m", "-i"):  # -i only in INPUT rules, not evaluated here
             i += 2
             continue
         value = words[i + 1]
-        if word == "-o":
+        if word == "-p":
+            ok = conn.protocol == value
+        elif word == "-o":
             ok = conn.iface == value
         elif word == "--dport":
             ok = dport == int(value)
@@ -107,10 +127,11 @@ def evaluate(conn: Connection, nat: list[list[str]], filter_: list[list[str]]) -
         if _matches(rule, conn, dport, False):
             target = rule[rule.index("-j") + 1]
             if target == "REDIRECT":
-                dport, redirected = int(rule[rule.index("--to-port") + 1]), True
+                flag = "--to-ports" if "--to-ports" in rule else "--to-port"
+                dport, redirected = int(rule[rule.index(flag) + 1]), True
             break
     # REDIRECT rewrites the destination to the loopback address: re-routed via lo.
-    after = Connection(conn.uid, LOOPBACK if redirected else conn.dst, dport)
+    after = Connection(conn.uid, LOOPBACK if redirected else conn.dst, dport, conn.protocol)
     for rule in filter_:
         if rule[1] == "OUTPUT" and _matches(rule, after, dport, redirected):
             target = rule[rule.index("-j") + 1]

@@ -29,7 +29,9 @@ env_vars = st.lists(
 security_contexts = st.fixed_dictionaries(
     {},
     optional={
-        "runAsUser": st.integers(1, 5000).filter(lambda u: u != 1337),
+        "runAsUser": st.integers(1, 5000).filter(
+            lambda u: u not in (1337, 1053)
+        ),  # sidecar, resolver
         "readOnlyRootFilesystem": st.booleans(),
         "allowPrivilegeEscalation": st.just(False),
         "capabilities": st.fixed_dictionaries(

@@ -20,6 +20,7 @@ def test_defaults_are_safe() -> None:
     assert args.trust_bundle == "session-ca"
     assert args.ca_key_algorithm == "ecdsa-p256"
     assert args.unsafe_allowed_capabilities == ()
+    assert args.dns_filter == "policy"  # the filtering resolver is on
 
 
 def test_policy_document_form_is_accepted() -> None:
@@ -78,6 +79,15 @@ def test_integral_floats_from_stack_config_are_accepted() -> None:
         ),
         ({"sidecar_resources": {"request": {}}}, "sidecar_resources", "'requests' and 'limits'"),
         ({"policy": ["allow"]}, "policy", "document form"),
+        ({"dns_filter": "on"}, "dns_filter", "'policy', 'strict', 'off'"),
+        ({"dns_image": "registry.k8s.io/coredns coredns"}, "dns_image", "without spaces"),
+        (
+            {"dns_filter": "strict", "dns_decide_hosts": ["https://pypi.org/simple"]},
+            "dns_decide_hosts[0]",
+            "write the host name only: 'pypi.org'",
+        ),
+        ({"dns_filter": "strict", "dns_decide_hosts": "pypi.org"}, "dns_decide_hosts", "a list"),
+        ({"dns_decide_hosts": ["pypi.org"]}, "dns_decide_hosts", "set dns_filter to 'strict'"),
     ],
 )
 def test_bad_options_name_the_field_and_the_fix(

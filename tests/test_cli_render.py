@@ -99,7 +99,9 @@ def test_render_options_reach_the_objects() -> None:
     labels = policy["spec"]["podSelector"]["matchLabels"]
     assert_network_policy(policy, labels, plain_http=True)
     spec = pod["spec"]
-    assert [c["name"] for c in spec["containers"]] == ["workspace", "condukt-egress"]
+    assert [c["name"] for c in spec["containers"]] == [
+        "workspace", "condukt-egress", "condukt-egress-dns"
+    ]  # fmt: skip
     assert spec["containers"][0]["image"] == "node:22"
     assert spec["containers"][1]["image"] == "ghcr.io/tuist/condukt-egress:1.11.0"
     assert secret["stringData"]["bundle.pem"].count("BEGIN CERTIFICATE") > 100

@@ -163,7 +163,8 @@ def test_stack_program_with_config() -> None:
     assert_session_secure(obj["spec"])
     assert obj["metadata"]["namespace"] == "agents"
     assert obj["spec"]["containers"][0]["image"] == "node:22"
-    assert obj["spec"]["containers"][-1]["image"] == "ghcr.io/tuist/condukt-egress:1.11.0"
+    sidecar = next(c for c in obj["spec"]["containers"] if c["name"] == "condukt-egress")
+    assert sidecar["image"] == "ghcr.io/tuist/condukt-egress:1.11.0"
     assert rec.one(SECRET).urn in pod.dependencies
     netpol = as_object(rec.one(NETWORK_POLICY), "networking.k8s.io/v1", "NetworkPolicy")
     assert_network_policy(

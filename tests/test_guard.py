@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 from condukt_egress import SandboxEgressArgs, contract, manifests
 from condukt_egress import guard as guard_module
+from condukt_egress.dns import DNS_UID, DnsFilter
 from condukt_egress.errors import ConfigError
 from condukt_egress.guard import (
     GUARD_NAMESPACE_LABEL,
@@ -26,7 +27,13 @@ from condukt_egress.guard import (
     SandboxGuardArgs,
     guard_manifests,
 )
-from condukt_egress.naming import LABEL_SESSION, session_names, validate_session_id
+from condukt_egress.naming import (
+    DNS_CONTAINER,
+    LABEL_SESSION,
+    OUR_CONTAINERS,
+    session_names,
+    validate_session_id,
+)
 from tests import strategies
 from tests.cel_admission import admit, compiled, defaulted_pod, request
 from tests.k8s_schema import assert_valid, versions
@@ -172,6 +179,28 @@ def test_the_pods_we_generate_are_admitted(native: bool) -> None:
     updated["metadata"].setdefault("annotations", {})["note"] = "x"
     workspace(updated)["image"] = "python:3.14-slim"
     assert refusals(updated, old=pod) == []
+
+
+@pytest.mark.parametrize("native", [True, False])
+@pytest.mark.parametrize("dns_filter", ["off", "strict"])
+def test_pods_without_a_resolver_or_in_strict_mode_are_admitted(
+    native: bool, dns_filter: DnsFilter
+) -> None:
+    args = SandboxEgressArgs(
+        session_id="run-42", namespace="agents", native_sidecar=native, dns_filter=dns_filter
+    )
+    pod = session_pod(args)
+    names = [c["name"] for c in pod["spec"].get("initContainers", []) + pod["spec"]["containers"]]
+    assert (DNS_CONTAINER in names) == (dns_filter != "off")
+    assert refusals(pod) == []
+
+
+def test_a_mirrored_resolver_image_needs_the_guards_consent() -> None:
+    mirror = "mirror.example/coredns/coredns:v1.14.6"
+    pod = session_pod(SandboxEgressArgs(session_id="run-42", namespace="agents", dns_image=mirror))
+    refused_with(refusals(pod), f"the resolver {DNS_CONTAINER} must be the one")
+    consenting = guard_manifests(SandboxGuardArgs(dns_images=[mirror]))
+    assert refusals(pod, guard=consenting) == []
 
 
 def test_user_init_containers_after_ours_are_admitted() -> None:
@@ -414,6 +443,34 @@ MUTATIONS: dict[str, tuple[Callable[[JSON], Any], str]] = {
         lambda p: init(p, manifests.NETFILTER_CONTAINER).update(image="busybox"),
         "image one of ghcr.io/tuist/condukt-egress:1.5.1",
     ),
+    "resolver image replaced": (
+        lambda p: init(p, DNS_CONTAINER).update(image="evil/dns:1"),
+        f"the resolver {DNS_CONTAINER} must be the one condukt-egress injects",
+    ),
+    "resolver as root (root may reach the control port)": (
+        lambda p: init(p, DNS_CONTAINER)["securityContext"].update(runAsUser=0),
+        f"the resolver {DNS_CONTAINER} must be the one condukt-egress injects",
+    ),
+    "resolver args changed": (
+        lambda p: init(p, DNS_CONTAINER).update(args=["-conf", "/work/Corefile"]),
+        f"the resolver {DNS_CONTAINER} must be the one condukt-egress injects",
+    ),
+    "resolver env added": (
+        lambda p: init(p, DNS_CONTAINER)["env"].append({"name": "HTTPS_PROXY", "value": "x"}),
+        f"the resolver {DNS_CONTAINER} must be the one condukt-egress injects",
+    ),
+    "workspace as the resolver uid": (
+        lambda p: workspace(p)["securityContext"].update(runAsUser=DNS_UID),
+        f"container workspace: no user container runs as the resolver uid {DNS_UID}",
+    ),
+    "pod-wide resolver uid": (
+        lambda p: p["spec"]["securityContext"].update(runAsUser=DNS_UID),
+        f"the pod's default uid is not the resolver uid {DNS_UID}",
+    ),
+    "a second resolver": (
+        lambda p: p["spec"]["initContainers"].append(copy.deepcopy(init(p, DNS_CONTAINER))),
+        f"the resolver {DNS_CONTAINER} must be the one condukt-egress injects",
+    ),
 }
 
 
@@ -615,7 +672,7 @@ def test_any_escape_on_any_user_container_is_refused(
     """Whichever container of an injected pod is weakened afterwards, the pod is refused."""
     args = SandboxEgressArgs(session_id="prop", namespace="agents", native_sidecar=native)
     pod = session_pod(args, {"containers": containers})
-    ours = {manifests.SIDECAR_CONTAINER, *(c["name"] for c in pod["spec"]["initContainers"])}
+    ours = {*OUR_CONTAINERS, *(c["name"] for c in pod["spec"]["initContainers"])}
     users = [c for c in pod["spec"]["containers"] if c["name"] not in ours]
     target = users[pick % len(users)]
     context = target["securityContext"]

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from condukt_egress import contract, manifests
 from condukt_egress.args import SandboxEgressArgs
 from condukt_egress.errors import ConfigError
-from condukt_egress.naming import ANNOTATION_SESSION_ID
+from condukt_egress.naming import ANNOTATION_SESSION_ID, DNS_CONTAINER
 from condukt_egress.policy import EgressPolicy, allow, decide, deny
 from tests.k8s_schema import assert_valid
 from tests.security_properties import (
@@ -59,7 +59,10 @@ def test_secret_carries_exactly_the_sidecar_files() -> None:
     # The default bundle is the CA itself: the trust volume shows ca.pem as bundle.pem.
     compat_files = {"openssl.cnf", "sitecustomize.py"}
     sidecar_files = {"policy.json", "ca.pem", "ca-key.pem", "filter.rules", "filter6.rules"}
+    sidecar_files.add("Corefile")  # the resolver's (dns_filter: policy by default)
     assert set(data) == sidecar_files | compat_files
+    no_resolver = manifests.secret_data(session(dns_filter="off"), CA_PEM, KEY_PEM)
+    assert set(no_resolver) == sidecar_files - {"Corefile"} | compat_files
     roots = manifests.secret_data(session(trust_bundle="public-roots"), CA_PEM, KEY_PEM)
     assert set(roots) == sidecar_files | compat_files | {"bundle.pem"}
     assert json.loads(data["policy.json"]) == POLICY.to_wire()
@@ -147,13 +150,16 @@ def test_injected_pod_is_valid_and_secure(native: bool) -> None:
             manifests.NETFILTER_CONTAINER,
             manifests.FILTER_CONTAINER,
             manifests.SIDECAR_CONTAINER,
+            DNS_CONTAINER,
         ]
         assert spec["initContainers"][2]["restartPolicy"] == "Always"
+        assert spec["initContainers"][3]["restartPolicy"] == "Always"
         assert names == ["workspace"]
     else:
         assert init_names == [manifests.NETFILTER_CONTAINER, manifests.FILTER_CONTAINER]
-        assert names == ["workspace", manifests.SIDECAR_CONTAINER]
+        assert names == ["workspace", manifests.SIDECAR_CONTAINER, DNS_CONTAINER]
         assert "restartPolicy" not in spec["containers"][1]
+        assert "restartPolicy" not in spec["containers"][2]
     assert pod["metadata"]["labels"][args.names.label_key] == args.names.label_value
 
 
@@ -474,9 +480,9 @@ def test_user_init_containers_run_after_the_redirect_and_trust_the_ca() -> None:
     out = manifests.inject(spec, session())
     assert [c["name"] for c in out["initContainers"]] == [
         manifests.NETFILTER_CONTAINER, manifests.FILTER_CONTAINER, manifests.SIDECAR_CONTAINER,
-        "setup",
+        DNS_CONTAINER, "setup",
     ]  # fmt: skip
-    setup = out["initContainers"][3]
+    setup = out["initContainers"][4]
     assert any(m["mountPath"] == "/etc/ssl/cert.pem" for m in setup["volumeMounts"])
 
 

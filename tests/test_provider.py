@@ -364,6 +364,7 @@ def test_outputs_and_types_the_other_languages_see() -> None:
         "CaKeyAlgorithm",
         "DecideRule",
         "DefaultAction",
+        "DnsFilter",
         "EgressPolicy",
         "PolicyRule",
         "Protocol",

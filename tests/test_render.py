@@ -66,8 +66,11 @@ FULL_CONFIG = {
     "allowRootWorkspace": "true",
     "unsafeSecondaryNetworks": "true",
     "unsafeUnproxiedEgress": "true",  # port 53 above: accepted only with the acknowledgement
+    "dnsFilter": "strict",
+    "dnsImage": "mirror.example/coredns/coredns:v1.14.6",
+    "dnsDecideHosts": ["pypi.org", "**.pythonhosted.org"],
 }
-REPEATED = {"clusterCidrs", "dnsPodLabels", "unproxiedEgress"}
+REPEATED = {"clusterCidrs", "dnsPodLabels", "unproxiedEgress", "dnsDecideHosts"}
 """Keys given as one flag per entry, named for one entry (``--cluster-cidr``)."""
 
 
@@ -134,7 +137,8 @@ def test_text_kubernetes_cannot_store_is_refused(
 def _flag(key: str) -> str:
     """The render flag of a stack config key: ``sessionId`` -> ``--session-id``."""
     flag = "--" + re.sub(r"[A-Z]", lambda m: "-" + m.group(0).lower(), key)
-    return flag.removesuffix("s") if key in ("clusterCidrs", "dnsPodLabels") else flag
+    plural = ("clusterCidrs", "dnsPodLabels", "dnsDecideHosts")
+    return flag.removesuffix("s") if key in plural else flag
 
 
 def _entry(key: str, value: Any) -> list[str]:

@@ -381,11 +381,12 @@ def test_pod_level_resources_grow_by_what_we_add(native: bool) -> None:
     args = SandboxEgressArgs(session_id="p", native_sidecar=native)
     spec = manifests.inject(POD_LEVEL_EXAMPLE, args)
     assert api_server_errors(spec) == []
-    # The sidecar adds 50m/64Mi to the sum (native or not); the netfilter init
-    # container (10m/16Mi) runs alone before it and stays below that sum.
+    # The sidecar adds 50m/64Mi to the sum (native or not) and the resolver
+    # 10m/32Mi (limits 200m/128Mi); the netfilter init container (10m/16Mi)
+    # runs alone before them and stays below that sum.
     assert spec["resources"] == {
-        "requests": {"cpu": "1050m", "memory": "164Mi"},
-        "limits": {"cpu": "2", "memory": "456Mi"},
+        "requests": {"cpu": "1060m", "memory": "196Mi"},
+        "limits": {"cpu": "2200m", "memory": "584Mi"},
     }
     assert manifests.inject(spec, args) == spec  # idempotent
     assert_session_secure(spec)
@@ -395,6 +396,7 @@ def test_pod_level_resources_cover_a_large_plain_init_container() -> None:
     args = SandboxEgressArgs(
         session_id="p",
         sidecar_resources={"requests": {"memory": "1Mi"}, "limits": {"memory": "1Mi"}},
+        dns_filter="off",  # the resolver's 32Mi would outweigh the init peak
     )
     spec = manifests.inject(
         {
@@ -429,16 +431,30 @@ FILTER_DEFAULT = (
 )
 
 
+DNS_REDIRECT = (
+    "*nat\n"
+    "-I OUTPUT 1 -p udp --dport 53 -m owner ! --uid-owner 1053 -j REDIRECT --to-ports 15053\n"
+    "-I OUTPUT 2 -p tcp --dport 53 -m owner ! --uid-owner 1053 -j REDIRECT --to-ports 15053\n"
+    "COMMIT\n"
+)
+
+
 def test_the_filter_rules_are_exactly_these() -> None:
-    assert manifests.filter_rules(SandboxEgressArgs(session_id="p")) == FILTER_DEFAULT
-    plain = manifests.filter_rules(SandboxEgressArgs(session_id="p", allow_plain_http=True))
+    assert (
+        manifests.filter_rules(SandboxEgressArgs(session_id="p")) == DNS_REDIRECT + FILTER_DEFAULT
+    )
+    off = SandboxEgressArgs(session_id="p", dns_filter="off")
+    assert manifests.filter_rules(off) == FILTER_DEFAULT
+    plain = manifests.filter_rules(
+        SandboxEgressArgs(session_id="p", allow_plain_http=True, dns_filter="off")
+    )
     assert plain == FILTER_DEFAULT.replace(
         "-A OUTPUT -p tcp --dport 80 -m owner --uid-owner 1337 -j REJECT --reject-with tcp-reset\n",
         "",
     )
 
 
-WS, ROOT, SIDECAR = 65532, 0, 1337
+WS, ROOT, SIDECAR, RESOLVER = 65532, 0, 1337, 1053
 _CASES = [
     # who, where, port -> verdict, port after nat: (plain HTTP off, plain HTTP on)
     ((WS, "93.184.216.34", 443), ("ACCEPT", 15001), ("ACCEPT", 15001)),  # redirected to proxy
@@ -453,18 +469,29 @@ _CASES = [
     ((SIDECAR, "93.184.216.34", 80), ("REJECT", 80), ("ACCEPT", 80)),  # reset at once
     ((WS, "10.0.12.7", 15001), ("ACCEPT", 15001), ("ACCEPT", 15001)),  # unproxied service
     ((WS, nf.LOOPBACK, 8080), ("ACCEPT", 8080), ("ACCEPT", 8080)),  # in-pod loopback
+    # DNS: every uid but the resolver's lands on the resolver, wherever it was sent.
+    ((WS, "10.96.0.10", 53, "udp"), ("ACCEPT", 15053), ("ACCEPT", 15053)),  # cluster DNS
+    ((WS, "10.96.0.10", 53), ("ACCEPT", 15053), ("ACCEPT", 15053)),  # TCP too
+    ((WS, "8.8.8.8", 53, "udp"), ("ACCEPT", 15053), ("ACCEPT", 15053)),  # any resolver
+    ((WS, nf.LOOPBACK, 53, "udp"), ("ACCEPT", 15053), ("ACCEPT", 15053)),  # loopback too
+    ((SIDECAR, "10.96.0.10", 53, "udp"), ("ACCEPT", 15053), ("ACCEPT", 15053)),  # the sidecar
+    ((RESOLVER, "10.96.0.10", 53, "udp"), ("ACCEPT", 53), ("ACCEPT", 53)),  # upstream, as is
+    ((RESOLVER, "10.96.0.10", 53), ("ACCEPT", 53), ("ACCEPT", 53)),
+    ((RESOLVER, "93.184.216.34", 443), ("ACCEPT", 15001), ("ACCEPT", 15001)),  # no HTTPS out
 ]
 
 
 @pytest.mark.parametrize(("conn", "plain_off", "plain_on"), _CASES)
 def test_filter_rules_and_redirect_together(
-    conn: tuple[int, str, int], plain_off: tuple[str, int], plain_on: tuple[str, int]
+    conn: tuple[Any, ...], plain_off: tuple[str, int], plain_on: tuple[str, int]
 ) -> None:
     connection = nf.Connection(*conn)
-    nat = nf.sidecar_nat_rules(15001, 1337)
     for plain, expected in ((False, plain_off), (True, plain_on)):
         args = SandboxEgressArgs(session_id="p", allow_plain_http=plain)
-        filter_ = nf.restore_rules(manifests.filter_rules(args), "filter")
+        rules = manifests.filter_rules(args)
+        # The filter container runs after netfilter-setup: its nat rules go in first.
+        nat = nf.installed(nf.sidecar_nat_rules(15001, 1337), nf.restore_rules(rules, "nat"))
+        filter_ = nf.restore_rules(rules, "filter")
         outcome = nf.evaluate(connection, nat, filter_)
         assert (outcome.verdict, outcome.dport) == expected, (conn, plain)
 
@@ -476,7 +503,10 @@ def test_the_filter_runs_after_the_redirect_and_before_anything_else() -> None:
         SandboxEgressArgs(session_id="p", sidecar_image="ghcr.io/tuist/condukt-egress:1.5.1"),
     )  # fmt: skip
     names = [c["name"] for c in spec["initContainers"]]
-    assert names == ["condukt-egress-init", "condukt-egress-filter", "condukt-egress", "setup"]
+    assert names == [
+        "condukt-egress-init", "condukt-egress-filter", "condukt-egress", "condukt-egress-dns",
+        "setup",
+    ]  # fmt: skip
     filter_ = spec["initContainers"][1]
     assert filter_["image"] == "ghcr.io/tuist/condukt-egress:1.5.1"  # ships iptables
     assert filter_["command"] == [
@@ -497,10 +527,15 @@ def test_the_filter_runs_after_the_redirect_and_before_anything_else() -> None:
         {"key": "filter6.rules", "path": "filter6.rules"},
     ]
     data = manifests.secret_data(SandboxEgressArgs(session_id="p"), "c", KEY)
-    assert data["filter.rules"] == FILTER_DEFAULT
+    assert data["filter.rules"] == DNS_REDIRECT + FILTER_DEFAULT
     assert data["filter6.rules"] == (
         "*filter\n-A OUTPUT -o lo -p tcp -m multiport --dports 15001,15002 "
         "-j REJECT --reject-with tcp-reset\nCOMMIT\n"
+        "*filter\n"
+        "-A OUTPUT -p udp --dport 53 -m owner ! --uid-owner 1053 -j REJECT\n"
+        "-A OUTPUT -p tcp --dport 53 -m owner ! --uid-owner 1053 -j REJECT "
+        "--reject-with tcp-reset\n"
+        "COMMIT\n"
     )
     assert_session_secure(spec)
 
