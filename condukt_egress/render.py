@@ -29,17 +29,19 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Sequence
-from typing import Any, Final, Literal, get_args
+from typing import TYPE_CHECKING, Any, Final, Literal, get_args
 
 import yaml
 
 from condukt_egress import manifests
 from condukt_egress._text import shown
 from condukt_egress.args import SandboxEgressArgs
-from condukt_egress.ca import CaMaterial
 from condukt_egress.errors import ConfigError
 from condukt_egress.policy import yaml_problem
 from condukt_egress.workloads import WORKLOAD_KINDS
+
+if TYPE_CHECKING:  # the CA code (cryptography) is for render, not for inject
+    from condukt_egress.ca import CaMaterial
 
 try:
     from yaml import CSafeDumper as _BaseDumper
@@ -110,6 +112,20 @@ def teardown_commands(objects: Sequence[JSON]) -> list[str]:
     return commands
 
 
+class _ManifestLoader(_Loader):
+    """A safe loader that keeps timestamps as text, as kubectl does.
+
+    PyYAML turns ``creationTimestamp: 2018-12-02T08:09:25Z`` into a datetime,
+    which would come back out in another format (or not at all, as JSON).
+    """
+
+
+_ManifestLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for first, resolvers in _Loader.yaml_implicit_resolvers.items()
+}
+
+
 def session_objects(args: SandboxEgressArgs, ca: CaMaterial) -> list[JSON]:
     """The session's Secret and NetworkPolicy, in apply order: what workloads need first."""
     data = manifests.secret_data(args, ca.cert_pem, ca.key_pem)
@@ -130,7 +146,7 @@ def read_manifests(text: str, source: str) -> list[JSON]:
             document is not an object; the field is ``source``.
     """
     try:
-        documents = list(yaml.load_all(text, Loader=_Loader))
+        documents = list(yaml.load_all(text, Loader=_ManifestLoader))
     except yaml.MarkedYAMLError as exc:
         raise ConfigError(source, yaml_problem(exc, text)) from None
     except yaml.YAMLError as exc:

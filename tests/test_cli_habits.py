@@ -84,7 +84,7 @@ _VALUES = st.one_of(
             "é",
             "--session-id",
         ]
-    ),  # fmt: skip
+    ),
     st.text(max_size=12),
 )
 _STDIN = st.one_of(
@@ -172,7 +172,7 @@ def test_the_console_script_prints_no_traceback(tmp_path: Path) -> None:
 def test_an_unexpected_failure_is_one_line_that_asks_for_a_report(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import condukt_egress.cli.explain as explain  # noqa: PLC0415
+    from condukt_egress.cli import explain  # noqa: PLC0415
 
     def broken(*_: Any) -> str:
         raise ZeroDivisionError("division by zero")

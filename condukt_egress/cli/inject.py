@@ -39,7 +39,7 @@ from condukt_egress.cli import (
     quiet_option,
     write_output,
 )
-from condukt_egress.cli.render import FIELD_FLAGS, manifest_files_option, read_documents
+from condukt_egress.cli._manifests import manifest_files_option, read_documents
 from condukt_egress.errors import ConfigError
 from condukt_egress.render import FORMATS, Format, to_json, yaml_stream
 from condukt_egress.spec import SESSION_OPTIONS
@@ -51,6 +51,7 @@ INJECT_OPTIONS: Final = tuple(
     o for o in SESSION_OPTIONS if o.name not in ("workload", "workspace_image")
 )
 """The session flags of ``render`` that shape a workload (no demo Pod image)."""
+_FLAGS: Final = {o.name: o.flag for o in INJECT_OPTIONS}
 
 
 @cli.command("inject")
@@ -76,7 +77,7 @@ def inject(*, fmt: Format, output_file: Path | None, files: tuple[str, ...], **f
             for i, d in enumerate(read_documents(files))
         ]
     except ConfigError as exc:
-        flag = FIELD_FLAGS.get(exc.root)
+        flag = _FLAGS.get(exc.root)
         raise (exc if flag is None else exc.renamed(flag)) from None
     policy_warnings(args.policy, "--policy")
     write_output(output_file, yaml_stream(out) if fmt == "yaml" else to_json(out))

@@ -26,7 +26,6 @@ Example:
 from __future__ import annotations
 
 import shlex
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final
 
@@ -42,15 +41,14 @@ from condukt_egress.cli import (
     output_file_option,
     policy_warnings,
     quiet_option,
-    read_input,
 )
 from condukt_egress.cli import write_output as write
+from condukt_egress.cli._manifests import manifest_files_option, read_documents
 from condukt_egress.errors import ConfigError
 from condukt_egress.manifests import ca_fingerprint
 from condukt_egress.render import (
     FORMATS,
     Format,
-    read_manifests,
     render_session,
     serialise,
     session_objects,
@@ -59,37 +57,13 @@ from condukt_egress.render import (
 from condukt_egress.spec import SESSION_OPTIONS, SessionSpec
 from condukt_egress.workloads import inject_document
 
-__all__ = ["FIELD_FLAGS", "manifest_files_option", "render"]
+__all__ = ["FIELD_FLAGS", "render"]
 
 FIELD_FLAGS: Final = {o.name: o.flag for o in SESSION_OPTIONS}
 """The :class:`~condukt_egress.spec.SessionSpec` field behind each flag."""
 
 _FLAG_OPTIONS: Final = tuple(o for o in SESSION_OPTIONS if o.name != "workload")
 """Every option but ``workload``, which is ``-f/--filename`` (any number of documents)."""
-
-
-def manifest_files_option(help_text: str) -> Callable[[Any], Any]:
-    """``-f/--filename FILE`` (repeatable; ``-`` is stdin), as in ``kubectl apply -f``."""
-    return click.option(
-        "-f",
-        "--filename",
-        "files",
-        multiple=True,
-        metavar="FILE",
-        type=click.Path(dir_okay=False, allow_dash=True),
-        help=help_text,
-    )
-
-
-def read_documents(files: tuple[str, ...]) -> list[dict[str, Any]]:
-    """Every document of ``files`` in order (``-`` is stdin, read once)."""
-    if files.count("-") > 1:
-        raise click.UsageError("-f - (stdin) is given twice; stdin can be read once")
-    documents: list[dict[str, Any]] = []
-    for name in files:
-        text, shown = read_input(name)
-        documents.extend(read_manifests(text, shown))
-    return documents
 
 
 def _rename(exc: ConfigError) -> ConfigError:
