@@ -31,7 +31,7 @@ import asyncio
 import contextlib
 import datetime
 import json
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,6 +54,7 @@ __all__ = [
     "RecordingMonitor",
     "Resource",
     "Resources",
+    "TransformError",
     "record",
     "run",
     "unwrap",
@@ -291,29 +292,32 @@ def _struct(value: dict[str, Any]) -> struct_pb2.Struct:
     return struct
 
 
-@contextlib.contextmanager
-def _transform_errors() -> Iterator[list[BaseException]]:
-    """The exceptions transforms raise meanwhile (the SDK's callback server keeps only text).
+class TransformError(Exception):
+    """A resource transform raised while :func:`run` registered a resource.
 
-    The engine prints a failed transform's message; a test wants the
-    exception itself (a ``ConfigError`` naming the field), so the SDK's
-    servicer hands each one here on its way to becoming a gRPC error.
+    The engine prints the transform's message and fails the update; here it
+    is raised instead. The SDK's callback server passes the message as text
+    only, so the original type (a ``ConfigError`` from the workload
+    transform, say) is not kept; the message is the transform's own, e.g.
+    ``Pod 'ws' spec.hostNetwork: is true; ...``.
+
+    Attributes:
+        resource: The name of the resource being registered.
+        message: The transform's error message.
     """
-    from pulumi.runtime import _callbacks  # noqa: PLC0415 - the SDK's callback server
 
-    servicer = _callbacks._CallbackServicer
-    original = servicer.pretty_error
-    failed: list[BaseException] = []
+    def __init__(self, resource: str, message: str) -> None:
+        super().__init__(message)
+        self.resource = resource
+        self.message = message
 
-    def keep(self: Any, error: BaseException) -> str:
-        failed.append(error)
-        return original(self, error)
 
-    servicer.pretty_error = keep  # type: ignore[method-assign,assignment]
-    try:
-        yield failed
-    finally:
-        servicer.pretty_error = original  # type: ignore[method-assign]
+def _transform_failure(error: Any, resource: str) -> TransformError:
+    """The transform's message out of the callback server's gRPC error text."""
+    details = str(error.details()) if hasattr(error, "details") else str(error)
+    _, sep, rest = details.partition(" error: ")
+    message = (rest if sep else details).split(":\n  File ", 1)[0].strip()
+    return TransformError(resource, message)
 
 
 class EngineMonitor(RecordingMonitor):
@@ -366,17 +370,15 @@ class EngineMonitor(RecordingMonitor):
             properties=_struct(_as_output_values(properties)),
             options=options,
         )
-        with grpc.insecure_channel(callback.target) as channel, _transform_errors() as failed:
+        with grpc.insecure_channel(callback.target) as channel:
             try:
                 reply = callback_pb2_grpc.CallbacksStub(channel).Invoke(
                     callback_pb2.CallbackInvokeRequest(
                         token=callback.token, request=transform_request.SerializeToString()
                     )
                 )
-            except grpc.RpcError:
-                if failed:  # the transform raised: raise that, as the program would see it
-                    raise failed[-1] from None
-                raise
+            except grpc.RpcError as exc:  # the transform raised
+                raise _transform_failure(exc, request.name) from None
         self.invoked.append((request.name, callback.token))
         response = resource_pb2.TransformResponse.FromString(reply.response)
         request.object.CopyFrom(response.properties)
@@ -522,7 +524,9 @@ def run(
         engine runs them, with its inputs in wire form; and the stack outputs.
 
     Raises:
-        Exception: Whatever the program raised (e.g. a ``ConfigError``).
+        TransformError: A resource transform raised (e.g. the workload
+            transform refusing a bypass); its message is the transform's.
+        Exception: Whatever the program itself raised (e.g. a ``ConfigError``).
     """
     recorder = record(
         program, config=config, project=project, monitor_factory=EngineMonitor, preview=preview

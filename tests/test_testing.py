@@ -11,7 +11,7 @@ import pytest
 from cryptography import x509
 
 from condukt_egress.manifests import SIDECAR_CONTAINER
-from condukt_egress.testing import RecordingMonitor, Resources, record, run
+from condukt_egress.testing import RecordingMonitor, Resources, TransformError, record, run
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -88,12 +88,14 @@ def test_a_bypass_the_transform_refuses_is_raised() -> None:
     import pulumi_kubernetes as k8s  # noqa: PLC0415
 
     from condukt_egress import SandboxEgress, SandboxEgressArgs  # noqa: PLC0415
-    from condukt_egress.errors import ConfigError  # noqa: PLC0415
 
     def program() -> None:
         egress = SandboxEgress("s", SandboxEgressArgs(session_id="42", namespace="agents"))
         spec: Any = {"hostNetwork": True, "containers": [{"name": "a", "image": "b"}]}
         k8s.core.v1.Pod("ws", spec=spec, opts=egress.workload_options())
 
-    with pytest.raises(ConfigError, match=r"^Pod 'ws' spec.hostNetwork: is true"):
+    with pytest.raises(TransformError) as info:
         run(program)
+    assert info.value.resource == "ws"
+    assert info.value.message.startswith("Pod 'ws' spec.hostNetwork: is true; a session pod")
+    assert info.value.message.endswith("remove hostNetwork")
