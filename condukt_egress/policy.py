@@ -887,10 +887,9 @@ class EgressPolicy:
         try:
             with file.open("rb") as stream:
                 raw = stream.read(MAX_POLICY_FILE_BYTES + 1)
-        except OSError as error:
-            raise PolicyError(
-                str(file), f"cannot read the file: {error.strerror or error}"
-            ) from error
+        except (OSError, ValueError) as error:  # ValueError: a NUL in the name
+            reason = getattr(error, "strerror", None) or error
+            raise PolicyError(str(file), f"cannot read the file: {reason}") from error
         return cls._from_bytes(raw, file, suffix)
 
     @classmethod

@@ -34,6 +34,7 @@ from condukt_egress.options import Option
 __all__ = [
     "COMMANDS",
     "FORMAT_WORDS",
+    "InputFile",
     "cli",
     "format_option",
     "from_flags",
@@ -240,6 +241,19 @@ class _OutputFile(click.ParamType[Path | None]):
         return None if text == "-" else Path(text)
 
 
+class InputFile(click.Path):
+    """A file to read (``-`` is stdin); a name with a NUL byte is a usage error, not a crash."""
+
+    def __init__(self, *, stdin: bool = True) -> None:
+        super().__init__(dir_okay=False, allow_dash=stdin)
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        """The path, once it can be a file name (click's own check crashes on a NUL)."""
+        if isinstance(value, str) and "\0" in value:
+            self.fail("a file name cannot hold a NUL byte", param, ctx)
+        return super().convert(value, param, ctx)
+
+
 def output_file_option(help_text: str) -> Callable[[Any], Any]:
     """``--output-file FILE``: write there instead of stdout (``-`` is stdout)."""
     return click.option(
@@ -256,7 +270,10 @@ def write_output(path: Path | None, text: str, *, private: bool = False) -> None
 
     Raises:
         OSError: The file cannot be written (the group prints it as one line).
+        click.BadParameter: The name holds a NUL byte.
     """
+    if path is not None and "\0" in str(path):
+        raise click.BadParameter("a file name cannot hold a NUL byte", param_hint="'--output-file'")
     if path is None:
         click.echo(text, nl=False)
         return
@@ -281,8 +298,9 @@ def read_input(name: str) -> tuple[str, str]:
     else:
         try:
             data = Path(name).read_bytes()
-        except OSError as exc:
-            raise click.ClickException(f"{name}: cannot read: {exc.strerror or exc}") from None
+        except (OSError, ValueError) as exc:  # ValueError: a NUL in the name
+            reason = getattr(exc, "strerror", None) or exc
+            raise click.ClickException(f"{name!r}: cannot read: {reason}") from None
         shown = name
     try:
         return data.decode("utf-8"), shown
@@ -316,7 +334,7 @@ def option_flags(options: Sequence[Option]) -> Callable[[Any], Any]:
         elif opt.kind == "integer":
             kind = int
         elif opt.is_file:
-            kind = click.Path(dir_okay=False, allow_dash=True)
+            kind = InputFile()
         # No default at all for a required flag: click counts an explicit None as given.
         default: dict[str, Any] = {} if opt.required else {"default": None}
         return click.option(

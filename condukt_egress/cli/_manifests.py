@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from condukt_egress.cli import read_input
+from condukt_egress.cli import InputFile, read_input
 from condukt_egress.render import read_manifests
 
 __all__ = ["manifest_files_option", "read_documents"]
@@ -21,7 +21,7 @@ def manifest_files_option(help_text: str) -> Callable[[Any], Any]:
         "files",
         multiple=True,
         metavar="FILE",
-        type=click.Path(dir_okay=False, allow_dash=True),
+        type=InputFile(),
         help=help_text,
     )
 

@@ -48,7 +48,7 @@ from typing import Any, Final, TextIO
 import click
 import orjson
 
-from condukt_egress.cli import cli, format_option, policy_warnings
+from condukt_egress.cli import InputFile, cli, format_option, policy_warnings
 from condukt_egress.contract import DEFAULT_CONTROL_PORT, EVENT_KINDS
 from condukt_egress.control import ControlClient, Decider, DecisionSent, Target, TcpTarget
 from condukt_egress.errors import PolicyError
@@ -81,7 +81,7 @@ _HOST_CHARS: Final = 253
 @click.option("--context", metavar="NAME", help="Kubeconfig context.")
 @click.option(
     "--kubeconfig",
-    type=click.Path(dir_okay=False),
+    type=InputFile(stdin=False),
     help="Kubeconfig file [default: $KUBECONFIG, ~/.kube/config, in-cluster].",
 )
 @click.option(
@@ -127,7 +127,7 @@ _HOST_CHARS: Final = 253
 @click.option(
     "--policy",
     "policy_file",
-    type=click.Path(dir_okay=False, allow_dash=True),
+    type=InputFile(),
     help="Policy file whose redact patterns (and decide timeout) apply (- reads stdin).",
 )
 @click.option("--show-secrets", is_flag=True, help="Show credential headers unredacted.")

@@ -20,7 +20,7 @@ from typing import Any
 
 import click
 
-from condukt_egress.cli import cli, format_option, policy_warnings
+from condukt_egress.cli import InputFile, cli, format_option, policy_warnings
 from condukt_egress.policy import EgressPolicy, Verdict
 
 __all__ = ["explain", "verdict_line", "verdict_object"]
@@ -61,7 +61,7 @@ def verdict_line(host: str, verdict: Verdict, policy: EgressPolicy) -> str:
     "--policy",
     "policy_file",
     required=True,
-    type=click.Path(dir_okay=False, allow_dash=True),
+    type=InputFile(),
     metavar="FILE",
     help="Egress policy document (.yaml, .yml or .json; - reads YAML or JSON from stdin).",
 )
