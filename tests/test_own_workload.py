@@ -288,3 +288,21 @@ def test_a_bad_workload_in_stack_config_names_the_key() -> None:
     assert info.value.field.startswith("config workload Pod ")
     assert "hostNetwork" in str(info.value)
     assert "condukt-egress:workload:" in str(info.value)
+
+
+def test_the_documented_workload_examples_are_valid() -> None:
+    page = (Path(__file__).resolve().parent.parent / "docs" / "cli.md").read_text()
+    (stack_file,) = [
+        b for b in page.split("```yaml\n")[1:] if "condukt-egress:workload:" in b.split("```")[0]
+    ]
+    config = yaml.safe_load(stack_file.split("```")[0])["config"]
+    spec = SessionSpec(
+        config["condukt-egress:sessionId"],
+        namespace=config["condukt-egress:namespace"],
+        workload=config["condukt-egress:workload"],
+    )
+    assert spec.workload["kind"] == "Deployment"
+    (python,) = [b.split("```")[0] for b in page.split("```python\n")[1:] if "SessionSpec(" in b]
+    namespace: dict[str, Any] = {}
+    exec(compile(python, "docs/cli.md", "exec"), namespace)  # noqa: S102
+    assert namespace["spec"].workload["spec"]["runtimeClassName"] == "gvisor"
