@@ -21,7 +21,8 @@ or use the e2e tools' copy; nothing of istio's is committed here.
 Both run as whole processes, spawn to exit, with ``-f STREAM`` and stdout to
 /dev/null, in N rounds alternating which goes first (benchmarks/_processes.py),
 our package byte-compiled as an installed copy is. Reported: the medians and
-the median of the per-round ratios. Target: ``inject`` no slower than
+the median of the per-round ratios, and each one's peak resident memory
+(one more run each). Target: ``inject`` no slower than
 ``istioctl kube-inject`` (ratio <= 1).
 """
 
@@ -137,6 +138,16 @@ def both_accept(docs: list[dict[str, Any]], istioctl: list[str]) -> list[dict[st
     return kept
 
 
+def peak_rss_mb(argv: list[str]) -> float:
+    """The peak resident memory of one run of ``argv``, in MB (output dropped)."""
+    process = subprocess.Popen(  # noqa: S603 - the tools under test
+        argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    _, status, usage = os.wait4(process.pid, 0)
+    process.returncode = os.waitstatus_to_exitcode(status)
+    return usage.ru_maxrss / 1024
+
+
 def injected(argv: list[str], marker: str) -> int:
     """How many sidecars ``argv`` wrote (``marker`` is the sidecar container's name line)."""
     out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout  # noqa: S603
@@ -190,15 +201,17 @@ def main() -> None:
             ),
         }
         times = timed_rounds(commands, options.pairs, ROOT)
+        memory = {name: peak_rss_mb(argv) for name, argv in commands.items()}
     peer, ours = times["istioctl kube-inject"], times["condukt-egress inject"]
     ratios = [o / p for p, o in zip(peer, ours, strict=True)]
     print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}")
     print(f"istioctl: {istioctl} ({module_version(istioctl)})")
     print(f"stream: {len(docs)} workloads, {size:,} bytes")
     print(f"{options.pairs} paired runs of whole processes (order alternating); medians:")
-    print(f"{'process':<26}{'sidecars':>10}{'ms':>10}")
+    print(f"{'process':<26}{'sidecars':>10}{'ms':>10}{'peak MB':>10}")
     for name, values in times.items():
-        print(f"{name:<26}{counts[name]:>10}{statistics.median(values) * 1e3:>10.0f}")
+        median = statistics.median(values) * 1e3
+        print(f"{name:<26}{counts[name]:>10}{median:>10.0f}{memory[name]:>10.0f}")
     ratio = statistics.median(ratios)
     verdict = "MET" if ratio <= 1 else "MISSED"
     print(f"median of per-pair ratios inject / istioctl: {ratio:.2f}x (target <= 1.00x: {verdict})")
