@@ -112,7 +112,7 @@ def main() -> None:
         render = [
             sys.executable, "-m", "condukt_egress", "render", "--session-id", "bench",
             "--namespace", "agents", "--policy", str(ROOT / "examples" / "policy.yaml"),
-            "--output", str(Path(tmp) / "session.yaml"),
+            "--output-file", str(Path(tmp) / "session.yaml"),
         ]  # fmt: skip
         times = timed_rounds(
             {"ca_only": [sys.executable, "-c", CA_ONLY], "render": render},

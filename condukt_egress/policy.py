@@ -135,6 +135,7 @@ __all__ = [
     "decide",
     "deny",
     "host_matches",
+    "yaml_problem",
 ]
 
 RuleKind: TypeAlias = Literal["allow", "deny", "decide"]
@@ -859,10 +860,11 @@ class EgressPolicy:
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> EgressPolicy:
-        """Read a policy document from a ``.yaml``, ``.yml`` or ``.json`` file.
+        """Read a policy document from a ``.yaml``, ``.yml`` or ``.json`` file, or stdin.
 
         Args:
-            path: The file; its suffix picks the parser.
+            path: The file; its suffix picks the parser. ``-`` reads stdin as
+                YAML (which reads JSON too), as kubectl's ``-f -`` does.
 
         Raises:
             PolicyError: The suffix is not accepted, the file cannot be read or
@@ -871,6 +873,12 @@ class EgressPolicy:
         """
         file = Path(path)
         suffix = file.suffix.lower()
+        if str(path) == "-":
+            import sys  # noqa: PLC0415
+
+            file, suffix = Path("stdin"), ".yaml"
+            raw = sys.stdin.buffer.read(MAX_POLICY_FILE_BYTES + 1)
+            return cls._from_bytes(raw, file, suffix)
         if suffix not in (".yaml", ".yml", ".json"):
             raise PolicyError(
                 str(file),
@@ -879,6 +887,15 @@ class EgressPolicy:
         try:
             with file.open("rb") as stream:
                 raw = stream.read(MAX_POLICY_FILE_BYTES + 1)
+        except (OSError, ValueError) as error:  # ValueError: a NUL in the name
+            reason = getattr(error, "strerror", None) or error
+            raise PolicyError(str(file), f"cannot read the file: {reason}") from error
+        return cls._from_bytes(raw, file, suffix)
+
+    @classmethod
+    def _from_bytes(cls, raw: bytes, file: Path, suffix: str) -> EgressPolicy:
+        """The policy in ``raw``, read from ``file`` (named so in errors)."""
+        try:
             if len(raw) > MAX_POLICY_FILE_BYTES:
                 raise PolicyError(
                     str(file),
@@ -889,10 +906,6 @@ class EgressPolicy:
         except UnicodeDecodeError as error:
             raise PolicyError(
                 str(file), f"not UTF-8 text (byte {error.start}); save it as UTF-8"
-            ) from error
-        except OSError as error:
-            raise PolicyError(
-                str(file), f"cannot read the file: {error.strerror or error}"
             ) from error
         document = _parse_json(text, file) if suffix == ".json" else _parse_yaml(text, file)
         if document is None:
@@ -1068,16 +1081,29 @@ class _PolicyLoader(yaml.SafeLoader):
 _PolicyLoader.add_constructor("tag:yaml.org,2002:int", _PolicyLoader.construct_yaml_int)
 
 
+def yaml_problem(error: yaml.MarkedYAMLError, text: str = "") -> str:
+    """What a YAML parse error says, with its line and column; a tab gets the fix.
+
+    PyYAML reports a tab as a character "that cannot start any token"
+    (libyaml without saying which); a person needs to hear that YAML does
+    not allow tabs. ``text`` is the parsed text, where the mark points.
+    """
+    mark = error.problem_mark or error.context_mark
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+    problem = error.problem or error.context or "unreadable"
+    lines = text.split("\n")
+    before = lines[mark.line][: mark.column + 1] if mark and mark.line < len(lines) else ""
+    if "\\t" in problem or "\t" in problem or "\t" in before:
+        return f"YAML does not allow tabs; indent with spaces (a tab{where})"
+    return f"not valid YAML{where}: {problem}"
+
+
 def _parse_yaml(text: str, file: Path) -> object:
     """Parse YAML safely, refusing duplicate keys; errors carry line and column."""
     try:
         return cast("object", yaml.load(text, Loader=_PolicyLoader))  # noqa: S506
     except yaml.MarkedYAMLError as error:
-        mark = error.problem_mark or error.context_mark
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise PolicyError(
-            str(file), f"not valid YAML{where}: {error.problem or error.context}"
-        ) from None
+        raise PolicyError(str(file), yaml_problem(error, text)) from None
     except yaml.YAMLError as error:
         raise PolicyError(str(file), f"not valid YAML: {error}") from None
     except RecursionError:

@@ -11,8 +11,8 @@ field of the same name in snake_case and the ``render`` flag in kebab-case.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, Final
 
 import pulumi
 import pulumi_kubernetes as k8s
@@ -128,20 +128,42 @@ def args_from_config(config: pulumi.Config) -> tuple[SandboxEgressArgs, str]:
     return spec.args, spec.workspace_image
 
 
-def session_program() -> None:
-    """Declare one session: its ``SandboxEgress`` and a workspace Pod using it.
+_RESOURCES: Final[Mapping[str, Callable[..., Any]]] = {
+    "Pod": k8s.core.v1.Pod,
+    "ReplicationController": k8s.core.v1.ReplicationController,
+    "Deployment": k8s.apps.v1.Deployment,
+    "StatefulSet": k8s.apps.v1.StatefulSet,
+    "DaemonSet": k8s.apps.v1.DaemonSet,
+    "ReplicaSet": k8s.apps.v1.ReplicaSet,
+    "Job": k8s.batch.v1.Job,
+    "CronJob": k8s.batch.v1.CronJob,
+}
+"""The pulumi-kubernetes resource of each workload kind (versions: ``WORKLOAD_API_VERSIONS``)."""
 
-    Exports ``sessionId``, ``namespace``, ``secretName``, ``networkPolicyName``,
-    ``podName``, ``podLabels``, ``controlPort`` and ``caCertPem``.
+
+def session_program() -> None:
+    """Declare one session: its ``SandboxEgress`` and the workload using it.
+
+    The workload is the ``workload`` config value when set (any of the eight
+    kinds, injected by the component's transform), else the demo workspace
+    Pod running ``workspaceImage``. Exports ``sessionId``, ``namespace``,
+    ``secretName``, ``networkPolicyName``, ``podName`` (the workload's name),
+    ``workloadKind``, ``podLabels``, ``controlPort`` and ``caCertPem``.
     """
-    args, workspace_image = args_from_config(pulumi.Config())
+    spec = spec_from_config(pulumi.Config())
+    args = spec.args
     names = args.names
     egress = SandboxEgress(f"egress-{names.base}", args)
-    pod = manifests.workspace_pod_manifest(args, workspace_image)
-    workspace = k8s.core.v1.Pod(
+    if spec.workload:
+        kind = spec.workload["kind"]
+        declared = spec.workload
+    else:
+        kind = "Pod"
+        declared = manifests.workspace_pod_manifest(args, spec.workspace_image)
+    workspace = _RESOURCES[kind](
         f"workspace-{names.base}",
-        metadata=pod["metadata"],
-        spec=pod["spec"],
+        metadata=declared.get("metadata"),
+        spec=declared.get("spec"),
         opts=egress.workload_options(),
     )
     pulumi.export("sessionId", args.session_id)
@@ -149,6 +171,7 @@ def session_program() -> None:
     pulumi.export("secretName", egress.secret_name)
     pulumi.export("networkPolicyName", egress.network_policy_name)
     pulumi.export("podName", workspace.metadata.apply(lambda m: m["name"]))
+    pulumi.export("workloadKind", kind)
     pulumi.export("podLabels", egress.pod_labels)
     pulumi.export("controlPort", args.control_port)
     pulumi.export("caCertPem", egress.ca_cert_pem)

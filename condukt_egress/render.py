@@ -29,25 +29,34 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Sequence
-from typing import Any, Final, Literal, get_args
+from typing import TYPE_CHECKING, Any, Final, Literal, get_args
 
 import yaml
 
 from condukt_egress import manifests
+from condukt_egress._text import shown
 from condukt_egress.args import SandboxEgressArgs
-from condukt_egress.ca import CaMaterial
 from condukt_egress.errors import ConfigError
+from condukt_egress.policy import yaml_problem
+from condukt_egress.workloads import WORKLOAD_KINDS
+
+if TYPE_CHECKING:  # the CA code (cryptography) is for render, not for inject
+    from condukt_egress.ca import CaMaterial
 
 try:
     from yaml import CSafeDumper as _BaseDumper
+    from yaml import CSafeLoader as _Loader
 except ImportError:  # pragma: no cover - PyYAML built without libyaml
     from yaml import SafeDumper as _BaseDumper  # type: ignore[assignment]
+    from yaml import SafeLoader as _Loader  # type: ignore[assignment]
 
 __all__ = [
     "FORMATS",
     "Format",
+    "read_manifests",
     "render_session",
     "serialise",
+    "session_objects",
     "teardown_commands",
     "to_json",
     "to_yaml",
@@ -66,22 +75,94 @@ YAML_HEADER: Final = (
 )
 
 
-def teardown_commands(objects: Sequence[JSON], file: str = "FILE") -> list[str]:
-    """The kubectl commands that delete a rendered session without opening its pod.
+def teardown_commands(objects: Sequence[JSON]) -> list[str]:
+    """The kubectl commands that delete a rendered session without opening its pods.
 
     ``kubectl delete -f`` deletes in file order and does not wait in between:
-    the NetworkPolicy would be gone while the Pod still runs out its grace
-    period. So the Pod goes first, and the command waits until it is gone.
+    the NetworkPolicy would be gone while a Pod still runs out its grace
+    period. So the workloads and their pods go first, and kubectl waits until
+    they are gone; only then the NetworkPolicy and the Secret. Every delete
+    works by name or by the session label, so no rendered file is needed
+    (the session may well have been piped into ``kubectl apply -f -``).
 
     Args:
-        objects: What :func:`render_session` returned.
-        file: How to name the rendered file in the second command.
+        objects: What :func:`render_session` returned, or
+            :func:`session_objects` followed by the user's documents.
     """
-    pod = next(o["metadata"] for o in objects if o["kind"] == "Pod")
-    return [
-        f"kubectl delete pod --namespace {pod['namespace']} {pod['name']} --wait=true",
-        f"kubectl delete -f {file} --ignore-not-found",
+    policy = next(o for o in objects if o["kind"] == "NetworkPolicy")
+    namespace = policy["metadata"]["namespace"]
+    labels = policy["spec"]["podSelector"]["matchLabels"]
+    selector = ",".join(f"{key}={value}" for key, value in labels.items())
+    owners = [
+        f"{o['kind'].lower()}/{o['metadata']['name']}"
+        for o in objects
+        if o.get("kind") in WORKLOAD_KINDS
+        and o["kind"] != "Pod"
+        and isinstance(o.get("metadata"), dict)
+        and o["metadata"].get("name")
     ]
+    commands = []
+    if owners:
+        commands.append(f"kubectl delete --namespace {namespace} {' '.join(owners)} --wait=true")
+    commands.append(f"kubectl delete pod --namespace {namespace} -l {selector} --wait=true")
+    commands.append(
+        f"kubectl delete networkpolicy,secret --namespace {namespace} -l {selector} "
+        "--ignore-not-found"
+    )
+    return commands
+
+
+class _ManifestLoader(_Loader):
+    """A safe loader that keeps timestamps as text, as kubectl does.
+
+    PyYAML turns ``creationTimestamp: 2018-12-02T08:09:25Z`` into a datetime,
+    which would come back out in another format (or not at all, as JSON).
+    """
+
+
+_ManifestLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for first, resolvers in _Loader.yaml_implicit_resolvers.items()
+}
+
+
+def session_objects(args: SandboxEgressArgs, ca: CaMaterial) -> list[JSON]:
+    """The session's Secret and NetworkPolicy, in apply order: what workloads need first."""
+    data = manifests.secret_data(args, ca.cert_pem, ca.key_pem)
+    return [manifests.secret_manifest(args, data), manifests.network_policy_manifest(args)]
+
+
+def read_manifests(text: str, source: str) -> list[JSON]:
+    """The documents of a YAML stream or a JSON document, as ``kubectl apply -f`` reads them.
+
+    Empty documents are dropped.
+
+    Args:
+        text: The stream.
+        source: How errors name it (a file name, or ``stdin``).
+
+    Raises:
+        ConfigError: The text is not YAML (a tab says so plainly) or a
+            document is not an object; the field is ``source``.
+    """
+    try:
+        documents = list(yaml.load_all(text, Loader=_ManifestLoader))
+    except yaml.MarkedYAMLError as exc:
+        raise ConfigError(source, yaml_problem(exc, text)) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(source, f"not valid YAML: {exc}") from None
+    out: list[JSON] = []
+    for index, document in enumerate(documents):
+        if document is None:
+            continue
+        if not isinstance(document, dict):
+            raise ConfigError(
+                f"{source} document {index + 1}",
+                f"is {shown(document)}, not a Kubernetes "
+                "object; each document must be a mapping with apiVersion and kind",
+            )
+        out.append(document)
+    return out
 
 
 def render_session(args: SandboxEgressArgs, ca: CaMaterial, workspace_image: str) -> list[JSON]:
@@ -99,10 +180,8 @@ def render_session(args: SandboxEgressArgs, ca: CaMaterial, workspace_image: str
         ConfigError: The key is not PKCS#8 or the workspace image is not an
             image reference.
     """
-    data = manifests.secret_data(args, ca.cert_pem, ca.key_pem)
     return [
-        manifests.secret_manifest(args, data),
-        manifests.network_policy_manifest(args),
+        *session_objects(args, ca),
         manifests.workspace_pod_manifest(args, workspace_image, ca_cert_pem=ca.cert_pem),
     ]
 
@@ -150,8 +229,8 @@ def to_yaml(objects: Sequence[JSON]) -> str:
     teardown = "".join(f"#   {c}\n" for c in teardown_commands(objects))
     return (
         YAML_HEADER
-        + "# Tear down the Pod first, never with `kubectl delete -f` alone (file order\n"
-        + "# would delete the NetworkPolicy while the Pod still runs):\n"
+        + "# Tear down the pods first, never with `kubectl delete -f` alone (file order\n"
+        + "# would delete the NetworkPolicy while a Pod still runs):\n"
         + teardown
         + body
     )

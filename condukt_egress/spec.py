@@ -2,7 +2,7 @@
 
 :class:`SessionSpec` has exactly the options of the stack config the shared
 program reads (``Pulumi.yaml``): the :class:`~condukt_egress.args.SessionOptions`
-fields, declared once there, and ``workspace_image``. The stack program,
+fields, declared once there, ``workspace_image`` and ``workload``. The stack program,
 the Automation API and ``render`` all build one, so a session means the same
 thing from ``pulumi up``, a Python service and the command line. Pure: no
 Pulumi import.
@@ -29,15 +29,30 @@ from condukt_egress.errors import ConfigError, PolicyError
 from condukt_egress.manifests import DEFAULT_WORKSPACE_IMAGE
 from condukt_egress.naming import session_names
 from condukt_egress.options import Option, camel, document, option, options_of
+from condukt_egress.workloads import WORKLOAD_KINDS, document_workload, inject_document
 
 __all__ = [
     "ARGS_OPTIONS",
     "CONFIG_KEYS",
     "SESSION_OPTIONS",
     "STACK_PREFIX",
+    "WORKLOAD_API_VERSIONS",
     "SessionSpec",
     "stack_name",
+    "workload_manifest",
 ]
+
+WORKLOAD_API_VERSIONS: Final = {
+    "Pod": "v1",
+    "ReplicationController": "v1",
+    "Deployment": "apps/v1",
+    "StatefulSet": "apps/v1",
+    "DaemonSet": "apps/v1",
+    "ReplicaSet": "apps/v1",
+    "Job": "batch/v1",
+    "CronJob": "batch/v1",
+}
+"""The API version a stack declares each workload kind in."""
 
 STACK_PREFIX: Final = "session-"
 """Every session stack's name starts with this; :func:`stack_name` adds the rest."""
@@ -67,7 +82,14 @@ class SessionSpec(SessionOptions):
 
     Attributes:
         session_id: The agent platform's id (config ``sessionId``).
-        workspace_image: Image of the untrusted workspace container (``workspaceImage``).
+        workspace_image: Image of the demo workspace Pod's container (``workspaceImage``):
+            the short form of ``workload``.
+        workload: Your own workload (config ``workload``): a pod spec
+            (``{containers: [...]}``), a pod template (``{metadata, spec}``) or
+            a whole manifest of one of the eight workload kinds (``{apiVersion,
+            kind, metadata, spec}``). It replaces the demo Pod and is injected
+            as the component's transform injects it; it holds the manifest
+            form once validated (``{}``: none, the demo Pod).
 
     The other attributes are those of :class:`SandboxEgressArgs` of the same
     name. Its options that are not stack config (ports, ids, resources,
@@ -81,11 +103,38 @@ class SessionSpec(SessionOptions):
         ),
     )
 
+    workload: Mapping[str, Any] = field(
+        default_factory=dict,
+        metadata=option(
+            "Your workload instead of the demo Pod: a pod spec, a pod template or a whole "
+            "manifest of a workload kind (Pod, Deployment, StatefulSet, DaemonSet, "
+            "ReplicaSet, ReplicationController, Job, CronJob).",
+            example="{containers: [{name: agent, image: python:3.13-slim}]}",
+            kind="object",
+            what="an object: a pod spec, a pod template or a workload manifest",
+            flag="--filename",
+            doc_default="the demo workspace Pod",
+        ),
+    )
+
     def __post_init__(self) -> None:
         validate_image("workspace_image", self.workspace_image, DEFAULT_WORKSPACE_IMAGE)
         args = self.args
         for name in ARGS_OPTIONS:
             object.__setattr__(self, name, getattr(args, name))
+        if self.workload:
+            if self.workspace_image != DEFAULT_WORKSPACE_IMAGE:
+                raise ConfigError(
+                    "workspace_image",
+                    "sets the demo Pod's image, which workload replaces; set the image in "
+                    "the workload's containers and leave workspace_image unset",
+                )
+            manifest = workload_manifest(self.workload, args.names.pod)
+            try:
+                inject_document(manifest, args)  # refuse a bypass before any stack exists
+            except ConfigError as exc:
+                raise exc.under("workload", sep=" ") from None
+            object.__setattr__(self, "workload", manifest)
 
     @cached_property
     def args(self) -> SandboxEgressArgs:
@@ -209,7 +258,59 @@ def _from_document(opt: Option, value: Any) -> Any:
 
 
 ARGS_OPTIONS: Final = tuple(f.name for f in dataclasses.fields(SessionOptions))
-"""The options that are :class:`SandboxEgressArgs` fields (all but ``workspace_image``)."""
+"""The options that are :class:`SandboxEgressArgs` fields (all but ``workspace_image``
+and ``workload``)."""
 
 CONFIG_KEYS: Final = tuple(o.config for o in SESSION_OPTIONS)
 """Every stack config key the program reads, as declared in ``Pulumi.yaml``."""
+
+
+def workload_manifest(value: Mapping[str, Any], default_name: str) -> dict[str, Any]:
+    """A ``workload`` value as a whole manifest: ``{apiVersion, kind, metadata, spec}``.
+
+    A pod spec (it has ``containers``) and a pod template (``metadata`` and
+    ``spec``, no ``kind``) become a Pod; a manifest must be of one of the
+    eight workload kinds, and is declared in :data:`WORKLOAD_API_VERSIONS`'s
+    version of its kind. A workload without a name is named ``default_name``.
+
+    Raises:
+        ConfigError: The value is none of the three forms, or its kind is
+            not a workload; the field is ``workload``.
+    """
+    if not isinstance(value, Mapping):
+        raise ConfigError("workload", f"must be an object, got {type(value).__name__}")
+    kinds = ", ".join(WORKLOAD_KINDS)
+    if "kind" in value or "apiVersion" in value:
+        workload = document_workload(value)
+        if workload is None or workload.variant:
+            raise ConfigError(
+                "workload.kind",
+                f"is {value.get('kind')!r} in {value.get('apiVersion')!r}, not a workload; "
+                f"give one of {kinds} (or a pod spec or pod template)",
+            )
+        manifest = {**value, "apiVersion": WORKLOAD_API_VERSIONS[workload.kind]}
+    elif "containers" in value:
+        manifest = {"apiVersion": "v1", "kind": "Pod", "metadata": {}, "spec": dict(value)}
+    elif "spec" in value:
+        unknown = set(value) - {"metadata", "spec"}
+        if unknown:
+            raise ConfigError(
+                f"workload.{sorted(unknown)[0]}",
+                "is not a pod template key; a pod template has metadata and spec only",
+            )
+        manifest = {"apiVersion": "v1", "kind": "Pod", **value}
+    else:
+        raise ConfigError(
+            "workload",
+            "is none of a pod spec ({containers: [...]}), a pod template ({metadata, spec}) "
+            f"or a workload manifest ({{apiVersion, kind, metadata, spec}} of {kinds})",
+        )
+    metadata = manifest.get("metadata")
+    if metadata is None:
+        metadata = {}
+    if not isinstance(metadata, Mapping):
+        raise ConfigError("workload.metadata", f"must be an object, got {metadata!r}")
+    if not metadata.get("name") and not metadata.get("generateName"):
+        metadata = {**metadata, "name": default_name}
+    manifest["metadata"] = dict(metadata)
+    return manifest

@@ -26,11 +26,11 @@ import pulumi
 from pulumi.output import Unknown
 from pulumi.runtime import rpc
 
-from condukt_egress import manifests
 from condukt_egress._passthrough import passthrough_warning
 from condukt_egress.args import SandboxEgressArgs, holds
 from condukt_egress.workloads import (
     Workload,
+    with_ca_fingerprint,
     workload_items,
     workload_metadata,
     workload_of,
@@ -146,16 +146,7 @@ def _with_ca(obj: JSON, workload: Workload, ca_fingerprint: Any) -> JSON:
     """``obj`` (an injected workload) with the CA fingerprint in its sidecar's env."""
     if ca_fingerprint is None:
         return obj
-    out = dict(obj)
-    parent = out
-    for key in ("spec", *workload.template):
-        parent[key] = dict(parent[key])
-        parent = parent[key]
-    if workload.template:
-        parent["spec"] = manifests.with_ca_fingerprint(parent["spec"], ca_fingerprint)
-    else:
-        out["spec"] = manifests.with_ca_fingerprint(out["spec"], ca_fingerprint)
-    return out
+    return with_ca_fingerprint(obj, workload, ca_fingerprint)
 
 
 def _warn_passthrough(

@@ -41,7 +41,10 @@ __all__ = [
     "JOB_KINDS",
     "WORKLOAD_KINDS",
     "Workload",
+    "document_workload",
+    "inject_document",
     "inject_workload",
+    "with_ca_fingerprint",
     "workload_items",
     "workload_metadata",
     "workload_of",
@@ -300,3 +303,87 @@ def workload_items(
         inject_workload(item, item_type, f"{name}.items[{index}]", args)
         for index, item in enumerate(items or ())
     ]
+
+
+def document_workload(document: Mapping[str, Any]) -> Workload | None:
+    """The workload a manifest document declares (by ``apiVersion`` and ``kind``), or None.
+
+    Example:
+        >>> document_workload({"apiVersion": "v1", "kind": "Pod"}).pod_spec_path
+        'spec'
+        >>> document_workload({"apiVersion": "v1", "kind": "Service"}) is None
+        True
+    """
+    api, kind = document.get("apiVersion"), document.get("kind")
+    if not isinstance(api, str) or not isinstance(kind, str) or kind.endswith("Patch"):
+        return None
+    return workload_of(f"kubernetes:{api if '/' in api else 'core/' + api}:{kind}")
+
+
+def with_ca_fingerprint(obj: Mapping[str, Any], workload: Workload, fingerprint: Any) -> JSON:
+    """An injected workload with the session CA's fingerprint in its sidecar's env.
+
+    The fingerprint (:func:`condukt_egress.manifests.ca_fingerprint`, or an
+    Output of it) changes with the CA, so a new CA rolls the workload's pods.
+    """
+    out = dict(obj)
+    parent = out
+    for key in ("spec", *workload.template):
+        parent[key] = dict(parent[key])
+        parent = parent[key]
+    if workload.template:
+        parent["spec"] = manifests.with_ca_fingerprint(parent["spec"], fingerprint)
+    else:
+        out["spec"] = manifests.with_ca_fingerprint(out["spec"], fingerprint)
+    return out
+
+
+def inject_document(
+    document: Mapping[str, Any],
+    args: SandboxEgressArgs,
+    *,
+    where: str = "document",
+    ca_fingerprint: str | None = None,
+) -> JSON:
+    """One manifest as kubectl reads it, its workload injected; any other kind unchanged.
+
+    A workload of the kinds in :data:`WORKLOAD_KINDS` (or a ``<Kind>List``,
+    or a ``v1/List`` of anything) is injected and labelled exactly as the
+    Pulumi transform does it (:func:`inject_workload`); Services, ConfigMaps
+    and the rest come back as they are (the same dict, not a copy).
+
+    Args:
+        document: One parsed YAML or JSON document.
+        args: The session.
+        where: How errors name a document without ``metadata.name``.
+        ca_fingerprint: The session CA's fingerprint, when the CA is known
+            (``render``): set in the sidecar's env so a new CA rolls the pods.
+
+    Raises:
+        ConfigError: The workload could bypass the sidecar, clashes with what
+            is injected or is in another namespace; the field names the kind,
+            the workload's name and the path, e.g.
+            ``Deployment 'agent' spec.template.spec.hostNetwork``.
+    """
+    if document.get("kind") == "List" and isinstance(document.get("items"), list):
+        items = [
+            inject_document(item, args, where=f"{where}.items[{i}]", ca_fingerprint=ca_fingerprint)
+            if isinstance(item, Mapping)
+            else item
+            for i, item in enumerate(document["items"])
+        ]
+        return {**document, "items": items}
+    workload = document_workload(document)
+    if workload is None:
+        return document if isinstance(document, dict) else dict(document)
+    metadata = document.get("metadata")
+    name = metadata.get("name") if isinstance(metadata, Mapping) else None
+    name = name if isinstance(name, str) and name else where
+    if workload.variant == "List":
+        item_type = Workload(workload.api, workload.kind, "")
+        injected = workload_items(document.get("items"), workload, name, args)
+        if ca_fingerprint is not None:
+            injected = [with_ca_fingerprint(i, item_type, ca_fingerprint) for i in injected]
+        return {**document, "items": injected}
+    out = inject_workload(document, workload, name, args)
+    return out if ca_fingerprint is None else with_ca_fingerprint(out, workload, ca_fingerprint)

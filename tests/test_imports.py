@@ -47,7 +47,7 @@ def heavy(modules: set[str]) -> list[str]:
         "from condukt_egress.cli import main\n"
         "import tempfile, os\n"
         "out = os.path.join(tempfile.mkdtemp(), 'session.yaml')\n"
-        "main(['render', '--session-id', 'x', '--output', out])",
+        "main(['render', '--session-id', 'x', '--output-file', out])",
     ],
     ids=["package", "pure-api", "control", "portforward", "explain", "render"],
 )

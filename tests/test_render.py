@@ -176,8 +176,11 @@ def _flags(config: dict[str, Any], tmp_path: Path) -> list[str]:
 def test_render_has_a_flag_for_every_stack_config_key() -> None:
     params = {opt: param for param in render_cli.render.params for opt in param.opts}
     params |= {opt: param for param in render_cli.render.params for opt in param.secondary_opts}
-    assert set(FULL_CONFIG) == set(CONFIG_KEYS)
-    for key in CONFIG_KEYS:
+    # workload is -f/--filename: any number of documents, every workload of them injected.
+    assert set(FULL_CONFIG) | {"workload"} == set(CONFIG_KEYS)
+    assert params["-f"] is params["--filename"]
+    assert params["-f"].multiple
+    for key in FULL_CONFIG:
         option = params.get(_flag(key))
         assert isinstance(option, click.Option), f"no render flag for config {key}"
         assert option.multiple is (key in REPEATED), key
@@ -327,7 +330,12 @@ def _kubectl_model(
             pod_running = False  # waited until gone
             check(command)
             continue
-        assert words[2] == "-f"
+        if words[2] != "-f":  # kinds by label, in the order given, e.g. networkpolicy,secret
+            for plural in words[2].split(","):
+                kind = next(o["kind"] for o in objects if o["kind"].lower() == plural)
+                present.discard(kind)
+                check(f"{command}: after {kind}")
+            continue
         for obj in objects:
             present.discard(obj["kind"])
             if obj["kind"] == "Pod" and sigterm_exits:
@@ -345,8 +353,17 @@ def test_the_documented_teardown_never_leaves_the_pod_without_its_network_policy
     naive = ["kubectl delete -f FILE"]
     assert _kubectl_model(objects, naive, sigterm_exits=False), "the model must see the hole"
     documented = teardown_commands(objects)
-    assert documented[0] == (f"kubectl delete pod --namespace agents {args.names.pod} --wait=true")
+    selector = f"{args.names.label_key}={args.names.label_value}"
+    assert documented == [
+        f"kubectl delete pod --namespace agents -l {selector} --wait=true",
+        f"kubectl delete networkpolicy,secret --namespace agents -l {selector} --ignore-not-found",
+    ]
+    # The label selects the Pod, the Secret and the NetworkPolicy, and nothing needs a file.
+    for obj in objects:
+        assert obj["metadata"]["labels"][args.names.label_key] == args.names.label_value
     assert _kubectl_model(objects, documented, sigterm_exits=False) == []
+    # The wrong order (the NetworkPolicy before the pods) is seen by the model.
+    assert _kubectl_model(objects, documented[::-1], sigterm_exits=False)
     # The YAML header, the one place a file carries instructions, says the same.
     header = to_yaml(objects).split("\n---\n", 1)[0]
     for command in documented:
@@ -356,14 +373,20 @@ def test_the_documented_teardown_never_leaves_the_pod_without_its_network_policy
 def test_render_command_prints_the_teardown_on_stderr(tmp_path: Path) -> None:
     out = tmp_path / "session.yaml"
     result = CliRunner().invoke(
-        cli, ["render", "--session-id", "run-42", "--namespace", "agents", "--output", str(out)]
+        cli,
+        ["render", "--session-id", "run-42", "--namespace", "agents", "--output-file", str(out)],
     )
     assert result.exit_code == 0, result.output
-    pod = SandboxEgressArgs(session_id="run-42").names.pod
-    assert (
-        f"kubectl delete pod --namespace agents {pod} --wait=true && "
-        f"kubectl delete -f {out} --ignore-not-found"
-    ) in result.stderr
+    names = SandboxEgressArgs(session_id="run-42").names
+    selector = f"{names.label_key}={names.label_value}"
+    lines = result.stderr.splitlines()
+    # stderr ends with the next steps: apply, watch, tear down (pods first, by label).
+    assert lines[-3] == f"note: next: apply: kubectl apply -f {out}"
+    assert lines[-2] == "note: next: watch: condukt-egress events -n agents --session-id run-42"
+    assert lines[-1].endswith(
+        f"kubectl delete pod --namespace agents -l {selector} --wait=true && "
+        f"kubectl delete networkpolicy,secret --namespace agents -l {selector} --ignore-not-found"
+    )
 
 
 def test_the_idle_workspace_exits_on_sigterm_as_pid_1(tmp_path: Path) -> None:

@@ -26,13 +26,14 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from types import ModuleType
 from typing import Any, Final
 
 import click
 
 from condukt_egress._text import printable
-from condukt_egress.cli import cli, format_option
+from condukt_egress.cli import InputFile, cli, format_option, policy_warnings
 from condukt_egress.contract import DEFAULT_CONTROL_PORT, EVENT_KINDS
 from condukt_egress.control import ControlClient, Decider, Target, TcpTarget
 from condukt_egress.errors import PolicyError
@@ -42,6 +43,7 @@ from condukt_egress.redaction import Redactor
 __all__ = ["events"]
 
 _KINDS: Final = (*EVENT_KINDS, "decision_request", "decision")
+_SERVICE_ACCOUNT_NAMESPACE: Final = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 
 
 @cli.command("events")
@@ -49,14 +51,17 @@ _KINDS: Final = (*EVENT_KINDS, "decision_request", "decision")
     "--connect", metavar="HOST:PORT", help="A reachable control port (e.g. kubectl port-forward)."
 )
 @click.option(
-    "-n", "--namespace", metavar="NS", help="Namespace of the session pod (port-forward path)."
+    "-n",
+    "--namespace",
+    metavar="NS",
+    help="Namespace of the session pod [default: the kube context's namespace].",
 )
 @click.option("--pod", metavar="NAME", help="The session pod, by name.")
 @click.option("--session-id", metavar="ID", help="The session pod, by its session label.")
 @click.option("--context", metavar="NAME", help="Kubeconfig context.")
 @click.option(
     "--kubeconfig",
-    type=click.Path(dir_okay=False),
+    type=InputFile(stdin=False),
     help="Kubeconfig file [default: $KUBECONFIG, ~/.kube/config, in-cluster].",
 )
 @click.option(
@@ -102,8 +107,8 @@ _KINDS: Final = (*EVENT_KINDS, "decision_request", "decision")
 @click.option(
     "--policy",
     "policy_file",
-    type=click.Path(dir_okay=False),
-    help="Policy file whose redact patterns (and decide timeout) apply.",
+    type=InputFile(),
+    help="Policy file whose redact patterns (and decide timeout) apply (- reads stdin).",
 )
 @click.option("--show-secrets", is_flag=True, help="Show credential headers unredacted.")
 def events(  # noqa: PLR0917
@@ -128,8 +133,9 @@ def events(  # noqa: PLR0917
 ) -> None:
     """Show live what a session's workspace tries to reach; answer `decide` requests.
 
-    Reach the sidecar with --connect HOST:PORT, or with --namespace and --pod
-    or --session-id through the Kubernetes port-forward API. Records go to
+    Reach the sidecar with --connect HOST:PORT, or with --pod or --session-id
+    (in -n NS, else the kube context's namespace) through the Kubernetes
+    port-forward API. Records go to
     stdout as readable lines, or as JSON objects with --format json; the
     summary goes to stderr. Credentials in headers and query strings are shown
     as [REDACTED] unless --show-secrets.
@@ -191,18 +197,15 @@ def _target(  # noqa: PLR0917
                 )
         host, port_number = _parse_host_port(connect)
         return TcpTarget(host, port_number)
+    if pod is None and session_id is None:
+        raise click.UsageError(
+            "say where the sidecar is: --connect HOST:PORT, or --pod NAME or --session-id ID "
+            "(in -n NS, else the kube context's namespace)"
+        )
+    if pod is not None and session_id is not None:
+        raise click.UsageError("give one of --pod NAME and --session-id ID, not both")
     if namespace is None:
-        if pod or session_id:
-            flag = "--pod" if pod else "--session-id"
-            raise click.UsageError(f"{flag} needs --namespace NS (the pod's namespace)")
-        raise click.UsageError(
-            "say where the sidecar is: --connect HOST:PORT, or --namespace NS with "
-            "--pod NAME or --session-id ID"
-        )
-    if (pod is None) == (session_id is None):
-        raise click.UsageError(
-            "with --namespace, give exactly one of --pod NAME and --session-id ID"
-        )
+        namespace = _context_namespace(kubeconfig, context)
     from condukt_egress.portforward import PortForwardTarget  # noqa: PLC0415  (kubernetes is slow)
 
     return PortForwardTarget(
@@ -213,6 +216,32 @@ def _target(  # noqa: PLR0917
         kubeconfig=kubeconfig,
         context=context,
     )
+
+
+def _context_namespace(kubeconfig: str | None, context: str | None) -> str:
+    """The namespace kubectl would use without ``-n``: the context's, else ``default``.
+
+    Inside a pod with no kubeconfig, the service account's namespace.
+    """
+    from kubernetes.config import kube_config  # noqa: PLC0415  (kubernetes is slow)
+
+    try:
+        contexts, active = kube_config.list_kube_config_contexts(  # type: ignore[no-untyped-call]
+            config_file=kubeconfig
+        )
+    except Exception:  # no or unreadable kubeconfig: in-cluster, or the port-forward says why
+        try:
+            return _SERVICE_ACCOUNT_NAMESPACE.read_text(encoding="utf-8").strip() or "default"
+        except OSError:
+            return "default"
+    chosen = next((c for c in contexts if c.get("name") == context), None) if context else active
+    if chosen is None:
+        raise click.BadParameter(
+            f"no context {context!r} in the kubeconfig; `kubectl config get-contexts` lists them",
+            param_hint="'--context'",
+        )
+    namespace = (chosen.get("context") or {}).get("namespace")
+    return namespace if isinstance(namespace, str) and namespace else "default"
 
 
 def _parse_host_port(text: str) -> tuple[str, int]:
@@ -231,9 +260,11 @@ def _load_policy(path: str) -> Any:
     from condukt_egress.policy import EgressPolicy  # noqa: PLC0415
 
     try:
-        return EgressPolicy.load(path)
+        policy = EgressPolicy.load(path)
     except PolicyError as exc:
         raise click.BadParameter(str(exc), param_hint="'--policy'") from exc
+    policy_warnings(policy, "--policy")
+    return policy
 
 
 def _load_decider(spec: str) -> Decider:
@@ -247,7 +278,7 @@ def _load_decider(spec: str) -> Decider:
         target: Any = _import_decider_module(module_name)
     except Exception as exc:
         raise click.BadParameter(
-            f"cannot import module {module_name!r}: {type(exc).__name__}: {exc}; "
+            f"cannot import module {module_name!r}: {exc}; "
             "check the name and that it is in the current directory or on PYTHONPATH",
             param_hint=hint,
         ) from exc

@@ -1,10 +1,11 @@
 """``condukt-egress explain``: what a policy does with each host, and why.
 
-Evaluates a policy file exactly like the sidecar (:meth:`EgressPolicy.evaluate`),
-so a policy can be debugged before any pod exists. One line per host; with
-``--format json`` (or ``--json``) one object per line, ``{"host", "action",
-"rule": {"index", "kind"} | null, "reason"}`` (``rule`` is null when the
-default applied, as in the ``events`` command's output). Always exits 0 once the policy loads.
+Evaluates a policy file (``-`` reads it from stdin) exactly like the sidecar
+(:meth:`EgressPolicy.evaluate`), so a policy can be debugged before any pod
+exists. One line per host; with ``-o json`` (or ``--json``) one object per
+line, ``{"host", "action", "rule": {"index", "kind"} | null, "reason"}``
+(``rule`` is null when the default applied, as in the ``events`` command's
+output). Always exits 0 once the policy loads.
 
 Example:
     $ condukt-egress explain --policy examples/policy.yaml api.github.com example.org
@@ -15,12 +16,11 @@ Example:
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import click
 
-from condukt_egress.cli import cli, format_option
+from condukt_egress.cli import InputFile, cli, format_option, policy_warnings
 from condukt_egress.policy import EgressPolicy, Verdict
 
 __all__ = ["explain", "verdict_line", "verdict_object"]
@@ -61,16 +61,17 @@ def verdict_line(host: str, verdict: Verdict, policy: EgressPolicy) -> str:
     "--policy",
     "policy_file",
     required=True,
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=InputFile(),
     metavar="FILE",
-    help="Egress policy document (.yaml, .yml or .json).",
+    help="Egress policy document (.yaml, .yml or .json; - reads YAML or JSON from stdin).",
 )
 @format_option(("text", "json"), "One readable line, or one JSON object, per host.")
 @click.option("--json", "as_json", is_flag=True, help="Shorthand for --format json.")
 @click.argument("hosts", nargs=-1, required=True, metavar="HOST...")
-def explain(*, policy_file: Path, fmt: str, as_json: bool, hosts: tuple[str, ...]) -> None:
+def explain(*, policy_file: str, fmt: str, as_json: bool, hosts: tuple[str, ...]) -> None:
     """Show what the policy does with each HOST: the verdict and the rule or the default."""
     policy = EgressPolicy.load(policy_file)
+    policy_warnings(policy, policy_file if policy_file != "-" else "stdin")
     for host in hosts:
         verdict = policy.evaluate(host)
         if as_json or fmt == "json":

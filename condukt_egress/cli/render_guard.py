@@ -18,9 +18,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Final
 
-import click
-
-from condukt_egress.cli import cli, format_option, from_flags, option_flags
+from condukt_egress.cli import (
+    cli,
+    format_option,
+    from_flags,
+    note,
+    option_flags,
+    output_file_option,
+    quiet_option,
+    write_output,
+)
 from condukt_egress.errors import ConfigError
 from condukt_egress.guard import SandboxGuardArgs, guard_manifests
 from condukt_egress.options import options_of
@@ -40,14 +47,10 @@ FIELD_FLAGS: Final = {o.name: o.flag for o in GUARD_OPTIONS}
 
 @cli.command("render-guard")
 @option_flags(GUARD_OPTIONS)
-@format_option(FORMATS, "A multi-document YAML stream or a JSON v1/List.")
-@click.option(
-    "--output",
-    type=click.Path(dir_okay=False, writable=True, path_type=Path),
-    metavar="FILE",
-    help="Write to FILE instead of stdout.",
-)
-def render_guard(*, fmt: Format, output: Path | None, **flags: Any) -> None:
+@format_option(FORMATS, "Output format: a multi-document YAML stream or a JSON v1/List.")
+@output_file_option("Write to FILE instead of stdout.")
+@quiet_option
+def render_guard(*, fmt: Format, output_file: Path | None, **flags: Any) -> None:
     """Print the guard's admission policies and bindings for kubectl apply.
 
     Kubernetes 1.30+. Label the namespaces to protect with the namespace label.
@@ -58,13 +61,9 @@ def render_guard(*, fmt: Format, output: Path | None, **flags: Any) -> None:
         raise exc.renamed(FIELD_FLAGS.get(exc.root, exc.root)) from None
     objects = guard_manifests(args)
     text = YAML_HEADER + yaml_stream(objects) if fmt == "yaml" else to_json(objects)
-    if output is None:
-        click.echo(text, nl=False)
-    else:
-        output.write_text(text, encoding="utf-8")
+    write_output(output_file, text)
     selector = ",".join(f"{k}={v}" for k, v in args.namespace_labels.items())
-    click.echo(
-        f"note: the guard applies in namespaces labelled {selector} "
-        f"(kubectl label namespace NS {selector}); it needs Kubernetes 1.30+.",
-        err=True,
+    note(
+        f"the guard applies in namespaces labelled {selector} "
+        f"(kubectl label namespace NS {selector}); it needs Kubernetes 1.30+."
     )
