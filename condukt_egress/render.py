@@ -100,8 +100,9 @@ def render_session(args: SandboxEgressArgs, ca: CaMaterial, workspace_image: str
             image reference.
     """
     data = manifests.secret_data(args, ca.cert_pem, ca.key_pem)
+    binary = manifests.secret_binary_data(args, ca.cert_pem)
     return [
-        manifests.secret_manifest(args, data),
+        manifests.secret_manifest(args, data, binary),
         manifests.network_policy_manifest(args),
         manifests.workspace_pod_manifest(args, workspace_image, ca_cert_pem=ca.cert_pem),
     ]
