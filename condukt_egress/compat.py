@@ -41,7 +41,7 @@ import hashlib
 import pkgutil
 import warnings
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, Final
+from typing import Any, ClassVar, Final
 
 __all__ = [
     "CLASSIC_GROUPS",
@@ -129,8 +129,7 @@ def java_truststore(ca_cert_pem: str, roots_pem: str = "") -> bytes:
     Raises:
         ValueError: A PEM block is not a certificate.
     """
-    from asn1crypto.pkcs12 import Pfx  # noqa: PLC0415 - only compat Secrets need these
-    from cryptography import x509  # noqa: PLC0415
+    from cryptography import x509  # noqa: PLC0415 - only compat Secrets need these
     from cryptography.hazmat.primitives.serialization import (  # noqa: PLC0415
         Encoding,
         NoEncryption,
@@ -148,8 +147,28 @@ def java_truststore(ca_cert_pem: str, roots_pem: str = "") -> bytes:
         for cert in roots
     ]
     entries.append(pkcs12.PKCS12Certificate(ca, SESSION_CA_ALIAS.encode()))
-    pfx = Pfx.load(pkcs12.serialize_java_truststore(entries, NoEncryption()))
-    pfx["mac_data"] = None  # optional (RFC 7292 4); its salt is random
+    return _without_mac(pkcs12.serialize_java_truststore(entries, NoEncryption()))
+
+
+def _without_mac(pfx_der: bytes) -> bytes:
+    """A PKCS#12 ``PFX`` without its optional ``macData``, whose salt is random.
+
+    Only the outer SEQUENCE (RFC 7292 section 4) is parsed with asn1crypto's
+    core types, and ``version`` and ``authSafe`` are copied byte for byte:
+    ``asn1crypto.pkcs12.Pfx`` gives the same bytes (tested) but its schema
+    takes 15-25 ms to import, on every ``render``.
+    """
+    from asn1crypto import core  # noqa: PLC0415
+
+    class Pfx(core.Sequence):  # type: ignore[misc]  # asn1crypto is untyped
+        _fields: ClassVar = [
+            ("version", core.Integer),
+            ("auth_safe", core.Any),
+            ("mac_data", core.Any, {"optional": True}),
+        ]
+
+    pfx = Pfx.load(pfx_der)
+    pfx["mac_data"] = None
     return bytes(pfx.dump(force=True))
 
 
