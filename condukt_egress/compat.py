@@ -49,6 +49,7 @@ __all__ = [
     "JAVA_TRUSTSTORE_FILE",
     "OPENSSL_CONF_FILE",
     "PYTHON_DIR",
+    "SESSION_CA_ALIAS",
     "SITECUSTOMIZE_FILE",
     "SYSTEM_OPENSSL_CONF",
     "compat_env",
