@@ -81,6 +81,12 @@ def stored_bytes(data: Mapping[str, str]) -> int:
     return sum(len(k) + len(base64.b64encode(v.encode())) for k, v in data.items())
 
 
+def secret_bytes(secret: Mapping[str, Any]) -> int:
+    """Bytes a rendered Secret stores: its ``stringData`` encoded, its ``data`` as it is."""
+    binary = secret.get("data") or {}
+    return stored_bytes(secret["stringData"]) + sum(len(k) + len(v) for k, v in binary.items())
+
+
 def original_bytes(ca: CaMaterial, policy_json: str) -> int:
     """The original design's Secret: policy, CA, key, and the Mozilla bundle plus the CA."""
     bundle = "x" * ORIGINAL_MOZILLA_PEM_BYTES + "\n" + ca.cert_pem
@@ -134,9 +140,9 @@ def main() -> None:
 
     session = args[0]
     ca: CaMaterial = generate_ca(session)
-    default = stored_bytes(render_session(session, ca, WORKSPACE_IMAGE)[0]["stringData"])
+    default = secret_bytes(render_session(session, ca, WORKSPACE_IMAGE)[0])
     public = sessions(1, trust_bundle="public-roots")[0]
-    roots = stored_bytes(render_session(public, ca, WORKSPACE_IMAGE)[0]["stringData"])
+    roots = secret_bytes(render_session(public, ca, WORKSPACE_IMAGE)[0])
     original = original_bytes(ca, session.egress_policy.to_json())
     print()
     print(f"{'Secret data stored per session':<34}{'bytes':>12}{'/ original':>12}")

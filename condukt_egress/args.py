@@ -490,8 +490,9 @@ class SessionOptions:
     )
     client_compat: bool = switch(
         "Client compatibility profile in the workspace: classic TLS key shares "
-        "(OpenSSL, Node, Go, Java) so the sidecar sees the SNI, and Python's strict "
-        "check that rejects the sidecar's leaf certificates relaxed for the session CA.",
+        "(OpenSSL, Node, Go, Java) so the sidecar sees the SNI, Python's strict "
+        "check that rejects the sidecar's leaf certificates relaxed for the session CA, "
+        "and a Java trust store holding the session CA (the JVM reads no PEM bundle).",
         default=True,
     )
     allow_root_workspace: bool = switch(
@@ -628,9 +629,10 @@ class SandboxEgressArgs(SessionOptions):
             user accepts explicitly.
         client_compat: The client compatibility profile (on by default): an
             OpenSSL config limiting key shares to classic curves (``OPENSSL_CONF``),
-            ``GODEBUG=tlsmlkem=0,tlskyber=0``, the JVM's named groups, and a Python
+            ``GODEBUG=tlsmlkem=0,tlskyber=0``, the JVM's named groups, a Python
             ``sitecustomize`` that accepts the sidecar's leaves (no AKI) under
-            Python 3.13's strict checks; see :mod:`condukt_egress.compat`.
+            Python 3.13's strict checks, and a PKCS#12 trust store for the JVM
+            (``javax.net.ssl.trustStore``); see :mod:`condukt_egress.compat`.
         allow_root_workspace: Let workspace containers run as root. Off by
             default: workspaces get ``runAsNonRoot: true`` (and uid/gid 65532
             when the spec names none), because root passes the in-pod rule

@@ -23,23 +23,38 @@ Two faults of the sidecar (not ours to fix) stop today's TLS clients:
    3.8+) and loads nothing but ``ssl`` and ``weakref`` into the processes it
    runs in.
 
+The JVM, third, reads neither the PEM bundle mounted over the system trust
+stores nor the CA variables: only its own ``cacerts`` (Debian
+``/etc/ssl/certs/java/cacerts``, Temurin ``$JAVA_HOME/lib/security/cacerts``),
+so without help every Java HTTPS request through the sidecar fails
+(``tls_client_rejected_ca``). The profile adds a password-less PKCS#12 trust
+store holding the bundle's certificates (:func:`java_truststore`) and names
+it in ``JAVA_TOOL_OPTIONS`` (``javax.net.ssl.trustStore``); the JVM loads it
+with no password (checked with Java 17: HTTP 200 through the sidecar).
+
 Nothing here reaches rustls-based clients (uv, cargo): they have no knob.
 """
 
 from __future__ import annotations
 
+import hashlib
 import pkgutil
+import warnings
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, Final
+from typing import Any, ClassVar, Final
 
 __all__ = [
     "CLASSIC_GROUPS",
     "JAVA_GROUPS",
+    "JAVA_TRUSTSTORE_FILE",
     "OPENSSL_CONF_FILE",
     "PYTHON_DIR",
+    "SESSION_CA_ALIAS",
     "SITECUSTOMIZE_FILE",
     "SYSTEM_OPENSSL_CONF",
     "compat_env",
+    "java_options",
+    "java_truststore",
     "openssl_config",
     "sitecustomize_source",
 ]
@@ -55,6 +70,10 @@ SYSTEM_OPENSSL_CONF: Final = "/etc/ssl/openssl.cnf"
 CLASSIC_GROUPS: Final = "X25519:P-256:P-384"
 """Key-share groups without post-quantum hybrids: ClientHellos stay near 300 bytes."""
 JAVA_GROUPS: Final = "x25519,secp256r1,secp384r1"
+JAVA_TRUSTSTORE_FILE: Final = "truststore.p12"
+"""Secret key and file name (in the trust volume) of the JVM's PKCS#12 trust store."""
+SESSION_CA_ALIAS: Final = "condukt-egress-session-ca"
+"""The session CA's alias in the JVM trust store (``keytool -list`` shows it)."""
 GODEBUG_SETTINGS: Final = ("tlsmlkem=0", "tlskyber=0")
 """Go >= 1.24 (X25519MLKEM768) and Go 1.23 (X25519Kyber768Draft00); Go ignores unknown keys."""
 
@@ -97,6 +116,81 @@ def sitecustomize_source() -> str:
     return data.decode("utf-8")
 
 
+def java_truststore(ca_cert_pem: str, roots_pem: str = "") -> bytes:
+    """The JVM trust store: a password-less PKCS#12 file trusting exactly these certificates.
+
+    The session CA (alias :data:`SESSION_CA_ALIAS`), after the public roots
+    of ``roots_pem`` (aliases ``public-root-<sha256 prefix>``) when given, as
+    in the PEM bundle. Certificates are stored unencrypted and the optional
+    MAC is dropped, so the JVM loads the file with no password and the bytes
+    depend on the certificates alone: the Secret is immutable, and anything
+    random (``cryptography`` salts the MAC) would replace it, and the pod, on
+    every ``pulumi up``.
+
+    Raises:
+        ValueError: A PEM block is not a certificate.
+    """
+    from cryptography import x509  # noqa: PLC0415 - only compat Secrets need these
+    from cryptography.hazmat.primitives.serialization import (  # noqa: PLC0415
+        Encoding,
+        NoEncryption,
+        pkcs12,
+    )
+    from cryptography.utils import CryptographyDeprecationWarning  # noqa: PLC0415
+
+    with warnings.catch_warnings():
+        # certifi still ships a root with a negative serial number; the JVM takes it.
+        warnings.simplefilter("ignore", CryptographyDeprecationWarning)
+        roots = x509.load_pem_x509_certificates(roots_pem.encode()) if roots_pem else []
+        ca = x509.load_pem_x509_certificate(ca_cert_pem.encode())
+    entries = [
+        pkcs12.PKCS12Certificate(cert, _root_alias(cert.public_bytes(Encoding.DER)))
+        for cert in roots
+    ]
+    entries.append(pkcs12.PKCS12Certificate(ca, SESSION_CA_ALIAS.encode()))
+    return _without_mac(pkcs12.serialize_java_truststore(entries, NoEncryption()))
+
+
+def _without_mac(pfx_der: bytes) -> bytes:
+    """A PKCS#12 ``PFX`` without its optional ``macData``, whose salt is random.
+
+    Only the outer SEQUENCE (RFC 7292 section 4) is parsed with asn1crypto's
+    core types, and ``version`` and ``authSafe`` are copied byte for byte:
+    ``asn1crypto.pkcs12.Pfx`` gives the same bytes (tested) but its schema
+    takes 15-25 ms to import, on every ``render``.
+    """
+    from asn1crypto import core  # noqa: PLC0415
+
+    class Pfx(core.Sequence):  # type: ignore[misc]  # asn1crypto is untyped
+        _fields: ClassVar = [
+            ("version", core.Integer),
+            ("auth_safe", core.Any),
+            ("mac_data", core.Any, {"optional": True}),
+        ]
+
+    pfx = Pfx.load(pfx_der)
+    pfx["mac_data"] = None
+    return bytes(pfx.dump(force=True))
+
+
+def _root_alias(der: bytes) -> bytes:
+    return f"public-root-{hashlib.sha256(der).hexdigest()[:16]}".encode()
+
+
+def java_options(trust_dir: str) -> str:
+    """The ``JAVA_TOOL_OPTIONS`` settings that make the JVM use :func:`java_truststore`."""
+    return (
+        f"-Djavax.net.ssl.trustStore={trust_dir}/{JAVA_TRUSTSTORE_FILE} "
+        "-Djavax.net.ssl.trustStoreType=PKCS12"
+    )
+
+
+def _java_tool_options(value: str, trust_dir: str) -> str:
+    value = _merged(value, f"-Djdk.tls.namedGroups={JAVA_GROUPS}", "jdk.tls.namedGroups", " ")
+    # A user's own trust store (or type) wins: both our settings stay out.
+    return _merged(value, java_options(trust_dir), "javax.net.ssl.trustStore", " ")
+
+
 def _merged(value: str, setting: str, marker: str, separator: str) -> str:
     if marker in value:
         return value  # the user chose a value for this setting: theirs wins
@@ -114,7 +208,8 @@ def compat_env(existing: Iterable[Mapping[str, Any]], trust_dir: str) -> list[di
 
     A user's ``OPENSSL_CONF`` wins; ``GODEBUG``, ``JAVA_TOOL_OPTIONS`` and
     ``PYTHONPATH`` keep the user's value and gain ours (unless the user set
-    the same setting). Entries taken from ``valueFrom`` are left alone.
+    the same setting: a ``javax.net.ssl.trustStore*`` of theirs keeps both of
+    our trust store settings out). Entries taken from ``valueFrom`` are left alone.
     Idempotent.
     """
     env = [dict(e) for e in existing]
@@ -123,9 +218,7 @@ def compat_env(existing: Iterable[Mapping[str, Any]], trust_dir: str) -> list[di
     wanted: dict[str, Callable[[str], str]] = {
         "OPENSSL_CONF": lambda v: v or f"{trust_dir}/{OPENSSL_CONF_FILE}",
         "GODEBUG": _godebug,
-        "JAVA_TOOL_OPTIONS": lambda v: _merged(
-            v, f"-Djdk.tls.namedGroups={JAVA_GROUPS}", "jdk.tls.namedGroups", " "
-        ),
+        "JAVA_TOOL_OPTIONS": lambda v: _java_tool_options(v, trust_dir),
         "PYTHONPATH": lambda v: (
             v if python_dir in v.split(":") else ":".join(p for p in (python_dir, v) if p)
         ),

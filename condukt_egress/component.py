@@ -67,7 +67,8 @@ class SandboxEgress(pulumi.ComponentResource):
         pod_labels: Labels every session pod must carry (plain dict).
         ca_key: The CA's pulumi-tls private key (its PEM outputs are secrets).
         ca_cert: The CA's pulumi-tls self-signed certificate.
-        secret: The Secret with ``policy.json``, ``ca.pem``, ``ca-key.pem``, ``bundle.pem``.
+        secret: The Secret with ``policy.json``, ``ca.pem``, ``ca-key.pem``, ``bundle.pem``
+            and (client compatibility profile) ``truststore.p12`` in its ``data``.
         network_policy: The NetworkPolicy selecting the session pods.
         secret_name: Name of the Secret, as an Output that depends on it.
         network_policy_name: Name of the NetworkPolicy, as an Output that depends on it.
@@ -152,12 +153,22 @@ class SandboxEgress(pulumi.ComponentResource):
                 self.ca_cert.cert_pem, self.ca_key.private_key_pem_pkcs8, resolved
             ).apply(lambda v: manifests.secret_data(v[2] or args, v[0], v[1]))
         )
-        secret = manifests.secret_manifest(args, string_data)
+        # Binary files (the JVM trust store) go base64 in ``data``; public
+        # certificates, but secret like the rest so the preview stays short.
+        binary_data: pulumi.Output[dict[str, str]] | None = None
+        if args.client_compat:
+            binary_data = pulumi.Output.secret(
+                pulumi.Output.all(self.ca_cert.cert_pem, resolved).apply(
+                    lambda v: manifests.secret_binary_data(v[1] or args, v[0])
+                )
+            )
+        secret = manifests.secret_manifest(args, string_data, binary_data)
         self.secret = k8s.core.v1.Secret(
             f"{name}-secret",
             metadata=with_args(lambda a: manifests.object_metadata(a, a.names.secret)),
             type=secret["type"],
             immutable=secret["immutable"],
+            data=secret.get("data"),
             string_data=secret["stringData"],
             opts=pulumi.ResourceOptions(
                 parent=self, additional_secret_outputs=["data", "stringData"]

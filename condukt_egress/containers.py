@@ -116,7 +116,8 @@ def workspace_trust_files(args: SandboxEgressArgs) -> dict[str, str]:
     With ``session-ca`` the bundle *is* the CA certificate, so the Secret
     holds it once and the volume shows ``ca.pem`` under both names; with
     ``public-roots`` the bundle is its own key. The client compatibility
-    profile, when on, adds its OpenSSL config and Python ``sitecustomize``.
+    profile, when on, adds its OpenSSL config, Python ``sitecustomize`` and
+    JVM trust store. Never the CA key.
     """
     bundle_key = (
         contract.BUNDLE_FILE if args.trust_bundle == "public-roots" else contract.CA_CERT_FILE
@@ -125,6 +126,7 @@ def workspace_trust_files(args: SandboxEgressArgs) -> dict[str, str]:
     if args.client_compat:
         files[compat.OPENSSL_CONF_FILE] = compat.OPENSSL_CONF_FILE
         files[f"{compat.PYTHON_DIR}/{compat.SITECUSTOMIZE_FILE}"] = compat.SITECUSTOMIZE_FILE
+        files[compat.JAVA_TRUSTSTORE_FILE] = compat.JAVA_TRUSTSTORE_FILE
     return files
 
 

@@ -168,7 +168,9 @@ class ControlClient:
         max_line_bytes: Bound on one line; longer lines are skipped.
         on_notice: Receives one-line status messages (connected, dropped,
             reconnecting, skipped lines); default: the ``logging`` module.
-        on_decision: Called with a :class:`DecisionSent` after each answer.
+        on_decision: Called with a :class:`DecisionSent` after each answer,
+            and never before :meth:`frames` has yielded its request (a cached
+            answer is written at once, but reported once the request is out).
         on_reconnect: Called with the reconnect count each time the channel is
             connected again after a drop. Frames may be missing around it:
             the sidecar notices a dropped peer only when a write to it fails,
@@ -230,6 +232,10 @@ class ControlClient:
         self._tasks: set[asyncio.Future[Any]] = set()
         self._outbox: deque[_Pending] = deque()
         self._wbuf: list[Decision] = []
+        # Answers start as a request is read, before it is yielded; their
+        # reports wait here (by id() of the request) until it has been.
+        self._unyielded: set[int] = set()
+        self._held: dict[int, DecisionSent] = {}
         self._pool: DaemonPool | None = None
         self._closed = asyncio.Event()
         self._got_bytes = False
@@ -315,11 +321,14 @@ class ControlClient:
                     self._got_bytes = True
                     for frame in self._frames_of(splitter, data):
                         yield frame
+                        self._yielded(frame)
                 for frame in self._frames_of(splitter, None):
                     yield frame
+                    self._yielded(frame)
             except (ConnectionError, OSError) as exc:
                 read_error = os_reason(exc)
             finally:
+                self._release_reports()
                 if self._conn is conn:
                     self._conn = None
                 await conn.close()
@@ -413,11 +422,30 @@ class ControlClient:
             if frame is not None:
                 frames.append(frame)
                 if self._decider is not None and type(frame) is DecisionRequest:
+                    self._unyielded.add(id(frame))
                     self._answer(frame)  # at once: the sidecar holds the connection
         if splitter.oversized != oversized:
             self.stats.oversized_lines += splitter.oversized - oversized
             self._notice(f"skipped a line longer than {self._max_line} bytes")
         return frames
+
+    def _yielded(self, frame: Frame) -> None:
+        """``frame`` is out: report its answer if that came first (a cache hit)."""
+        key = id(frame)
+        if key in self._unyielded:
+            self._unyielded.discard(key)
+            sent = self._held.pop(key, None)
+            if sent is not None and self._on_decision is not None:
+                self._on_decision(sent)
+
+    def _release_reports(self) -> None:
+        """The iteration stopped or the connection ended: report every held answer."""
+        held = list(self._held.values())
+        self._unyielded.clear()
+        self._held.clear()
+        if self._on_decision is not None:
+            for sent in held:
+                self._on_decision(sent)
 
     def _decode(self, line: bytes, *, truncated: bool = False) -> Frame | None:
         """Decode and count one line; ``None`` (and a notice) when it is malformed."""
@@ -528,7 +556,11 @@ class ControlClient:
         self._queue_write(decision)
         if self._on_decision is not None:
             elapsed = asyncio.get_running_loop().time() - started
-            self._on_decision(DecisionSent(request, decision, by, answer.failure, elapsed))
+            sent = DecisionSent(request, decision, by, answer.failure, elapsed)
+            if id(request) in self._unyielded:  # its request is not out yet
+                self._held[id(request)] = sent
+            else:
+                self._on_decision(sent)
 
     # -- writing -------------------------------------------------------------
 

@@ -129,7 +129,11 @@ _ManifestLoader.yaml_implicit_resolvers = {
 def session_objects(args: SandboxEgressArgs, ca: CaMaterial) -> list[JSON]:
     """The session's Secret and NetworkPolicy, in apply order: what workloads need first."""
     data = manifests.secret_data(args, ca.cert_pem, ca.key_pem)
-    return [manifests.secret_manifest(args, data), manifests.network_policy_manifest(args)]
+    binary = manifests.secret_binary_data(args, ca.cert_pem)
+    return [
+        manifests.secret_manifest(args, data, binary),
+        manifests.network_policy_manifest(args),
+    ]
 
 
 def read_manifests(text: str, source: str) -> list[JSON]:

@@ -39,6 +39,7 @@ __all__ = [
     "ca_fingerprint_env",
     "network_policy_manifest",
     "object_metadata",
+    "secret_binary_data",
     "secret_data",
     "secret_manifest",
     "with_ca_fingerprint",
@@ -210,6 +211,20 @@ def secret_data(args: SandboxEgressArgs, ca_cert_pem: str, ca_key_pem: str) -> d
     return data
 
 
+def secret_binary_data(args: SandboxEgressArgs, ca_cert_pem: str) -> dict[str, str]:
+    """The Secret's ``data``: its binary files, base64-encoded (``stringData`` must be UTF-8).
+
+    The JVM trust store of the client compatibility profile
+    (:func:`condukt_egress.compat.java_truststore`): the same certificates as
+    the bundle, the same bytes for the same CA. Empty when the profile is off.
+    """
+    if not args.client_compat:
+        return {}
+    roots = _public_roots() if args.trust_bundle == "public-roots" else ""
+    store = compat.java_truststore(ca_cert_pem, roots)
+    return {compat.JAVA_TRUSTSTORE_FILE: base64.b64encode(store).decode("ascii")}
+
+
 def _compat_files(args: SandboxEgressArgs) -> dict[str, str]:
     if not args.client_compat:
         return {}
@@ -219,22 +234,27 @@ def _compat_files(args: SandboxEgressArgs) -> dict[str, str]:
     }
 
 
-def secret_manifest(args: SandboxEgressArgs, string_data: Any) -> JSON:
+def secret_manifest(args: SandboxEgressArgs, string_data: Any, data: Any = None) -> JSON:
     """The immutable Secret delivering the CA and the policy to the sidecar.
 
     Args:
         args: The session.
         string_data: The Secret's ``stringData``: :func:`secret_data` itself,
             or (in the component) a Pulumi Output that resolves to it.
+        data: Its ``data``: :func:`secret_binary_data` or an Output of it;
+            left out when ``None`` or empty.
     """
-    return {
+    secret: JSON = {
         "apiVersion": "v1",
         "kind": "Secret",
         "metadata": object_metadata(args, args.names.secret),
         "type": "Opaque",
         "immutable": True,
-        "stringData": string_data,
     }
+    if data is not None and data != {}:
+        secret["data"] = data
+    secret["stringData"] = string_data
+    return secret
 
 
 def network_policy_manifest(args: SandboxEgressArgs) -> JSON:

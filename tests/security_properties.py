@@ -7,10 +7,18 @@ mocks, what the transform produces and what ``render`` prints.
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import ipaddress
 import re
+import warnings
 from collections.abc import Iterator, Mapping
 from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.serialization import pkcs12
+from cryptography.utils import CryptographyDeprecationWarning
 
 from condukt_egress import compat, contract
 from condukt_egress.manifests import (
@@ -284,15 +292,46 @@ def _sidecar_ports(pod_spec: JSON) -> tuple[int, int]:
     return by_name["proxy"], by_name["control"]
 
 
-def workspace_trust_view(secret: JSON, pod_spec: JSON) -> dict[str, str]:
+def secret_files(secret: JSON) -> dict[str, bytes]:
+    """A Secret's files as kubelet writes them: ``stringData`` as UTF-8, ``data`` decoded."""
+    text = secret.get("stringData") or {}
+    binary = secret.get("data") or {}
+    assert not set(text) & set(binary), "a key in both stringData and data: stringData wins"
+    files = {key: base64.b64decode(value, validate=True) for key, value in binary.items()}
+    files.update({key: value.encode() for key, value in text.items()})
+    return files
+
+
+def _quiet_certificates() -> contextlib.AbstractContextManager[None]:
+    """certifi ships a root with a negative serial number, which ``cryptography`` warns about."""
+    return warnings.catch_warnings(category=CryptographyDeprecationWarning, action="ignore")
+
+
+def pem_certificates(pem: bytes) -> list[bytes]:
+    """The DER form of every certificate of a PEM bundle, in order."""
+    with _quiet_certificates():
+        certs = x509.load_pem_x509_certificates(pem)
+    return [c.public_bytes(serialization.Encoding.DER) for c in certs]
+
+
+def java_trusted(store: bytes) -> list[bytes]:
+    """The DER certificates a password-less PKCS#12 trust store holds; it holds no key."""
+    with _quiet_certificates():
+        loaded = pkcs12.load_pkcs12(store, None)
+    assert loaded.key is None, "the trust store holds a key"
+    assert loaded.cert is None, "the trust store holds a key's certificate"
+    return [c.certificate.public_bytes(serialization.Encoding.DER) for c in loaded.additional_certs]
+
+
+def workspace_trust_view(secret: JSON, pod_spec: JSON) -> dict[str, bytes]:
     """The files a workspace container sees in its trust directory, as kubelet projects them.
 
     Follows the trust volume's ``items`` (file path <- Secret key) over the
-    Secret's ``stringData``; a key the Secret lacks would fail the pod's start.
+    Secret's files; a key the Secret lacks would fail the pod's start.
     """
     volume = next(v for v in pod_spec["volumes"] if v["name"] == TRUST_VOLUME)
-    data = secret["stringData"]
-    view: dict[str, str] = {}
+    data = secret_files(secret)
+    view: dict[str, bytes] = {}
     for item in volume["secret"]["items"]:
         assert item["key"] in data, f"the trust volume projects {item['key']!r}, not in the Secret"
         view[item["path"]] = data[item["key"]]
@@ -303,12 +342,26 @@ def assert_workspace_trusts_the_ca(secret: JSON, pod_spec: JSON) -> None:
     """Every CA variable and every system trust-store path of a workspace names a file
     holding the session CA."""
     view = workspace_trust_view(secret, pod_spec)
-    ca = secret["stringData"][contract.CA_CERT_FILE].strip()
-    profile = {compat.OPENSSL_CONF_FILE, f"{compat.PYTHON_DIR}/{compat.SITECUSTOMIZE_FILE}"}
+    ca = secret["stringData"][contract.CA_CERT_FILE].strip().encode()
+    profile = {
+        compat.OPENSSL_CONF_FILE,
+        f"{compat.PYTHON_DIR}/{compat.SITECUSTOMIZE_FILE}",
+        compat.JAVA_TRUSTSTORE_FILE,
+    }
     assert {contract.CA_CERT_FILE, contract.BUNDLE_FILE} <= set(view)
     assert set(view) - {contract.CA_CERT_FILE, contract.BUNDLE_FILE} <= profile, set(view)
-    key = secret["stringData"][contract.CA_KEY_FILE].strip()
-    assert not any(key in text for text in view.values()), "the workspace would see the CA key"
+    key = secret["stringData"][contract.CA_KEY_FILE]
+    key_der = serialization.load_pem_private_key(key.encode(), None).private_bytes(
+        serialization.Encoding.DER,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    for path, content in view.items():  # as PEM text, or as DER (the PKCS#12 store)
+        assert key.strip().encode() not in content, f"the workspace would see the CA key in {path}"
+        assert key_der not in content, f"the workspace would see the CA key in {path}"
+    store = view.get(compat.JAVA_TRUSTSTORE_FILE)
+    if store is not None:  # the JVM's trust store: the bundle's certificates, no key
+        assert java_trusted(store) == pem_certificates(view[contract.BUNDLE_FILE])
     workspace = next(c for c in pod_spec["containers"] if c["name"] != SIDECAR_CONTAINER)
     env = {e["name"]: e.get("value") for e in workspace.get("env") or ()}
     for name, file in CA_ENV_VARS:

@@ -121,6 +121,25 @@ def test_stopping_at_the_count_still_answers_the_last_decision_request(
     assert d.received == [{"type": "decision", "id": "7b0c-last", "action": "allow"}]
 
 
+def test_a_cached_decision_is_printed_after_its_request(double: ThreadedDouble) -> None:
+    proc = spawn(
+        "--connect", f"127.0.0.1:{double.port}", "--count", "4",
+        "--decider", "tests.sidecar_double:allow_example_org",
+    )  # fmt: skip
+    d = double.double
+    double.run(d.wait_for_peer())
+    for request_id in ("7b0c-first", "7b0c-cached"):
+        double.run(d.ask(decision_request_frame("api.example.org", request_id=request_id)))
+    code, out, err = finish(proc)
+    assert code == 0, err
+    rows = [row.split()[1:3] for row in out.splitlines()]
+    assert rows == [
+        ["decision_request", "https"], ["decision", "allow"],
+        ["decision_request", "https"], ["decision", "allow"],
+    ], out  # fmt: skip
+    assert "by=cache" in out.splitlines()[3]
+
+
 def test_json_output_follows_the_documented_schema_and_redacts(
     double: ThreadedDouble, tmp_path: Path
 ) -> None:

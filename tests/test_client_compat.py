@@ -9,23 +9,30 @@ digitalSignature + keyEncipherment, rcgen 0.13 default validity and key).
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import functools
 import json
 import os
 import shutil
+import socket
+import ssl
 import subprocess
 import sys
 import textwrap
+import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
+from asn1crypto.pkcs12 import Pfx
 from cryptography import x509
 from cryptography.x509.oid import ExtensionOID
 
 from condukt_egress import compat, manifests
-from condukt_egress.args import SandboxEgressArgs
+from condukt_egress.args import SandboxEgressArgs, TrustBundle
 from condukt_egress.ca import generate_ca
+from tests.security_properties import java_trusted, pem_certificates, workspace_trust_view
 from tests.sidecar_leaf import mint_leaf
 
 PEEK = 1024  # src/proxy/conn.rs:58 `let mut peek_buf = [0u8; 1024];`
@@ -95,14 +102,17 @@ def profile_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The trust volume as the workspace sees it, with the profile's files."""
     args = SandboxEgressArgs(session_id="compat")
     ca = generate_ca(args)
-    data = manifests.secret_data(args, ca.cert_pem, ca.key_pem)
+    secret = manifests.secret_manifest(
+        args,
+        manifests.secret_data(args, ca.cert_pem, ca.key_pem),
+        manifests.secret_binary_data(args, ca.cert_pem),
+    )
     root = tmp_path_factory.mktemp("condukt")
-    volume = next(v for v in manifests.inject({"containers": [{"name": "w"}]}, args)["volumes"]
-                  if v["name"] == manifests.TRUST_VOLUME)  # fmt: skip
-    for item in volume["secret"]["items"]:
-        target = root / item["path"]
+    pod_spec = manifests.inject({"containers": [{"name": "w"}]}, args)
+    for path, content in workspace_trust_view(secret, pod_spec).items():
+        target = root / path
         target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(data[item["key"]])
+        target.write_bytes(content)
     (root / "ca-key.pem").write_text(ca.key_pem)  # for minting leaves in the test only
     return root
 
@@ -166,6 +176,8 @@ def test_the_workspace_env_points_at_the_profile_and_merges_user_values() -> Non
     assert env[0]["GODEBUG"] == "http2client=0,tlsmlkem=0,tlskyber=0"
     assert env[0]["JAVA_TOOL_OPTIONS"] == (
         "-Xmx1g -Djdk.tls.namedGroups=x25519,secp256r1,secp384r1"
+        " -Djavax.net.ssl.trustStore=/etc/condukt/truststore.p12"
+        " -Djavax.net.ssl.trustStoreType=PKCS12"
     )
     assert env[0]["PYTHONPATH"] == "/etc/condukt/python:/app"
     assert env[1]["OPENSSL_CONF"] == "/mine.cnf"  # the user's choice wins
@@ -176,6 +188,7 @@ def test_the_workspace_env_points_at_the_profile_and_merges_user_values() -> Non
     assert trust["secret"]["items"][2:] == [
         {"key": "openssl.cnf", "path": "openssl.cnf"},
         {"key": "sitecustomize.py", "path": "python/sitecustomize.py"},
+        {"key": "truststore.p12", "path": "truststore.p12"},
     ]
 
 
@@ -187,6 +200,11 @@ def test_the_profile_can_be_switched_off() -> None:
     data = manifests.secret_data(args, "c", "-----BEGIN PRIVATE KEY-----\n")
     assert "openssl.cnf" not in data
     assert "sitecustomize.py" not in data
+    assert manifests.secret_binary_data(args, "c") == {}
+    secret = manifests.secret_manifest(args, data, manifests.secret_binary_data(args, "c"))
+    assert "data" not in secret  # the Secret stays as it was before the trust store
+    trust = next(v for v in spec["volumes"] if v["name"] == manifests.TRUST_VOLUME)
+    assert "truststore.p12" not in {i["key"] for i in trust["secret"]["items"]}
 
 
 # --- Item 5: the sidecar's leaves under Python 3.13's strict verification ------------
@@ -352,3 +370,133 @@ def test_the_profile_loads_nothing_but_ssl_and_weakref(profile_dir: Path) -> Non
     ).stdout.split()
     assert "ssl" in hooked  # the hook ran (the session CA is there)
     assert set(hooked) - set(bare) == {"sitecustomize"}
+
+
+# --- The JVM reads its own trust store, not the PEM bundle ---------------------------
+
+
+def need_java(*tools: str) -> None:
+    """Skip unless the JDK tools are on PATH; with ``CI=true`` fail instead (CI has a JDK)."""
+    missing = [tool for tool in tools if shutil.which(tool) is None]
+    if missing:
+        reason = f"not on PATH: {', '.join(missing)} (install a JDK, e.g. openjdk-17-jdk-headless)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI=true: {reason}", pytrace=False)
+        pytest.skip(reason)
+
+
+@pytest.mark.parametrize("trust_bundle", ["session-ca", "public-roots"])
+def test_the_java_trust_store_holds_the_bundle_and_is_the_same_bytes_each_time(
+    trust_bundle: TrustBundle,
+) -> None:
+    args = SandboxEgressArgs(session_id="j", trust_bundle=trust_bundle)
+    ca, other = generate_ca(args), generate_ca(args)
+    data = manifests.secret_binary_data(args, ca.cert_pem)
+    # Deterministic: the Secret is immutable, and new bytes would replace it and the pod.
+    assert manifests.secret_binary_data(args, ca.cert_pem) == data
+    assert manifests.secret_binary_data(args, other.cert_pem) != data
+    store = base64.b64decode(data["truststore.p12"])
+    pfx = Pfx.load(store)  # the full PKCS#12 schema reads it: a PFX with no MAC
+    assert pfx["mac_data"].native is None  # its salt is what made it random
+    assert pfx.dump(force=True) == store
+    bundle = manifests.bundle_pem(args, ca.cert_pem).encode()
+    assert java_trusted(store) == pem_certificates(bundle)
+    assert java_trusted(store)[-1] == pem_certificates(ca.cert_pem.encode())[0]
+    assert (len(java_trusted(store)) > 100) is (trust_bundle == "public-roots")
+
+
+def test_a_users_own_java_trust_store_wins() -> None:
+    env = compat.compat_env(
+        [{"name": "JAVA_TOOL_OPTIONS", "value": "-Djavax.net.ssl.trustStore=/app/mine.jks"}],
+        "/etc/condukt",
+    )
+    assert env[0]["value"] == (
+        "-Djavax.net.ssl.trustStore=/app/mine.jks -Djdk.tls.namedGroups=x25519,secp256r1,secp384r1"
+    )
+    assert compat.compat_env(env, "/etc/condukt") == env
+
+
+def test_keytool_reads_the_trust_store_with_no_password(profile_dir: Path) -> None:
+    need_java("keytool")
+    out = subprocess.run(
+        ["keytool", "-list", "-keystore", str(profile_dir / "truststore.p12"),
+         "-storetype", "PKCS12", "-storepass", ""],
+        capture_output=True, text=True, check=True, timeout=60,
+    )  # fmt: skip
+    assert "Your keystore contains 1 entry" in out.stdout, out.stdout
+    assert "condukt-egress-session-ca, " in out.stdout
+    assert "trustedCertEntry" in out.stdout
+
+
+JAVA_PROBE = textwrap.dedent(
+    """\
+    import java.net.Socket;
+    import java.util.List;
+    import javax.net.ssl.*;
+
+    public class Probe {
+        public static void main(String[] a) throws Exception {
+            SSLSocketFactory factory = (SSLSocketFactory) SSLSocketFactory.getDefault();
+            Socket plain = new Socket("127.0.0.1", Integer.parseInt(a[1]));
+            try (SSLSocket tls = (SSLSocket) factory.createSocket(plain, a[0], 443, true)) {
+                SSLParameters params = tls.getSSLParameters();
+                params.setEndpointIdentificationAlgorithm("HTTPS");
+                params.setServerNames(List.of(new SNIHostName(a[0])));
+                tls.setSSLParameters(params);
+                try {
+                    tls.startHandshake();
+                    System.out.println("trusted " + tls.getSession().getProtocol());
+                } catch (SSLHandshakeException e) {
+                    System.out.println("rejected " + e.getMessage());
+                }
+            }
+        }
+    }
+    """
+)
+
+
+@pytest.mark.parametrize("profile", [True, False], ids=["profile", "no-profile"])
+def test_java_trusts_a_sidecar_leaf_through_the_profile_options(
+    profile_dir: Path, tmp_path: Path, profile: bool
+) -> None:
+    need_java("java")
+    leaf, key = sidecar_leaf(
+        (profile_dir / "ca.pem").read_text(), (profile_dir / "ca-key.pem").read_text(),
+        "api.github.com",
+    )  # fmt: skip
+    (tmp_path / "leaf.pem").write_bytes(leaf)
+    (tmp_path / "leaf-key.pem").write_bytes(key)
+    (tmp_path / "Probe.java").write_text(JAVA_PROBE)
+    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server.load_cert_chain(tmp_path / "leaf.pem", tmp_path / "leaf-key.pem")
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(60)
+
+    def serve() -> None:
+        with (
+            contextlib.suppress(OSError),
+            listener.accept()[0] as conn,
+            server.wrap_socket(conn, server_side=True),
+        ):
+            pass  # the handshake is all the client needs
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    existing = [{"name": "JAVA_TOOL_OPTIONS", "value": "-Xmx64m"}]
+    merged = compat.compat_env(existing, str(profile_dir)) if profile else existing
+    options = next(e["value"] for e in merged if e["name"] == "JAVA_TOOL_OPTIONS")
+    try:
+        out = subprocess.run(
+            ["java", str(tmp_path / "Probe.java"), "api.github.com",
+             str(listener.getsockname()[1])],
+            env={**os.environ, "JAVA_TOOL_OPTIONS": options},
+            capture_output=True, text=True, check=True, timeout=120,
+        )  # fmt: skip
+    finally:
+        thread.join(60)
+        listener.close()
+    if profile:
+        assert out.stdout.startswith("trusted TLSv1."), out.stdout + out.stderr
+    else:  # the JVM's own cacerts: what every Java client met before the trust store
+        assert out.stdout.startswith("rejected "), out.stdout + out.stderr

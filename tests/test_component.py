@@ -1,5 +1,6 @@
 """SandboxEgress and the stack program under Pulumi's mocks."""
 
+import base64
 import json
 import re
 from typing import Any
@@ -16,7 +17,12 @@ from condukt_egress.errors import ConfigError, PolicyError
 from condukt_egress.program import session_program
 from tests.k8s_schema import assert_valid
 from tests.pulumi_harness import Recorder, run
-from tests.security_properties import assert_network_policy, assert_session_secure
+from tests.security_properties import (
+    assert_network_policy,
+    assert_session_secure,
+    java_trusted,
+    pem_certificates,
+)
 
 SECRET = "kubernetes:core/v1:Secret"
 NETWORK_POLICY = "kubernetes:networking.k8s.io/v1:NetworkPolicy"
@@ -82,6 +88,11 @@ def test_secret_has_a_pkcs8_key_a_real_ca_and_stays_secret(recorded: Recorder) -
     assert cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca is True
     assert cert.extensions.get_extension_for_class(x509.KeyUsage).value.key_cert_sign is True
     assert "bundle.pem" not in data, "the workspace's bundle.pem is ca.pem itself"
+    # The JVM trust store is binary, so base64 in ``data``; the key is never in it.
+    assert "data" in reg.secret_inputs
+    assert set(reg.inputs["data"]) == {"truststore.p12"}
+    store = base64.b64decode(reg.inputs["data"]["truststore.p12"])
+    assert java_trusted(store) == pem_certificates(data["ca.pem"].encode())
     assert reg.inputs["immutable"] is True
     assert_valid(as_object(reg, "v1", "Secret"))
 
@@ -173,6 +184,8 @@ def test_stack_program_with_config() -> None:
     assert netpol["spec"]["podSelector"]["matchLabels"].items() <= obj["metadata"]["labels"].items()
     bundle = rec.one(SECRET).inputs["stringData"]["bundle.pem"]
     assert bundle.count("BEGIN CERTIFICATE") > 100
+    store = base64.b64decode(rec.one(SECRET).inputs["data"]["truststore.p12"])
+    assert java_trusted(store) == pem_certificates(bundle.encode())  # the JVM's view of it
 
 
 NETWORK_CONFIG = {

@@ -500,6 +500,51 @@ def test_answers_are_cached_per_host_and_concurrent_asks_share_one_call() -> Non
     run(scenario())
 
 
+def test_an_answer_is_reported_only_after_its_request_was_yielded() -> None:
+    # A cached answer was reported (and `events` printed it) before its request.
+    log: list[tuple[str, str]] = []
+
+    async def decide(request: DecisionRequest) -> Any:
+        return "allow"
+
+    async def scenario() -> None:
+        async with SidecarDouble() as double:
+            client = ControlClient(
+                TcpTarget("127.0.0.1", double.port),
+                decider=decide,
+                cache_ttl=60,
+                backoff=FAST,
+                on_decision=lambda s: log.append(("decision", s.request.id)),
+            )
+
+            async def consume() -> None:
+                async for frame in client.frames():
+                    if isinstance(frame, DecisionRequest):
+                        log.append(("request", frame.id))
+                        await asyncio.sleep(0.02)  # a consumer that awaits between frames
+
+            task = asyncio.create_task(consume())
+            await double.wait_for_peer()
+            await double.ask(decision_request_frame("api.example.org", request_id="r1"))
+            # Two cache hits in one read: each answered at once, reported in turn.
+            await double.send(
+                decision_request_frame("api.example.org", request_id="r2"),
+                decision_request_frame("api.example.org", request_id="r3"),
+            )
+            while len(log) < 6 or len(double.decisions()) < 3:
+                await asyncio.sleep(0.005)
+            await client.aclose()
+            await asyncio.wait_for(task, 10)
+        assert log == [
+            ("request", "r1"), ("decision", "r1"),
+            ("request", "r2"), ("decision", "r2"),
+            ("request", "r3"), ("decision", "r3"),
+        ]  # fmt: skip
+        assert client.stats.cache_hits == 2
+
+    run(scenario())
+
+
 def test_an_answer_for_one_port_and_scheme_is_not_replayed_for_another() -> None:
     # Round 2: an allow for api.github.com:443/https was replayed for :80/http.
     calls: list[tuple[str, int, str]] = []

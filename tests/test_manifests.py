@@ -206,7 +206,11 @@ def test_workspace_trusts_the_ca_through_files_and_env() -> None:
     trust = next(v for v in spec["volumes"] if v["name"] == manifests.TRUST_VOLUME)
     # The workspace sees ca.pem and bundle.pem (by default both show the Secret's
     # ca.pem) and the client compatibility profile.
-    compat_items = {"openssl.cnf": "openssl.cnf", "python/sitecustomize.py": "sitecustomize.py"}
+    compat_items = {
+        "openssl.cnf": "openssl.cnf",
+        "python/sitecustomize.py": "sitecustomize.py",
+        "truststore.p12": "truststore.p12",
+    }
     assert {i["path"]: i["key"] for i in trust["secret"]["items"]} == {
         "ca.pem": "ca.pem",
         "bundle.pem": "ca.pem",

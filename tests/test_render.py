@@ -1,5 +1,6 @@
 """``render``: the component's objects without the engine, serialised for kubectl."""
 
+import base64
 import json
 import re
 from pathlib import Path
@@ -29,7 +30,12 @@ from condukt_egress.render import (
 )
 from tests.k8s_schema import assert_valid
 from tests.pulumi_harness import run
-from tests.security_properties import assert_network_policy, assert_session_secure
+from tests.security_properties import (
+    assert_network_policy,
+    assert_session_secure,
+    java_trusted,
+    pem_certificates,
+)
 from tests.transform_monitor import EngineMonitor
 
 POLICY_DOC = {
@@ -218,7 +224,16 @@ def _without_ca(secret: dict[str, Any]) -> dict[str, Any]:
     bundle = data.get("bundle.pem", ca)
     assert bundle.endswith(ca)
     rest = {k: v for k, v in data.items() if k not in CA_FILES}
-    return {**secret, "stringData": rest, "bundle_prefix": bundle[: -len(ca)]}
+    # The JVM trust store differs with the CA: the same keys, the bundle's certificates.
+    binary = secret.get("data", {})
+    for store in binary.values():
+        assert java_trusted(base64.b64decode(store)) == pem_certificates(bundle.encode())
+    return {
+        **secret,
+        "stringData": rest,
+        "data": sorted(binary),
+        "bundle_prefix": bundle[: -len(ca)],
+    }
 
 
 @pytest.mark.parametrize("config", [{"sessionId": "sess-1"}, FULL_CONFIG], ids=["defaults", "all"])

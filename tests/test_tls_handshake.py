@@ -37,7 +37,8 @@ def rendered_secret(**options: Any) -> dict[str, str]:
     objects = {o["kind"]: o for o in yaml.safe_load_all(stream)}
     assert_workspace_trusts_the_ca(objects["Secret"], objects["Pod"]["spec"])
     view = workspace_trust_view(objects["Secret"], objects["Pod"]["spec"])
-    data: dict[str, str] = {**objects["Secret"]["stringData"], "bundle.pem": view["bundle.pem"]}
+    bundle = view["bundle.pem"].decode()
+    data: dict[str, str] = {**objects["Secret"]["stringData"], "bundle.pem": bundle}
     return data
 
 

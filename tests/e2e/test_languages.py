@@ -379,10 +379,10 @@ def _normalized(obj: JSON) -> JSON:
     out = {k: v for k, v in obj.items() if k not in {"metadata", "status"}}
     out["metadata"] = metadata
     if obj["kind"] == "Secret":
-        # The CA (and the bundle holding it) are minted per run.
+        # The CA (and the bundle and JVM trust store holding it) are minted per run.
+        minted = {"ca.pem", "ca-key.pem", "bundle.pem", "truststore.p12"}
         out["data"] = {
-            k: ("<CA material>" if k in {"ca.pem", "ca-key.pem", "bundle.pem"} else v)
-            for k, v in (obj.get("data") or {}).items()
+            k: ("<CA material>" if k in minted else v) for k, v in (obj.get("data") or {}).items()
         }
     masked, _ = mask_ca_fingerprints(out)
     result: JSON = masked
