@@ -674,10 +674,18 @@ def _session_pods_policy(args: SandboxGuardArgs) -> JSON:
         f"(size(variables.initContainers) > {n_root} && "
         f"variables.initContainers[{n_root}].name == {_lit(sidecar)}) : true"
     )
+    # A native resolver comes right after the sidecar: a user native sidecar
+    # before it could bind the resolver's port first.
+    resolver_layout = (
+        f"variables.initContainers.exists(c, c.name == {_lit(DNS_CONTAINER)}) && "
+        f"variables.initContainers.exists(c, c.name == {_lit(sidecar)}) ? "
+        f"(size(variables.initContainers) > {n_root + 1} && "
+        f"variables.initContainers[{n_root + 1}].name == {_lit(DNS_CONTAINER)}) : true"
+    )
     root_order = " && ".join(
         [f"size(variables.rootInit) >= {n_root}"]
         + [f"variables.initContainers[{i}].name == {_lit(n)}" for i, n in enumerate(root_names)]
-        + [f"({layout})"]
+        + [f"({layout})", f"({resolver_layout})"]
     )
     judged = "!variables.judged || "
     inject_fix = (
@@ -692,9 +700,9 @@ def _session_pods_policy(args: SandboxGuardArgs) -> JSON:
         _validation(
             judged + root_order,
             f"session-pods: a session pod must start with the condukt-egress init container(s) "
-            f"{', '.join(root_names)}, then (as a native sidecar) {sidecar}, before any other "
-            "init container, so the egress redirect and the proxy are in place before anything "
-            f"else runs; {inject_fix}",
+            f"{', '.join(root_names)}, then (as native sidecars) {sidecar} and the resolver "
+            f"{DNS_CONTAINER}, before any other init container, so the egress redirect, the "
+            f"proxy and the resolver are in place before anything else runs; {inject_fix}",
         ),
     ]
     for template in ours.root_init:

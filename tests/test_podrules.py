@@ -18,7 +18,7 @@ import pytest
 from condukt_egress import SandboxEgressArgs, manifests, podrules
 from condukt_egress.errors import ConfigError
 from condukt_egress.guard import GUARD_NAMESPACE_LABEL, SandboxGuardArgs, guard_manifests
-from condukt_egress.naming import LABEL_SESSION
+from condukt_egress.naming import DNS_CONTAINER, LABEL_SESSION
 from condukt_egress.podrules import POD_RULES, PodRule, RuleContext
 from tests.cel_admission import admit, defaulted_pod, request
 
@@ -227,6 +227,17 @@ def test_review3_a_user_native_sidecar_before_ours_is_refused() -> None:
     early.update(name="binder", restartPolicy="Always")
     sidecar_at = next(i for i, c in enumerate(inits) if c["name"] == manifests.SIDECAR_CONTAINER)
     inits.insert(sidecar_at, early)  # after the filter, before our sidecar
+    messages = guard_refusals(pod, SESSION)
+    assert any("must start with the condukt-egress init container" in m for m in messages)
+
+
+def test_a_user_native_sidecar_before_our_resolver_is_refused() -> None:
+    pod = injected_pod(SESSION)
+    inits = pod["spec"]["initContainers"]
+    early = copy.deepcopy(podrules.workspace(pod))
+    early.update(name="binder", restartPolicy="Always")
+    resolver_at = next(i for i, c in enumerate(inits) if c["name"] == DNS_CONTAINER)
+    inits.insert(resolver_at, early)  # after our sidecar, before the resolver (its port)
     messages = guard_refusals(pod, SESSION)
     assert any("must start with the condukt-egress init container" in m for m in messages)
 
