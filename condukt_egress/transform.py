@@ -9,7 +9,8 @@ NetworkPolicy. Anything else passes through.
 
 What the engine hands a transform is the SDK's deserialised wire form
 (Pulumi's ``runtime/_callbacks.py`` calls ``deserialize_properties``):
-camelCase keys, numbers as floats, typed ``*Args`` already turned into dicts,
+camelCase keys, numbers as floats (:func:`from_wire` makes integral ones ints
+again), typed ``*Args`` already turned into dicts,
 and every unknown or secret value a :class:`pulumi.Output` (possibly the whole
 ``spec``). This module only lifts such properties into ``Output.apply``, so
 the result is correct once values are known, stays secret when the input
@@ -37,20 +38,30 @@ from condukt_egress.workloads import (
     workload_spec,
 )
 
-__all__ = ["transform_props", "workload_transform"]
+__all__ = ["from_wire", "transform_props", "workload_transform"]
 
 JSON = dict[str, Any]
 T = TypeVar("T")
 
 
-def _secrets_as_outputs(value: Any) -> Any:
-    """A secret the SDK left wrapped (a plain secret, not an output value) as a secret Output."""
+def from_wire(value: Any) -> Any:
+    """A deserialised wire value as the program declared it: integral floats back to ints.
+
+    The wire carries every number as a float, so a ``hostPort: 8001`` reaches
+    the transform as ``8001.0``; a refusal would quote it so, and the injected
+    result would hand the provider floats. No Kubernetes field of a workload
+    is a float, so an integral float is always an integer that went through
+    the wire. A secret the SDK left wrapped (a plain secret, not an output
+    value) becomes a secret Output.
+    """
     if rpc.is_rpc_secret(value):
-        return pulumi.Output.secret(_secrets_as_outputs(rpc.unwrap_rpc_secret(value)))
+        return pulumi.Output.secret(from_wire(rpc.unwrap_rpc_secret(value)))
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
     if isinstance(value, Mapping):
-        return {key: _secrets_as_outputs(item) for key, item in value.items()}
+        return {key: from_wire(item) for key, item in value.items()}
     if isinstance(value, list | tuple):
-        return [_secrets_as_outputs(item) for item in value]
+        return [from_wire(item) for item in value]
     return value
 
 
@@ -66,9 +77,13 @@ def holds_output(value: Any) -> bool:
 
 
 def lift(value: Any, fn: Callable[[Any], T]) -> T | pulumi.Output[T]:
-    """``fn(value)``, through ``Output.apply`` when ``value`` holds Outputs or unknowns."""
+    """``fn(value)``, through ``Output.apply`` when ``value`` holds Outputs or unknowns.
+
+    What an Output resolves to comes off the wire too: :func:`from_wire` turns
+    its integral floats back to ints before ``fn`` sees it.
+    """
     if holds_output(value):
-        return pulumi.Output.from_input(value).apply(fn)
+        return pulumi.Output.from_input(value).apply(lambda resolved: fn(from_wire(resolved)))
     return fn(value)
 
 
@@ -86,7 +101,7 @@ def transform_props(
     the pod template. Only that value waits for the CA: everything else is
     checked and shown at preview as before.
     """
-    wire: JSON = _secrets_as_outputs(dict(props))
+    wire: JSON = from_wire(dict(props))
     out = dict(wire)
     if workload.variant == "List":
         item_workload = Workload(workload.api, workload.kind, "")
