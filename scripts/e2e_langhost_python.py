@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+from google.protobuf.json_format import MessageToDict
 from pulumi.runtime.proto import language_pb2, language_pb2_grpc, plugin_pb2
 
 HERE = Path(__file__).resolve().parent
@@ -36,13 +37,13 @@ BAIL_EXIT_CODE = 32
 
 
 def _python(root: str, options: dict[str, Any]) -> str:
-    """The interpreter the real host would pick: the project's virtualenv, if set."""
+    """The interpreter the real host picks: the project's virtualenv, else python3."""
     venv = options.get("virtualenv")
     if venv:
         candidate = Path(root or ".", venv) / "bin" / "python"
         if candidate.exists():
             return str(candidate)
-    return os.environ.get("PULUMI_PYTHON_CMD") or sys.executable
+    return os.environ.get("PULUMI_PYTHON_CMD") or "python3"
 
 
 class PythonHost(language_pb2_grpc.LanguageRuntimeServicer):
@@ -116,12 +117,11 @@ class PythonHost(language_pb2_grpc.LanguageRuntimeServicer):
 
 
 def _options(info: Any) -> dict[str, Any]:
-    from google.protobuf.json_format import MessageToDict
-
     return MessageToDict(info.options) if info.HasField("options") else {}
 
 
 def main() -> None:
+    """Serve on a free loopback port and print it, as the engine expects of a plugin."""
     engine_address = sys.argv[-1] if len(sys.argv) > 1 else ""
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=4),

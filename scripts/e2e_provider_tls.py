@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import datetime
 import hashlib
+import json
 import secrets
 import sys
 from concurrent import futures
@@ -82,11 +83,11 @@ def _struct(d: dict[str, Any]) -> struct_pb2.Struct:
 
 
 def _type(urn: str) -> str:
-    return urn.split("::")[-2].split("$")[-1]
+    return urn.split("::")[-2].rsplit("$", maxsplit=1)[-1]
 
 
 def _rfc3339(t: datetime.datetime) -> str:
-    return t.astimezone(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return t.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _defaults(kind: str, news: dict[str, Any]) -> dict[str, Any]:
@@ -123,7 +124,9 @@ def _key(inputs: dict[str, Any]) -> dict[str, Any]:
     out = {
         **inputs,
         "privateKeyPem": key.private_bytes(pem, legacy, none).decode(),
-        "privateKeyPemPkcs8": key.private_bytes(pem, serialization.PrivateFormat.PKCS8, none).decode(),
+        "privateKeyPemPkcs8": key.private_bytes(
+            pem, serialization.PrivateFormat.PKCS8, none
+        ).decode(),
         "publicKeyPem": public_pem,
         "privateKeyOpenssh": "",
         "publicKeyOpenssh": "",
@@ -131,7 +134,9 @@ def _key(inputs: dict[str, Any]) -> dict[str, Any]:
         "publicKeyFingerprintSha256": "",
     }
     if not (algorithm == "ECDSA" and inputs["ecdsaCurve"] == "P224"):
-        openssh = public.public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+        openssh = public.public_bytes(
+            serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
+        )
         blob = base64.b64decode(openssh.split()[1])
         md5 = hashlib.md5(blob, usedforsecurity=False).hexdigest()
         out |= {
@@ -156,7 +161,7 @@ def _cert(inputs: dict[str, Any]) -> dict[str, Any]:
         for value in values if isinstance(values, list) else [values] if values else []:
             names.append(x509.NameAttribute(oid, value))
     name = x509.Name(names)
-    now = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
+    now = datetime.datetime.now(datetime.UTC).replace(microsecond=0)
     end = now + datetime.timedelta(hours=int(inputs["validityPeriodHours"]))
     serial = secrets.randbits(128)
     builder = (
@@ -167,10 +172,12 @@ def _cert(inputs: dict[str, Any]) -> dict[str, Any]:
         .serial_number(serial)
         .not_valid_before(now)
         .not_valid_after(end)
-        .add_extension(x509.BasicConstraints(ca=bool(inputs["isCaCertificate"]), path_length=None), True)
+        .add_extension(
+            x509.BasicConstraints(ca=bool(inputs["isCaCertificate"]), path_length=None), True
+        )
     )
     uses = inputs.get("allowedUses") or []
-    flags = {v: False for v in KEY_USAGES.values()}
+    flags = dict.fromkeys(KEY_USAGES.values(), False)
     for use in uses:
         if use in KEY_USAGES:
             flags[KEY_USAGES[use]] = True
@@ -203,14 +210,14 @@ def _ready_for_renewal(outputs: dict[str, Any]) -> bool:
     end = outputs.get("validityEndTime")
     if not end:
         return False
-    end_time = datetime.datetime.strptime(end, "%Y-%m-%dT%H:%M:%SZ").replace(
-        tzinfo=datetime.timezone.utc
-    )
+    end_time = datetime.datetime.strptime(end, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=datetime.UTC)
     early = datetime.timedelta(hours=int(outputs.get("earlyRenewalHours") or 0))
-    return datetime.datetime.now(datetime.timezone.utc) >= end_time - early
+    return datetime.datetime.now(datetime.UTC) >= end_time - early
 
 
 class TlsProvider(provider_pb2_grpc.ResourceProviderServicer):
+    """The ResourceProvider calls the engine makes for the two tls resources."""
+
     def GetPluginInfo(self, request: Any, context: Any) -> Any:
         return plugin_pb2.PluginInfo(version=VERSION)
 
@@ -218,7 +225,9 @@ class TlsProvider(provider_pb2_grpc.ResourceProviderServicer):
         return provider_pb2.ProviderHandshakeResponse(accept_secrets=False, accept_resources=True)
 
     def GetSchema(self, request: Any, context: Any) -> Any:
-        return provider_pb2.GetSchemaResponse(schema='{"name":"tls","version":"%s"}' % VERSION)
+        return provider_pb2.GetSchemaResponse(
+            schema=json.dumps({"name": "tls", "version": VERSION})
+        )
 
     def CheckConfig(self, request: Any, context: Any) -> Any:
         return provider_pb2.CheckResponse(inputs=request.news)
@@ -233,7 +242,12 @@ class TlsProvider(provider_pb2_grpc.ResourceProviderServicer):
         kind = _type(request.urn)
         news = _defaults(kind, _dict(request.news))
         failures = []
-        if kind == PRIVATE_KEY and news.get("algorithm") not in ("RSA", "ECDSA", "ED25519", UNKNOWN):
+        if kind == PRIVATE_KEY and news.get("algorithm") not in (
+            "RSA",
+            "ECDSA",
+            "ED25519",
+            UNKNOWN,
+        ):
             failures.append(
                 provider_pb2.CheckFailure(
                     property="algorithm", reason="expected one of RSA, ECDSA, ED25519"
@@ -246,9 +260,18 @@ class TlsProvider(provider_pb2_grpc.ResourceProviderServicer):
         olds, news = _dict(request.olds), _dict(request.news)
         keys = sorted(k for k in set(olds) | set(news) if not k.startswith("_") and k in news)
         outputs_only = {
-            "privateKeyPem", "privateKeyPemPkcs8", "publicKeyPem", "privateKeyOpenssh",
-            "publicKeyOpenssh", "publicKeyFingerprintMd5", "publicKeyFingerprintSha256",
-            "certPem", "validityStartTime", "validityEndTime", "keyAlgorithm", "readyForRenewal",
+            "privateKeyPem",
+            "privateKeyPemPkcs8",
+            "publicKeyPem",
+            "privateKeyOpenssh",
+            "publicKeyOpenssh",
+            "publicKeyFingerprintMd5",
+            "publicKeyFingerprintSha256",
+            "certPem",
+            "validityStartTime",
+            "validityEndTime",
+            "keyAlgorithm",
+            "readyForRenewal",
         } - ({"privateKeyPem"} if kind == SELF_SIGNED_CERT else set())
         diffs = [k for k in keys if k not in outputs_only and olds.get(k) != news.get(k)]
         replaces = [k for k in diffs if k not in UPDATABLE.get(kind, set())]
@@ -256,7 +279,9 @@ class TlsProvider(provider_pb2_grpc.ResourceProviderServicer):
             diffs.append("readyForRenewal")
             replaces.append("readyForRenewal")
         return provider_pb2.DiffResponse(
-            changes=provider_pb2.DiffResponse.DIFF_SOME if diffs else provider_pb2.DiffResponse.DIFF_NONE,
+            changes=provider_pb2.DiffResponse.DIFF_SOME
+            if diffs
+            else provider_pb2.DiffResponse.DIFF_NONE,
             diffs=diffs,
             replaces=replaces,
             deleteBeforeReplace=False,
@@ -295,6 +320,7 @@ class TlsProvider(provider_pb2_grpc.ResourceProviderServicer):
 
 
 def main() -> None:
+    """Serve on a free loopback port and print it, as the engine expects of a plugin."""
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=4),
         options=[("grpc.max_receive_message_length", 400 * 1024 * 1024)],

@@ -17,6 +17,7 @@ import sys
 
 
 def main() -> None:
+    """Print the wrapper go.mod for the arguments and the upstream go.mod on stdin."""
     name, module, version, go_version = sys.argv[1:5]
     local_version = sys.argv[5] if len(sys.argv) > 5 else ""
     upstream = json.load(sys.stdin)
