@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.harness import SETUP, Project, missing_tools
+from tests.e2e.harness import SETUP, Project, create_namespace, missing_tools
 
 
 def _unavailable(reason: str) -> None:
@@ -62,8 +62,8 @@ def _namespace(api: Any) -> Iterator[str]:
 
     core: Any = client.CoreV1Api(api)
     name = f"e2e-{uuid.uuid4().hex[:10]}"
-    core.create_namespace({"metadata": {"name": name}})
     try:
+        create_namespace(api, name)
         yield name
     finally:
         with contextlib.suppress(ApiException):

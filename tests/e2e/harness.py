@@ -351,6 +351,24 @@ def api_error(exc: BaseException) -> str:
     return str(exc)
 
 
+def create_namespace(api: Any, name: str, labels: Mapping[str, str] | None = None) -> None:
+    """Create a namespace and wait until pods can be created in it.
+
+    The ServiceAccount admission plugin refuses pods (dry runs too) until the
+    controller manager has created the namespace's ``default`` ServiceAccount.
+    """
+    from kubernetes import client  # noqa: PLC0415
+
+    core: Any = client.CoreV1Api(api)
+    core.create_namespace({"metadata": {"name": name, "labels": dict(labels or {})}})
+    wait_for(
+        lambda: core.list_namespaced_service_account(name).items,
+        f"the default ServiceAccount of {name}",
+        timeout=60,
+        interval=0.2,
+    )
+
+
 def objects_in(namespace: str, kinds: str = "pods,secrets,networkpolicies") -> list[str]:
     """``kind/name`` of what is left in ``namespace`` (the default token Secret aside)."""
     out = kubectl("get", kinds, "--namespace", namespace, "-o", "name")

@@ -36,7 +36,14 @@ from condukt_egress.workloads import WORKLOAD_KINDS, inject_workload, workload_o
 from tests import test_guard
 from tests.cel_admission import admit, defaulted_pod, request
 from tests.corpus import CORPUS
-from tests.e2e.harness import api_error, kubectl, run, subset_mismatches, wait_for
+from tests.e2e.harness import (
+    api_error,
+    create_namespace,
+    kubectl,
+    run,
+    subset_mismatches,
+    wait_for,
+)
 from tests.e2e.test_render_kubectl import condukt_egress
 from tests.security_properties import pod_template
 from tests.test_guard_corpus import pod_specs
@@ -209,10 +216,11 @@ class Guarded:
 
 @pytest.fixture(scope="module")
 def guarded(api: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Guarded]:
-    admission: Any = client.AdmissionregistrationV1Api(api)
-    existing = admission.list_validating_admission_policy().items
-    if any(str(p.metadata.name).startswith(POLICY_PREFIX) for p in existing):
-        pytest.fail("a condukt-egress guard is already installed in the e2e cluster")
+    """The guard installed as a user would, bound to a fresh namespace; removed after.
+
+    The e2e cluster is the suite's own, so a guard left by an interrupted run
+    is simply replaced by ``kubectl apply``.
+    """
     text = run(
         [*condukt_egress(), "render-guard", "--allowed-network-policy", ALLOWED_NETWORK_POLICY]
     ).stdout
@@ -222,7 +230,7 @@ def guarded(api: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Guar
     namespace = f"e2e-guard-{uuid.uuid4().hex[:10]}"
     try:
         kubectl("apply", "-f", "-", stdin=text)
-        core.create_namespace({"metadata": {"name": namespace, "labels": test_guard.NS_LABELS}})
+        create_namespace(api, namespace, test_guard.NS_LABELS)
         guarded = Guarded(api, namespace)
         # Bindings reach the admission plugin through an informer: wait until one refuses.
         probe = test_guard.uninjected_labelled_pod()
