@@ -256,6 +256,14 @@ def add_capability(pod: JSON) -> None:
     workspace(pod)["securityContext"]["capabilities"]["add"] = ["NET_ADMIN"]
 
 
+def privileged(pod: JSON) -> None:
+    """Privileged, escalation left unset: the API server's own validation refuses
+    privileged with allowPrivilegeEscalation: false before admission runs."""
+    context = workspace(pod)["securityContext"]
+    context.pop("allowPrivilegeEscalation")
+    context["privileged"] = True
+
+
 def uid_1337(pod: JSON) -> None:
     workspace(pod)["securityContext"]["runAsUser"] = contract.DEFAULT_SIDECAR_UID
 
@@ -285,7 +293,7 @@ MUTATIONS: dict[str, tuple[Callable[[JSON], Any], str]] = {
         "no container but the sidecar may run as uid 1337",
     ),
     "privileged": (
-        lambda p: workspace(p)["securityContext"].update(privileged=True),
+        privileged,
         "container workspace must set securityContext.allowPrivilegeEscalation: false and may "
         "not be privileged",
     ),

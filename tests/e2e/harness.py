@@ -340,6 +340,55 @@ def wait_for(
         time.sleep(interval)
 
 
+class ApiError(Exception):
+    """The API server answered with an error Status; ``message`` is what kubectl would print."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(f"{status}: {message}")
+        self.status = status
+        self.message = message
+
+
+def rest(
+    api: Any,
+    method: str,
+    path: str,
+    body: Any = None,
+    query: Sequence[tuple[str, str]] = (),
+) -> JSON:
+    """One raw request to the API server, JSON in and out.
+
+    The typed client would first coerce a body into its models, which drops
+    what they do not know: the guard must see exactly the object we built.
+
+    Raises:
+        ApiError: The server refused; its Status message.
+    """
+    serialized = api.param_serialize(
+        method=method,
+        resource_path=path,
+        query_params=list(query),
+        header_params={"Content-Type": "application/json", "Accept": "application/json"},
+        body=body,
+        auth_settings=["BearerToken"],
+    )
+    response = api.call_api(*serialized)
+    response.read()
+    data = json.loads(response.data or b"{}")
+    if response.status >= 400:
+        raise ApiError(response.status, str(data.get("message", data)))
+    return dict(data)
+
+
+def resource_path(obj: Mapping[str, Any], namespace: str, name: str = "") -> str:
+    """The REST path of ``obj``'s collection in ``namespace`` (or of ``name`` in it)."""
+    group, _, version = str(obj["apiVersion"]).rpartition("/")
+    kind = str(obj["kind"])
+    plural = {"NetworkPolicy": "networkpolicies"}.get(kind, kind.lower() + "s")
+    prefix = f"/apis/{group}/{version}" if group else f"/api/{version}"
+    return f"{prefix}/namespaces/{namespace}/{plural}" + (f"/{name}" if name else "")
+
+
 def api_error(exc: BaseException) -> str:
     """The message of an API server refusal (the Status's ``message``), else the text."""
     body = getattr(exc, "body", None)

@@ -37,9 +37,11 @@ from tests import test_guard
 from tests.cel_admission import admit, defaulted_pod, request
 from tests.corpus import CORPUS
 from tests.e2e.harness import (
-    api_error,
+    ApiError,
     create_namespace,
     kubectl,
+    resource_path,
+    rest,
     run,
     subset_mismatches,
     wait_for,
@@ -53,6 +55,9 @@ pytestmark = pytest.mark.integration
 
 JSON = dict[str, Any]
 ALLOWED_NETWORK_POLICY = "default-deny"
+DRY_RUN = [("dryRun", "All")]
+ADMISSION = "denied request: "
+"""How the API server's message for a ValidatingAdmissionPolicy refusal continues."""
 
 
 @dataclass(frozen=True)
@@ -62,6 +67,8 @@ class Case:
     name: str
     obj: JSON
     expected: str | None
+    original: JSON | None = None
+    """For a corpus pod, the pod before injection (in a namespace without the guard)."""
 
 
 def as_pod(template: JSON, name: str) -> JSON:
@@ -110,7 +117,8 @@ def refusal_cases() -> list[Case]:
         Case(
             "the label on an uninjected pod",
             test_guard.uninjected_labelled_pod(),
-            "must run the condukt-egress sidecar",
+            # The API server reports a policy's first failed validation only.
+            "must start with the condukt-egress init container(s) condukt-egress-init",
         )
     )
     other = test_guard.session_pod()
@@ -148,7 +156,11 @@ def refusal_cases() -> list[Case]:
 
 
 def corpus_cases() -> list[Case]:
-    """Every pod of the shared corpus that ``inject`` accepts, injected (none without it)."""
+    """Every pod of the shared corpus that ``inject`` accepts, injected (none without it).
+
+    Service accounts are dropped: the corpus names ones this cluster lacks,
+    which the ServiceAccount admission plugin refuses before the guard runs.
+    """
     if CORPUS is None:
         return []
     args = SandboxEgressArgs(session_id="corpus", namespace="agents")
@@ -161,8 +173,11 @@ def corpus_cases() -> list[Case]:
         for index, spec in enumerate(s for doc in docs for s in pod_specs(doc)):
             if not spec.get("containers"):
                 continue
+            bare = {
+                k: v for k, v in spec.items() if k not in ("serviceAccountName", "serviceAccount")
+            }
             try:
-                injected = manifests.inject(spec, args)
+                injected = manifests.inject(bare, args)
             except ConfigError:
                 continue
             pod = {
@@ -171,9 +186,32 @@ def corpus_cases() -> list[Case]:
                 "metadata": {"name": f"corpus-{index}", "labels": dict(args.names.pod_labels)},
                 "spec": injected,
             }
-            cases.append(Case(f"{path.name}[{index}]", pod, None))
+            original = {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {"name": f"corpus-{index}"},
+                "spec": bare,
+            }
+            cases.append(Case(f"{path.name}[{index}]", pod, None, original))
     return cases
 
+
+def mounts_api_token(obj: JSON) -> bool:
+    """Whether the user asked for the API token, which the ServiceAccount plugin mounts.
+
+    That mutating admission plugin runs before validating admission and adds
+    the ``kube-api-access-*`` volume mount to *every* container, ours
+    included; the offline harness does not model it. Pods that keep the
+    injection's default (``automountServiceAccountToken: false``) are untouched.
+    """
+    return obj["kind"] == "Pod" and obj["spec"].get("automountServiceAccountToken") is True
+
+
+TOKEN_MOUNT_REFUSED = (
+    "the guard refuses the API token mount the ServiceAccount admission plugin adds to the "
+    "condukt-egress init containers of a pod with automountServiceAccountToken: true "
+    "(found by this suite; the guard's fix belongs to its rewrite)"
+)
 
 WORKLOADS = workload_cases()
 REFUSALS = refusal_cases()
@@ -189,28 +227,20 @@ class Guarded:
     api: Any
     namespace: str
 
-    def dry_run(self, obj: JSON) -> str | None:
+    unguarded: str = ""
+    """A namespace without the guard's label."""
+
+    def dry_run(self, obj: JSON, *, guard: bool = True) -> str | None:
         """None if the API server admits ``obj`` (dry run), else its message."""
+        namespace = self.namespace if guard else self.unguarded
         body = copy.deepcopy(obj)
-        body["metadata"]["namespace"] = self.namespace
+        body["metadata"]["namespace"] = namespace
         body["metadata"].pop("uid", None)
         body["metadata"].pop("creationTimestamp", None)
-        group, _, version = body["apiVersion"].rpartition("/")
-        plural = {"NetworkPolicy": "networkpolicies"}.get(body["kind"], body["kind"].lower() + "s")
-        prefix = f"/apis/{group}/{version}" if group else f"/api/{version}"
         try:
-            self.api.call_api(
-                f"{prefix}/namespaces/{self.namespace}/{plural}",
-                "POST",
-                query_params=[("dryRun", "All")],
-                body=body,
-                header_params={"Content-Type": "application/json"},
-                auth_settings=["BearerToken"],
-                response_type="object",
-                _return_http_data_only=True,
-            )
-        except ApiException as exc:
-            return api_error(exc)
+            rest(self.api, "POST", resource_path(body, namespace), body, DRY_RUN)
+        except ApiError as exc:
+            return exc.message
         return None
 
 
@@ -227,19 +257,24 @@ def guarded(api: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Guar
     path = tmp_path_factory.mktemp("guard") / "guard.yaml"
     path.write_text(text)
     core: Any = client.CoreV1Api(api)
-    namespace = f"e2e-guard-{uuid.uuid4().hex[:10]}"
+    run_id = uuid.uuid4().hex[:10]
+    namespace, unguarded = f"e2e-guard-{run_id}", f"e2e-unguarded-{run_id}"
     try:
         kubectl("apply", "-f", "-", stdin=text)
         create_namespace(api, namespace, test_guard.NS_LABELS)
-        guarded = Guarded(api, namespace)
+        create_namespace(api, unguarded)
+        guarded = Guarded(api, namespace, unguarded)
         # Bindings reach the admission plugin through an informer: wait until one refuses.
         probe = test_guard.uninjected_labelled_pod()
-        wait_for(lambda: guarded.dry_run(probe), "the guard to refuse", timeout=60)
+        wait_for(
+            lambda: ADMISSION in (guarded.dry_run(probe) or ""), "the guard to refuse", timeout=60
+        )
         yield guarded
     finally:
         kubectl("delete", "-f", str(path), "--ignore-not-found", check=False)
-        with contextlib.suppress(ApiException):
-            core.delete_namespace(namespace)
+        for name in (namespace, unguarded):
+            with contextlib.suppress(ApiException):
+                core.delete_namespace(name)
 
 
 def test_every_policy_type_checks_without_warnings(guarded: Guarded) -> None:
@@ -272,8 +307,37 @@ def test_every_injected_corpus_pod_is_admitted(guarded: Guarded) -> None:
     cases = corpus_cases()
     if not cases:
         pytest.skip("no ../shared/k8s-corpus beside this checkout")
-    refused = {c.name: m for c in cases if (m := guarded.dry_run(c.obj)) is not None}
+    refused, invalid = {}, []
+    for case in cases:
+        if mounts_api_token(case.obj):
+            continue  # see test_a_pod_with_the_api_token_is_admitted
+        message = guarded.dry_run(case.obj)
+        if message is None:
+            continue
+        assert case.original is not None
+        if ADMISSION not in message and guarded.dry_run(case.original, guard=False) is not None:
+            invalid.append(case.name)  # the corpus pod is invalid as published
+            continue
+        refused[case.name] = message
     assert refused == {}
+    assert len(invalid) < len(cases) / 10, invalid
+
+
+@pytest.mark.xfail(strict=True, reason=TOKEN_MOUNT_REFUSED)
+def test_a_pod_with_the_api_token_is_admitted(guarded: Guarded) -> None:
+    args = SandboxEgressArgs(session_id="e2e-token", namespace="agents")
+    spec = {
+        "automountServiceAccountToken": True,
+        "containers": [{"name": "app", "image": "python:3.13-slim"}],
+    }
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "token", "labels": dict(args.names.pod_labels)},
+        "spec": manifests.inject(spec, args),
+    }
+    assert offline_verdict(pod) == []
+    assert guarded.dry_run(pod) is None
 
 
 @pytest.mark.parametrize("case", REFUSALS, ids=[c.name for c in REFUSALS])
@@ -283,6 +347,7 @@ def test_every_refusal_case_is_refused_with_its_message(guarded: Guarded, case: 
         assert message is None
     else:
         assert message is not None, "admitted"
+        assert ADMISSION in message, "refused before admission: the case is not a valid object"
         assert case.expected in message
 
 
@@ -294,15 +359,30 @@ def offline_verdict(obj: JSON) -> list[str]:
 
 
 def test_the_offline_harness_and_the_api_server_agree_on_every_case(guarded: Guarded) -> None:
-    differences = []
+    """Same verdict on every case; the server's message is one the harness gives.
+
+    The API server reports only the first failed validation of a policy, the
+    harness every one, so the server's message must be among the harness's.
+    Corpus pods the API server's own validation refuses, injected or not,
+    never reach admission and are left out.
+    """
+    differences, compared = [], 0
     for case in [*WORKLOADS, *REFUSALS, *corpus_cases()]:
+        if mounts_api_token(case.obj):
+            continue  # the harness does not model the ServiceAccount plugin's mutation
         offline = offline_verdict(case.obj)
         server = guarded.dry_run(case.obj)
-        if (server is None) != (offline == []):
+        if server is not None and ADMISSION not in server:
+            if case.original is not None and guarded.dry_run(case.original, guard=False):
+                continue  # an invalid corpus pod: no verdict to compare
+            differences.append(f"{case.name}: refused before admission: {server!r}")
+        elif (server is None) != (offline == []):
             differences.append(f"{case.name}: server {server!r}, offline {offline!r}")
-        elif server is not None and not any(m in server for m in offline):
-            differences.append(f"{case.name}: server {server!r} names none of {offline!r}")
+        elif server is not None and not any(server.endswith(ADMISSION + m) for m in offline):
+            differences.append(f"{case.name}: server {server!r} is none of {offline!r}")
+        compared += 1
     assert differences == []
+    assert compared >= len(WORKLOADS) + len(REFUSALS)
 
 
 # --- UPDATE and subresource cases: one stored session pod --------------------------------
@@ -310,44 +390,27 @@ def test_the_offline_harness_and_the_api_server_agree_on_every_case(guarded: Gua
 
 @pytest.fixture(scope="module")
 def stored_pod(guarded: Guarded) -> JSON:
-    core: Any = client.CoreV1Api(guarded.api)
     pod = test_guard.session_pod()
     pod["metadata"] = {
         "name": pod["metadata"]["name"],
         "labels": pod["metadata"]["labels"],
         "annotations": pod["metadata"].get("annotations", {}),
     }
-    core.create_namespaced_pod(guarded.namespace, pod)
-    stored = guarded.api.call_api(
-        f"/api/v1/namespaces/{guarded.namespace}/pods/{pod['metadata']['name']}",
-        "GET",
-        auth_settings=["BearerToken"],
-        response_type="object",
-        _return_http_data_only=True,
-    )
-    return dict(stored)
+    rest(guarded.api, "POST", resource_path(pod, guarded.namespace), pod)
+    return rest(guarded.api, "GET", resource_path(pod, guarded.namespace, pod["metadata"]["name"]))
 
 
 def updated(
     guarded: Guarded, pod: JSON, change: Callable[[JSON], Any], subresource: str = ""
 ) -> str | None:
     """None if the API server admits ``change`` to the stored pod (dry-run PUT), else why."""
-    body = copy.deepcopy(pod)
+    path = resource_path(pod, guarded.namespace, pod["metadata"]["name"])
+    body = rest(guarded.api, "GET", path)  # the scheduler and kwok update it meanwhile
     change(body)
-    path = f"/api/v1/namespaces/{guarded.namespace}/pods/{pod['metadata']['name']}"
     try:
-        guarded.api.call_api(
-            path + (f"/{subresource}" if subresource else ""),
-            "PUT",
-            query_params=[("dryRun", "All")],
-            body=body,
-            header_params={"Content-Type": "application/json"},
-            auth_settings=["BearerToken"],
-            response_type="object",
-            _return_http_data_only=True,
-        )
-    except ApiException as exc:
-        return api_error(exc)
+        rest(guarded.api, "PUT", path + (f"/{subresource}" if subresource else ""), body, DRY_RUN)
+    except ApiError as exc:
+        return exc.message
     return None
 
 

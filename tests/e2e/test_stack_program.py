@@ -30,6 +30,8 @@ from tests.e2e.harness import (
     last_revision,
     objects_in,
     python_project,
+    resource_path,
+    rest,
     subset_mismatches,
     wait_for,
 )
@@ -62,23 +64,13 @@ class Session:
     def raw(self, kind: str) -> dict[str, Any]:
         """The object as the API server returns it (JSON, camelCase)."""
         names, namespace = self.spec.args.names, self.spec.namespace
-        if kind == "Pod":
-            path = f"/api/v1/namespaces/{namespace}/pods/{names.pod}"
-        elif kind == "Secret":
-            path = f"/api/v1/namespaces/{namespace}/secrets/{names.secret}"
-        else:
-            path = (
-                f"/apis/networking.k8s.io/v1/namespaces/{namespace}"
-                f"/networkpolicies/{names.network_policy}"
-            )
-        response = self.api.call_api(
-            path,
-            "GET",
-            response_type="object",
-            auth_settings=["BearerToken"],
-            _return_http_data_only=True,
-        )
-        return dict(response)
+        name, api_version = {
+            "Pod": (names.pod, "v1"),
+            "Secret": (names.secret, "v1"),
+            "NetworkPolicy": (names.network_policy, "networking.k8s.io/v1"),
+        }[kind]
+        obj = {"apiVersion": api_version, "kind": kind}
+        return rest(self.api, "GET", resource_path(obj, namespace, name))
 
 
 @pytest.fixture(scope="module")
