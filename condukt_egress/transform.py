@@ -28,8 +28,10 @@ from pulumi.output import Unknown
 from pulumi.runtime import rpc
 
 from condukt_egress import manifests
+from condukt_egress._bail import stop
 from condukt_egress._passthrough import passthrough_warning
 from condukt_egress.args import SandboxEgressArgs
+from condukt_egress.errors import FieldError
 from condukt_egress.workloads import (
     Workload,
     workload_items,
@@ -42,6 +44,26 @@ __all__ = ["from_wire", "transform_props", "workload_transform"]
 
 JSON = dict[str, Any]
 T = TypeVar("T")
+
+
+def _refusing(fn: Callable[..., T]) -> Callable[..., T]:
+    """``fn``, whose refusal (a :class:`FieldError`) ends a CLI run as one error line.
+
+    A refusal raised in a transform reaches the CLI with the SDK's callback
+    stack appended and then the program's traceback; :func:`~condukt_egress._bail.stop`
+    prints it alone instead (and raises it outside the CLI's Python host).
+    Wrapped at each check, so a refusal found only when an Output resolves
+    (inside ``apply``) is treated the same.
+    """
+
+    @functools.wraps(fn)
+    def checked(*args: Any, **kwargs: Any) -> T:
+        try:
+            return fn(*args, **kwargs)
+        except FieldError as error:
+            stop(error)
+
+    return checked
 
 
 def from_wire(value: Any) -> Any:
@@ -109,16 +131,16 @@ def transform_props(
         def items(values: Any) -> list[JSON]:
             return [
                 _with_ca(item, item_workload, ca_fingerprint)
-                for item in workload_items(values, workload, name, args)
+                for item in _refusing(workload_items)(values, workload, name, args)
             ]
 
         out["items"] = _settle(lift(wire.get("items"), items))
         return out
     if workload.variant != "Patch" or "metadata" in wire:
         out["metadata"] = lift(
-            wire.get("metadata"), lambda m: workload_metadata(m, workload, name, args)
+            wire.get("metadata"), lambda m: _refusing(workload_metadata)(m, workload, name, args)
         )
-    spec = lift(wire.get("spec"), lambda s: workload_spec(s, workload, name, args))
+    spec = lift(wire.get("spec"), lambda s: _refusing(workload_spec)(s, workload, name, args))
     if workload.variant == "Patch" or ca_fingerprint is None:
         out["spec"] = spec
     elif isinstance(spec, pulumi.Output):

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import os
 import pathlib
 import re
+import sys
 from typing import Any
 
 import pulumi
@@ -18,7 +20,7 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from condukt_egress import manifests, transform
+from condukt_egress import _bail, manifests, transform
 from condukt_egress._passthrough import passthrough_warning
 from condukt_egress.args import SandboxEgressArgs
 from condukt_egress.errors import ConfigError
@@ -348,9 +350,42 @@ def test_numbers_inside_outputs_are_integers_again() -> None:
         assert isinstance(spec, pulumi.Output)
         return await spec.future()
 
-    seconds = asyncio.run(injected())["template"]["spec"]["activeDeadlineSeconds"]
+    loop = asyncio.new_event_loop()  # asyncio.run would unset the loop later tests use
+    try:
+        seconds = loop.run_until_complete(injected())["template"]["spec"]["activeDeadlineSeconds"]
+    finally:
+        loop.close()
     assert (seconds, type(seconds)) == (600, int)
     assert type(transform.from_wire(0.5)) is float
+
+
+class ExitedError(Exception):
+    pass
+
+
+def test_under_the_cli_a_refusal_is_the_runs_one_error_line(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The exec script would add a traceback; the language host adds nothing after exit 32."""
+    logged: list[str] = []
+
+    def exit_(code: int) -> None:
+        raise ExitedError(code)
+
+    monkeypatch.setattr(sys, "orig_argv", ["python", "-u", "/x/pulumi-language-python-exec"])
+    monkeypatch.setattr(pulumi.log, "error", lambda message, *_a, **_k: logged.append(message))
+    monkeypatch.setattr(os, "_exit", exit_)
+    spec = pod_spec("Deployment")
+    spec["containers"][0]["ports"] = [{"containerPort": 8000.0, "hostPort": 8001.0}]
+    with pytest.raises(ExitedError) as info:
+        apply("Deployment", workload("Deployment", spec))
+    assert info.value.args == (_bail.ERROR_SHOWN,)
+    assert logged == [
+        "Deployment 'agent' spec.template.spec.containers[0] (container 'ws').ports[0].hostPort: "
+        "is 8001; a host "
+        "port opens the pod on the node's network, past the NetworkPolicy's closed ingress: "
+        "remove hostPort (use a Service, or port-forward)"
+    ]
 
 
 # --- Patch and List variants ------------------------------------------------
