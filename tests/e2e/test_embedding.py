@@ -171,8 +171,8 @@ def test_a_refused_workload_fails_up_with_our_message_on_one_line(embedding: Pro
     errors = error_lines(output)
     assert len(errors) == 1, output
     assert (
-        "Deployment 'refused' spec.template.spec.containers[0] (container 'ws').ports[0].hostPort: is 8001;"
-        in errors[0]
+        "Deployment 'refused' spec.template.spec.containers[0] (container 'ws')"
+        ".ports[0].hostPort: is 8001;" in errors[0]
     ), output
     assert "8001.0" not in output
     assert "Traceback" not in output
