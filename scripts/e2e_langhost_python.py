@@ -18,6 +18,7 @@ code generation, policy packs.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -131,7 +132,10 @@ def main() -> None:
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
     print(port, flush=True)
-    server.wait_for_termination()
+    # The engine ends its plugins with SIGINT: stop quietly, as real plugins do.
+    with contextlib.suppress(KeyboardInterrupt):
+        server.wait_for_termination()
+    server.stop(0)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ happens inside it is a model of pulumi-tls, not pulumi-tls.
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime
 import hashlib
 import json
@@ -329,7 +330,10 @@ def main() -> None:
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
     print(port, flush=True)
-    server.wait_for_termination()
+    # The engine ends its plugins with SIGINT: stop quietly, as real plugins do.
+    with contextlib.suppress(KeyboardInterrupt):
+        server.wait_for_termination()
+    server.stop(0)
 
 
 if __name__ == "__main__":
