@@ -69,6 +69,25 @@ EXT_KEY_USAGES = {
     "timestamping": ExtendedKeyUsageOID.TIME_STAMPING,
     "ocsp_signing": ExtendedKeyUsageOID.OCSP_SIGNING,
 }
+# Outputs each resource computes (unknown in a preview).
+COMPUTED = {
+    PRIVATE_KEY: {
+        "privateKeyPem",
+        "privateKeyPemPkcs8",
+        "publicKeyPem",
+        "privateKeyOpenssh",
+        "publicKeyOpenssh",
+        "publicKeyFingerprintMd5",
+        "publicKeyFingerprintSha256",
+    },
+    SELF_SIGNED_CERT: {
+        "certPem",
+        "validityStartTime",
+        "validityEndTime",
+        "keyAlgorithm",
+        "readyForRenewal",
+    },
+}
 # Inputs that change in place; every other input replaces the resource.
 UPDATABLE = {SELF_SIGNED_CERT: {"earlyRenewalHours"}}
 
@@ -237,7 +256,7 @@ class TlsProvider(provider_pb2_grpc.ResourceProviderServicer):
         return provider_pb2.DiffResponse(changes=provider_pb2.DiffResponse.DIFF_NONE)
 
     def Configure(self, request: Any, context: Any) -> Any:
-        return provider_pb2.ConfigureResponse(acceptSecrets=False, supportsPreview=False)
+        return provider_pb2.ConfigureResponse(acceptSecrets=False, supportsPreview=True)
 
     def Check(self, request: Any, context: Any) -> Any:
         kind = _type(request.urn)
@@ -260,20 +279,7 @@ class TlsProvider(provider_pb2_grpc.ResourceProviderServicer):
         kind = _type(request.urn)
         olds, news = _dict(request.olds), _dict(request.news)
         keys = sorted(k for k in set(olds) | set(news) if not k.startswith("_") and k in news)
-        outputs_only = {
-            "privateKeyPem",
-            "privateKeyPemPkcs8",
-            "publicKeyPem",
-            "privateKeyOpenssh",
-            "publicKeyOpenssh",
-            "publicKeyFingerprintMd5",
-            "publicKeyFingerprintSha256",
-            "certPem",
-            "validityStartTime",
-            "validityEndTime",
-            "keyAlgorithm",
-            "readyForRenewal",
-        } - ({"privateKeyPem"} if kind == SELF_SIGNED_CERT else set())
+        outputs_only = COMPUTED.get(kind, set())
         diffs = [k for k in keys if k not in outputs_only and olds.get(k) != news.get(k)]
         replaces = [k for k in diffs if k not in UPDATABLE.get(kind, set())]
         if kind == SELF_SIGNED_CERT and _ready_for_renewal({**olds, **news}):
@@ -291,6 +297,12 @@ class TlsProvider(provider_pb2_grpc.ResourceProviderServicer):
     def Create(self, request: Any, context: Any) -> Any:
         kind = _type(request.urn)
         inputs = _dict(request.properties)
+        if request.preview:
+            # What a preview shows of a new key or certificate: unknown outputs.
+            computed = COMPUTED[kind] - set(inputs)
+            return provider_pb2.CreateResponse(
+                properties=_struct({**inputs, **dict.fromkeys(computed, UNKNOWN)})
+            )
         try:
             if kind == PRIVATE_KEY:
                 out = _key(inputs)
