@@ -116,6 +116,8 @@ class Project:
     ) -> subprocess.CompletedProcess[str]:
         """``pulumi <args>`` in this project, non-interactive, no colour."""
         argv = ["pulumi", *args, "--non-interactive", "--color", "never"]
+        if args[:2] not in (("stack", "init"), ("stack", "ls"), ("stack", "rm")):
+            argv += ["--stack", self.stack]  # projects may hold several stacks
         return run(argv, cwd=self.directory, env=self.env, check=check, timeout=timeout)
 
     def init(self, config: Mapping[str, Any]) -> None:
@@ -196,14 +198,17 @@ def python_project(directory: Path, name: str, program: str | None = None) -> No
 def subset_mismatches(expected: Any, actual: Any, path: str = "") -> list[str]:
     """Where ``actual`` lacks or differs from ``expected`` (defaults the server adds pass).
 
-    Mappings compare key by key (extra keys in ``actual`` are defaults);
-    lists element by element, and must have the same length.
+    Mappings compare key by key (extra keys in ``actual`` are defaults; an
+    empty list or mapping may be missing, as the API server omits empty
+    fields when it serialises); lists element by element, same length.
     """
     if isinstance(expected, Mapping):
         if not isinstance(actual, Mapping):
             return [f"{path}: expected a mapping, got {actual!r}"]
         out: list[str] = []
         for key, value in expected.items():
+            if key not in actual and value in ([], {}):
+                continue
             if key not in actual:
                 out.append(f"{path}.{key}: missing (expected {value!r})")
             else:
@@ -274,7 +279,20 @@ class WatchRecorder:
     def _watch(self, kind: str, lister: Callable[..., Any], started: threading.Barrier) -> None:
         from kubernetes import watch  # noqa: PLC0415
 
-        version = lister(self.namespace).metadata.resource_version
+        # What exists when recording starts is part of the timeline too.
+        api_version = "networking.k8s.io/v1" if kind == "NetworkPolicy" else "v1"
+        listed = rest(
+            self.api,
+            "GET",
+            resource_path({"apiVersion": api_version, "kind": kind}, self.namespace),
+        )
+        version = listed["metadata"]["resourceVersion"]
+        with self._lock:
+            for item in listed.get("items") or ():
+                meta = item["metadata"]
+                self.events.append(
+                    Event(int(meta["resourceVersion"]), "EXISTING", kind, meta["name"], item)
+                )
         started.wait(30)
         while not self._stop.is_set():
             stream = watch.Watch().stream(  # type: ignore[no-untyped-call]
