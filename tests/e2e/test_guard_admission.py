@@ -405,13 +405,19 @@ def updated(
 ) -> str | None:
     """None if the API server admits ``change`` to the stored pod (dry-run PUT), else why."""
     path = resource_path(pod, guarded.namespace, pod["metadata"]["name"])
-    body = rest(guarded.api, "GET", path)  # the scheduler and kwok update it meanwhile
-    change(body)
-    try:
-        rest(guarded.api, "PUT", path + (f"/{subresource}" if subresource else ""), body, DRY_RUN)
-    except ApiError as exc:
-        return exc.message
-    return None
+    for _ in range(10):
+        body = rest(guarded.api, "GET", path)  # the scheduler and kwok update it meanwhile
+        change(body)
+        try:
+            rest(
+                guarded.api, "PUT", path + (f"/{subresource}" if subresource else ""), body, DRY_RUN
+            )
+        except ApiError as exc:
+            if exc.status == 409:  # modified between our GET and PUT: read it again
+                continue
+            return exc.message
+        return None
+    raise AssertionError(f"{path} kept changing under 10 dry-run updates")
 
 
 def set_label(value: str | None) -> Callable[[JSON], None]:
