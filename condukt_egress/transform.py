@@ -9,7 +9,8 @@ NetworkPolicy. Anything else passes through.
 
 What the engine hands a transform is the SDK's deserialised wire form
 (Pulumi's ``runtime/_callbacks.py`` calls ``deserialize_properties``):
-camelCase keys, numbers as floats, typed ``*Args`` already turned into dicts,
+camelCase keys, numbers as floats (:func:`from_wire` makes integral ones ints
+again), typed ``*Args`` already turned into dicts,
 and every unknown or secret value a :class:`pulumi.Output` (possibly the whole
 ``spec``). This module only lifts such properties into ``Output.apply``, so
 the result is correct once values are known, stays secret when the input
@@ -26,8 +27,10 @@ import pulumi
 from pulumi.output import Unknown
 from pulumi.runtime import rpc
 
+from condukt_egress._bail import stop
 from condukt_egress._passthrough import passthrough_warning
 from condukt_egress.args import SandboxEgressArgs, holds
+from condukt_egress.errors import FieldError
 from condukt_egress.workloads import (
     Workload,
     with_ca_fingerprint,
@@ -37,20 +40,50 @@ from condukt_egress.workloads import (
     workload_spec,
 )
 
-__all__ = ["transform_props", "workload_transform"]
+__all__ = ["from_wire", "transform_props", "workload_transform"]
 
 JSON = dict[str, Any]
 T = TypeVar("T")
 
 
-def _secrets_as_outputs(value: Any) -> Any:
-    """A secret the SDK left wrapped (a plain secret, not an output value) as a secret Output."""
+def _refusing(fn: Callable[..., T]) -> Callable[..., T]:
+    """``fn``, whose refusal (a :class:`FieldError`) ends a CLI run as one error line.
+
+    A refusal raised in a transform reaches the CLI with the SDK's callback
+    stack appended and then the program's traceback; :func:`~condukt_egress._bail.stop`
+    prints it alone instead (and raises it outside the CLI's Python host).
+    Wrapped at each check, so a refusal found only when an Output resolves
+    (inside ``apply``) is treated the same.
+    """
+
+    @functools.wraps(fn)
+    def checked(*args: Any, **kwargs: Any) -> T:
+        try:
+            return fn(*args, **kwargs)
+        except FieldError as error:
+            stop(error)
+
+    return checked
+
+
+def from_wire(value: Any) -> Any:
+    """A deserialised wire value as the program declared it: integral floats back to ints.
+
+    The wire carries every number as a float, so a ``hostPort: 8001`` reaches
+    the transform as ``8001.0``; a refusal would quote it so, and the injected
+    result would hand the provider floats. No Kubernetes field of a workload
+    is a float, so an integral float is always an integer that went through
+    the wire. A secret the SDK left wrapped (a plain secret, not an output
+    value) becomes a secret Output.
+    """
     if rpc.is_rpc_secret(value):
-        return pulumi.Output.secret(_secrets_as_outputs(rpc.unwrap_rpc_secret(value)))
+        return pulumi.Output.secret(from_wire(rpc.unwrap_rpc_secret(value)))
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
     if isinstance(value, Mapping):
-        return {key: _secrets_as_outputs(item) for key, item in value.items()}
+        return {key: from_wire(item) for key, item in value.items()}
     if isinstance(value, list | tuple):
-        return [_secrets_as_outputs(item) for item in value]
+        return [from_wire(item) for item in value]
     return value
 
 
@@ -60,9 +93,13 @@ def holds_output(value: Any) -> bool:
 
 
 def lift(value: Any, fn: Callable[[Any], T]) -> T | pulumi.Output[T]:
-    """``fn(value)``, through ``Output.apply`` when ``value`` holds Outputs or unknowns."""
+    """``fn(value)``, through ``Output.apply`` when ``value`` holds Outputs or unknowns.
+
+    What an Output resolves to comes off the wire too: :func:`from_wire` turns
+    its integral floats back to ints before ``fn`` sees it.
+    """
     if holds_output(value):
-        return pulumi.Output.from_input(value).apply(fn)
+        return pulumi.Output.from_input(value).apply(lambda resolved: fn(from_wire(resolved)))
     return fn(value)
 
 
@@ -80,7 +117,7 @@ def transform_props(
     the pod template. Only that value waits for the CA: everything else is
     checked and shown at preview as before.
     """
-    wire: JSON = _secrets_as_outputs(dict(props))
+    wire: JSON = from_wire(dict(props))
     out = dict(wire)
     if workload.variant == "List":
         item_workload = Workload(workload.api, workload.kind, "")
@@ -88,16 +125,16 @@ def transform_props(
         def items(values: Any) -> list[JSON]:
             return [
                 _with_ca(item, item_workload, ca_fingerprint)
-                for item in workload_items(values, workload, name, args)
+                for item in _refusing(workload_items)(values, workload, name, args)
             ]
 
         out["items"] = _settle(lift(wire.get("items"), items))
         return out
     if workload.variant != "Patch" or "metadata" in wire:
         out["metadata"] = lift(
-            wire.get("metadata"), lambda m: workload_metadata(m, workload, name, args)
+            wire.get("metadata"), lambda m: _refusing(workload_metadata)(m, workload, name, args)
         )
-    spec = lift(wire.get("spec"), lambda s: workload_spec(s, workload, name, args))
+    spec = lift(wire.get("spec"), lambda s: _refusing(workload_spec)(s, workload, name, args))
     if workload.variant == "Patch" or ca_fingerprint is None:
         out["spec"] = spec
     elif isinstance(spec, pulumi.Output):

@@ -322,6 +322,14 @@ def add_capability(pod: JSON) -> None:
     workspace(pod)["securityContext"]["capabilities"]["add"] = ["NET_ADMIN"]
 
 
+def privileged(pod: JSON) -> None:
+    """Privileged, escalation left unset: the API server's own validation refuses
+    privileged with allowPrivilegeEscalation: false before admission runs."""
+    context = workspace(pod)["securityContext"]
+    context.pop("allowPrivilegeEscalation")
+    context["privileged"] = True
+
+
 def uid_1337(pod: JSON) -> None:
     workspace(pod)["securityContext"]["runAsUser"] = contract.DEFAULT_SIDECAR_UID
 
@@ -351,7 +359,7 @@ MUTATIONS: dict[str, tuple[Callable[[JSON], Any], str]] = {
         "the pod's default uid is not the sidecar uid",
     ),
     "privileged": (
-        lambda p: workspace(p)["securityContext"].update(privileged=True),
+        privileged,
         "container workspace: no user container is privileged",
     ),
     "privilege escalation": (
@@ -481,9 +489,10 @@ def test_each_mutation_of_a_session_pod_is_refused_with_its_message(case: str) -
     messages = refusals(mutate(change))
     refused_with(messages, "session-pods: ", message)
     # Each rule is proven on its own: no other rule refuses the same mutation
-    # (pointing the config volume elsewhere also makes it a foreign Secret volume).
+    # (pointing the config volume elsewhere also makes it a foreign Secret volume;
+    # a privileged container cannot keep allowPrivilegeEscalation: false).
     others = [m for m in messages if message not in m]
-    assert others == [] or case == "config volume of another session", others
+    assert others == [] or case in ("config volume of another session", "privileged"), others
 
 
 def test_the_label_on_an_uninjected_pod_is_refused() -> None:

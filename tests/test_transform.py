@@ -6,9 +6,12 @@ them first; tests/test_transform_sdk.py covers that path.
 
 from __future__ import annotations
 
+import asyncio
 import copy
+import os
 import pathlib
 import re
+import sys
 from typing import Any
 
 import pulumi
@@ -17,7 +20,7 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from condukt_egress import manifests
+from condukt_egress import _bail, manifests, transform
 from condukt_egress._passthrough import passthrough_warning
 from condukt_egress.args import SandboxEgressArgs
 from condukt_egress.errors import ConfigError
@@ -320,6 +323,69 @@ def test_refusals_name_the_workload_and_path(kind: str, mutate: Any, field: str)
     with pytest.raises(ConfigError) as info:
         apply(kind, workload(kind, spec))
     assert info.value.field == field
+
+
+def test_numbers_from_the_wire_are_integers_again() -> None:
+    """The engine sends every number as a float: 8001 arrives as 8001.0."""
+    wire = pod_spec("Deployment")
+    wire["containers"][0]["ports"] = [{"containerPort": 8000.0}]
+    wire["terminationGracePeriodSeconds"] = 30.0
+    out = pod_template(as_object("Deployment", apply("Deployment", workload("Deployment", wire))))
+    assert out["spec"]["terminationGracePeriodSeconds"] == 30
+    port = out["spec"]["containers"][0]["ports"][0]["containerPort"]
+    assert (port, type(port)) == (8000, int)
+    wire["containers"][0]["ports"] = [{"containerPort": 8000.0, "hostPort": 8001.0}]
+    with pytest.raises(ConfigError, match=r"hostPort: is 8001; a host port") as info:
+        apply("Deployment", workload("Deployment", wire))
+    assert "8001.0" not in str(info.value)
+
+
+def test_numbers_inside_outputs_are_integers_again() -> None:
+    """A secret or unknown part of the spec resolves to wire floats too."""
+
+    async def injected() -> Any:
+        wire = pod_spec("Job")
+        wire["activeDeadlineSeconds"] = pulumi.Output.secret(600.0)
+        spec = apply("Job", workload("Job", wire))["spec"]
+        assert isinstance(spec, pulumi.Output)
+        return await spec.future()
+
+    loop = asyncio.new_event_loop()  # asyncio.run would unset the loop later tests use
+    try:
+        seconds = loop.run_until_complete(injected())["template"]["spec"]["activeDeadlineSeconds"]
+    finally:
+        loop.close()
+    assert (seconds, type(seconds)) == (600, int)
+    assert type(transform.from_wire(0.5)) is float
+
+
+class ExitedError(Exception):
+    pass
+
+
+def test_under_the_cli_a_refusal_is_the_runs_one_error_line(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The exec script would add a traceback; the language host adds nothing after exit 32."""
+    logged: list[str] = []
+
+    def exit_(code: int) -> None:
+        raise ExitedError(code)
+
+    monkeypatch.setattr(sys, "orig_argv", ["python", "-u", "/x/pulumi-language-python-exec"])
+    monkeypatch.setattr(pulumi.log, "error", lambda message, *_a, **_k: logged.append(message))
+    monkeypatch.setattr(os, "_exit", exit_)
+    spec = pod_spec("Deployment")
+    spec["containers"][0]["ports"] = [{"containerPort": 8000.0, "hostPort": 8001.0}]
+    with pytest.raises(ExitedError) as info:
+        apply("Deployment", workload("Deployment", spec))
+    assert info.value.args == (_bail.ERROR_SHOWN,)
+    assert logged == [
+        "Deployment 'agent' spec.template.spec.containers[0] (container 'ws').ports[0].hostPort: "
+        "is 8001; a host "
+        "port opens the pod on the node's network, past the NetworkPolicy's closed ingress: "
+        "remove hostPort (use a Service, or port-forward)"
+    ]
 
 
 # --- Patch and List variants ------------------------------------------------
