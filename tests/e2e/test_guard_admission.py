@@ -207,7 +207,6 @@ def mounts_api_token(obj: JSON) -> bool:
     return obj["kind"] == "Pod" and obj["spec"].get("automountServiceAccountToken") is True
 
 
-
 WORKLOADS = workload_cases()
 REFUSALS = refusal_cases()
 

@@ -19,7 +19,7 @@ import pytest
 from cryptography import x509
 from kubernetes import client
 
-from condukt_egress import contract, manifests
+from condukt_egress import compat, contract, manifests
 from condukt_egress.spec import SessionSpec
 from tests.e2e.harness import (
     Event,
@@ -94,8 +94,13 @@ def session(
         project.remove()
 
 
+def raw_data(secret: Any) -> dict[str, bytes]:
+    return {k: base64.b64decode(v) for k, v in (secret.data or {}).items()}
+
+
 def decoded(secret: Any) -> dict[str, str]:
-    return {k: base64.b64decode(v).decode() for k, v in (secret.data or {}).items()}
+    """The Secret's text files (its ``stringData``); binary ones (the Java store) left out."""
+    return {k: v.decode() for k, v in raw_data(secret).items() if k != compat.JAVA_TRUSTSTORE_FILE}
 
 
 def sidecar_fingerprint(pod: dict[str, Any]) -> str:
@@ -103,6 +108,14 @@ def sidecar_fingerprint(pod: dict[str, Any]) -> str:
     (sidecar,) = [c for c in containers if c["name"] == manifests.SIDECAR_CONTAINER]
     (value,) = [e["value"] for e in sidecar["env"] if e["name"] == manifests.CA_FINGERPRINT_ENV]
     return str(value)
+
+
+SECRET_REPLACED_UNDER_THE_POD = (
+    "found by this suite: the Secret has a fixed name, so pulumi-kubernetes replaces it "
+    "delete-before-replace, and the engine deletes and recreates it while the old Pod still "
+    "runs; the Pod is replaced after. The NetworkPolicy stays throughout. Making the pod "
+    "depend on the Secret by property (through the CA fingerprint) did not change the order."
+)
 
 
 # --- a. the stack program -------------------------------------------------------------
@@ -113,6 +126,10 @@ def test_the_objects_are_what_the_builders_declare(session: Session) -> None:
     cert = session.project.outputs()["caCertPem"]
     data = decoded(session.secret())
     assert data == manifests.secret_data(args, cert, data[contract.CA_KEY_FILE])
+    binary = manifests.secret_binary_data(args, cert)
+    assert {k: raw_data(session.secret())[k] for k in binary} == {
+        k: base64.b64decode(v) for k, v in binary.items()
+    }
 
     secret = session.raw("Secret")
     expected_secret = manifests.secret_manifest(args, None)
@@ -148,6 +165,7 @@ def test_the_stack_outputs(session: Session) -> None:
         "podName": names.pod,
         "podLabels": dict(names.pod_labels),
         "controlPort": args.control_port,
+        "workloadKind": "Pod",
     }
     cert = x509.load_pem_x509_certificate(cert_pem.encode())
     assert cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
@@ -187,14 +205,6 @@ def test_bad_config_is_one_line_without_a_traceback(
 
 
 # --- b. changes and teardown ----------------------------------------------------------
-
-SECRET_REPLACED_UNDER_THE_POD = (
-    "found by this suite: the Secret has a fixed name, so pulumi-kubernetes replaces it "
-    "delete-before-replace, and the engine deletes and recreates it while the old Pod still "
-    "runs (the Pod depends on it through depends_on only, not through a property, so the "
-    "engine does not delete the Pod first); the Pod is replaced after. The NetworkPolicy "
-    "stays throughout."
-)
 
 
 def test_a_policy_change_replaces_the_secret_and_the_pod(
