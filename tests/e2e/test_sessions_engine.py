@@ -110,6 +110,7 @@ def test_a_process_killed_mid_up_leaves_a_destroyable_stack(
             break
     with contextlib.suppress(ProcessLookupError):
         os.killpg(child.pid, signal.SIGKILL)
+    child.stdout.close()
     assert child.wait(30) == -signal.SIGKILL, "the up ended before it could be killed"
 
     stacks = real_stacks(state)
