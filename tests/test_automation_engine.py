@@ -434,3 +434,12 @@ def test_async_destroy_passes_its_options_through(fake: FakeCli, tmp_path: Path)
     destroy = next(c for c in fake.calls() if c["key"] == "destroy")["args"]
     assert arg(destroy, "--target") == [urn]
     assert arg(destroy, "--parallel") == ["2"]
+
+
+def test_a_checkpoint_read_while_another_replica_writes_it_is_busy(
+    fake: FakeCli, tmp_path: Path
+) -> None:
+    """Seen on the real engine: two replicas on one file backend, one reads a torn state."""
+    fake.answer("up", code=255, stderr="error: failed to load checkpoint: EOF\n")
+    with pytest.raises(SessionBusyError, match="another process was writing this stack's state"):
+        fake.stacks(tmp_path / "state").up(SessionSpec("run-1"))

@@ -25,7 +25,7 @@ from condukt_egress.program import session_program
 from examples.service.app import create_app
 from tests.pulumi_harness import run
 from tests.sidecar_double import ThreadedDouble, event_frame
-from tests.test_automation import HISTORY, SPECS, FakeCli, make_fake, manager_config
+from tests.test_automation import HISTORY, NOT_FOUND, SPECS, FakeCli, make_fake, manager_config
 
 SPEC = dataclasses.replace(SPECS["every option"], session_id="Agent Run 42 ünïcode")
 URL = f"/sessions/{quote(SPEC.session_id, safe='')}"
@@ -103,9 +103,17 @@ def test_a_session_from_post_to_delete(
         deleted = client.delete(url)
         assert deleted.status_code == 202, deleted.text
         assert deleted.json()["job"]["operation"] == "destroy"
+        jobs = client.app.state.service.jobs  # type: ignore[attr-defined]
+        for _ in range(300):
+            if SPEC.session_id not in jobs:
+                break
+            time.sleep(0.05)
+        assert SPEC.session_id not in jobs, "a finished destroy leaves no job behind"
+        fake.answer("stack output", **NOT_FOUND)  # what the backend says now
+        assert client.get(url).status_code == 404, "a destroyed session is gone"
     # Leaving the client waits for the jobs; the destroy removed the stack.
-    assert "destroy" in fake.commands()
-    assert fake.commands()[-1] == "stack rm"
+    keys = fake.commands()
+    assert keys.index("destroy") < keys.index("stack rm")
 
 
 @pytest.mark.parametrize(

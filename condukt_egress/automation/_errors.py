@@ -24,6 +24,7 @@ __all__ = [
 ]
 
 _DETAIL_LINES: Final = 12
+_TORN_CHECKPOINT: Final = "failed to load checkpoint: EOF"
 
 
 class PulumiCliError(AutomationError):
@@ -145,6 +146,17 @@ def translate(
             "to finish and retry. If the process that held it died, release the lock with "
             f"`PULUMI_BACKEND_URL={backend_url} pulumi cancel --yes {stack_name}` run in "
             f"{work_dir}, then call refresh(session_id)",
+        )
+    if _TORN_CHECKPOINT in str(exc):
+        # A DIY backend writes the state file in place: another process (a
+        # replica) writing it while this one reads it shows as an empty file.
+        return SessionBusyError(
+            session_id,
+            stack_name,
+            "another process was writing this stack's state in "
+            f"{backend_url} (the checkpoint read back empty); wait for it to finish and "
+            "retry. If this persists, the state file is damaged: restore it from the "
+            "backend's .pulumi/backups, or `pulumi stack import` a good copy",
         )
     hint = _HINTS.get(operation, "fix the cause shown below and retry")
     return SessionOperationError(session_id, stack_name, operation, hint, error_lines(str(exc)))

@@ -179,10 +179,12 @@ def cancel_session(stacks: SessionStacks, session_id: str, *, wait: float = 60.0
     An operation of this process gets the CLI's Ctrl-C (SIGINT): it lets
     the running resource operations finish, saves the state and releases
     the lock, and its call raises :class:`SessionOperationError`. Then
-    this waits up to ``wait`` seconds for it to return. Otherwise this runs
-    ``pulumi cancel`` on the stack: on Pulumi Cloud it stops another
-    replica's update; on a DIY backend it removes the lock of a process
-    that died. Either way the stack stays destroyable.
+    this waits up to ``wait`` seconds for it to return (checked on CLI
+    3.274: the update ends ``update canceled`` and the lock is released).
+    Otherwise this runs ``pulumi cancel`` on the stack: on Pulumi Cloud it
+    stops another replica's update; on a DIY backend it removes whatever
+    lock is there (one a dead process left; a live one is not stopped) and
+    always succeeds. Either way the stack stays destroyable.
 
     Raises:
         SessionNotFoundError: No stack for this session.

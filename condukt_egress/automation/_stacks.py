@@ -116,6 +116,40 @@ _PLUGINS: Final = (("kubernetes", "pulumi_kubernetes"), ("tls", "pulumi_tls"))
 _PROJECT_DIR: Final = "_project"  # workspace for list(); stack names start with "session-"
 
 
+_MODULES_LOCK: Final = threading.Lock()
+_modules_loaded = False
+
+
+def load_program_modules() -> None:
+    """Load the resource SDK modules the session program uses, once, under a lock.
+
+    ``pulumi_kubernetes`` loads its submodules lazily (``importlib``'s
+    ``LazyLoader``), which before Python 3.12 is not thread-safe: two inline
+    programs reaching ``k8s.core.v1`` at once, one per session thread, can
+    see a half-loaded module (``module 'pulumi_kubernetes.core.v1' has no
+    attribute 'Secret'``; seen with ten concurrent ``up`` on the real engine).
+    """
+    global _modules_loaded  # noqa: PLW0603 - a process-wide once
+    with _MODULES_LOCK:
+        if _modules_loaded:
+            return
+        import pulumi_kubernetes as k8s  # noqa: PLC0415
+        import pulumi_tls as tls  # noqa: PLC0415
+
+        for module, name in (
+            (k8s.core.v1, "Secret"),
+            (k8s.core.v1, "Pod"),
+            (k8s.networking.v1, "NetworkPolicy"),
+            (k8s.apps.v1, "Deployment"),
+            (k8s.batch.v1, "Job"),
+            (k8s.meta.v1, "ObjectMetaArgs"),
+            (tls, "PrivateKey"),
+            (tls, "SelfSignedCert"),
+        ):
+            getattr(module, name)
+        _modules_loaded = True
+
+
 def default_state_dir() -> Path:
     """``$XDG_STATE_HOME/condukt-egress``, or ``~/.local/state/condukt-egress``."""
     base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
@@ -662,6 +696,7 @@ class SessionStacks:
     ) -> Any:
         """The one call of the engine: ``stack.<operation>`` with our sinks and the options."""
         options.check(operation)
+        load_program_modules()
         sink = self._sink(session_id, options.on_output)
         run = getattr(stack, operation)
         work_dir = self.work_dir(session_id)

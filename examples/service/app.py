@@ -152,6 +152,9 @@ class SessionService:
             except Exception as exc:
                 job.error = str(exc)
                 _LOG.warning("session %s: %s failed: %s", session_id, operation, exc)
+                return
+            if operation == "destroy" and self.jobs.get(session_id) is job:
+                del self.jobs[session_id]  # the session is gone: its URL is 404 now
 
         job = Job(operation, asyncio.create_task(run()))
         self.jobs[session_id] = job

@@ -110,6 +110,7 @@ def test_a_process_killed_mid_up_leaves_a_destroyable_stack(
             break
     with contextlib.suppress(ProcessLookupError):
         os.killpg(child.pid, signal.SIGKILL)
+    child.stdout.close()
     assert child.wait(30) == -signal.SIGKILL, "the up ended before it could be killed"
 
     stacks = real_stacks(state)
@@ -123,6 +124,22 @@ def test_a_process_killed_mid_up_leaves_a_destroyable_stack(
     assert stacks.list() == []
     assert locks(state) == []
     assert session_objects(cluster, fresh_namespace) == []
+
+
+def cli_children(work_dir: Path) -> list[int]:
+    """This process's children running in ``work_dir`` (the first replica's CLI)."""
+    out = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            parent = int(stat[stat.rindex(")") + 2 :].split()[1])
+            if parent == os.getpid() and os.path.realpath(entry / "cwd") == str(work_dir):
+                out.append(int(entry.name))
+        except (OSError, ValueError):
+            continue
+    return out
 
 
 def test_two_replicas_contend_and_one_is_busy(
@@ -145,11 +162,19 @@ def test_two_replicas_contend_and_one_is_busy(
 
     thread = threading.Thread(target=first)
     thread.start()
+    stopped: list[int] = []
     try:
         assert engine_started.wait(120), "the first up never reached the engine"
-        with pytest.raises(SessionBusyError, match="another update of this stack is running"):
+        # Hold the first update where it is (its CLI stopped, the backend's lock
+        # held), so the second replica meets it however fast the cluster is.
+        stopped = cli_children(one.work_dir(spec.session_id))
+        for pid in stopped:
+            os.kill(pid, signal.SIGSTOP)
+        with pytest.raises(SessionBusyError, match="another"):
             two.up(spec)
     finally:
+        for pid in stopped:
+            os.kill(pid, signal.SIGCONT)
         thread.join(300)
     assert errors == []
     two.destroy(spec.session_id)  # the other replica can end it (its config comes back)
