@@ -20,6 +20,8 @@ which the skip then says.
 from __future__ import annotations
 
 import contextlib
+import functools
+import http.server
 import json
 import os
 import re
@@ -252,23 +254,36 @@ def _snippet(language: str) -> str:
     return "\n".join(blocks)
 
 
-def test_csharp_snippet_uses_the_names_the_dotnet_codegen_generates(
-    tmp_path: Path, provider_venv: Path
-) -> None:
-    need("pulumi", HOSTS["python"], HOSTS["dotnet"])
-    out = tmp_path / "sdk"
-    run(
-        [
-            "pulumi",
-            "package",
-            "gen-sdk",
-            str(PROVIDER_DIR),
-            "--language",
-            "dotnet",
-            "--out",
-            str(out),
-        ]
-    )
+@contextlib.contextmanager
+def _logo_server(directory: Path) -> Iterator[str]:
+    """A loopback HTTP server for the logo the C# generator downloads; its URL."""
+    (directory / "logo.png").write_bytes(b"\x89PNG\r\n\x1a\n")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(directory))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}/logo.png"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(10)
+
+
+def test_csharp_snippet_uses_the_names_the_dotnet_codegen_generates(tmp_path: Path) -> None:
+    """The C# SDK from the checked-in schema (which get-schema serves, tested above).
+
+    The C# generator fetches the package logo over HTTP (pulumi-dotnet
+    codegen ``getLogo``); a copy of the schema points it at loopback.
+    """
+    need("pulumi", HOSTS["dotnet"])
+    schema = json.loads((PROVIDER_DIR / "schema.json").read_text())
+    out, www = tmp_path / "sdk", tmp_path / "www"
+    www.mkdir()
+    with _logo_server(www) as logo:
+        copy = tmp_path / "schema.json"
+        copy.write_text(json.dumps({**schema, "logoUrl": logo}))
+        run(["pulumi", "package", "gen-sdk", str(copy), "--language", "dotnet", "--out", str(out)])
     source = "\n".join(p.read_text() for p in sorted(out.rglob("*.cs")))
     namespaces = set(re.findall(r"^namespace ([\w.]+)", source, re.MULTILINE))
     classes = set(re.findall(r"\b(?:class|enum|struct) (\w+)", source))
@@ -277,11 +292,15 @@ def test_csharp_snippet_uses_the_names_the_dotnet_codegen_generates(
     snippet = _snippet("csharp")
     used_namespaces = set(re.findall(r"^using ([\w.]+);", snippet, re.MULTILINE))
     assert used_namespaces <= namespaces | {"Pulumi"}, (used_namespaces, namespaces)
-    used_classes = set(re.findall(r"\bnew (\w+)\(", snippet))
-    used_classes |= set(re.findall(r"\b([A-Z]\w+)\.[A-Z]\w+", snippet)) - {"Output", "Pulumi"}
+    code = re.sub(r"^using .*$", "", snippet, flags=re.MULTILINE)
+    used_classes = set(re.findall(r"\bnew (\w+)\s*[({]", code))
+    used_classes |= set(re.findall(r"\b([A-Z]\w+)\.[A-Z]\w+", code))
     assert used_classes <= classes, sorted(used_classes - classes)
-    used_members = set(re.findall(r"\b([A-Z]\w*) = ", snippet))
-    used_members |= set(re.findall(r"\.([A-Z]\w+)\b", snippet))
+    used_members = set(re.findall(r"\b([A-Z]\w*) = ", code))
+    used_members |= set(re.findall(r"\.([A-Z]\w+)\b", code))
+    assert {"SandboxEgressArgs", "EgressPolicyArgs", "Default", "Session"} <= (
+        used_classes | used_members
+    )
     assert used_members <= members | classes, sorted(used_members - members - classes)
     # The names hold: Pulumi.ConduktEgress, as docs/languages.md says.
     assert "Pulumi.ConduktEgress" in namespaces
