@@ -22,9 +22,11 @@ from __future__ import annotations
 import contextlib
 import functools
 import http.server
+import importlib.resources
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -133,37 +135,56 @@ def kubectl_json(*args: str) -> Any:
 
 
 @pytest.fixture(scope="session")
-def provider_venv() -> Iterator[Path]:
-    """``provider/venv`` (PulumiPlugin.yaml's virtualenv) as this test run's venv.
+def pulumi_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """The environment of every ``pulumi`` run: its own home, plugins installed from ``PATH``.
 
-    The Python host would otherwise create it and pip-install this repository;
-    a venv already there is used as it is. One made here is removed after.
+    The provider's program asks for the kubernetes and tls plugins at the
+    versions its Python SDKs pin; nothing can be downloaded here, so each is
+    installed from the binary on ``PATH`` (a wrapper that runs it). The
+    Python host creates ``provider/venv`` (PulumiPlugin.yaml) on first use.
     """
-    venv = PROVIDER_DIR / "venv"
-    made = not venv.exists()
-    if made:
-        venv.symlink_to(Path(sys.prefix), target_is_directory=True)
-    try:
-        yield venv
-    finally:
-        if made:
-            venv.unlink()
+    need("pulumi", *RESOURCE_PLUGINS)
+    home = tmp_path_factory.mktemp("pulumi-home")
+    env = {
+        **os.environ,
+        "PULUMI_HOME": str(home),
+        "PULUMI_SKIP_UPDATE_CHECK": "true",
+        "PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION": "true",
+        "NO_COLOR": "1",
+    }
+    for plugin, module in (("kubernetes", "pulumi_kubernetes"), ("tls", "pulumi_tls")):
+        binary = shutil.which(f"pulumi-resource-{plugin}")
+        assert binary is not None
+        pinned = importlib.resources.files(module).joinpath("pulumi-plugin.json").read_text()
+        wrapper = home / f"pulumi-resource-{plugin}"
+        wrapper.write_text(f'#!/bin/sh\nexec {shlex.quote(binary)} "$@"\n')
+        wrapper.chmod(0o755)
+        version = json.loads(pinned)["version"]
+        install = [
+            "pulumi",
+            "plugin",
+            "install",
+            "resource",
+            plugin,
+            version,
+            "--file",
+            str(wrapper),
+        ]
+        run(install, env=env)
+    return env
 
 
 class Project:
     """A Pulumi project in its own directory, with its own local backend and one stack."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, env: Mapping[str, str]) -> None:
         self.directory = directory
         self.backend = directory.parent / f"{directory.name}-backend"
         self.backend.mkdir(parents=True, exist_ok=True)
         self.env = {
-            **os.environ,
+            **env,
             "PULUMI_BACKEND_URL": self.backend.as_uri(),
             "PULUMI_CONFIG_PASSPHRASE": PASSPHRASE,
-            "PULUMI_SKIP_UPDATE_CHECK": "true",
-            "PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION": "true",
-            "NO_COLOR": "1",
         }
         self.stack_ready = False
 
@@ -222,9 +243,10 @@ def namespaces() -> Iterator[Callable[[], str]]:
 # --- the schema -----------------------------------------------------------------
 
 
-def test_get_schema_serves_the_checked_in_schema(provider_venv: Path) -> None:
-    need("pulumi", HOSTS["python"])
-    served = run(["pulumi", "package", "get-schema", str(PROVIDER_DIR)], cwd=ROOT).stdout
+def test_get_schema_serves_the_checked_in_schema(pulumi_env: dict[str, str]) -> None:
+    need(HOSTS["python"])
+    get_schema = ["pulumi", "package", "get-schema", str(PROVIDER_DIR)]
+    served = run(get_schema, cwd=ROOT, env=pulumi_env).stdout
     checked_in = json.loads((PROVIDER_DIR / "schema.json").read_text())
     assert json.loads(served) == checked_in
 
@@ -351,7 +373,9 @@ for name, labels, image, command in WORKLOADS:
 AGENT = ("agent", {"app": "agent"}, "python:3.13-slim", ["sleep", "infinity"])
 
 
-def _python_reference(directory: Path, workloads: Sequence[tuple[Any, ...]]) -> Project:
+def _python_reference(
+    directory: Path, workloads: Sequence[tuple[Any, ...]], env: Mapping[str, str]
+) -> Project:
     directory.mkdir(parents=True)
     containers = {w[0]: "workspace" if w[0] == "agent" else w[0] for w in workloads}
     program = f"WORKLOADS = {list(workloads)!r}\nCONTAINER = {containers!r}\n{PYTHON_PROGRAM}"
@@ -362,10 +386,10 @@ def _python_reference(directory: Path, workloads: Sequence[tuple[Any, ...]]) -> 
     }
     (directory / "Pulumi.yaml").write_text(yaml.safe_dump(project))
     (directory / "venv").symlink_to(Path(sys.prefix), target_is_directory=True)
-    return Project(directory)
+    return Project(directory, env)
 
 
-def _example(language: str, directory: Path) -> Project:
+def _example(language: str, directory: Path, env: Mapping[str, str]) -> Project:
     """A copy of ``examples/<language>`` with the provider added by ``pulumi package add``."""
     shutil.copytree(
         EXAMPLES / language,
@@ -379,7 +403,7 @@ def _example(language: str, directory: Path) -> Project:
     text = manifest.read_text()
     text = re.sub(r"\npackages:\n(  .*\n|\s*#.*\n)*", "\n", text)
     manifest.write_text(text)
-    return Project(directory)
+    return Project(directory, env)
 
 
 def _normalized(obj: JSON) -> JSON:
@@ -523,7 +547,7 @@ def _comparable(objects: dict[str, JSON]) -> dict[str, JSON]:
 def test_example_creates_what_the_python_component_creates_and_destroys_pods_first(
     language: str,
     tmp_path: Path,
-    provider_venv: Path,
+    pulumi_env: dict[str, str],
     projects: list[Project],
     namespaces: Callable[[], str],
 ) -> None:
@@ -532,12 +556,12 @@ def test_example_creates_what_the_python_component_creates_and_destroys_pods_fir
     config = {"sessionId": SESSION_ID}
 
     reference_ns, example_ns = namespaces(), namespaces()
-    reference = _python_reference(tmp_path / "python", EXAMPLE_WORKLOADS[language])
+    reference = _python_reference(tmp_path / "python", EXAMPLE_WORKLOADS[language], pulumi_env)
     projects.append(reference)
     reference.init({**config, "namespace": reference_ns})
     reference.up()
 
-    example = _example(language, tmp_path / language)
+    example = _example(language, tmp_path / language, pulumi_env)
     projects.append(example)
     example.pulumi("package", "add", str(PROVIDER_DIR))
     example.init({**config, "namespace": example_ns})
@@ -567,13 +591,16 @@ def test_example_creates_what_the_python_component_creates_and_destroys_pods_fir
 
 
 def test_a_workload_bypass_from_typescript_fails_up_with_the_python_message(
-    tmp_path: Path, provider_venv: Path, projects: list[Project], namespaces: Callable[[], str]
+    tmp_path: Path,
+    pulumi_env: dict[str, str],
+    projects: list[Project],
+    namespaces: Callable[[], str],
 ) -> None:
     need("pulumi", HOSTS["python"], HOSTS["typescript"], *RESOURCE_PLUGINS)
     need_cluster()
     bypass_ts, bypass_py = "hostNetwork: true,", '"hostNetwork": True,'
 
-    reference = _python_reference(tmp_path / "python", [AGENT])
+    reference = _python_reference(tmp_path / "python", [AGENT], pulumi_env)
     source = (reference.directory / "__main__.py").read_text()
     source = source.replace('"spec": {"containers"', f'"spec": {{{bypass_py} "containers"', 1)
     (reference.directory / "__main__.py").write_text(source)
@@ -582,7 +609,7 @@ def test_a_workload_bypass_from_typescript_fails_up_with_the_python_message(
     python_failed = reference.up(check=False)
     assert python_failed.returncode != 0
 
-    example = _example("typescript", tmp_path / "typescript")
+    example = _example("typescript", tmp_path / "typescript", pulumi_env)
     index = example.directory / "index.ts"
     program = index.read_text()
     marker = "spec: {\n                    containers: ["
