@@ -44,7 +44,6 @@ from condukt_egress.errors import ConfigError, FieldError
 from condukt_egress.options import camel, document, options_of
 
 __all__ = [
-    "JAVA_NAMES",
     "LANGUAGE_NAMES",
     "NAMESPACE",
     "PACKAGE",
@@ -94,15 +93,6 @@ LANGUAGE_NAMES: Final[Mapping[str, Mapping[str, str]]] = {
 What the code generators derive for this package without a namespace (Go: as
 ``pulumi package add`` generates it, a module its ``replace`` points at), so
 the names hold whatever namespace the CLI might set.
-"""
-
-JAVA_NAMES: Final[Mapping[str, Mapping[str, str]]] = {
-    f"{PACKAGE}:index:EgressPolicy": {"default": "defaultAction"},
-}
-"""Java names of properties whose schema name is a Java keyword, per type token.
-
-The policy's ``default`` would otherwise become ``default_`` in Java; it
-stays ``default`` on the wire and in every other language.
 """
 
 T = TypeVar("T")
@@ -617,7 +607,7 @@ class EgressProvider(ComponentProvider):
     declared once, those of the Python-only inputs from the ``Attributes``
     section of ``SandboxEgressArgs``, and every input's default from it; and
     with the namespace and every SDK's names pinned (:data:`NAMESPACE`,
-    :data:`LANGUAGE_NAMES`, :data:`JAVA_NAMES`).
+    :data:`LANGUAGE_NAMES`).
     """
 
     def __init__(self) -> None:
@@ -626,9 +616,6 @@ class EgressProvider(ComponentProvider):
         described = json.loads(self.schema)
         for language, names in LANGUAGE_NAMES.items():
             described["language"][language].update(names)
-        for token, renamed in JAVA_NAMES.items():
-            for prop, name in renamed.items():
-                described["types"][token]["properties"][prop]["language"] = {"java": {"name": name}}
         inputs = described["resources"][f"{PACKAGE}:index:SandboxEgress"]["inputProperties"]
         registry = {opt.name: opt for opt in options_of(py_args.SandboxEgressArgs)}
         documented = _attribute_docs(py_args.SandboxEgressArgs)

@@ -307,22 +307,24 @@ _JAVA_KEYWORDS = frozenset((
 # fmt: on
 
 
-def test_no_java_keyword_is_left_for_the_java_generator_to_mangle() -> None:
-    # pulumi-java appends "_" to a keyword (names/ident.go): policy.default_().
-    # The schema names it instead; the wire name stays "default".
+def test_the_policys_default_is_the_one_java_keyword_and_docs_name_its_java_accessor() -> None:
+    # pulumi-java appends "_" to a keyword (names/ident.go). A schema
+    # language.java.name renames only the private field (pulumi-java 1.0.0:
+    # input types' accessors follow the schema name), so the Java SDK has
+    # EgressPolicyArgs.builder().default_(...) and docs/languages.md says so.
     schema = provider.schema()
-    mangled = [
+    keywords = [
         f"{token}.{name}"
         for token, type_ in schema["types"].items()
-        for name, prop in (type_.get("properties") or {}).items()
-        if name in _JAVA_KEYWORDS and "name" not in prop.get("language", {}).get("java", {})
+        for name in type_.get("properties") or {}
+        if name in _JAVA_KEYWORDS
     ]
-    assert mangled == []
-    policy = schema["types"]["condukt-egress:index:EgressPolicy"]["properties"]
-    assert policy["default"]["language"] == {"java": {"name": "defaultAction"}}
-    for resource in schema["resources"].values():
+    for token, resource in schema["resources"].items():
         for kind in ("inputProperties", "properties"):
-            assert not set(resource[kind]) & _JAVA_KEYWORDS
+            keywords += [f"{token}.{name}" for name in resource[kind] if name in _JAVA_KEYWORDS]
+    assert keywords == ["condukt-egress:index:EgressPolicy.default"]
+    docs = (PROVIDER_DIR.parent / "docs" / "languages.md").read_text()
+    assert ".default_(DefaultAction.Deny)" in docs
 
 
 @pytest.mark.parametrize(
