@@ -634,7 +634,35 @@ class EgressProvider(ComponentProvider):
                 prop["description"] = f"{opt.help} Default: {opt.doc_default}."
             else:
                 prop["description"] = opt.help
-        self.schema = json.dumps(described)
+        self.schema = json.dumps(_as_the_cli_reads_it(described))
+
+
+def _as_the_cli_reads_it(schema: dict[str, Any]) -> dict[str, Any]:
+    """``schema`` in the form the Pulumi CLI holds it (``pulumi package get-schema`` prints).
+
+    The CLI's package model has no description on an array's items or a
+    map's values, omits empty lists and always has a ``config`` section;
+    served in that form, the checked-in schema is byte for byte what the CLI
+    reads from the provider.
+    """
+
+    def element(node: Any) -> Any:
+        if isinstance(node, dict):
+            for key in ("items", "additionalProperties"):
+                if isinstance(node.get(key), dict):
+                    node[key].pop("description", None)
+            for key in [k for k, v in node.items() if v == [] and k in _OMITTED_WHEN_EMPTY]:
+                del node[key]
+            for value in node.values():
+                element(value)
+        return node
+
+    out: dict[str, Any] = element(schema)
+    out.setdefault("config", {})
+    return out
+
+
+_OMITTED_WHEN_EMPTY: Final = frozenset({"required", "requiredInputs", "dependencies"})
 
 
 def _attribute_docs(cls: type) -> dict[str, str]:
