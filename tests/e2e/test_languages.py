@@ -31,6 +31,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -486,39 +487,42 @@ def differences(expected: Any, actual: Any, path: str = "") -> list[str]:
 
 
 class DeletionWatch:
-    """The order in which Pods, Secrets and NetworkPolicies of a namespace are deleted."""
+    """The order in which Pods, Secrets and NetworkPolicies of a namespace are deleted.
+
+    One ``kubectl get --watch`` per kind (kubectl watches one type at a
+    time); deletions are ordered by the revision etcd gave them.
+    """
+
+    KINDS = ("pods", "secrets", "networkpolicies")
 
     def __init__(self, namespace: str) -> None:
         self.namespace = namespace
         self.deleted: list[tuple[int, str]] = []
-        self._process: subprocess.Popen[str] | None = None
-        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._processes: list[subprocess.Popen[str]] = []
+        self._threads: list[threading.Thread] = []
 
     def __enter__(self) -> DeletionWatch:
-        self._process = subprocess.Popen(
-            [
-                "kubectl",
-                "get",
-                "pods,secrets,networkpolicies",
-                "-n",
-                self.namespace,
-                "--watch-only",
-                "--output-watch-events",
-                "-o",
-                "json",
-            ],
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        self._thread = threading.Thread(target=self._read, daemon=True)
-        self._thread.start()
+        for kind in self.KINDS:
+            process = subprocess.Popen(
+                [
+                    *("kubectl", "get", kind, "-n", self.namespace),
+                    *("--watch-only", "--output-watch-events", "-o", "json"),
+                ],
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            thread = threading.Thread(target=self._read, args=(process,), daemon=True)
+            thread.start()
+            self._processes.append(process)
+            self._threads.append(thread)
+        time.sleep(2)  # the watches are established before anything is deleted
         return self
 
-    def _read(self) -> None:
-        assert self._process is not None
-        assert self._process.stdout is not None
+    def _read(self, process: subprocess.Popen[str]) -> None:
+        assert process.stdout is not None
         decoder, buffer = json.JSONDecoder(), ""
-        for line in self._process.stdout:
+        for line in process.stdout:
             buffer += line
             with contextlib.suppress(ValueError):
                 event, end = decoder.raw_decode(buffer.lstrip())
@@ -526,17 +530,23 @@ class DeletionWatch:
                 if event.get("type") == "DELETED":
                     obj = event["object"]
                     revision = int(obj["metadata"]["resourceVersion"])
-                    self.deleted.append((revision, f"{obj['kind']}/{obj['metadata']['name']}"))
+                    with self._lock:
+                        self.deleted.append((revision, f"{obj['kind']}/{obj['metadata']['name']}"))
 
     def __exit__(self, *_exc: object) -> None:
-        assert self._process is not None
-        self._process.terminate()
-        self._process.wait(10)
-        if self._thread is not None:
-            self._thread.join(10)
+        time.sleep(2)  # the last events reach the watches
+        for process in self._processes:
+            process.terminate()
+            process.wait(10)
+        for thread in self._threads:
+            thread.join(10)
+        for process in self._processes:
+            if process.stdout is not None:
+                process.stdout.close()
 
     def order(self) -> list[str]:
-        return [name for _, name in sorted(self.deleted)]
+        with self._lock:
+            return [name for _, name in sorted(self.deleted)]
 
 
 def _wait_pods_gone(namespace: str) -> None:
@@ -595,6 +605,8 @@ def test_example_creates_what_the_python_component_creates_and_destroys_pods_fir
     kinds = sorted(key.split("/")[0] for key in actual)
     assert kinds.count("Secret") == 1, kinds
     assert kinds.count("NetworkPolicy") == 1, kinds
+    assert set(_comparable(expected)) == set(_comparable(actual)), (expected, actual)
+    assert "Deployment/app=agent" in _comparable(actual)
     assert differences(_comparable(expected), _comparable(actual)) == []
 
     with DeletionWatch(example_ns) as watch:
@@ -604,7 +616,8 @@ def test_example_creates_what_the_python_component_creates_and_destroys_pods_fir
     session = [i for i, name in enumerate(order) if name.startswith(("Secret/", "NetworkPolicy/"))]
     pods = [i for i, name in enumerate(order) if name.startswith("Pod/")]
     assert session, order
-    assert not pods or max(pods) < min(session), f"a Pod outlived its session: {order}"
+    assert pods, f"no Pod was deleted (the Deployment's replica): {order}"
+    assert max(pods) < min(session), f"a Pod outlived its session: {order}"
     left = kubectl_json("get", "secrets,networkpolicies,deployments", "-n", example_ns)["items"]
     assert [
         i["metadata"]["name"] for i in left if not i["metadata"]["name"].startswith("default-token")
