@@ -353,11 +353,14 @@ egress = SandboxEgress("egress", SandboxEgressArgs(
     },
 ))
 for name, labels, image, command in WORKLOADS:
+    # The TypeScript example's worker: autonamed, its pod template injected.
+    declared = {"name": name, "labels": labels} if name != "worker" else {}
+    replicas = {"replicas": 1} if name != "worker" else {}
     k8s.apps.v1.Deployment(
         name,
-        metadata={"name": name, "namespace": namespace, "labels": labels},
+        metadata={**declared, "namespace": namespace},
         spec={
-            "replicas": 1,
+            **replicas,
             "selector": {"matchLabels": labels},
             "template": {
                 "metadata": {"labels": labels},
