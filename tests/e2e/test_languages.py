@@ -642,7 +642,9 @@ def test_a_workload_bypass_from_typescript_fails_up_with_the_python_message(
 
     reference = _python_reference(tmp_path / "python", [AGENT], pulumi_env)
     source = (reference.directory / "__main__.py").read_text()
-    source = source.replace('"spec": {"containers"', f'"spec": {{{bypass_py} "containers"', 1)
+    marker_py = '"containers": [{"name": CONTAINER[name]'
+    assert marker_py in source
+    source = source.replace(marker_py, f"{bypass_py} {marker_py}", 1)
     (reference.directory / "__main__.py").write_text(source)
     projects.append(reference)
     reference.init({"sessionId": SESSION_ID, "namespace": namespaces()})
@@ -668,7 +670,11 @@ def test_a_workload_bypass_from_typescript_fails_up_with_the_python_message(
     assert typescript_failed.returncode != 0
 
     def refusal(output: str) -> str:
-        found = re.search(r"(Deployment 'agent' spec\.template\.spec\.hostNetwork: [^\n]+)", output)
+        # The message runs to its fix; Python's engine error wraps it in more text.
+        found = re.search(
+            r"(Deployment 'agent' spec\.template\.spec\.hostNetwork: [^\n]*?remove hostNetwork)",
+            output,
+        )
         assert found, output
         return found[1].strip()
 
