@@ -44,7 +44,6 @@ from condukt_egress.errors import ConfigError, FieldError
 from condukt_egress.options import camel, document, options_of
 
 __all__ = [
-    "JAVA_NAMES",
     "LANGUAGE_NAMES",
     "NAMESPACE",
     "PACKAGE",
@@ -95,15 +94,6 @@ LANGUAGE_NAMES: Final[Mapping[str, Mapping[str, str]]] = {
 What the code generators derive for this package without a namespace (Go: as
 ``pulumi package add`` generates it, a module its ``replace`` points at), so
 the names hold whatever namespace the CLI might set.
-"""
-
-JAVA_NAMES: Final[Mapping[str, Mapping[str, str]]] = {
-    f"{PACKAGE}:index:EgressPolicy": {"default": "defaultAction"},
-}
-"""Java names of properties whose schema name is a Java keyword, per type token.
-
-The policy's ``default`` would otherwise become ``default_`` in Java; it
-stays ``default`` on the wire and in every other language.
 """
 
 T = TypeVar("T")
@@ -658,7 +648,7 @@ class EgressProvider(ComponentProvider):
     declared once, those of the Python-only inputs from the ``Attributes``
     section of ``SandboxEgressArgs``, and every input's default from it; and
     with the namespace and every SDK's names pinned (:data:`NAMESPACE`,
-    :data:`LANGUAGE_NAMES`, :data:`JAVA_NAMES`).
+    :data:`LANGUAGE_NAMES`).
     """
 
     def __init__(self) -> None:
@@ -667,9 +657,6 @@ class EgressProvider(ComponentProvider):
         described = json.loads(self.schema)
         for language, names in LANGUAGE_NAMES.items():
             described["language"][language].update(names)
-        for token, renamed in JAVA_NAMES.items():
-            for prop, name in renamed.items():
-                described["types"][token]["properties"][prop]["language"] = {"java": {"name": name}}
         inputs = described["resources"][f"{PACKAGE}:index:SandboxEgress"]["inputProperties"]
         registry = {opt.name: opt for opt in options_of(py_args.SandboxEgressArgs)}
         documented = _attribute_docs(py_args.SandboxEgressArgs)
@@ -688,7 +675,35 @@ class EgressProvider(ComponentProvider):
                 prop["description"] = f"{opt.help} Default: {opt.doc_default}."
             else:
                 prop["description"] = opt.help
-        self.schema = json.dumps(described)
+        self.schema = json.dumps(_as_the_cli_reads_it(described))
+
+
+def _as_the_cli_reads_it(schema: dict[str, Any]) -> dict[str, Any]:
+    """``schema`` in the form the Pulumi CLI holds it (``pulumi package get-schema`` prints).
+
+    The CLI's package model has no description on an array's items or a
+    map's values, omits empty lists and always has a ``config`` section;
+    served in that form, the checked-in schema is byte for byte what the CLI
+    reads from the provider.
+    """
+
+    def element(node: Any) -> Any:
+        if isinstance(node, dict):
+            for key in ("items", "additionalProperties"):
+                if isinstance(node.get(key), dict):
+                    node[key].pop("description", None)
+            for key in [k for k, v in node.items() if v == [] and k in _OMITTED_WHEN_EMPTY]:
+                del node[key]
+            for value in node.values():
+                element(value)
+        return node
+
+    out: dict[str, Any] = element(schema)
+    out.setdefault("config", {})
+    return out
+
+
+_OMITTED_WHEN_EMPTY: Final = frozenset({"required", "requiredInputs", "dependencies"})
 
 
 def _attribute_docs(cls: type) -> dict[str, str]:

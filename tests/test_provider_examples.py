@@ -59,10 +59,10 @@ def test_typescript_example_resolves_modules_as_typescript_7_requires() -> None:
 @pytest.mark.parametrize(
     ("language", "generated"),
     [
-        ("typescript", ["sdks/condukt-egress/index.ts", "node_modules/x", "bin/index.js"]),
-        ("yaml", ["sdks/condukt-egress/condukt-egress-0.1.0.yaml"]),
-        ("go", ["sdks/condukt-egress/go.mod"]),
-        ("java", ["sdks/condukt-egress/build.gradle", "target/classes/App.class"]),
+        ("typescript", ["sdks/pulumi-condukt-egress/index.ts", "node_modules/x", "bin/index.js"]),
+        ("yaml", ["sdks/pulumi-condukt-egress/condukt-egress-0.1.0.yaml"]),
+        ("go", ["sdks/pulumi-condukt-egress/go.mod"]),
+        ("java", ["sdks/pulumi-condukt-egress/build.gradle", "target/classes/App.class"]),
     ],
 )
 def test_what_pulumi_install_writes_into_an_example_is_ignored(
@@ -146,8 +146,8 @@ def test_typescript_example_uses_the_schema_names() -> None:
         assert re.search(rf"\b{key}\b", source)
     assert "timeoutMs" in source  # nested names are camelCase too
     package = json.loads((EXAMPLES / "typescript" / "package.json").read_text())
-    # What `pulumi package add` links for a package named condukt-egress without a namespace.
-    assert package["dependencies"]["@pulumi/condukt-egress"] == "file:sdks/condukt-egress"
+    # What `pulumi package add` links: the SDK folder is named <namespace>-<name>.
+    assert package["dependencies"]["@pulumi/condukt-egress"] == "file:sdks/pulumi-condukt-egress"
     assert "@pulumi/condukt-egress" in source
 
 

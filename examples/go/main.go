@@ -1,5 +1,5 @@
 // One sandbox session and its agent Deployment, through the condukt-egress
-// package (`pulumi install` generates ./sdks/condukt-egress from ../../provider
+// package (`pulumi install` generates ./sdks/pulumi-condukt-egress from ../../provider
 // and adds its replace directive to go.mod).
 //
 //	pulumi stack init session-42
@@ -27,11 +27,11 @@ func main() {
 		egress, err := conduktegress.NewSandboxEgress(ctx, "egress", &conduktegress.SandboxEgressArgs{
 			SessionId: cfg.Require("sessionId"),
 			Namespace: &namespace,
-			Policy: &conduktegress.EgressPolicy{
-				Rules: []conduktegress.PolicyRule{
+			Policy: &conduktegress.EgressPolicyArgs{
+				Rules: []conduktegress.PolicyRuleArgs{
 					{Deny: []string{"*.internal.example.com"}},
 					{Allow: []string{"api.github.com", "*.openai.com"}},
-					{Decide: &conduktegress.DecideRule{TimeoutMs: &timeout}},
+					{Decide: &conduktegress.DecideRuleArgs{TimeoutMs: &timeout}},
 				},
 				Default: &deny,
 				Redact:  []string{"x-api-key"},

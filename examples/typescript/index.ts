@@ -1,5 +1,5 @@
 // One sandbox session and the workloads of its agent, through the condukt-egress
-// package (`pulumi install` generates ./sdks/condukt-egress from ../../provider).
+// package (`pulumi install` generates ./sdks/pulumi-condukt-egress from ../../provider).
 //
 //   pulumi stack init session-42
 //   pulumi config set sessionId 42

@@ -1,5 +1,5 @@
 // One sandbox session and its agent Deployment, through the condukt-egress
-// package (`pulumi install` generates ./sdks/condukt-egress from ../../provider).
+// package (`pulumi install` generates ./sdks/pulumi-condukt-egress from ../../provider).
 //
 //   pulumi stack init session-42
 //   pulumi config set sessionId 42
@@ -12,9 +12,9 @@ import com.pulumi.conduktegress.SandboxEgressArgs;
 import com.pulumi.conduktegress.SandboxWorkload;
 import com.pulumi.conduktegress.SandboxWorkloadArgs;
 import com.pulumi.conduktegress.enums.DefaultAction;
-import com.pulumi.conduktegress.inputs.DecideRule;
-import com.pulumi.conduktegress.inputs.EgressPolicy;
-import com.pulumi.conduktegress.inputs.PolicyRule;
+import com.pulumi.conduktegress.inputs.DecideRuleArgs;
+import com.pulumi.conduktegress.inputs.EgressPolicyArgs;
+import com.pulumi.conduktegress.inputs.PolicyRuleArgs;
 import com.pulumi.core.Output;
 import java.util.List;
 import java.util.Map;
@@ -29,13 +29,13 @@ public class App {
             var egress = new SandboxEgress("egress", SandboxEgressArgs.builder()
                 .sessionId(config.require("sessionId"))
                 .namespace(namespace)
-                .policy(EgressPolicy.builder()
+                .policy(EgressPolicyArgs.builder()
                     .rules(
-                        PolicyRule.builder().deny("*.internal.example.com").build(),
-                        PolicyRule.builder().allow("api.github.com", "*.openai.com").build(),
-                        PolicyRule.builder().decide(DecideRule.builder().timeoutMs(5000).build()).build())
-                    // `default` is a Java keyword: the schema names it defaultAction here.
-                    .defaultAction(DefaultAction.Deny)
+                        PolicyRuleArgs.builder().deny("*.internal.example.com").build(),
+                        PolicyRuleArgs.builder().allow("api.github.com", "*.openai.com").build(),
+                        PolicyRuleArgs.builder().decide(DecideRuleArgs.builder().timeoutMs(5000).build()).build())
+                    // `default` is a Java keyword: pulumi-java names its accessor default_.
+                    .default_(DefaultAction.Deny)
                     .redact("x-api-key")
                     .build())
                 .build());
