@@ -396,7 +396,7 @@ def test_render_command_prints_the_teardown_on_stderr(tmp_path: Path) -> None:
     selector = f"{names.label_key}={names.label_value}"
     lines = result.stderr.splitlines()
     # stderr ends with the next steps: apply, watch, tear down (pods first, by label).
-    assert lines[-3] == f"note: next: apply: kubectl apply -f {out}"
+    assert lines[-3] == f"note: next: apply: kubectl apply --server-side -f {out}"
     assert lines[-2] == "note: next: watch: condukt-egress events -n agents --session-id run-42"
     assert lines[-1].endswith(
         f"kubectl delete pod --namespace agents -l {selector} --wait=true && "

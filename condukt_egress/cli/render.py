@@ -130,10 +130,12 @@ def _notes(
     if files and len(objects) == 2:
         note("the manifests hold no objects: only the Secret and the NetworkPolicy were rendered.")
     namespace = shlex.quote(spec.namespace)
+    # Server-side: client-side apply keeps a copy of each object in an annotation
+    # limited to 256 KiB, which a public-roots Secret (two copies of the roots) exceeds.
     apply = (
-        f"kubectl apply -f {shlex.quote(str(output))}"
+        f"kubectl apply --server-side -f {shlex.quote(str(output))}"
         if output is not None
-        else "pipe this command into `kubectl apply -f -`"
+        else "pipe this command into `kubectl apply --server-side -f -`"
     )
     note(f"next: apply: {apply}")
     note(
