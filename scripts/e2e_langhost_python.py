@@ -10,10 +10,15 @@ pinned SDK's Go module (installed beside this file by scripts/e2e-tools). The
 program's own output goes straight to the engine, and exit code 32 (errors
 already shown) bails without a second message, as in the real host.
 
-Not implemented (the harness does not need them): dependency installation
-(``pulumi install``), plugin discovery for the engine (``GetRequiredPackages``
-answers nothing, so the engine loads plugins on first use: from PATH here),
-code generation, policy packs.
+It also runs Python plugins, as the real host does for this repository's
+multi-language provider (``provider/``): ``InstallDependencies`` makes the
+plugin's virtualenv and installs its ``requirements.txt``, and ``RunPlugin``
+starts ``python -u <plugin directory>`` and streams its output and exit code
+back to the engine.
+
+Not implemented (the harness does not need them): plugin discovery for the
+engine (``GetRequiredPackages`` answers nothing, so the engine loads plugins
+on first use: from PATH here), code generation, policy packs.
 """
 
 from __future__ import annotations
@@ -21,8 +26,11 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import queue
 import subprocess
 import sys
+import threading
+from collections.abc import Iterator
 from concurrent import futures
 from pathlib import Path
 from typing import Any
@@ -115,6 +123,67 @@ class PythonHost(language_pb2_grpc.LanguageRuntimeServicer):
         if code == BAIL_EXIT_CODE:
             return language_pb2.RunResponse(bail=True)
         return language_pb2.RunResponse(error=f"Program exited with non-zero exit code: {code}")
+
+    def InstallDependencies(self, request: Any, context: Any) -> Iterator[Any]:
+        info = request.info
+        directory = info.program_directory or info.root_directory or request.directory or "."
+        venv = _options(info).get("virtualenv")
+        commands: list[list[str]] = []
+        if venv:
+            target = Path(info.root_directory or directory, venv)
+            if not (target / "bin" / "python").exists():
+                commands.append([sys.executable, "-m", "venv", str(target)])
+            python = str(target / "bin" / "python")
+        else:
+            python = os.environ.get("PULUMI_PYTHON_CMD") or "python3"
+        if Path(directory, "requirements.txt").exists():
+            commands.append([python, "-m", "pip", "install", "-q", "-r", "requirements.txt"])
+        for command in commands:
+            code = yield from _streamed(command, directory, dict(os.environ), _install_output)
+            if code != 0:
+                context.abort(grpc.StatusCode.UNKNOWN, f"{' '.join(command)} exited {code}")
+
+    def RunPlugin(self, request: Any, context: Any) -> Iterator[Any]:
+        info = request.info
+        directory = info.program_directory or request.program or request.pwd
+        python = _python(info.root_directory or directory, _options(info))
+        env = dict(item.split("=", 1) for item in request.env if "=" in item) or dict(os.environ)
+        code = yield from _streamed(
+            [python, "-u", directory, *request.args], request.pwd or directory, env, _plugin_output
+        )
+        yield language_pb2.RunPluginResponse(exitcode=code)
+
+
+def _install_output(stream: str, data: bytes) -> Any:
+    return language_pb2.InstallDependenciesResponse(**{stream: data})
+
+
+def _plugin_output(stream: str, data: bytes) -> Any:
+    return language_pb2.RunPluginResponse(**{stream: data})
+
+
+def _streamed(command: list[str], cwd: str, env: dict[str, str], message: Any) -> Iterator[Any]:
+    """Run ``command``, yielding its stdout and stderr as they come; return its exit code."""
+    process = subprocess.Popen(
+        command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    chunks: queue.Queue[tuple[str, bytes]] = queue.Queue()
+
+    def pump(name: str, pipe: Any) -> None:
+        for data in iter(lambda: pipe.read1(65536), b""):
+            chunks.put((name, data))
+        chunks.put((name, b""))
+
+    for name, pipe in (("stdout", process.stdout), ("stderr", process.stderr)):
+        threading.Thread(target=pump, args=(name, pipe), daemon=True).start()
+    open_pipes = 2
+    while open_pipes:
+        name, data = chunks.get()
+        if data:
+            yield message(name, data)
+        else:
+            open_pipes -= 1
+    return process.wait()
 
 
 def _options(info: Any) -> dict[str, Any]:
