@@ -8,8 +8,10 @@ because CI builds the tools and a skip there would hide a broken harness.
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import uuid
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -85,3 +87,17 @@ def project_factory(tmp_path: Path) -> Iterator[Any]:
     finally:
         for project in reversed(made):
             project.remove()
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _collect_what_the_module_left() -> Iterator[None]:
+    """Collect, at the end of each e2e module, the sockets its clients left to the GC.
+
+    Engine runs and API clients (kubernetes, the service's test client) leave
+    unix sockets for the garbage collector; collected later, inside an
+    unrelated unit test, their ResourceWarnings fail that test instead.
+    """
+    yield
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)
+        gc.collect()

@@ -136,7 +136,10 @@ def test_preview_changes_nothing_and_leaves_no_stack(
         changes = stacks.preview(spec)
         assert changes.get("create", 0) >= 5
         assert stacks.list() == []
-        assert not render_dir.exists() or rendered(render_dir) == {}
+        # The real pulumi-kubernetes renders at preview what is already known (the
+        # NetworkPolicy); never the Secret or the Pod, which wait for the CA.
+        kinds = {kind for kind, _ in rendered(render_dir)} if render_dir.exists() else set()
+        assert kinds <= {"NetworkPolicy"}, kinds
 
 
 def test_many_sessions_at_once(stacks: SessionStacks, render_dir: Path) -> None:

@@ -114,7 +114,7 @@ def test_our_pod_is_admitted_and_mutations_are_refused(cluster: tuple[Any, str])
     workspace["securityContext"]["capabilities"]["add"] = ["NET_ADMIN"]
     refusal = dry_run_create(api, namespace, added)
     assert refusal is not None
-    assert "container workspace must drop ALL capabilities" in refusal
+    assert "container workspace: every user container drops ALL capabilities" in refusal
     bare = {
         "apiVersion": "v1",
         "kind": "Pod",
