@@ -41,6 +41,7 @@ import pytest
 import yaml
 
 from tests.ca_mask import mask_ca_fingerprints
+from tests.e2e.harness import run
 
 ROOT = Path(__file__).resolve().parents[2]
 PROVIDER_DIR = ROOT / "provider"
@@ -105,30 +106,6 @@ def need_cluster() -> None:
         if os.environ.get("CI") == "true":
             pytest.fail(f"CI=true: {reason}", pytrace=False)
         pytest.skip(reason)
-
-
-def run(
-    argv: Sequence[str],
-    cwd: Path | None = None,
-    env: Mapping[str, str] | None = None,
-    check: bool = True,
-    timeout: float = 900,
-) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(
-        list(argv),
-        cwd=cwd,
-        env=dict(env) if env is not None else None,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-    if check:
-        assert result.returncode == 0, (
-            f"{' '.join(argv)} exited {result.returncode}\n"
-            f"--- stdout\n{result.stdout}\n--- stderr\n{result.stderr}"
-        )
-    return result
 
 
 def kubectl_json(*args: str) -> Any:
