@@ -13,6 +13,7 @@ import json
 from typing import Any, Final
 
 from condukt_egress import compat, contract, dns
+from condukt_egress._hardening import restricted_context
 from condukt_egress.args import SandboxEgressArgs
 from condukt_egress.naming import (
     CONFIG_VOLUME,
@@ -130,22 +131,9 @@ def workspace_trust_files(args: SandboxEgressArgs) -> dict[str, str]:
     return files
 
 
-def _restricted_context(uid: int, gid: int) -> JSON:
-    return {
-        "runAsUser": uid,
-        "runAsGroup": gid,
-        "runAsNonRoot": True,
-        "allowPrivilegeEscalation": False,
-        "privileged": False,
-        "readOnlyRootFilesystem": True,
-        "capabilities": {"drop": ["ALL"]},
-        "seccompProfile": {"type": "RuntimeDefault"},
-    }
-
-
 def netfilter_container(args: SandboxEgressArgs) -> JSON:
     """The init container that installs the 80/443 redirect, then exits."""
-    context = _restricted_context(0, 0)
+    context = restricted_context(0, 0)
     context["runAsNonRoot"] = False
     # The image runs the iptables binary, which may take its lock file in
     # /run; this container is trusted and exits before any workspace starts.
@@ -253,7 +241,7 @@ def filter_container(args: SandboxEgressArgs) -> JSON:
     ``NET_ADMIN`` only; it runs after the netfilter init container and before
     the sidecar and any user code.
     """
-    context = _restricted_context(0, 0)
+    context = restricted_context(0, 0)
     context["runAsNonRoot"] = False
     # iptables' nft backend (the image's) takes no /run/xtables.lock: read-only is fine.
     context["capabilities"] = {"drop": ["ALL"], "add": list(FILTER_CAPABILITIES)}
@@ -286,7 +274,7 @@ def sidecar_container(args: SandboxEgressArgs) -> JSON:
             {"name": "proxy", "containerPort": args.proxy_port, "protocol": "TCP"},
             {"name": "control", "containerPort": args.control_port, "protocol": "TCP"},
         ],
-        "securityContext": _restricted_context(args.sidecar_uid, args.sidecar_gid),
+        "securityContext": restricted_context(args.sidecar_uid, args.sidecar_gid),
         "resources": {k: dict(v) for k, v in args.sidecar_resources.items()},
         "volumeMounts": [
             {"name": CONFIG_VOLUME, "mountPath": contract.CONFIG_DIR, "readOnly": True}

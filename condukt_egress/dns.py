@@ -56,6 +56,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Literal, TypeAlias, get_args
 
+from condukt_egress._hardening import restricted_context
 from condukt_egress.errors import ConfigError, PolicyError
 from condukt_egress.naming import DNS_CONTAINER, DNS_VOLUME
 from condukt_egress.policy import EgressPolicy, Rule, allow
@@ -360,16 +361,7 @@ def resolver_container(image: str = DNS_IMAGE, *, native: bool = True) -> dict[s
             {"name": "GOMAXPROCS", "value": "1"},
             {"name": "GOMEMLIMIT", "value": "48MiB"},
         ],
-        "securityContext": {
-            "runAsUser": DNS_UID,
-            "runAsGroup": DNS_UID,
-            "runAsNonRoot": True,
-            "allowPrivilegeEscalation": False,
-            "privileged": False,
-            "readOnlyRootFilesystem": True,
-            "capabilities": {"drop": ["ALL"]},
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
+        "securityContext": restricted_context(DNS_UID, DNS_UID),
         "resources": {
             "requests": {"cpu": "10m", "memory": "32Mi"},
             "limits": {"cpu": "200m", "memory": "128Mi"},
