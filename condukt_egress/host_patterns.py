@@ -45,8 +45,6 @@ naming the field and the fix):
   trailing or doubled dot, runs of three or more stars, ``*`` followed by
   anything but a dot, literal labels over 63 characters, patterns over 253
   characters.
-* Duplicate patterns are kept as written (they cannot change a verdict) so the
-  wire form mirrors the author's list.
 * Bounds: at most :data:`MAX_PATTERN_LENGTH` characters a pattern, and
   :data:`MAX_HOST_PATTERNS` patterns over all the rules of a policy.
 """
