@@ -9,10 +9,12 @@ import json
 import time
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
 
+from condukt_egress import host_patterns, policy_files
 from condukt_egress import policy as policy_module
 from condukt_egress.errors import PolicyError
 from condukt_egress.policy import (
@@ -32,6 +34,8 @@ from condukt_egress.policy import (
     deny,
     host_matches,
 )
+
+POLICY_MODULES = (policy_module, host_patterns, policy_files)
 
 EXAMPLE = EgressPolicy(
     rules=[
@@ -119,9 +123,12 @@ def test_policies_are_frozen_hashable_and_store_tuples() -> None:
 
 
 def test_docstring_examples_hold() -> None:
-    result = doctest.testmod(policy_module, raise_on_error=False, verbose=False)
-    assert result.attempted >= 10
-    assert result.failed == 0
+    attempted = 0
+    for module in POLICY_MODULES:
+        result = doctest.testmod(module, raise_on_error=False, verbose=False)
+        assert result.failed == 0, module.__name__
+        attempted += result.attempted
+    assert attempted >= 15
 
 
 def test_deny_all_has_no_rules_and_denies_by_default() -> None:
@@ -130,8 +137,9 @@ def test_deny_all_has_no_rules_and_denies_by_default() -> None:
     assert DENY_ALL.evaluate("example.com") == Verdict("deny", None, None, "default_deny")
 
 
-def test_all_is_sorted_and_complete() -> None:
-    tree = ast.parse(Path(policy_module.__file__).read_text(encoding="utf-8"))
+def defined_public_names(module: ModuleType) -> set[str]:
+    """The public names a module's own source defines (not those it imports)."""
+    tree = ast.parse(Path(str(module.__file__)).read_text(encoding="utf-8"))
     defined: set[str] = set()
     for node in tree.body:
         if isinstance(node, ast.FunctionDef | ast.ClassDef):
@@ -140,11 +148,35 @@ def test_all_is_sorted_and_complete() -> None:
             defined.add(node.target.id)
         elif isinstance(node, ast.Assign):
             defined.update(t.id for t in node.targets if isinstance(t, ast.Name))
-    public = {name for name in defined if not name.startswith("_")}
+    return {name for name in defined if not name.startswith("_")}
+
+
+# What users, docs and other modules import from condukt_egress.policy, at home
+# in its parts.
+RE_EXPORTED = {
+    "MAX_HOST_PATTERNS",
+    "MAX_LABEL_LENGTH",
+    "MAX_PATTERN_LENGTH",
+    "MAX_POLICY_FILE_BYTES",
+    "host_matches",
+    "yaml_problem",
+}
+
+
+@pytest.mark.parametrize("module", POLICY_MODULES, ids=lambda module: module.__name__)
+def test_all_is_unique_and_complete(module: ModuleType) -> None:
     # The order is ruff's RUF022 (constants, classes, functions); ruff checks it.
-    assert len(set(policy_module.__all__)) == len(policy_module.__all__)
-    assert set(policy_module.__all__) == public
-    assert "EgressPolicy" in public
+    assert len(set(module.__all__)) == len(module.__all__)
+    re_exported = RE_EXPORTED if module is policy_module else set()
+    assert set(module.__all__) == defined_public_names(module) | re_exported
+
+
+def test_policy_is_the_public_home_of_what_its_parts_offer_a_caller() -> None:
+    assert "EgressPolicy" in defined_public_names(policy_module)
+    for name in RE_EXPORTED:
+        home = host_patterns if name in host_patterns.__all__ else policy_files
+        assert name in home.__all__
+        assert getattr(policy_module, name) is getattr(home, name)
 
 
 # ---------------------------------------------------------------------- matching
