@@ -17,6 +17,7 @@ Example:
 from __future__ import annotations
 
 import datetime
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final
 
@@ -35,6 +36,7 @@ __all__ = [
     "KeySpec",
     "generate_ca",
     "key_spec",
+    "key_usage",
 ]
 
 CA_ORGANIZATION: Final = "condukt-egress"
@@ -78,6 +80,25 @@ _KEY_SPECS: Final[dict[str, KeySpec]] = {
     "rsa-3072": KeySpec("RSA", rsa_bits=3072),
     "rsa-4096": KeySpec("RSA", rsa_bits=4096),
 }
+
+
+def key_usage(allowed_uses: Iterable[str]) -> x509.KeyUsage:
+    """The key usage extension pulumi-tls writes for ``allowed_uses`` (its use names).
+
+    Shared by :func:`generate_ca` and the pulumi-tls mock of
+    :mod:`condukt_egress.testing`; uses other than those of
+    :data:`CA_ALLOWED_USES` (``server_auth``, say) are ignored.
+    """
+    uses = set(allowed_uses)
+    return x509.KeyUsage(
+        content_commitment=False,
+        key_encipherment=False,
+        data_encipherment=False,
+        key_agreement=False,
+        encipher_only=False,
+        decipher_only=False,
+        **{flag: use in uses for use, flag in _KEY_USAGE_FLAGS.items()},
+    )
 
 
 def key_spec(algorithm: CaKeyAlgorithm) -> KeySpec:
@@ -138,8 +159,6 @@ def generate_ca(args: SandboxEgressArgs, *, now: datetime.datetime | None = None
             x509.NameAttribute(NameOID.COMMON_NAME, args.names.ca_common_name),
         ]
     )
-    usages = dict.fromkeys(_KEY_USAGE_FLAGS.values(), False)
-    usages.update({_KEY_USAGE_FLAGS[use]: True for use in CA_ALLOWED_USES})
     cert = (
         x509.CertificateBuilder()
         .subject_name(subject)
@@ -149,18 +168,7 @@ def generate_ca(args: SandboxEgressArgs, *, now: datetime.datetime | None = None
         .not_valid_before(issued - CA_CLOCK_SKEW)
         .not_valid_after(issued + datetime.timedelta(hours=args.ca_validity_hours))
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                encipher_only=False,
-                decipher_only=False,
-                **usages,
-            ),
-            critical=True,
-        )
+        .add_extension(key_usage(CA_ALLOWED_USES), critical=True)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .sign(key, _digest(spec))
     )

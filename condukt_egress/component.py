@@ -30,6 +30,7 @@ from condukt_egress import manifests
 from condukt_egress.args import SandboxEgressArgs
 from condukt_egress.ca import CA_ALLOWED_USES, CA_ORGANIZATION, key_spec
 from condukt_egress.errors import ConfigError, EgressError, FieldError
+from condukt_egress.options import expect_args
 from condukt_egress.transform import workload_transform
 
 __all__ = ["TYPE_TOKEN", "ResolvedInputError", "SandboxEgress"]
@@ -99,11 +100,7 @@ class SandboxEgress(pulumi.ComponentResource):
                 already failed before any resource is registered.
             opts: Options of the component.
         """
-        if not isinstance(args, SandboxEgressArgs):
-            raise TypeError(
-                f"args must be SandboxEgressArgs, got {type(args).__name__}; "
-                "build it with SandboxEgressArgs(session_id=..., ...)"
-            )
+        expect_args(args, SandboxEgressArgs)
         super().__init__(TYPE_TOKEN, name, None, opts)
         self.args = args
         self.names = args.names

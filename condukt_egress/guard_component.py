@@ -19,6 +19,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from condukt_egress.guard import SandboxGuardArgs, guard_manifests
+from condukt_egress.options import expect_args
 
 __all__ = ["TYPE_TOKEN", "SandboxGuard"]
 
@@ -55,11 +56,7 @@ class SandboxGuard(pulumi.ComponentResource):
             opts: Options of the component.
         """
         args = SandboxGuardArgs() if args is None else args
-        if not isinstance(args, SandboxGuardArgs):
-            raise TypeError(
-                f"args must be SandboxGuardArgs, got {type(args).__name__}; "
-                "build it with SandboxGuardArgs(namespace_labels=..., ...)"
-            )
+        expect_args(args, SandboxGuardArgs)
         super().__init__(TYPE_TOKEN, name, None, opts)
         self.args = args
         self.policies, self.bindings, self.policy_names = [], [], []

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import copy
 import posixpath
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from decimal import Decimal
 from typing import Any, Final
 
@@ -108,17 +108,34 @@ def _harden(
     container["securityContext"] = context
 
 
+def _add_ours(
+    items: list[JSON], ours: JSON, key: Callable[[Mapping[str, Any]], object]
+) -> tuple[int, JSON] | None:
+    """Append ``ours`` to ``items`` unless it is there already; return a user's item in its place.
+
+    An item with the same ``key`` (a volume's name, a mount's path) must be
+    ours from an earlier injection (injecting is idempotent); the first that
+    differs is the user's, returned with its index for the caller to refuse.
+    """
+    wanted, found = key(ours), False
+    for index, item in enumerate(items):
+        if key(item) == wanted:
+            if item != ours:
+                return index, item
+            found = True
+    if not found:
+        items.append(ours)
+    return None
+
+
 def _merge_volumes(existing: Iterable[Mapping[str, Any]], ours: Iterable[JSON]) -> list[JSON]:
     """Append ``ours`` to ``existing``; an equal volume of the same name is ours already."""
     result = [dict(item) for item in existing]
-    by_name = {item.get("name"): (index, item) for index, item in enumerate(result)}
     for volume in ours:
-        index, current = by_name.get(volume["name"], (-1, None))
-        if current is None:
-            result.append(volume)
-        elif current != volume:
+        clash = _add_ours(result, volume, lambda item: item.get("name"))
+        if clash is not None:
             raise ConfigError(
-                f"spec.volumes[{index}].name",
+                f"spec.volumes[{clash[0]}].name",
                 f"your volume {volume['name']!r} clashes with the volume condukt-egress "
                 "injects under the same name; rename yours",
             )
@@ -133,16 +150,11 @@ def _under(path: str, directory: str) -> bool:
 def _with_trust(container: JSON, where: str, args: SandboxEgressArgs) -> None:
     mounts = [dict(m) for m in container.get("volumeMounts") or ()]
     for ours in trust_mounts():
-        clash = next(
-            (m for m in mounts if posixpath.normpath(str(m.get("mountPath"))) == ours["mountPath"]),
-            None,
-        )
-        if clash is None:
-            mounts.append(ours)
-        elif clash != ours:
+        clash = _add_ours(mounts, ours, lambda m: posixpath.normpath(str(m.get("mountPath"))))
+        if clash is not None:
             raise ConfigError(
                 f"{where}.volumeMounts",
-                f"mounts volume {clash.get('name')!r} at {ours['mountPath']!r}, where "
+                f"mounts volume {clash[1].get('name')!r} at {ours['mountPath']!r}, where "
                 f"condukt-egress mounts the session trust bundle ({TRUST_VOLUME!r}); "
                 "move your mount elsewhere",
             )

@@ -41,6 +41,7 @@ __all__ = [
     "check_fields",
     "checked",
     "document",
+    "expect_args",
     "option",
     "options_of",
     "switch",
@@ -288,6 +289,20 @@ def options_of(cls: type) -> tuple[Option, ...]:
             )
         )
     return tuple(out)
+
+
+def expect_args(args: object, cls: type) -> None:
+    """Refuse a component's ``args`` that are not the options class ``cls`` (a dict, say).
+
+    Raises:
+        TypeError: Naming the type given and how to build a ``cls`` (its first option).
+    """
+    if not isinstance(args, cls):
+        name = cls.__name__
+        raise TypeError(
+            f"args must be {name}, got {type(args).__name__}; "
+            f"build it with {name}({options_of(cls)[0].name}=..., ...)"
+        )
 
 
 def document(value: Any) -> Any:

@@ -47,6 +47,8 @@ from pulumi.runtime import rpc
 from pulumi.runtime import settings as pulumi_settings
 from pulumi.runtime.proto import callback_pb2, callback_pb2_grpc, resource_pb2
 
+from condukt_egress.ca import key_usage
+
 __all__ = [
     "EngineMocks",
     "EngineMonitor",
@@ -182,7 +184,6 @@ def _self_signed(inputs: Mapping[str, Any]) -> str:
         ]
     )
     now = datetime.datetime.now(datetime.UTC)
-    uses = set(inputs.get("allowedUses") or ())
     builder = (
         x509.CertificateBuilder()
         .subject_name(name)
@@ -195,20 +196,7 @@ def _self_signed(inputs: Mapping[str, Any]) -> str:
             x509.BasicConstraints(ca=bool(inputs.get("isCaCertificate")), path_length=None),
             critical=True,
         )
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature="digital_signature" in uses,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign="cert_signing" in uses,
-                crl_sign="crl_signing" in uses,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
+        .add_extension(key_usage(inputs.get("allowedUses") or ()), critical=True)
     )
     if inputs.get("setSubjectKeyId"):
         builder = builder.add_extension(

@@ -147,8 +147,12 @@ def test_two_sessions_in_one_program_do_not_collide() -> None:
 
 
 def test_component_rejects_untyped_args() -> None:
-    with pytest.raises(TypeError, match="SandboxEgressArgs"):
+    with pytest.raises(TypeError) as caught:
         run(lambda: SandboxEgress("s", {"session_id": "1"}))  # type: ignore[arg-type]
+    assert str(caught.value) == (
+        "args must be SandboxEgressArgs, got dict; "
+        "build it with SandboxEgressArgs(session_id=..., ...)"
+    )
 
 
 # --- the stack program (__main__.py) ----------------------------------------

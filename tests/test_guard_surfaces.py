@@ -57,8 +57,12 @@ def test_component_declares_the_same_objects_parented_and_bindings_after_policie
 
 
 def test_component_refuses_other_args() -> None:
-    with pytest.raises(TypeError, match="SandboxGuardArgs"):
+    with pytest.raises(TypeError) as caught:
         run(lambda: SandboxGuard("guard", {"only_session_pods": True}))  # type: ignore[arg-type]
+    assert str(caught.value) == (
+        "args must be SandboxGuardArgs, got dict; "
+        "build it with SandboxGuardArgs(namespace_labels=..., ...)"
+    )
 
 
 def invoke(*argv: str) -> tuple[int, str, str]:

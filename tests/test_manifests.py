@@ -241,6 +241,17 @@ def test_injection_does_not_modify_its_input_and_is_idempotent() -> None:
     assert manifests.inject(once, session()) == once
 
 
+def test_a_volume_under_our_name_is_refused_beside_our_own_copy() -> None:
+    once = manifests.inject(workspace_spec(), session())
+    ours = next(v for v in once["volumes"] if v["name"] == "condukt-egress-trust")
+    spec = workspace_spec()
+    spec["volumes"] += [{"name": "condukt-egress-trust", "emptyDir": {}}, ours]
+    with pytest.raises(ConfigError) as caught:
+        manifests.inject(spec, session())
+    assert caught.value.field == "spec.volumes[1].name"
+    assert "rename yours" in caught.value.message
+
+
 def test_pod_hygiene_defaults_and_explicit_user_choice() -> None:
     out = manifests.inject(workspace_spec(), session())
     assert out["automountServiceAccountToken"] is False

@@ -1,16 +1,24 @@
-"""``-f FILE|-``: the user's manifests, for ``render`` and ``inject`` (no CA code imported)."""
+"""Manifests in and out: ``-f FILE|-`` for ``render`` and ``inject``, and ``-o yaml|json``.
+
+No CA code is imported here.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Final
 
 import click
 
-from condukt_egress.cli import InputFile, read_input
-from condukt_egress.render import read_manifests
+from condukt_egress.cli import InputFile, format_option, read_input
+from condukt_egress.render import FORMATS, read_manifests
 
-__all__ = ["manifest_files_option", "read_documents"]
+__all__ = ["manifest_files_option", "manifest_format_option", "read_documents"]
+
+manifest_format_option: Final = format_option(
+    FORMATS, "Output format: a multi-document YAML stream or a JSON v1/List."
+)
+"""``-o yaml|json`` of the commands that print manifests: render, render-guard, inject."""
 
 
 def manifest_files_option(help_text: str) -> Callable[[Any], Any]:

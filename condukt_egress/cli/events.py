@@ -18,14 +18,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gc
 import importlib
 import importlib.machinery
 import importlib.util
+import inspect
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Final
@@ -44,6 +46,20 @@ __all__ = ["events"]
 
 _KINDS: Final = (*EVENT_KINDS, "decision_request", "decision")
 _SERVICE_ACCOUNT_NAMESPACE: Final = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+
+
+def _as_target(command: Callable[..., None]) -> Callable[..., None]:
+    """Hand ``command`` the flags that say where the sidecar is as one :class:`Target`.
+
+    The flags are :func:`_target`'s parameters, declared once there.
+    """
+
+    @functools.wraps(command)
+    def run(**flags: Any) -> None:
+        where = {name: flags.pop(name) for name in inspect.signature(_target).parameters}
+        command(_target(**where), **flags)
+
+    return run
 
 
 @cli.command("events")
@@ -111,14 +127,10 @@ _SERVICE_ACCOUNT_NAMESPACE: Final = Path("/var/run/secrets/kubernetes.io/service
     help="Policy file whose redact patterns (and decide timeout) apply (- reads stdin).",
 )
 @click.option("--show-secrets", is_flag=True, help="Show credential headers unredacted.")
-def events(  # noqa: PLR0917
-    connect: str | None,
-    namespace: str | None,
-    pod: str | None,
-    session_id: str | None,
-    context: str | None,
-    kubeconfig: str | None,
-    port: int,
+@_as_target
+def events(
+    target: Target,
+    *,
     fmt: str,
     kinds: Sequence[str],
     hosts: Sequence[str],
@@ -140,7 +152,6 @@ def events(  # noqa: PLR0917
     summary goes to stderr. Credentials in headers and query strings are shown
     as [REDACTED] unless --show-secrets.
     """
-    target = _target(connect, namespace, pod, session_id, context, kubeconfig, port)
     redact: tuple[str, ...] = ()
     if policy_file is not None:
         policy = _load_policy(policy_file)

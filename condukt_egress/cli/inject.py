@@ -31,7 +31,6 @@ import click
 from condukt_egress.args import SandboxEgressArgs
 from condukt_egress.cli import (
     cli,
-    format_option,
     from_flags,
     option_flags,
     output_file_option,
@@ -39,9 +38,13 @@ from condukt_egress.cli import (
     quiet_option,
     write_output,
 )
-from condukt_egress.cli._manifests import manifest_files_option, read_documents
+from condukt_egress.cli._manifests import (
+    manifest_files_option,
+    manifest_format_option,
+    read_documents,
+)
 from condukt_egress.errors import ConfigError
-from condukt_egress.render import FORMATS, Format, to_json, yaml_stream
+from condukt_egress.render import Format, to_json, yaml_stream
 from condukt_egress.spec import SESSION_OPTIONS
 from condukt_egress.workloads import inject_document
 
@@ -57,7 +60,7 @@ _FLAGS: Final = {o.name: o.flag for o in INJECT_OPTIONS}
 @cli.command("inject")
 @option_flags(INJECT_OPTIONS)
 @manifest_files_option("Manifests to inject: a file or - for stdin (repeatable) [default: -].")
-@format_option(FORMATS, "Output format: a multi-document YAML stream or a JSON v1/List.")
+@manifest_format_option
 @output_file_option("Write to FILE instead of stdout.")
 @quiet_option
 def inject(*, fmt: Format, output_file: Path | None, files: tuple[str, ...], **flags: Any) -> None:

@@ -34,7 +34,6 @@ import click
 from condukt_egress.ca import generate_ca
 from condukt_egress.cli import (
     cli,
-    format_option,
     from_flags,
     note,
     option_flags,
@@ -43,11 +42,14 @@ from condukt_egress.cli import (
     quiet_option,
 )
 from condukt_egress.cli import write_output as write
-from condukt_egress.cli._manifests import manifest_files_option, read_documents
+from condukt_egress.cli._manifests import (
+    manifest_files_option,
+    manifest_format_option,
+    read_documents,
+)
 from condukt_egress.errors import ConfigError
 from condukt_egress.manifests import ca_fingerprint
 from condukt_egress.render import (
-    FORMATS,
     Format,
     render_session,
     serialise,
@@ -77,7 +79,7 @@ def _rename(exc: ConfigError) -> ConfigError:
     "Your workloads: a manifest file, a directory-free YAML stream or - for stdin "
     "(repeatable); replaces the demo workspace Pod."
 )
-@format_option(FORMATS, "Output format: a multi-document YAML stream or a JSON v1/List.")
+@manifest_format_option
 @output_file_option("Write to FILE (created with mode 0600: it holds the CA key) not stdout.")
 @quiet_option
 def render(*, fmt: Format, output_file: Path | None, files: tuple[str, ...], **flags: Any) -> None:

@@ -20,7 +20,6 @@ from typing import Any, Final
 
 from condukt_egress.cli import (
     cli,
-    format_option,
     from_flags,
     note,
     option_flags,
@@ -28,10 +27,11 @@ from condukt_egress.cli import (
     quiet_option,
     write_output,
 )
+from condukt_egress.cli._manifests import manifest_format_option
 from condukt_egress.errors import ConfigError
 from condukt_egress.guard import SandboxGuardArgs, guard_manifests
 from condukt_egress.options import options_of
-from condukt_egress.render import FORMATS, Format, to_json, yaml_stream
+from condukt_egress.render import Format, to_json, yaml_stream
 
 __all__ = ["FIELD_FLAGS", "GUARD_OPTIONS", "YAML_HEADER", "render_guard"]
 
@@ -47,7 +47,7 @@ FIELD_FLAGS: Final = {o.name: o.flag for o in GUARD_OPTIONS}
 
 @cli.command("render-guard")
 @option_flags(GUARD_OPTIONS)
-@format_option(FORMATS, "Output format: a multi-document YAML stream or a JSON v1/List.")
+@manifest_format_option
 @output_file_option("Write to FILE instead of stdout.")
 @quiet_option
 def render_guard(*, fmt: Format, output_file: Path | None, **flags: Any) -> None:
