@@ -194,6 +194,25 @@ def test_bad_policy_file_names_the_rule(tmp_path: Path, capsys: pytest.CaptureFi
     assert err.startswith(f"error: {policy}: rules[0].allow[0]")
 
 
+@pytest.mark.parametrize("command", ["render", "inject"])
+@pytest.mark.parametrize("stem", ["policy", "namespace", "session_id"])
+def test_a_manifest_file_named_like_a_flag_keeps_its_name_in_errors(
+    command: str,
+    stem: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Only option errors are renamed to their flag: a workload file called
+    # policy.yaml is a file, not ``--policy.yaml``.
+    monkeypatch.chdir(tmp_path)
+    workload = f"{stem}.yaml"
+    Path(workload).write_text("kind: Pod\nmetadata: [\n")
+    code, err = main_exit([command, "--session-id", "demo", "-f", workload], capsys)
+    assert code == 1
+    assert err.startswith(f"error: {workload}: not valid YAML"), err
+
+
 def test_unknown_choice_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
     code, err = main_exit(["render", "--session-id", "1", "--trust-bundle", "mozilla"], capsys)
     assert code == 2

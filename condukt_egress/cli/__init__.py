@@ -28,7 +28,7 @@ from typing import Any, Final, NoReturn, TypeVar
 import click
 
 from condukt_egress.contract import DEFAULT_IMAGE
-from condukt_egress.errors import EgressError
+from condukt_egress.errors import ConfigError, EgressError
 from condukt_egress.options import Option
 
 __all__ = [
@@ -360,11 +360,17 @@ def from_flags(cls: Callable[..., _T], options: Sequence[Option], flags: Mapping
     """``cls`` built from a command's flags; a flag not given takes the option's default.
 
     Raises:
-        ConfigError: A value is invalid; its field is the option's Python
-            name (rename it to the flag for the user, as the commands do).
+        ConfigError: A value is invalid; its field starts with the flag the
+            user typed (``--policy.rules[0]``), not the option's Python name.
     """
-    given = {o.name: o.from_flag(flags.get(o.name)) for o in options}
-    return cls(**{name: value for name, value in given.items() if value is not None})
+    try:
+        given = {o.name: o.from_flag(flags.get(o.name)) for o in options}
+        return cls(**{name: value for name, value in given.items() if value is not None})
+    except ConfigError as exc:
+        flag = {o.name: o.flag for o in options}.get(exc.root)
+        if flag is None:
+            raise
+        raise exc.renamed(flag) from None
 
 
 def main(argv: list[str] | None = None) -> None:

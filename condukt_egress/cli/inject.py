@@ -43,7 +43,6 @@ from condukt_egress.cli._manifests import (
     manifest_format_option,
     read_documents,
 )
-from condukt_egress.errors import ConfigError
 from condukt_egress.render import Format, to_json, yaml_stream
 from condukt_egress.spec import SESSION_OPTIONS
 from condukt_egress.workloads import inject_document
@@ -54,7 +53,6 @@ INJECT_OPTIONS: Final = tuple(
     o for o in SESSION_OPTIONS if o.name not in ("workload", "workspace_image")
 )
 """The session flags of ``render`` that shape a workload (no demo Pod image)."""
-_FLAGS: Final = {o.name: o.flag for o in INJECT_OPTIONS}
 
 
 @cli.command("inject")
@@ -73,14 +71,10 @@ def inject(*, fmt: Format, output_file: Path | None, files: tuple[str, ...], **f
         if sys.stdin.isatty():
             raise click.UsageError("give the manifests: -f FILE, or pipe them in (-f -)")
         files = ("-",)
-    try:
-        args = from_flags(SandboxEgressArgs, INJECT_OPTIONS, flags)
-        out = [
-            inject_document(d, args, where=f"document {i + 1}")
-            for i, d in enumerate(read_documents(files))
-        ]
-    except ConfigError as exc:
-        flag = _FLAGS.get(exc.root)
-        raise (exc if flag is None else exc.renamed(flag)) from None
+    args = from_flags(SandboxEgressArgs, INJECT_OPTIONS, flags)
+    out = [
+        inject_document(d, args, where=f"document {i + 1}")
+        for i, d in enumerate(read_documents(files))
+    ]
     policy_warnings(args.policy, "--policy")
     write_output(output_file, yaml_stream(out) if fmt == "yaml" else to_json(out))

@@ -47,7 +47,6 @@ from condukt_egress.cli._manifests import (
     manifest_format_option,
     read_documents,
 )
-from condukt_egress.errors import ConfigError
 from condukt_egress.manifests import ca_fingerprint
 from condukt_egress.render import (
     Format,
@@ -68,11 +67,6 @@ _FLAG_OPTIONS: Final = tuple(o for o in SESSION_OPTIONS if o.name != "workload")
 """Every option but ``workload``, which is ``-f/--filename`` (any number of documents)."""
 
 
-def _rename(exc: ConfigError) -> ConfigError:
-    flag = FIELD_FLAGS.get(exc.root)
-    return exc if flag is None else exc.renamed(flag)
-
-
 @cli.command("render")
 @option_flags(_FLAG_OPTIONS)
 @manifest_files_option(
@@ -87,30 +81,24 @@ def render(*, fmt: Format, output_file: Path | None, files: tuple[str, ...], **f
 
     The output contains the session CA's private key: keep it secret.
     """
-    try:
-        spec = from_flags(SessionSpec, _FLAG_OPTIONS, flags)
-        if files and flags.get("workspace_image") is not None:
-            raise click.UsageError(
-                "--workspace-image sets the demo Pod, which -f replaces; set the image in "
-                "your manifests"
-            )
-        ca = generate_ca(spec.args)
-        if files:
-            fingerprint = ca_fingerprint(ca.cert_pem)
-            documents = read_documents(files)
-            objects = [
-                *session_objects(spec.args, ca),
-                *(
-                    inject_document(
-                        d, spec.args, where=f"document {i + 1}", ca_fingerprint=fingerprint
-                    )
-                    for i, d in enumerate(documents)
-                ),
-            ]
-        else:
-            objects = render_session(spec.args, ca, spec.workspace_image)
-    except ConfigError as exc:
-        raise _rename(exc) from None
+    spec = from_flags(SessionSpec, _FLAG_OPTIONS, flags)
+    if files and flags.get("workspace_image") is not None:
+        raise click.UsageError(
+            "--workspace-image sets the demo Pod, which -f replaces; set the image in "
+            "your manifests"
+        )
+    ca = generate_ca(spec.args)
+    if files:
+        fingerprint = ca_fingerprint(ca.cert_pem)
+        objects = [
+            *session_objects(spec.args, ca),
+            *(
+                inject_document(d, spec.args, where=f"document {i + 1}", ca_fingerprint=fingerprint)
+                for i, d in enumerate(read_documents(files))
+            ),
+        ]
+    else:
+        objects = render_session(spec.args, ca, spec.workspace_image)
     policy_warnings(spec.policy, "--policy")
     write(output_file, serialise(objects, fmt), private=True)
     if flags.get("policy") is None:

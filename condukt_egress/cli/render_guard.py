@@ -28,7 +28,6 @@ from condukt_egress.cli import (
     write_output,
 )
 from condukt_egress.cli._manifests import manifest_format_option
-from condukt_egress.errors import ConfigError
 from condukt_egress.guard import SandboxGuardArgs, guard_manifests
 from condukt_egress.options import options_of
 from condukt_egress.render import Format, to_json, yaml_stream
@@ -55,10 +54,7 @@ def render_guard(*, fmt: Format, output_file: Path | None, **flags: Any) -> None
 
     Kubernetes 1.30+. Label the namespaces to protect with the namespace label.
     """
-    try:
-        args = from_flags(SandboxGuardArgs, GUARD_OPTIONS, flags)
-    except ConfigError as exc:
-        raise exc.renamed(FIELD_FLAGS.get(exc.root, exc.root)) from None
+    args = from_flags(SandboxGuardArgs, GUARD_OPTIONS, flags)
     objects = guard_manifests(args)
     text = YAML_HEADER + yaml_stream(objects) if fmt == "yaml" else to_json(objects)
     write_output(output_file, text)
