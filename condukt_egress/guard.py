@@ -41,6 +41,7 @@ from condukt_egress._cel import lit
 from condukt_egress._guard_cel import POLICY_PREFIX
 from condukt_egress._guard_session_pods import session_pod_status_policy, session_pods_policy
 from condukt_egress.args import SandboxEgressArgs, validate_image
+from condukt_egress.checks import Check
 from condukt_egress.dns import DNS_IMAGE
 from condukt_egress.errors import ConfigError
 from condukt_egress.naming import LABEL_MANAGED_BY, LABEL_SESSION, MANAGED_BY
@@ -91,6 +92,46 @@ def _namespace_labels(name: str, value: object) -> dict[str, str]:
             f"{{'{GUARD_NAMESPACE_LABEL}': 'enforce'}}",
         )
     return checks.labels(name, value)
+
+
+def _strings(name: str, value: object) -> tuple[str, ...]:
+    if isinstance(value, str | bytes) or not isinstance(value, Sequence):
+        raise ConfigError(name, f"must be a list of strings, got {value!r}")
+    for item in value:
+        if not isinstance(item, str):
+            raise ConfigError(name, f"entries must be strings, got {item!r}")
+    return tuple(value)
+
+
+def _policy_names(name: str, value: object) -> tuple[str, ...]:
+    """NetworkPolicy names (DNS subdomains)."""
+    names = _strings(name, value)
+    for policy in names:
+        if (
+            not policy
+            or len(policy) > 253
+            or not set(policy) <= _DNS_SUBDOMAIN_CHARS
+            or not policy[0].isalnum()
+            or not policy[-1].isalnum()
+        ):
+            raise ConfigError(
+                name,
+                f"{policy!r} is not a NetworkPolicy name (lower-case letters, digits, '-' and "
+                "'.', starting and ending alphanumeric); give the metadata.name of the policy",
+            )
+    return names
+
+
+def _images(what: str, default: str) -> Check:
+    """A check of a non-empty list of image references (``what``: ``sidecar image``)."""
+
+    def check(name: str, value: object) -> tuple[str, ...]:
+        images = _strings(name, value)
+        if not images:
+            raise ConfigError(name, f"must list at least one {what}, e.g. {default!r}")
+        return tuple(validate_image(name, i, default) for i in images)
+
+    return check
 
 
 @dataclass(frozen=True)
@@ -158,6 +199,7 @@ class SandboxGuardArgs:
             flag="--allowed-network-policy",
             metavar="NAME",
             parse=str,
+            check=_policy_names,
         ),
     )
     sidecar_images: Sequence[str] = field(
@@ -169,6 +211,7 @@ class SandboxGuardArgs:
             flag="--sidecar-image",
             metavar="IMG",
             parse=str,
+            check=_images("sidecar image", contract.DEFAULT_IMAGE),
         ),
     )
     dns_images: Sequence[str] = field(
@@ -181,6 +224,7 @@ class SandboxGuardArgs:
             flag="--dns-image",
             metavar="IMG",
             parse=str,
+            check=_images("CoreDNS image", DNS_IMAGE),
             doc_default=f"[CoreDNS {DNS_IMAGE.split(':')[1].split('@')[0]}, pinned by digest]",
         ),
     )
@@ -228,53 +272,21 @@ class SandboxGuardArgs:
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
-        check_fields(self)  # each option's own check: labels, switches, mode
+        check_fields(self)  # each option's own check: labels, switches, images, mode
         if not self.rules:
             raise ConfigError(
                 "session_pods",
                 "every rule is off, so the guard would enforce nothing; turn at least one on",
             )
-        set_(self, "allowed_network_policies", _policy_names(self.allowed_network_policies))
-        images = _strings("sidecar_images", self.sidecar_images)
-        if not images:
-            raise ConfigError(
-                "sidecar_images",
-                f"must list at least one sidecar image, e.g. {contract.DEFAULT_IMAGE!r}",
-            )
-        set_(
-            self,
-            "sidecar_images",
-            tuple(validate_image("sidecar_images", i, contract.DEFAULT_IMAGE) for i in images),
-        )
-        dns_images = _strings("dns_images", self.dns_images)
-        if not dns_images:
-            raise ConfigError(
-                "dns_images", f"must list at least one CoreDNS image, e.g. {DNS_IMAGE!r}"
-            )
-        set_(
-            self,
-            "dns_images",
-            tuple(validate_image("dns_images", i, DNS_IMAGE) for i in dns_images),
-        )
-        if self.mode not in _ACTIONS:
-            raise ConfigError("mode", f"must be 'deny' or 'warn', got {self.mode!r}")
         # The session options are validated exactly as a session validates them.
         template = self.template(cel.TEMPLATE_IDS[0], native_sidecar=True)
-        set_(self, "proxy_port", template.proxy_port)
-        set_(self, "control_port", template.control_port)
-        set_(self, "sidecar_uid", template.sidecar_uid)
-        set_(self, "unsafe_allowed_capabilities", template.unsafe_allowed_capabilities)
+        for name in ("proxy_port", "control_port", "sidecar_uid", "unsafe_allowed_capabilities"):
+            set_(self, name, getattr(template, name))
 
     @property
     def rules(self) -> tuple[GuardRule, ...]:
-        """The rules turned on, in :data:`GUARD_RULES` order."""
-        on = {
-            "session-pods": self.session_pods,
-            "ephemeral-containers": self.ephemeral_containers,
-            "network-policies": self.network_policies,
-            "only-session-pods": self.only_session_pods,
-        }
-        return tuple(r for r in GUARD_RULES if on[r])
+        """The rules turned on, in :data:`GUARD_RULES` order: each is the switch of its name."""
+        return tuple(r for r in GUARD_RULES if getattr(self, r.replace("-", "_")))
 
     def template(self, session_id: str, *, native_sidecar: bool) -> SandboxEgressArgs:
         """A session with the guard's session options, to build expected containers from."""
@@ -290,33 +302,6 @@ class SandboxGuardArgs:
             allow_root_workspace=self.allow_root_workspace,
             unsafe_secondary_networks=self.unsafe_secondary_networks,
         )
-
-
-def _strings(name: str, value: object) -> tuple[str, ...]:
-    if isinstance(value, str | bytes) or not isinstance(value, Sequence):
-        raise ConfigError(name, f"must be a list of strings, got {value!r}")
-    for item in value:
-        if not isinstance(item, str):
-            raise ConfigError(name, f"entries must be strings, got {item!r}")
-    return tuple(value)
-
-
-def _policy_names(value: object) -> tuple[str, ...]:
-    names = _strings("allowed_network_policies", value)
-    for name in names:
-        if (
-            not name
-            or len(name) > 253
-            or not set(name) <= _DNS_SUBDOMAIN_CHARS
-            or not name[0].isalnum()
-            or not name[-1].isalnum()
-        ):
-            raise ConfigError(
-                "allowed_network_policies",
-                f"{name!r} is not a NetworkPolicy name (lower-case letters, digits, '-' and "
-                "'.', starting and ending alphanumeric); give the metadata.name of the policy",
-            )
-    return names
 
 
 # --- the other policies ----------------------------------------------------------
