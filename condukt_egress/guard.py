@@ -103,22 +103,26 @@ def _strings(name: str, value: object) -> tuple[str, ...]:
     return tuple(value)
 
 
+def _is_policy_name(text: str) -> bool:
+    """Lower-case letters, digits, '-' and '.', starting and ending alphanumeric."""
+    return (
+        0 < len(text) <= 253
+        and set(text) <= _DNS_SUBDOMAIN_CHARS
+        and text[0].isalnum()
+        and text[-1].isalnum()
+    )
+
+
 def _policy_names(name: str, value: object) -> tuple[str, ...]:
-    """NetworkPolicy names (DNS subdomains)."""
+    """A list of NetworkPolicy names, each as its ``metadata.name`` spells it."""
     names = _strings(name, value)
-    for policy in names:
-        if (
-            not policy
-            or len(policy) > 253
-            or not set(policy) <= _DNS_SUBDOMAIN_CHARS
-            or not policy[0].isalnum()
-            or not policy[-1].isalnum()
-        ):
-            raise ConfigError(
-                name,
-                f"{policy!r} is not a NetworkPolicy name (lower-case letters, digits, '-' and "
-                "'.', starting and ending alphanumeric); give the metadata.name of the policy",
-            )
+    bad = [n for n in names if not _is_policy_name(n)]
+    if bad:
+        raise ConfigError(
+            name,
+            f"{bad[0]!r} is not a NetworkPolicy name (lower-case letters, digits, '-' and "
+            "'.', starting and ending alphanumeric); give the metadata.name of the policy",
+        )
     return names
 
 
