@@ -20,9 +20,9 @@ __all__ = [
     "Cel",
     "admission_policy",
     "affixed",
-    "cel_message",
     "has_label",
     "label_variables",
+    "message_expression",
     "name_affixes",
     "resource_rule",
     "validation",
@@ -64,12 +64,12 @@ def label_variables(old_when: str = "") -> list[JSON]:
 
 
 class Cel(str):
-    """A CEL expression among the literal parts of :func:`cel_message`."""
+    """A CEL expression among the literal parts of :func:`message_expression`."""
 
     __slots__ = ()
 
 
-def cel_message(*parts: str) -> str:
+def message_expression(*parts: str) -> str:
     """CEL: a ``messageExpression`` joining literal text and :class:`Cel` parts."""
     return " + ".join(f"({p})" if isinstance(p, Cel) else lit(p) for p in parts)
 

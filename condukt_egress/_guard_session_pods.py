@@ -21,9 +21,9 @@ from condukt_egress._guard_cel import (
     Cel,
     admission_policy,
     affixed,
-    cel_message,
     has_label,
     label_variables,
+    message_expression,
     name_affixes,
     resource_rule,
     validation,
@@ -74,7 +74,7 @@ def _rule_validation(rule: podrules.PodRule, cel: str) -> JSON:
     return validation(
         f"{_JUDGED}{items}.all({var}, {cel})",
         message,
-        cel_message(
+        message_expression(
             f"session-pods: {rule.scope} ",
             Cel(f"size({culprit}) > 0 ? {culprit}[0] : ''"),
             f": {rule.message}",
@@ -242,7 +242,7 @@ def _volumes_validation(ours: Ours) -> JSON:
         f"be the Secret of the session the pod's {LABEL_SESSION} label names, with the "
         "keys condukt-egress gives each; a pod may carry only the label of the session "
         "whose policy it runs",
-        cel_message(
+        message_expression(
             "session-pods: volume ",
             Cel(
                 "size(variables.ourVolumesBad) > 0 ? variables.ourVolumesBad[0] : "

@@ -375,7 +375,7 @@ def _network_policies_policy(args: SandboxGuardArgs) -> cel.JSON:
             cel.validation(
                 f"{allowed} || ({ours})",
                 f"network-policies: this NetworkPolicy is not one condukt-egress generated. {fix}",
-                cel.cel_message(
+                cel.message_expression(
                     "network-policies: NetworkPolicy ",
                     cel.Cel("object.metadata.name"),
                     f" is not one condukt-egress generated. {fix}",
@@ -397,7 +397,7 @@ def _only_session_pods_policy() -> cel.JSON:
                 f"only-session-pods: this namespace holds only session pods; every pod needs "
                 f"the {LABEL_SESSION} label of its session (and its injection): create it "
                 "through condukt-egress, or run it in a namespace the guard does not bind",
-                cel.cel_message(
+                cel.message_expression(
                     "only-session-pods: pod ",
                     cel.Cel("object.metadata.name"),
                     f" has no {LABEL_SESSION} label, and this namespace holds only session "
