@@ -103,6 +103,18 @@ def _strings(name: str, value: object) -> tuple[str, ...]:
     return tuple(value)
 
 
+def _images(what: str, default: str) -> Check:
+    """A check of a non-empty list of image references (``what``: ``sidecar image``)."""
+
+    def check(name: str, value: object) -> tuple[str, ...]:
+        images = _strings(name, value)
+        if not images:
+            raise ConfigError(name, f"must list at least one {what}, e.g. {default!r}")
+        return tuple(validate_image(name, i, default) for i in images)
+
+    return check
+
+
 def _is_policy_name(text: str) -> bool:
     """Lower-case letters, digits, '-' and '.', starting and ending alphanumeric."""
     return (
@@ -124,18 +136,6 @@ def _policy_names(name: str, value: object) -> tuple[str, ...]:
             "'.', starting and ending alphanumeric); give the metadata.name of the policy",
         )
     return names
-
-
-def _images(what: str, default: str) -> Check:
-    """A check of a non-empty list of image references (``what``: ``sidecar image``)."""
-
-    def check(name: str, value: object) -> tuple[str, ...]:
-        images = _strings(name, value)
-        if not images:
-            raise ConfigError(name, f"must list at least one {what}, e.g. {default!r}")
-        return tuple(validate_image(name, i, default) for i in images)
-
-    return check
 
 
 @dataclass(frozen=True)
