@@ -106,7 +106,9 @@ def test_no_private_pulumi_sdk_imports() -> None:
 
 def test_pure_modules_know_nothing_of_pulumi() -> None:
     pure = ("args", "ca", "contract", "manifests", "naming", "options", "policy", "render")
-    for name in (*pure, "spec", "workloads"):
+    rules = ("podrules", "_podrules_base", "_podrules_container", "_podrules_pod")
+    guard = ("guard", "_guard_cel", "_guard_injected", "_guard_session_pods")
+    for name in (*pure, *rules, *guard, "spec", "workloads"):
         imported = _imports(PACKAGE / f"{name}.py")
         assert not [n for n in imported if n.split(".")[0].startswith("pulumi")], name
 
