@@ -38,9 +38,13 @@ if TYPE_CHECKING:
     from condukt_egress.automation._stacks import SessionStacks
     from condukt_egress.portforward import PortForwardTarget
 
-__all__ = ["cancel_session", "control_target", "reap_sessions", "session_status"]
+__all__ = [
+    "cancel_session",
+    "control_target",
+    "reap_sessions",
+    "session_status",
+]
 
-_PROJECT_DIR = "_project"
 _SAME_UPDATE = timedelta(seconds=1)  # `stack ls` and `stack history` round times differently
 
 
@@ -246,8 +250,7 @@ def _ca_expires(stacks: SessionStacks, session_id: str) -> datetime | None:
 
 def _session_id_of(stacks: SessionStacks, name: str) -> str | None:
     """The session id a stack exports (a stack made by another replica), if any."""
-    project_dir = stacks.state_dir / "workspaces" / _PROJECT_DIR
-    workspace = stacks._project_workspace(project_dir)
+    workspace = stacks._project_workspace()
     try:
         raw = workspace.stack_outputs(name)
     except CommandError:
