@@ -131,6 +131,12 @@ class StackWorkspaces:
         """The workspace directory of a session: ``<state_dir>/workspaces/<stack>``."""
         return self.state_dir / "workspaces" / stack_name(session_id)
 
+    def _backend_dir(self) -> Path | None:
+        """The directory of a ``file://`` backend (None for other backends)."""
+        if not self.backend_url.startswith("file://"):
+            return None
+        return Path(self.backend_url[len("file://") :].split("?", 1)[0]).expanduser()
+
     def workspace_options(self, session_id: str) -> LocalWorkspaceOptions:
         """The Automation API options of a session's workspace (CLI filled in on use)."""
         return LocalWorkspaceOptions(
