@@ -44,6 +44,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
+from condukt_egress.automation._status import process_running
+
 __all__ = ["LockHolder", "lock_holders", "readable", "recover_stack"]
 
 _VARIANTS: Final = (".json", ".json.gz", ".json.zst")
@@ -79,24 +81,9 @@ def lock_holders(backend_dir: Path, project: str, stack: str) -> list[LockHolder
         except (OSError, ValueError, KeyError, TypeError):
             holders.append(LockHolder(path, 0, "", alive=True))
             continue
-        alive = host != socket.gethostname() or _running(pid)
+        alive = host != socket.gethostname() or process_running(pid)
         holders.append(LockHolder(path, pid, host, alive=alive))
     return holders
-
-
-def _running(pid: int) -> bool:
-    """Whether ``pid`` is a running (not zombie) process on this host."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True
-    return stat[stat.rindex(")") + 2 :].split()[0] != "Z"
 
 
 def readable(data: bytes) -> bool:

@@ -14,7 +14,7 @@ import os
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 from pulumi.automation import CommandError, EngineEvent, Stack
 
@@ -25,6 +25,8 @@ from condukt_egress.automation._status import now, record_outputs, write_record
 from condukt_egress.automation._workspaces import StackWorkspaces
 
 __all__ = ["EngineRunner", "load_program_modules"]
+
+_T = TypeVar("_T")
 
 _MODULES_LOCK: Final = threading.Lock()
 _modules_loaded = False
@@ -177,34 +179,30 @@ class EngineRunner(StackWorkspaces):
         return result
 
     def _sink(self, session_id: str, on_output: OnOutput | None) -> Callable[[str], None]:
-        """A line consumer for the SDK; never lets a callback error stall the CLI pipe."""
+        """A line consumer for the SDK: the callback's, else a log line at INFO."""
         callback = on_output or self._on_output
+        if callback is not None:
+            return self._guarded(session_id, "on_output", callback)
         logger = self._logger
-
-        def sink(line: str) -> None:
-            if callback is None:
-                logger.info("session %s: %s", session_id, line)
-                return
-            try:
-                callback(session_id, line)
-            except Exception:
-                logger.exception("on_output callback failed for session %s", session_id)
-
-        return sink
+        return lambda line: logger.info("session %s: %s", session_id, line)
 
     def _event_sink(
         self, session_id: str, on_event: OnEvent | None
     ) -> Callable[[EngineEvent], None] | None:
-        """An engine-event consumer for the SDK; a callback error is logged, never raised."""
-        if on_event is None:
-            return None
+        """An engine-event consumer for the SDK, if the call asked for events."""
+        return None if on_event is None else self._guarded(session_id, "on_event", on_event)
+
+    def _guarded(
+        self, session_id: str, name: str, callback: Callable[[str, _T], None]
+    ) -> Callable[[_T], None]:
+        """``callback`` for one session; its errors are logged, never let stall the CLI pipe."""
         logger = self._logger
 
-        def sink(event: EngineEvent) -> None:
+        def sink(item: _T) -> None:
             try:
-                on_event(session_id, event)
+                callback(session_id, item)
             except Exception:
-                logger.exception("on_event callback failed for session %s", session_id)
+                logger.exception("%s callback failed for session %s", name, session_id)
 
         return sink
 
