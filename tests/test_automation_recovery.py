@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 
 from condukt_egress.automation import SessionBusyError, stack_name
+from condukt_egress.automation._lifecycle import recover_stacks
 from condukt_egress.automation._recovery import lock_holders, readable, recover_stack
 from tests.test_automation import FakeCli, make_fake
 from tests.test_automation_lifecycle import history_at, listed, recorded
@@ -188,3 +189,15 @@ def test_reap_repairs_killed_stacks_before_listing_and_reaps_them(
     fake.answer("stack history", stdout=history_at(old))
     assert stacks.reap(older_than=60) == ["killed-1"]
     assert "destroy" in fake.commands()
+
+
+def test_a_session_busy_in_this_process_is_left_alone(fake: FakeCli, tmp_path: Path) -> None:
+    stacks = fake.stacks(tmp_path / "state")
+    name = stack_name("running-1")
+    checkpoint = killed_mid_write(tmp_path / "state" / "backend", name)
+    stacks._busy[name] = "up"  # claimed here: its CLI may not hold the lock yet
+    recover_stacks(stacks)
+    assert Path(f"{checkpoint}.attrs").read_bytes() == b""
+    del stacks._busy[name]
+    recover_stacks(stacks)
+    assert not Path(f"{checkpoint}.attrs").exists()

@@ -257,7 +257,10 @@ def recover_stacks(stacks: SessionStacks, names: Iterable[str] | None = None) ->
         with stacks._guard:
             if name in stacks._busy:
                 continue
-            done = recover_stack(backend_dir, PROJECT_NAME, name)
+            try:
+                done = recover_stack(backend_dir, PROJECT_NAME, name)
+            except OSError as exc:
+                done = [f"could not repair it: {exc}"]
         for line in done:
             stacks._logger.warning("stack %s: %s", name, line)
 
