@@ -378,6 +378,27 @@ with open(os.environ["FAKE_PULUMI_DIR"] + "/calls.jsonl", "a") as log:
 with open(os.environ["FAKE_PULUMI_DIR"] + "/scenario.json") as f:
     scenario = json.load(f)
 reply = scenario.get(key, {})
+# fake.answer("file_backend", dir=...): read and lock that backend as pulumi 3.274 does
+backend = scenario.get("file_backend", {}).get("dir")
+if backend and not key.startswith(("config", "plugin")):
+    import glob
+    for attrs in glob.glob(backend + "/.pulumi/stacks/*/*.json.attrs"):
+        try:
+            with open(attrs) as f:
+                json.load(f)  # fileblob decodes an object's metadata before reading it
+        except ValueError:
+            sys.stderr.write("error: EOF\n" if key == "stack ls" else
+                             "error: failed to load checkpoint: EOF\n")
+            sys.exit(1)
+    held = glob.glob(backend + "/.pulumi/locks/*/*/*/*.json")
+    if key == "cancel":
+        for lock in held:
+            os.remove(lock)
+    elif held and key in ("up", "refresh", "destroy"):
+        sys.stderr.write("error: the stack is currently locked by 1 lock(s). Either wait for "
+                         "the other process(es) to end or delete the lock file with "
+                         "`pulumi cancel`.\n")
+        sys.exit(255)
 if "event_log" in reply and "--event-log" in args:
     with open(args[args.index("--event-log") + 1], "a") as events:
         for event in reply["event_log"]:

@@ -148,15 +148,16 @@ def translate(
             f"{work_dir}, then call refresh(session_id)",
         )
     if _TORN_CHECKPOINT in str(exc):
-        # A DIY backend writes the state file in place: another process (a
-        # replica) writing it while this one reads it shows as an empty file.
+        # A file backend rewrites each object's metadata file (<object>.attrs) in
+        # place: read while a live process writes it, or after a process was
+        # killed mid-write, it is empty (see _recovery.py).
         return SessionBusyError(
             session_id,
             stack_name,
             "another process was writing this stack's state in "
-            f"{backend_url} (the checkpoint read back empty); wait for it to finish and "
-            "retry. If this persists, the state file is damaged: restore it from the "
-            "backend's .pulumi/backups, or `pulumi stack import` a good copy",
+            f"{backend_url} (its metadata read back empty); wait for it to finish and "
+            "retry. If no process is writing it (one was killed), call cancel(session_id): "
+            "on a file:// backend it repairs the stack, then destroy(session_id, refresh=True)",
         )
     hint = _HINTS.get(operation, "fix the cause shown below and retry")
     return SessionOperationError(session_id, stack_name, operation, hint, error_lines(str(exc)))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
@@ -18,7 +19,13 @@ from pulumi.automation import CommandError, Stack
 from condukt_egress.automation._cli import interrupt_operations
 from condukt_egress.automation._errors import SessionBusyError, SessionNotFoundError, error_lines
 from condukt_egress.automation._operations import EngineOptions
-from condukt_egress.automation._spec import KubernetesSettings, stack_name
+from condukt_egress.automation._recovery import recover_stack
+from condukt_egress.automation._spec import (
+    PROJECT_NAME,
+    STACK_PREFIX,
+    KubernetesSettings,
+    stack_name,
+)
 from condukt_egress.automation._status import (
     PodState,
     SessionStatus,
@@ -38,9 +45,14 @@ if TYPE_CHECKING:
     from condukt_egress.automation._stacks import SessionStacks
     from condukt_egress.portforward import PortForwardTarget
 
-__all__ = ["cancel_session", "control_target", "reap_sessions", "session_status"]
+__all__ = [
+    "cancel_session",
+    "control_target",
+    "reap_sessions",
+    "recover_stacks",
+    "session_status",
+]
 
-_PROJECT_DIR = "_project"
 _SAME_UPDATE = timedelta(seconds=1)  # `stack ls` and `stack history` round times differently
 
 
@@ -118,6 +130,11 @@ def reap_sessions(
 
     See :meth:`SessionStacks.reap`.
 
+    On a ``file://`` backend it first repairs what killed processes left
+    (:func:`recover_stacks`: their locks, an unreadable checkpoint), so
+    their sessions are reaped too, and one damaged stack does not make
+    ``list()`` fail for all.
+
     Safe beside other replicas on the same backend: a session busy here or
     in another process (the backend's lock) is skipped, never broken, and
     each candidate is checked again once it is ours, so a session updated
@@ -140,6 +157,7 @@ def reap_sessions(
             "older_than",
             "give older_than, expiring_within or both (e.g. reap(older_than=3600))",
         )
+    recover_stacks(stacks)
     reaped: list[str] = []
     for summary in stacks.list():
         session_id = summary.session_id or _session_id_of(stacks, summary.stack_name)
@@ -186,6 +204,12 @@ def cancel_session(stacks: SessionStacks, session_id: str, *, wait: float = 60.0
     lock is there (one a dead process left; a live one is not stopped) and
     always succeeds. Either way the stack stays destroyable.
 
+    Before that, on a ``file://`` backend with no live process holding the
+    stack, it repairs what a killed process left (:func:`recover_stacks`):
+    the checkpoint that reads as ``failed to load checkpoint: EOF`` reads
+    again, so ``destroy(session_id, refresh=True)`` can reconcile it with
+    the cluster.
+
     Raises:
         SessionNotFoundError: No stack for this session.
     """
@@ -201,6 +225,7 @@ def cancel_session(stacks: SessionStacks, session_id: str, *, wait: float = 60.0
                     break
             time.sleep(0.05)
         return sent > 0
+    recover_stacks(stacks, [name])
     with stacks._translated(session_id, name, "cancel"):
         stack = stacks._select(session_id, name)
         try:
@@ -210,6 +235,34 @@ def cancel_session(stacks: SessionStacks, session_id: str, *, wait: float = 60.0
             return False
     write_record(stacks.work_dir(session_id), result="interrupted", at=now().isoformat())
     return True
+
+
+def recover_stacks(stacks: SessionStacks, names: Iterable[str] | None = None) -> None:
+    """Repair what killed processes left in a file backend's session stacks (all by default).
+
+    A session busy in this process is left alone, and so is one whose lock
+    a live process holds (see :func:`condukt_egress.automation._recovery.recover_stack`):
+    it removes dead processes' locks, an empty metadata file that makes the
+    checkpoint read as ``EOF``, and puts back the newest readable checkpoint
+    the backend keeps if the checkpoint itself is unreadable. Each repair is
+    logged at WARNING. Other backends keep no such files: nothing to do.
+    """
+    backend_dir = stacks._backend_dir()
+    if backend_dir is None:
+        return
+    if names is None:
+        folder = backend_dir / ".pulumi" / "stacks" / PROJECT_NAME
+        names = sorted({p.name.split(".json")[0] for p in folder.glob(f"{STACK_PREFIX}*.json*")})
+    for name in names:
+        with stacks._guard:
+            if name in stacks._busy:
+                continue
+            try:
+                done = recover_stack(backend_dir, PROJECT_NAME, name)
+            except OSError as exc:
+                done = [f"could not repair it: {exc}"]
+        for line in done:
+            stacks._logger.warning("stack %s: %s", name, line)
 
 
 def _reason_to_reap(
@@ -246,8 +299,7 @@ def _ca_expires(stacks: SessionStacks, session_id: str) -> datetime | None:
 
 def _session_id_of(stacks: SessionStacks, name: str) -> str | None:
     """The session id a stack exports (a stack made by another replica), if any."""
-    project_dir = stacks.state_dir / "workspaces" / _PROJECT_DIR
-    workspace = stacks._project_workspace(project_dir)
+    workspace = stacks._project_workspace()
     try:
         raw = workspace.stack_outputs(name)
     except CommandError:

@@ -4,12 +4,14 @@ One stack per session, all in one project (``condukt-egress``), all running the
 shared program :func:`condukt_egress.program.session_program` inline, so a
 service creates exactly the stack ``pulumi up`` creates from the same config.
 
-Each session gets its own workspace directory (``<state_dir>/workspaces/<stack>``
-holding ``Pulumi.yaml`` and ``Pulumi.<stack>.yaml``) and every CLI call gets its
-environment from the workspace options, never from a changed ``os.environ``,
-so many sessions run at once from one process, each isolated, and at most
-``max_operations`` engine operations (each a CLI and two plugin processes)
-run at once per :class:`SessionStacks`.
+The class is built in three layers, one concept each:
+:class:`~condukt_egress.automation._workspaces.StackWorkspaces` (workspace
+directories, stack config, the CLI),
+:class:`~condukt_egress.automation._runner.EngineRunner` (the one engine-call
+path: claim, slot, run, record, translate) and, here, the public operations;
+:mod:`condukt_egress.automation._lifecycle` adds status, reaping, cancelling
+and recovery for services. At most ``max_operations`` engine operations (each
+a CLI and two plugin processes) run at once per :class:`SessionStacks`.
 """
 
 from __future__ import annotations
@@ -18,46 +20,25 @@ import builtins
 import logging
 import os
 import shutil
-import tempfile
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import timedelta
-from importlib import metadata
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Final
 
-import yaml
-from pulumi.automation import (
-    CommandError,
-    EngineEvent,
-    LocalWorkspace,
-    LocalWorkspaceOptions,
-    ProjectBackend,
-    ProjectRuntimeInfo,
-    ProjectSettings,
-    PulumiCommand,
-    Stack,
-    StackNotFoundError,
-)
+from pulumi.automation import CommandError, LocalWorkspace, Stack, StackNotFoundError
 
 from condukt_egress.automation._backends import (
     backend_kind,
     uses_passphrase,
     validate_secrets_provider,
 )
-from condukt_egress.automation._cli import (
-    MIN_PULUMI_VERSION,
-    find_cli,
-    passphrase_env,
-    set_secrets,
-)
+from condukt_egress.automation._cli import MIN_PULUMI_VERSION, passphrase_env
 from condukt_egress.automation._errors import (
-    SessionBusyError,
     SessionNotFoundError,
     SessionOperationError,
     error_lines,
-    translate,
 )
 from condukt_egress.automation._lifecycle import (
     cancel_session,
@@ -72,29 +53,21 @@ from condukt_egress.automation._operations import (
     Operation,
     changes,
 )
+from condukt_egress.automation._runner import EngineRunner
 from condukt_egress.automation._spec import (
-    KUBERNETES_CONFIG_KEYS,
-    PROJECT_NAME,
     STACK_PREFIX,
     KubernetesSettings,
     SessionOutputs,
     SessionSpec,
     SessionSummary,
-    secret_config,
-    stack_config,
-    stack_config_json,
     stack_name,
 )
-from condukt_egress.automation._status import (
-    SessionStatus,
-    now,
-    outputs_of,
-    read_record,
-    record_outputs,
-    write_record,
+from condukt_egress.automation._status import SessionStatus
+from condukt_egress.automation._workspaces import (
+    default_state_dir,
+    kubernetes_settings,
 )
 from condukt_egress.errors import AutomationError, ConfigError
-from condukt_egress.program import session_program
 
 if TYPE_CHECKING:
     from condukt_egress.portforward import PortForwardTarget
@@ -112,61 +85,9 @@ runs at once; more wait for a slot. Each starts a ``pulumi`` CLI and the
 kubernetes and tls plugins (see docs/automation.md for measured and estimated memory)."""
 
 _LOG: Final = logging.getLogger("condukt_egress.automation")
-_PLUGINS: Final = (("kubernetes", "pulumi_kubernetes"), ("tls", "pulumi_tls"))
-_PROJECT_DIR: Final = "_project"  # workspace for list(); stack names start with "session-"
 
 
-_MODULES_LOCK: Final = threading.Lock()
-_modules_loaded = False
-
-
-def load_program_modules() -> None:
-    """Load the resource SDK modules the session program uses, once, under a lock.
-
-    ``pulumi_kubernetes`` loads its submodules lazily (``importlib``'s
-    ``LazyLoader``), which before Python 3.12 is not thread-safe: two inline
-    programs reaching ``k8s.core.v1`` at once, one per session thread, can
-    see a half-loaded module (``module 'pulumi_kubernetes.core.v1' has no
-    attribute 'Secret'``; seen with ten concurrent ``up`` on the real engine).
-    """
-    global _modules_loaded  # noqa: PLW0603 - a process-wide once
-    with _MODULES_LOCK:
-        if _modules_loaded:
-            return
-        import pulumi_kubernetes as k8s  # noqa: PLC0415
-        import pulumi_tls as tls  # noqa: PLC0415
-
-        for module, name in (
-            (k8s.core.v1, "Secret"),
-            (k8s.core.v1, "Pod"),
-            (k8s.networking.v1, "NetworkPolicy"),
-            (k8s.apps.v1, "Deployment"),
-            (k8s.batch.v1, "Job"),
-            (k8s.meta.v1, "ObjectMetaArgs"),
-            (tls, "PrivateKey"),
-            (tls, "SelfSignedCert"),
-        ):
-            getattr(module, name)
-        _modules_loaded = True
-
-
-def default_state_dir() -> Path:
-    """``$XDG_STATE_HOME/condukt-egress``, or ``~/.local/state/condukt-egress``."""
-    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(base) / "condukt-egress"
-
-
-def _write_if_changed(path: Path, text: str) -> None:
-    """Replace ``path`` atomically, so a concurrent reader never sees a torn file."""
-    if path.exists() and path.read_text(encoding="utf-8") == text:
-        return
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(text)
-    os.replace(tmp, path)
-
-
-class SessionStacks:
+class SessionStacks(EngineRunner):
     """Start, inspect and end sandbox sessions, one Pulumi stack each.
 
     Thread-safe: many sessions may run at once from one process. The same
@@ -250,37 +171,21 @@ class SessionStacks:
                 invalid ``kubernetes`` settings (raised by them).
         """
         root = Path(state_dir) if state_dir is not None else default_state_dir()
+        root = Path(state_dir) if state_dir is not None else default_state_dir()
         self.state_dir = root.expanduser().resolve()
         self._file_backend = backend_url is None
         self.backend_url = backend_url or f"file://{self.state_dir / 'backend'}"
-        kind = backend_kind(self.backend_url)
-        provider = validate_secrets_provider(secrets_provider)
         if isinstance(max_operations, bool) or not isinstance(max_operations, int):
             raise ConfigError(
                 "max_operations", f"must be a whole number >= 1, got {max_operations!r}"
             )
         if max_operations < 1:
             raise ConfigError("max_operations", f"must be >= 1, got {max_operations}")
-        if kubernetes is not None and not isinstance(kubernetes, KubernetesSettings):
-            raise TypeError(
-                f"kubernetes must be KubernetesSettings, got {type(kubernetes).__name__}; "
-                "build it with KubernetesSettings(context=...)"
-            )
-        self.kubernetes = kubernetes or KubernetesSettings()
+        self.kubernetes = kubernetes_settings(kubernetes, KubernetesSettings())
         self._extra_env = {str(k): str(v) for k, v in (env or {}).items()}
-        if uses_passphrase(provider, kind):
-            self.secrets_provider: str | None = "passphrase"
-            self._secret_env = passphrase_env(passphrase, self._extra_env)
-        elif passphrase is not None:
-            raise ConfigError(
-                "passphrase",
-                f"is only used by the passphrase secrets provider, but these stacks use "
-                f"{provider or 'the Pulumi Cloud service'}; drop passphrase=, or pass "
-                "secrets_provider='passphrase'",
-            )
-        else:
-            self.secrets_provider = provider
-            self._secret_env = {}
+        self.secrets_provider, self._secret_env = _secrets(
+            passphrase, secrets_provider, self.backend_url, self._extra_env
+        )
         self.max_operations = max_operations
         self._slots = threading.BoundedSemaphore(max_operations)
         self._pulumi_home = str(Path(pulumi_home).expanduser().resolve()) if pulumi_home else None
@@ -289,61 +194,17 @@ class SessionStacks:
         self._on_output = on_output
         self._logger = logger or _LOG
         self._guard = threading.Lock()
-        self._busy: dict[str, str] = {}
+        self._busy = {}
         self._cli_lock = threading.Lock()
-        self._command: PulumiCommand | None = None
+        self._command = None
         self._plugins_lock = threading.Lock()
         self._plugins_ready = False
-        self._known: dict[str, tuple[KubernetesSettings, SessionOutputs]] = {}
+        self._known = {}
 
     def __repr__(self) -> str:
         return f"SessionStacks(state_dir={str(self.state_dir)!r}, backend_url={self.backend_url!r})"
 
-    # --- settings (pure) ---------------------------------------------------
-
-    def environment(self) -> dict[str, str]:
-        """The environment every CLI call of these stacks gets on top of ``os.environ``.
-
-        Contains the passphrase (or its file): do not log it.
-        """
-        env = dict(self._extra_env)
-        env.update(self._secret_env)
-        env["PULUMI_BACKEND_URL"] = self.backend_url
-        env["PULUMI_SKIP_UPDATE_CHECK"] = "true"
-        return env
-
-    def project_settings(self) -> ProjectSettings:
-        """The ``Pulumi.yaml`` of every session workspace (same project as the repo's)."""
-        return ProjectSettings(
-            name=PROJECT_NAME,
-            runtime=ProjectRuntimeInfo(name="python"),
-            description="condukt-egress sandbox sessions, one stack each (Automation API).",
-            backend=ProjectBackend(url=self.backend_url),
-        )
-
-    def work_dir(self, session_id: str) -> Path:
-        """The workspace directory of a session: ``<state_dir>/workspaces/<stack>``."""
-        return self.state_dir / "workspaces" / stack_name(session_id)
-
-    def workspace_options(self, session_id: str) -> LocalWorkspaceOptions:
-        """The Automation API options of a session's workspace (CLI filled in on use)."""
-        return LocalWorkspaceOptions(
-            work_dir=str(self.work_dir(session_id)),
-            pulumi_home=self._pulumi_home,
-            program=session_program,
-            env_vars=self.environment(),
-            secrets_provider=self.secrets_provider,
-        )
-
     # --- operations ----------------------------------------------------------
-
-    def pulumi_version(self) -> str:
-        """Find and check the ``pulumi`` CLI now, e.g. when a service starts.
-
-        Raises:
-            PulumiCliError: Not found, not runnable, or older than 3.203.
-        """
-        return str(self._cli().version or "unknown")
 
     def up(
         self,
@@ -376,12 +237,8 @@ class SessionStacks:
             SessionBusyError: Another operation on this session is running.
             SessionOperationError: The update failed; the stack stays destroyable.
         """
-        _check_spec(spec)
         options = EngineOptions(replace, target, refresh, parallel, on_output, on_event)
-        settings = self._settings(kubernetes)
-        with self._operation(spec.session_id, "up") as name:
-            workspace, _ = self._workspace(spec.session_id)
-            self._ensure_plugins(workspace, spec.session_id)
+        with self._spec_operation(spec, "up", kubernetes) as (name, workspace, _, settings):
             stack = Stack.create_or_select(name, workspace)
             self._configure(stack, spec, settings)
             result = self._engine("up", spec.session_id, stack, options)
@@ -418,12 +275,13 @@ class SessionStacks:
         what the stack held before, and a stack created only for the preview
         is removed again. Options as :meth:`up`.
         """
-        _check_spec(spec)
         options = EngineOptions(replace, target, refresh, parallel, on_output, on_event)
-        settings = self._settings(kubernetes)
-        with self._operation(spec.session_id, "preview") as name:
-            workspace, new_dir = self._workspace(spec.session_id)
-            self._ensure_plugins(workspace, spec.session_id)
+        with self._spec_operation(spec, "preview", kubernetes) as (
+            name,
+            workspace,
+            new_dir,
+            settings,
+        ):
             try:
                 stack, created = Stack.select(name, workspace), False
             except StackNotFoundError:
@@ -551,7 +409,7 @@ class SessionStacks:
 
     def list(self) -> Sequence[SessionSummary]:
         """Every session stack in the backend (this project, ``session-*`` stacks)."""
-        workspace = self._project_workspace(self.state_dir / "workspaces" / _PROJECT_DIR)
+        workspace = self._project_workspace()
         try:
             stacks = workspace.list_stacks()
         except CommandError as exc:
@@ -623,347 +481,44 @@ class SessionStacks:
         """
         return cancel_session(self, session_id, wait=wait)
 
-    # --- internals -----------------------------------------------------------
-
     @contextmanager
-    def _operation(self, session_id: str, operation: Operation) -> Iterator[str]:
-        """Run one engine operation: claim the session, take a slot, translate failures."""
-        name = stack_name(session_id)
-        with (
-            self._claim(session_id, name, operation),
-            self._slot(session_id, operation),
-            self._translated(session_id, name, operation),
-        ):
-            yield name
+    def _spec_operation(
+        self, spec: SessionSpec, operation: Operation, kubernetes: KubernetesSettings | None
+    ) -> Iterator[tuple[str, LocalWorkspace, bool, KubernetesSettings]]:
+        """Claim ``spec``'s session for ``up`` or ``preview``, its workspace and plugins ready.
 
-    @contextmanager
-    def _claim(self, session_id: str, name: str, operation: str) -> Iterator[None]:
-        """Mark the session busy in this process, or raise :class:`SessionBusyError`."""
-        with self._guard:
-            running = self._busy.get(name)
-            if running is not None:
-                raise SessionBusyError(
-                    session_id,
-                    name,
-                    f"cannot {operation}: {running} is already running for this session in "
-                    "this process; wait for it to return, then retry",
-                )
-            self._busy[name] = operation
-        try:
-            yield
-        finally:
-            with self._guard:
-                del self._busy[name]
-
-    @contextmanager
-    def _slot(self, session_id: str, operation: str) -> Iterator[None]:
-        """Hold one of the ``max_operations`` slots, waiting (and saying so) if none is free."""
-        if not self._slots.acquire(blocking=False):
-            self._logger.info(
-                "session %s: %s waits for one of %d operation slots",
-                session_id,
-                operation,
-                self.max_operations,
-            )
-            self._slots.acquire()
-        try:
-            yield
-        finally:
-            self._slots.release()
-
-    @contextmanager
-    def _translated(self, session_id: str, name: str, operation: str) -> Iterator[None]:
-        """Turn the SDK's ``CommandError`` into our error with the next step."""
-        try:
-            yield
-        except CommandError as exc:
-            raise translate(
-                exc,
-                operation=operation,
-                session_id=session_id,
-                stack_name=name,
-                backend_url=self.backend_url,
-                work_dir=str(self.work_dir(session_id)),
-            ) from exc
-
-    def _engine(
-        self,
-        operation: Operation,
-        session_id: str,
-        stack: Stack,
-        options: EngineOptions,
-        **extra: Any,
-    ) -> Any:
-        """The one call of the engine: ``stack.<operation>`` with our sinks and the options."""
-        options.check(operation)
-        load_program_modules()
-        sink = self._sink(session_id, options.on_output)
-        run = getattr(stack, operation)
-        work_dir = self.work_dir(session_id)
-        recorded = operation != "preview"  # a preview changes nothing, so records nothing
-        if recorded:
-            write_record(
-                work_dir,
-                operation=operation,
-                result="running",
-                pid=os.getpid(),
-                at=now().isoformat(),
-                exists=True,
-            )
-        try:
-            result = run(
-                color="never",
-                on_output=sink,
-                on_error=sink,
-                on_event=self._event_sink(session_id, options.on_event),
-                **options.sdk_arguments(),
-                **extra,
-            )
-        except BaseException:
-            if recorded:
-                write_record(work_dir, result="failed", at=now().isoformat())
-            raise
-        if recorded:
-            gone = {"outputs": None} if operation == "destroy" else {}
-            write_record(work_dir, result="succeeded", at=now().isoformat(), **gone)
-        return result
-
-    def _cli(self) -> PulumiCommand:
-        """The ``pulumi`` CLI, found and version-checked once."""
-        with self._cli_lock:
-            if self._command is None:
-                self._command = find_cli(self._pulumi_root)
-            return self._command
-
-    def _project_workspace(self, project_dir: Path) -> LocalWorkspace:
-        """A workspace of the project outside any session, for listing and reading stacks."""
-        command = self._cli()
-        self._prepare(project_dir)
-        return LocalWorkspace(
-            work_dir=str(project_dir),
-            pulumi_home=self._pulumi_home,
-            env_vars=self.environment(),
-            pulumi_command=command,
-        )
-
-    def _prepare(self, work_dir: Path) -> bool:
-        """Create ``work_dir`` with ``Pulumi.yaml``; True if the directory is new."""
-        created = not work_dir.exists()
-        self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        if self._file_backend:
-            (self.state_dir / "backend").mkdir(exist_ok=True, mode=0o700)
-        work_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        text = yaml.safe_dump(self.project_settings().to_dict(), sort_keys=False)
-        _write_if_changed(work_dir / "Pulumi.yaml", text)
-        return created
-
-    def _workspace(self, session_id: str) -> tuple[LocalWorkspace, bool]:
-        """The session's workspace; True if its directory was created now."""
-        command = self._cli()
-        created = self._prepare(self.work_dir(session_id))
-        options = self.workspace_options(session_id)
-        workspace = LocalWorkspace(
-            work_dir=options.work_dir,
-            pulumi_home=options.pulumi_home,
-            program=options.program,
-            env_vars=options.env_vars,
-            secrets_provider=options.secrets_provider,
-            pulumi_command=command,
-        )
-        return workspace, created
-
-    def _select(self, session_id: str, name: str) -> Stack:
-        """Select an existing session stack, or raise :class:`SessionNotFoundError`."""
-        workspace, new_dir = self._workspace(session_id)
-        try:
-            stack = Stack.select(name, workspace)
-        except StackNotFoundError:
-            if new_dir:
-                shutil.rmtree(workspace.work_dir, ignore_errors=True)
-            raise
-        if not (Path(workspace.work_dir) / f"Pulumi.{name}.yaml").exists():
-            # Made by another replica: its config (sessionId, the kubeconfig secret)
-            # is in the stack's last deployment, not here. Without it the program
-            # cannot run for refresh or destroy.
-            try:
-                workspace.refresh_config(name)
-            except CommandError as exc:
-                self._logger.info(
-                    "session %s: no stack config here to restore: %s",
-                    session_id,
-                    error_lines(str(exc), 2),
-                )
-        return stack
-
-    def _forget(self, workspace: LocalWorkspace, name: str, new_dir: bool) -> None:
-        """Remove a stack made only for a preview (best effort, logged on failure)."""
-        try:
-            workspace.remove_stack(name)
-        except CommandError as exc:
-            self._logger.warning(
-                "could not remove preview stack %s: %s", name, error_lines(str(exc))
-            )
-            return
-        if new_dir:
-            shutil.rmtree(workspace.work_dir, ignore_errors=True)
-
-    def _settings(self, kubernetes: KubernetesSettings | None) -> KubernetesSettings:
-        """This call's provider settings: its own, else the instance's."""
-        if kubernetes is not None and not isinstance(kubernetes, KubernetesSettings):
-            raise TypeError(
-                f"kubernetes must be KubernetesSettings, got {type(kubernetes).__name__}; "
-                "build it with KubernetesSettings(context=...)"
-            )
-        return kubernetes or self.kubernetes
-
-    def _preview_config(
-        self, workspace: LocalWorkspace, name: str, spec: SessionSpec, settings: KubernetesSettings
-    ) -> Path:
-        """A private copy of the stack's config file holding ``spec``'s config.
-
-        The copy keeps the stack's secrets-provider fields (salt or encrypted
-        key), so the CLI encrypts the spec's secrets as it would in the real
-        file; provider keys the spec no longer wants are dropped from it.
+        Yields the stack name, the workspace, whether its directory is new,
+        and the provider settings of this call.
         """
-        work_dir = Path(workspace.work_dir)
-        stored = work_dir / f"Pulumi.{name}.yaml"
-        try:
-            doc = yaml.safe_load(stored.read_text(encoding="utf-8")) or {}
-        except FileNotFoundError:
-            doc = {}
-        wanted = stack_config(spec, settings)
-        config = doc.get("config") or {}
-        doc["config"] = {
-            k: v for k, v in config.items() if k not in KUBERNETES_CONFIG_KEYS or k in wanted
-        }
-        fd, tmp = tempfile.mkstemp(dir=work_dir, prefix=".preview-", suffix=".yaml")
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(yaml.safe_dump(doc, sort_keys=False))
-        path = Path(tmp)
-        config_json = stack_config_json(spec, settings)
-        args = ["config", "set-all", "--config-file", str(path), "--stack", name]
-        args += ["--json", config_json]
-        try:
-            self._cli().run(args, str(work_dir), self._cli_env())
-            self._set_secrets(work_dir, name, secret_config(spec, settings), config_file=path)
-        except BaseException:
-            path.unlink(missing_ok=True)
-            raise
-        return path
+        _check_spec(spec)
+        settings = self._settings(kubernetes)
+        with self._operation(spec.session_id, operation) as name:
+            workspace, new_dir = self._workspace(spec.session_id)
+            self._ensure_plugins(workspace, spec.session_id)
+            yield name, workspace, new_dir, settings
 
-    def _configure(self, stack: Stack, spec: SessionSpec, settings: KubernetesSettings) -> None:
-        """Set the session's full stack config; drop provider keys no longer wanted."""
-        wanted = stack_config(spec, settings)
-        current = stack.get_all_config()
-        stack.set_all_config_json(stack_config_json(spec, settings))
-        self._set_secrets(Path(stack.workspace.work_dir), stack.name, secret_config(spec, settings))
-        stale = [key for key in KUBERNETES_CONFIG_KEYS if key in current and key not in wanted]
-        if stale:
-            stack.remove_all_config(stale)
 
-    def _cli_env(self) -> dict[str, str]:
-        """The environment of a CLI call made outside the SDK's workspace."""
-        env = {"PULUMI_HOME": self._pulumi_home} if self._pulumi_home else {}
-        return {**env, **self.environment()}
+def _secrets(
+    passphrase: str | None, provider: str | None, backend_url: str, env: Mapping[str, str]
+) -> tuple[str | None, dict[str, str]]:
+    """The stacks' secrets provider and the environment that unlocks it.
 
-    def _set_secrets(
-        self,
-        work_dir: Path,
-        name: str,
-        secrets: Mapping[str, str],
-        *,
-        config_file: Path | None = None,
-    ) -> None:
-        """Set secret config values on the CLI's stdin (see :func:`set_secrets`)."""
-        if secrets:
-            set_secrets(
-                self._cli(), work_dir, name, secrets, self._cli_env(), config_file=config_file
-            )
-
-    def _ensure_plugins(self, workspace: LocalWorkspace, session_id: str) -> None:
-        """Install the resource plugins matching the installed SDKs, once per instance."""
-        if not self._install_plugins:
-            return
-        with self._plugins_lock:
-            if self._plugins_ready:
-                return
-            for plugin, dist in _PLUGINS:
-                version = f"v{metadata.version(dist)}"
-                try:
-                    workspace.install_plugin(plugin, version)
-                except CommandError as exc:
-                    raise SessionOperationError(
-                        session_id,
-                        stack_name(session_id),
-                        "install plugins",
-                        f"could not install the {plugin} {version} resource plugin; allow the "
-                        f"download, or run `pulumi plugin install resource {plugin} {version}` "
-                        "and pass install_plugins=False",
-                        error_lines(str(exc)),
-                    ) from exc
-            self._plugins_ready = True
-
-    def _sink(self, session_id: str, on_output: OnOutput | None) -> Callable[[str], None]:
-        """A line consumer for the SDK; never lets a callback error stall the CLI pipe."""
-        callback = on_output or self._on_output
-        logger = self._logger
-
-        def sink(line: str) -> None:
-            if callback is None:
-                logger.info("session %s: %s", session_id, line)
-                return
-            try:
-                callback(session_id, line)
-            except Exception:
-                logger.exception("on_output callback failed for session %s", session_id)
-
-        return sink
-
-    def _event_sink(
-        self, session_id: str, on_event: OnEvent | None
-    ) -> Callable[[EngineEvent], None] | None:
-        """An engine-event consumer for the SDK; a callback error is logged, never raised."""
-        if on_event is None:
-            return None
-        logger = self._logger
-
-        def sink(event: EngineEvent) -> None:
-            try:
-                on_event(session_id, event)
-            except Exception:
-                logger.exception("on_event callback failed for session %s", session_id)
-
-        return sink
-
-    def _remember(
-        self, session_id: str, settings: KubernetesSettings, outputs: SessionOutputs
-    ) -> None:
-        """Keep what the last ``up`` of a session used and made, for :meth:`status`."""
-        with self._guard:
-            self._known[session_id] = (settings, outputs)
-        write_record(self.work_dir(session_id), outputs=record_outputs(outputs))
-
-    def _forget_session(self, session_id: str) -> None:
-        """Drop what :meth:`_remember` kept once the session's stack is gone."""
-        with self._guard:
-            self._known.pop(session_id, None)
-
-    def _recorded_session_id(self, name: str) -> str | None:
-        """The raw session id in a stack's config or operation record here, if any."""
-        work_dir = self.state_dir / "workspaces" / name
-        try:
-            text = (work_dir / f"Pulumi.{name}.yaml").read_text(encoding="utf-8")
-            doc = yaml.safe_load(text) or {}
-        except (OSError, yaml.YAMLError):
-            doc = {}
-        value = (doc.get("config") or {}).get(f"{PROJECT_NAME}:sessionId")
-        if value is None:
-            record = read_record(work_dir)
-            outputs = outputs_of(record) if record is not None else None
-            value = outputs.session_id if outputs is not None else None
-        if isinstance(value, str) and stack_name(value) == name:
-            return value
-        return None
+    Raises:
+        PassphraseRequiredError: The passphrase is the provider, and none was given or found.
+        ConfigError: A bad backend URL or provider, or a passphrase for another provider.
+    """
+    kind = backend_kind(backend_url)
+    provider = validate_secrets_provider(provider)
+    if uses_passphrase(provider, kind):
+        return "passphrase", passphrase_env(passphrase, env)
+    if passphrase is not None:
+        raise ConfigError(
+            "passphrase",
+            f"is only used by the passphrase secrets provider, but these stacks use "
+            f"{provider or 'the Pulumi Cloud service'}; drop passphrase=, or pass "
+            "secrets_provider='passphrase'",
+        )
+    return provider, {}
 
 
 def _check_spec(spec: object) -> None:

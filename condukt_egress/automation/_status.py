@@ -182,13 +182,14 @@ def result_of(record: Mapping[str, Any]) -> OperationResult | None:
     result = record.get("result")
     if result not in ("running", "succeeded", "failed", "interrupted"):
         return None
-    if result == "running" and not _alive(record.get("pid")):
+    if result == "running" and not process_running(record.get("pid")):
         return "interrupted"
     return result  # type: ignore[no-any-return]
 
 
-def _alive(pid: object) -> bool:
-    if not isinstance(pid, int) or pid <= 0:
+def process_running(pid: object) -> bool:
+    """Whether ``pid`` is a process running on this host (a zombie has ended)."""
+    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
         return False
     try:
         os.kill(pid, 0)
@@ -196,7 +197,11 @@ def _alive(pid: object) -> bool:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True  # no /proc here, or it just ended: the signal said it ran
+    return stat[stat.rindex(")") + 2 :].split()[0] != "Z"
 
 
 def parse_time(value: object) -> datetime | None:
