@@ -189,7 +189,7 @@ def medians(rows: list[dict[str, float]]) -> dict[str, float]:
 
 
 def run(
-    namespace: str, count: int
+    namespace: str, count: int, tree: Path
 ) -> list[tuple[dict[str, float], dict[str, float], dict[str, float]]]:
     """``count`` sessions, one at a time, in a service process; their phases."""
     real = shutil.which("pulumi")
@@ -211,7 +211,7 @@ def run(
                 namespace,
                 str(count),
             ],
-            cwd=ROOT,
+            cwd=tree,
             check=True,
             stdout=subprocess.PIPE,
             text=True,
@@ -225,6 +225,12 @@ def main() -> int:
     """Run the sessions and print the median of each phase as JSON."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sessions", type=int, default=7)
+    parser.add_argument(
+        "--tree",
+        type=Path,
+        default=ROOT,
+        help="the checkout whose condukt_egress the service imports (default: this one)",
+    )
     args = parser.parse_args()
     lacking = missing()
     if lacking:
@@ -236,9 +242,13 @@ def main() -> int:
         )
         return 2
     namespace = f"phases-{uuid.uuid4().hex[:8]}"
-    subprocess.run(["kubectl", "create", "namespace", namespace], check=True)  # noqa: S603,S607
+    subprocess.run(  # noqa: S603
+        ["kubectl", "create", "namespace", namespace],  # noqa: S607
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
     try:
-        per_session = run(namespace, args.sessions)
+        per_session = run(namespace, args.sessions, args.tree.resolve())
     finally:
         subprocess.run(  # noqa: S603
             ["kubectl", "delete", "namespace", namespace, "--wait=false"],  # noqa: S607
@@ -253,6 +263,7 @@ def main() -> int:
         "load_average_1m": round(os.getloadavg()[0], 2),
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "sessions": args.sessions,
+        "tree": str(args.tree.resolve()),
         "phases_median_seconds": phase,
         "phases_share_of_up": {
             name: round(value / total, 3)

@@ -482,15 +482,48 @@ def exported() -> dict[str, Any]:
     return run(session_program, config=manager_config(SPECS["every option"])).stack_outputs
 
 
+def test_up_of_a_known_session_selects_it_and_drops_stale_provider_keys(
+    fake: FakeCli, tmp_path: Path, exported: dict[str, Any]
+) -> None:
+    spec = SPECS["every option"]
+    work_dir = tmp_path / "state" / "workspaces" / spec.stack_name
+    work_dir.mkdir(parents=True)
+    (work_dir / f"Pulumi.{spec.stack_name}.yaml").write_text(
+        "config:\n  kubernetes:renderYamlToDirectory: /x\n  kubernetes:context: old\n"
+    )
+    fake.answer("stack output", stdout=json.dumps(exported))
+    stacks = fake.stacks(tmp_path / "state", kubernetes=KubernetesSettings(context="c"))
+
+    stacks.up(spec)
+
+    calls = fake.calls()
+    assert [c["key"] for c in calls][:4] == [
+        "stack select",
+        "config set-all",
+        "config rm-all",
+        "up",
+    ]
+    assert "kubernetes:renderYamlToDirectory" in calls[2]["args"]
+    assert "kubernetes:context" not in calls[2]["args"], "still wanted: set, not removed"
+
+
+def test_up_selects_a_session_another_replica_created(
+    fake: FakeCli, tmp_path: Path, exported: dict[str, Any]
+) -> None:
+    spec = SPECS["every option"]
+    fake.answer("stack init", code=255, stderr=f"error: stack '{spec.stack_name}' already exists\n")
+    fake.answer("stack output", stdout=json.dumps(exported))
+    stacks = fake.stacks(tmp_path / "state")
+
+    assert stacks.up(spec).pod_name == spec.args.names.pod
+    assert [c["key"] for c in fake.calls()][:3] == ["stack init", "stack select", "config set-all"]
+
+
 def test_up_creates_configures_and_returns_outputs(
     fake: FakeCli, tmp_path: Path, exported: dict[str, Any]
 ) -> None:
     spec = SPECS["every option"]
     fake.answer("stack select", **NOT_FOUND)
-    fake.answer(
-        "config",
-        stdout=json.dumps({"kubernetes:renderYamlToDirectory": {"value": "/x", "secret": False}}),
-    )
     fake.answer("stack output", stdout=json.dumps(exported))
     kubeconfig = "apiVersion: v1\nkind: Config\n"
     stacks = fake.stacks(
@@ -504,15 +537,8 @@ def test_up_creates_configures_and_returns_outputs(
     assert outputs.pod_name == spec.args.names.pod
     calls = fake.calls()
     keys = [c["key"] for c in calls]
-    assert keys[:7] == [
-        "stack select",
-        "stack init",
-        "config",
-        "config set-all",
-        "config set",
-        "config rm-all",
-        "up",
-    ]
+    # A new session: no `stack select` that must fail first, no config read.
+    assert keys[:4] == ["stack init", "config set-all", "config set", "up"]
     name = spec.stack_name
     work_dir = str(tmp_path / "state" / "workspaces" / name)
     for call in calls:
@@ -522,14 +548,14 @@ def test_up_creates_configures_and_returns_outputs(
             "PULUMI_CONFIG_PASSPHRASE": "pp",
             "EXTRA": "x",
         }
-    init = calls[1]["args"]
+    init = calls[0]["args"]
     assert init[:3] == ["stack", "init", name]
     assert init[init.index("--secrets-provider") + 1] == "passphrase"
-    set_all = calls[3]["args"]
+    set_all = calls[1]["args"]
     assert set_all[set_all.index("--stack") + 1] == name
     values = json.loads(set_all[set_all.index("--json") + 1])
     assert "kubernetes:kubeconfig" not in values, "a secret never goes in argv"
-    secret = calls[4]
+    secret = calls[2]
     assert secret["args"] == [
         "config",
         "set",
@@ -548,9 +574,7 @@ def test_up_creates_configures_and_returns_outputs(
     assert values["condukt-egress:clusterCidrs"]["objectValue"] == ["203.0.113.0/24"]
     assert values["condukt-egress:unproxiedEgress"]["objectValue"][0]["cidr"] == "10.0.12.7/32"
     assert "objectValue" not in values["condukt-egress:namespace"]
-    assert calls[5]["args"][:3] == ["config", "rm-all", "--stack"]
-    assert "kubernetes:renderYamlToDirectory" in calls[5]["args"]
-    up = calls[6]["args"]
+    up = calls[3]["args"]
     assert {"--yes", "--skip-preview"} <= set(up)
     assert up[up.index("--exec-kind") + 1] == "auto.inline"
     assert any(a.startswith("--client=127.0.0.1:") for a in up)

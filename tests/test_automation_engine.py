@@ -341,10 +341,10 @@ def test_kubernetes_settings_per_session_override_the_instance(
     exported: dict[str, Any],
 ) -> None:
     fake.answer("stack output", stdout=json.dumps(exported))
-    fake.answer(
-        "config",
-        stdout=json.dumps({"kubernetes:context": {"value": "default-ctx", "secret": False}}),
-    )
+    name = SPECS["every option"].stack_name
+    work_dir = tmp_path / "state" / "workspaces" / name
+    work_dir.mkdir(parents=True)  # an earlier up stored the instance's context
+    (work_dir / f"Pulumi.{name}.yaml").write_text("config:\n  kubernetes:context: default-ctx\n")
     stacks = fake.stacks(tmp_path / "state", kubernetes=KubernetesSettings(context="default-ctx"))
     stacks.up(SPECS["every option"], kubernetes=KubernetesSettings(kubeconfig="apiVersion: v1\n"))
     set_all = next(c for c in fake.calls() if c["key"] == "config set-all")["args"]
@@ -386,7 +386,7 @@ def test_operations_beyond_the_bound_wait_for_a_slot(
     second.start()
     time.sleep(1.0)
     assert fake.commands().count("up") == 1, "the second up must wait for the slot"
-    assert fake.commands().count("stack select") == 1, "it waits before touching the CLI"
+    assert fake.commands().count("stack init") == 1, "it waits before touching the CLI"
     release.touch()
     first.join(30)
     second.join(30)

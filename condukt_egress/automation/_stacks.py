@@ -239,7 +239,7 @@ class SessionStacks(EngineRunner):
         """
         options = EngineOptions(replace, target, refresh, parallel, on_output, on_event)
         with self._spec_operation(spec, "up", kubernetes) as (name, workspace, _, settings):
-            stack = Stack.create_or_select(name, workspace)
+            stack = self._create_or_select(workspace, name)
             self._configure(stack, spec, settings)
             result = self._engine("up", spec.session_id, stack, options)
             outputs = SessionOutputs.from_stack_outputs(

@@ -31,7 +31,9 @@ from pulumi.automation import (
     ProjectSettings,
     PulumiCommand,
     Stack,
+    StackAlreadyExistsError,
     StackNotFoundError,
+    Workspace,
 )
 
 from condukt_egress.automation._cli import find_cli, set_secrets
@@ -209,7 +211,7 @@ class StackWorkspaces:
             if new_dir:
                 shutil.rmtree(workspace.work_dir, ignore_errors=True)
             raise
-        if not (Path(workspace.work_dir) / f"Pulumi.{name}.yaml").exists():
+        if not self._config_file(workspace, name).exists():
             # Made by another replica: its config (sessionId, the kubeconfig secret)
             # is in the stack's last deployment, not here. Without it the program
             # cannot run for refresh or destroy.
@@ -222,6 +224,26 @@ class StackWorkspaces:
                     error_lines(str(exc), 2),
                 )
         return stack
+
+    def _create_or_select(self, workspace: LocalWorkspace, name: str) -> Stack:
+        """The session's stack, made if it is new: one CLI call in the usual case.
+
+        The SDK's ``create_or_select`` tries ``stack select`` first, a wasted
+        CLI process (about 0.2 s) for every new session. A stack whose config
+        file is not in its workspace is almost always new, so that one is
+        created first; one another replica made is then selected instead.
+        """
+        if self._config_file(workspace, name).exists():
+            return Stack.create_or_select(name, workspace)
+        try:
+            return Stack.create(name, workspace)
+        except StackAlreadyExistsError:
+            return Stack.select(name, workspace)
+
+    @staticmethod
+    def _config_file(workspace: Workspace, name: str) -> Path:
+        """The stack's config file in its workspace (``Pulumi.<stack>.yaml``)."""
+        return Path(workspace.work_dir) / f"Pulumi.{name}.yaml"
 
     def _forget(self, workspace: LocalWorkspace, name: str, new_dir: bool) -> None:
         """Remove a stack made only for a preview (best effort, logged on failure)."""
@@ -249,7 +271,7 @@ class StackWorkspaces:
         file; provider keys the spec no longer wants are dropped from it.
         """
         work_dir = Path(workspace.work_dir)
-        stored = work_dir / f"Pulumi.{name}.yaml"
+        stored = self._config_file(workspace, name)
         try:
             doc = yaml.safe_load(stored.read_text(encoding="utf-8")) or {}
         except FileNotFoundError:
@@ -277,12 +299,27 @@ class StackWorkspaces:
     def _configure(self, stack: Stack, spec: SessionSpec, settings: KubernetesSettings) -> None:
         """Set the session's full stack config; drop provider keys no longer wanted."""
         wanted = stack_config(spec, settings)
-        current = stack.get_all_config()
+        current = self._stored_config_keys(stack.workspace, stack.name)
         stack.set_all_config_json(stack_config_json(spec, settings))
         self._set_secrets(Path(stack.workspace.work_dir), stack.name, secret_config(spec, settings))
-        stale = [key for key in KUBERNETES_CONFIG_KEYS if key in current and key not in wanted]
+        stale: list[str] = [
+            key for key in KUBERNETES_CONFIG_KEYS if key in current and key not in wanted
+        ]
         if stale:
             stack.remove_all_config(stale)
+
+    def _stored_config_keys(self, workspace: Workspace, name: str) -> set[str]:
+        """The config keys the stack's config file holds, read without a CLI call.
+
+        ``pulumi config --json`` would read the same file, and decrypt every
+        secret to do it; only the keys are wanted here.
+        """
+        try:
+            text = self._config_file(workspace, name).read_text(encoding="utf-8")
+            doc = yaml.safe_load(text) or {}
+        except FileNotFoundError:
+            return set()
+        return set(doc.get("config") or {})
 
     def _cli_env(self) -> dict[str, str]:
         """The environment of a CLI call made outside the SDK's workspace."""
