@@ -41,11 +41,13 @@ from condukt_egress.dns import DNS_IMAGE, DNS_UID
 from condukt_egress.errors import ConfigError
 from condukt_egress.naming import (
     DNS_CONTAINER,
+    HASH_CHARS,
     LABEL_MANAGED_BY,
     LABEL_SESSION,
     MANAGED_BY,
     OUR_CONTAINERS,
     OUR_VOLUMES,
+    SECRET_HASH_PATTERN,
     session_names,
 )
 from condukt_egress.options import check_fields, option, switch
@@ -432,7 +434,8 @@ def _ours(args: SandboxGuardArgs) -> _Ours:
         wildcards[name] = {
             i: _common_prefix(x, y) for i, (x, y) in enumerate(zip(a, b, strict=True)) if x != y
         }
-    secret = args.template(_TEMPLATE_IDS[0], native_sidecar=True).names.secret
+    # An injection without its CA names the Secret by its prefix alone.
+    secret = args.template(_TEMPLATE_IDS[0], native_sidecar=True).names.secret_prefix
     secret_volumes = {
         v["name"]: tuple(i["key"] for i in v["secret"]["items"])
         for v in native["volumes"]
@@ -589,8 +592,11 @@ def _security_matches(c: str, template: Mapping[str, Any]) -> str:
 def _session_pod_variables(ours: _Ours) -> list[JSON]:
     """The variables of ``session-pods``: the label, what is judged, ours and the user's parts."""
     sidecar = manifests.SIDECAR_CONTAINER
-    prefix, suffix = _name_affixes("secret")
+    prefix, suffix = _name_affixes("secret_prefix")
     label_lit = _lit(LABEL_SESSION)
+    config = (
+        f"v.name == {_lit(manifests.CONFIG_VOLUME)} && has(v.secret) && has(v.secret.secretName)"
+    )
     variables = [
         {"name": "labelled", "expression": _label("object", LABEL_SESSION)},
         {
@@ -613,7 +619,21 @@ def _session_pod_variables(ours: _Ours) -> list[JSON]:
             "expression": "variables.labelled && "
             "(request.operation != 'UPDATE' || object.spec != oldObject.spec)",
         },
-        {"name": "secretName", "expression": _affixed("variables.label", prefix, suffix)},
+        {"name": "secretPrefix", "expression": _affixed("variables.label", prefix, suffix)},
+        {
+            # The Secret the config volume names; every volume of ours must name it.
+            "name": "secretName",
+            "expression": f"has(object.spec.volumes) && object.spec.volumes.exists(v, {config}) "
+            f"? object.spec.volumes.filter(v, {config})[0].secret.secretName : ''",
+        },
+        {
+            # One of the session's Secrets: the prefix, then exactly a content hash
+            # (fixed length, no '-'), so session 'a' never matches one of 'a-b'.
+            "name": "secretOwned",
+            "expression": "variables.secretName.startsWith(variables.secretPrefix) && "
+            f"size(variables.secretName) == size(variables.secretPrefix) + {HASH_CHARS} && "
+            f"variables.secretName.matches({_lit(SECRET_HASH_PATTERN)})",
+        },
         {
             "name": "initContainers",
             "expression": "has(object.spec.initContainers) ? object.spec.initContainers : []",
@@ -635,7 +655,8 @@ def _session_pod_variables(ours: _Ours) -> list[JSON]:
     ]
 
     allowed_volume = " || ".join(
-        f"(v.name == {_lit(name)} && v.secret.secretName == variables.secretName "
+        f"(v.name == {_lit(name)} && variables.secretOwned && has(v.secret.secretName) "
+        "&& v.secret.secretName == variables.secretName "
         f"&& has(v.secret.items) && v.secret.items.map(i, i.key) == {_lit(list(keys))})"
         for name, keys in ours.secret_volumes.items()
     )
@@ -764,8 +785,9 @@ def _session_pods_policy(args: SandboxGuardArgs) -> JSON:
                     "size(variables.ourVolumesBad) > 0 ? variables.ourVolumesBad[0] : "
                     + _lit(manifests.CONFIG_VOLUME)
                 ),
-                " must be the Secret ",
-                _Cel("variables.secretName"),
+                " must be a Secret ",
+                _Cel("variables.secretPrefix"),
+                "<content hash>",
                 f" of the session labelled {LABEL_SESSION}=",
                 _Cel("variables.label"),
                 " (with the keys condukt-egress gives it); a pod may carry only the label of "

@@ -316,7 +316,7 @@ def _is_managed(name: object) -> bool:
 
 
 def _secret_what(verb: str, secret: str, ctx: RuleContext) -> str:
-    own = secret == ctx.args.names.secret
+    own = ctx.args.names.owns_secret(secret)
     whose = "the session Secret" if own else "another session's condukt-egress Secret"
     return f"{verb} {whose} {secret!r}"
 
@@ -456,7 +456,10 @@ def _hook_sidecar(pod: JSON, _ctx: RuleContext) -> None:
 
 def _env_secret(pod: JSON, ctx: RuleContext) -> None:
     workspace(pod).setdefault("env", []).append(
-        {"name": "K", "valueFrom": {"secretKeyRef": {"name": ctx.args.names.secret, "key": "k"}}}
+        {
+            "name": "K",
+            "valueFrom": {"secretKeyRef": {"name": ctx.args.names.secret_name({}), "key": "k"}},
+        }
     )
 
 
@@ -1017,7 +1020,7 @@ def _volume_rules() -> list[PodRule]:
             ),
             breaks=(
                 lambda pod, x: _add_volume(
-                    {"name": "k", "secret": {"secretName": x.args.names.secret}}
+                    {"name": "k", "secret": {"secretName": x.args.names.secret_name({})}}
                 )(pod, x),
                 _add_volume(
                     {
