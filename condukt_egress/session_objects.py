@@ -235,6 +235,8 @@ def with_secret_name(pod_spec: Mapping[str, Any], name: Any) -> JSON:
     resource's name as an Output. The input is not modified.
     """
     spec: JSON = dict(pod_spec)
+    if "volumes" not in spec:
+        return spec
     spec["volumes"] = [
         {**v, "secret": {**v["secret"], "secretName": name}}
         if isinstance(v, Mapping) and v.get("name") in OUR_VOLUMES and "secret" in v
