@@ -4,8 +4,9 @@ Session ids come from agent platforms and may be anything: long, unicode,
 upper case, full of punctuation. Truncating them (as the original glue did)
 let two ids that share a prefix overwrite each other's CA and policy. Here
 every name keeps a readable prefix of the id *and* a hash of the whole id, so
-names are valid DNS-1123 labels / label values for any input and differ for
-any two ids.
+names are valid DNS-1123 labels / label values for any input (the Secret's,
+longer than a label, a DNS-1123 subdomain as Secret names must be) and differ
+for any two ids.
 
 Format (derive from it, e.g. in an admission guard)::
 
