@@ -75,7 +75,8 @@ def read_ours(args: SandboxGuardArgs) -> Ours:
         wildcards[name] = {
             i: _common_prefix(x, y) for i, (x, y) in enumerate(zip(a, b, strict=True)) if x != y
         }
-    secret = args.template(TEMPLATE_IDS[0], native_sidecar=True).names.secret
+    # An injection without its CA names the Secret by its prefix alone.
+    secret = args.template(TEMPLATE_IDS[0], native_sidecar=True).names.secret_prefix
     secret_volumes = {
         v["name"]: tuple(i["key"] for i in v["secret"]["items"])
         for v in native["volumes"]

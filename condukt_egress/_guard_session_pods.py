@@ -32,9 +32,11 @@ from condukt_egress._guard_injected import Ours, container_matches, read_ours
 from condukt_egress.dns import DNS_UID
 from condukt_egress.naming import (
     DNS_CONTAINER,
+    HASH_CHARS,
     LABEL_SESSION,
     OUR_CONTAINERS,
     OUR_VOLUMES,
+    SECRET_HASH_PATTERN,
 )
 
 if TYPE_CHECKING:
@@ -84,7 +86,10 @@ def _rule_validation(rule: podrules.PodRule, cel: str) -> JSON:
 
 def _session_pod_variables(ours: Ours) -> list[JSON]:
     """The variables of ``session-pods``: the label, what is judged, ours and the user's parts."""
-    prefix, suffix = name_affixes("secret")
+    prefix, suffix = name_affixes("secret_prefix")
+    config = (
+        f"v.name == {lit(manifests.CONFIG_VOLUME)} && has(v.secret) && has(v.secret.secretName)"
+    )
     variables = [
         *label_variables(old_when="request.operation == 'UPDATE' && "),
         {
@@ -95,7 +100,21 @@ def _session_pod_variables(ours: Ours) -> list[JSON]:
             "expression": "variables.labelled && "
             "(request.operation != 'UPDATE' || object.spec != oldObject.spec)",
         },
-        {"name": "secretName", "expression": affixed("variables.label", prefix, suffix)},
+        {"name": "secretPrefix", "expression": affixed("variables.label", prefix, suffix)},
+        {
+            # The Secret the config volume names; every volume of ours must name it.
+            "name": "secretName",
+            "expression": f"has(object.spec.volumes) && object.spec.volumes.exists(v, {config}) "
+            f"? object.spec.volumes.filter(v, {config})[0].secret.secretName : ''",
+        },
+        {
+            # One of the session's Secrets: the prefix, then exactly a content hash
+            # (fixed length, no '-'), so session 'a' never matches one of 'a-b'.
+            "name": "secretOwned",
+            "expression": "variables.secretName.startsWith(variables.secretPrefix) && "
+            f"size(variables.secretName) == size(variables.secretPrefix) + {HASH_CHARS} && "
+            f"variables.secretName.matches({lit(SECRET_HASH_PATTERN)})",
+        },
         {
             "name": "initContainers",
             "expression": "has(object.spec.initContainers) ? object.spec.initContainers : []",
@@ -117,7 +136,8 @@ def _session_pod_variables(ours: Ours) -> list[JSON]:
     ]
 
     allowed_volume = " || ".join(
-        f"(v.name == {lit(name)} && v.secret.secretName == variables.secretName "
+        f"(v.name == {lit(name)} && variables.secretOwned && has(v.secret.secretName) "
+        "&& v.secret.secretName == variables.secretName "
         f"&& has(v.secret.items) && v.secret.items.map(i, i.key) == {lit(list(keys))})"
         for name, keys in ours.secret_volumes.items()
     )
@@ -248,8 +268,9 @@ def _volumes_validation(ours: Ours) -> JSON:
                 "size(variables.ourVolumesBad) > 0 ? variables.ourVolumesBad[0] : "
                 + lit(manifests.CONFIG_VOLUME)
             ),
-            " must be the Secret ",
-            Cel("variables.secretName"),
+            " must be a Secret ",
+            Cel("variables.secretPrefix"),
+            "<content hash>",
             f" of the session labelled {LABEL_SESSION}=",
             Cel("variables.label"),
             " (with the keys condukt-egress gives it); a pod may carry only the label of "

@@ -292,7 +292,7 @@ def is_managed(name: object) -> bool:
 
 def secret_what(verb: str, secret: str, ctx: RuleContext) -> str:
     """What a spec does with a condukt-egress Secret: ``mounts the session Secret 'x'``."""
-    own = secret == ctx.args.names.secret
+    own = ctx.args.names.owns_secret(secret)
     whose = "the session Secret" if own else "another session's condukt-egress Secret"
     return f"{verb} {whose} {secret!r}"
 

@@ -177,7 +177,10 @@ def _hook_sidecar(pod: JSON, _ctx: RuleContext) -> None:
 
 def _env_secret(pod: JSON, ctx: RuleContext) -> None:
     workspace(pod).setdefault("env", []).append(
-        {"name": "K", "valueFrom": {"secretKeyRef": {"name": ctx.args.names.secret, "key": "k"}}}
+        {
+            "name": "K",
+            "valueFrom": {"secretKeyRef": {"name": ctx.args.names.secret_name({}), "key": "k"}},
+        }
     )
 
 

@@ -71,7 +71,9 @@ class SandboxEgress(pulumi.ComponentResource):
         secret: The Secret with ``policy.json``, ``ca.pem``, ``ca-key.pem``, ``bundle.pem``
             and (client compatibility profile) ``truststore.p12`` in its ``data``.
         network_policy: The NetworkPolicy selecting the session pods.
-        secret_name: Name of the Secret, as an Output that depends on it.
+        secret_name: Name of the Secret, as an Output that depends on it:
+            ``condukt-egress-<base>-<hash of its content>``, new with every
+            policy or CA (see :func:`~condukt_egress.manifests.secret_name`).
         network_policy_name: Name of the NetworkPolicy, as an Output that depends on it.
         ca_cert_pem: The CA certificate PEM.
         ca_fingerprint: SHA-256 of the CA certificate (hex); every workload's
@@ -159,10 +161,20 @@ class SandboxEgress(pulumi.ComponentResource):
                     lambda v: manifests.secret_binary_data(v[1] or args, v[0])
                 )
             )
-        secret = manifests.secret_manifest(args, string_data, binary_data)
+        # Named after its content (CA key aside, so the name is no Pulumi secret):
+        # a new policy or CA is a new Secret, which Pulumi creates before it
+        # replaces the pods that mount it, and deletes after them. A fixed name
+        # made it replace the immutable Secret delete-before-replace, under the pod.
+        secret_name = pulumi.Output.all(self.ca_cert.cert_pem, resolved).apply(
+            lambda v: manifests.secret_name(v[1] or args, v[0])
+        )
+        secret = manifests.secret_manifest(args, string_data, binary_data, name=secret_name)
+        metadata: Any = pulumi.Output.all(secret_name, resolved).apply(
+            lambda v: manifests.object_metadata(v[1] or args, v[0])
+        )
         self.secret = k8s.core.v1.Secret(
             f"{name}-secret",
-            metadata=with_args(lambda a: manifests.object_metadata(a, a.names.secret)),
+            metadata=metadata,
             type=secret["type"],
             immutable=secret["immutable"],
             data=secret.get("data"),
@@ -181,7 +193,10 @@ class SandboxEgress(pulumi.ComponentResource):
         self.secret_name = self.secret.metadata.apply(lambda m: str(m["name"]))
         self.ca_fingerprint = self.ca_cert.cert_pem.apply(manifests.ca_fingerprint)
         self._transform = workload_transform(
-            args, self._workload_dependencies, self.ca_fingerprint, resolved
+            args,
+            self._workload_dependencies,
+            manifests.CaBinding(self.ca_fingerprint, self.secret_name),
+            resolved,
         )
         self.network_policy_name = self.network_policy.metadata.apply(lambda m: str(m["name"]))
         self.register_outputs(
@@ -198,7 +213,10 @@ class SandboxEgress(pulumi.ComponentResource):
         """Return ``pod_spec`` with this session's sidecar injected and hardened.
 
         Pure: see :func:`condukt_egress.manifests.inject`. Use Kubernetes
-        (camelCase) field names, as in YAML.
+        (camelCase) field names, as in YAML. The Secret's name is known only
+        with the CA, so the volumes name its prefix alone (no Secret has it):
+        declare the workload with :meth:`workload_options`, whose transform
+        binds them to the Secret (and the sidecar to the CA's fingerprint).
 
         Raises:
             ConfigError: Some args are Outputs (see :data:`INPUT_FIELDS`), so

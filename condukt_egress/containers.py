@@ -291,8 +291,14 @@ def sidecar_container(args: SandboxEgressArgs) -> JSON:
 
 
 def session_volumes(args: SandboxEgressArgs) -> list[JSON]:
-    """The Secret-backed volumes of a session pod: config, filter rules, trust."""
-    secret = args.names.secret
+    """The Secret-backed volumes of a session pod: config, filter rules, trust.
+
+    They name the Secret by :attr:`~condukt_egress.naming.SessionNames.secret_prefix`
+    alone, which no Secret has: its name ends with a hash of its content, known
+    with the CA, and :func:`~condukt_egress.session_objects.with_secret_name`
+    binds it (the transform, ``render`` and ``inject --secret-name`` do).
+    """
+    secret = args.names.secret_prefix
     return [
         {
             # Only the sidecar mounts this volume; 0444 because kubelet makes the

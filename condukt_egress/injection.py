@@ -34,10 +34,13 @@ from condukt_egress.naming import (
     TRUST_VOLUME,
 )
 from condukt_egress.session_objects import (
-    ca_fingerprint,
+    bound_secret_name,
+    ca_binding,
     ca_fingerprint_env,
     object_metadata,
+    with_ca_binding,
     with_ca_fingerprint,
+    with_secret_name,
     without_ca_fingerprint,
 )
 
@@ -385,7 +388,9 @@ def inject(pod_spec: Mapping[str, Any], args: SandboxEgressArgs) -> JSON:
 
     Returns:
         A new dict; the input is not modified. Injecting twice gives the
-        same result as injecting once.
+        same result as injecting once. Its volumes name the session Secret
+        by its prefix until :func:`with_secret_name` binds the name, which
+        an earlier injection's binding keeps.
 
     Raises:
         ConfigError: The spec could bypass the sidecar (privileged, host
@@ -396,6 +401,10 @@ def inject(pod_spec: Mapping[str, Any], args: SandboxEgressArgs) -> JSON:
     spec: JSON = copy.deepcopy(dict(pod_spec))
     podrules.refuse_pod(spec, podrules.RuleContext(args))
     fingerprint = ca_fingerprint_env(spec)
+    bound = bound_secret_name(spec)
+    ours_volumes = session_volumes(args)
+    if args.names.owns_secret(bound):  # an earlier injection's Secret: kept, as the CA is
+        ours_volumes = with_secret_name({"volumes": ours_volumes}, bound)["volumes"]
     ours_init = [netfilter_container(args), filter_container(args)]
     ours_main: list[JSON] = []
     (ours_init if args.native_sidecar else ours_main).append(sidecar_container(args))
@@ -416,7 +425,7 @@ def inject(pod_spec: Mapping[str, Any], args: SandboxEgressArgs) -> JSON:
         raise ConfigError("spec.containers", "is empty; declare the workspace container to protect")
     spec["initContainers"] = ours_init + lists["initContainers"]
     spec["containers"] = lists["containers"] + ours_main
-    spec["volumes"] = _merge_volumes(spec.get("volumes") or (), session_volumes(args))
+    spec["volumes"] = _merge_volumes(spec.get("volumes") or (), ours_volumes)
     _fit_pod_resources(pod_spec, spec)
     spec.setdefault("automountServiceAccountToken", False)
     spec.setdefault("enableServiceLinks", False)
@@ -448,8 +457,9 @@ def workspace_pod_manifest(
         command: Its command; default :data:`WORKSPACE_IDLE_COMMAND` keeps the
             pod idle for ``kubectl exec`` and exits at once on SIGTERM.
         ca_cert_pem: The session CA, whose fingerprint the sidecar's env then
-            carries (see :data:`CA_FINGERPRINT_ENV`). The component leaves it
-            out here: its workload transform adds the fingerprint as an Output.
+            carries (see :data:`CA_FINGERPRINT_ENV`) and whose Secret the
+            volumes name (:func:`secret_name`). The component leaves it out
+            here: its workload transform adds both as Outputs.
     """
     validate_image("workspace_image", workspace_image, DEFAULT_WORKSPACE_IMAGE)
     names = args.names
@@ -468,5 +478,5 @@ def workspace_pod_manifest(
     }
     injected = inject(spec, args)
     if ca_cert_pem is not None:
-        injected = with_ca_fingerprint(injected, ca_fingerprint(ca_cert_pem))
+        injected = with_ca_binding(injected, ca_binding(args, ca_cert_pem))
     return {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": injected}

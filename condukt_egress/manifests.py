@@ -7,8 +7,8 @@ the offline ``render`` command all declare what these functions return, so
 there is one source of truth for what a session looks like. The work lives
 in one module per concept, re-exported here:
 
-- :mod:`~condukt_egress.session_objects`: metadata, the Secret, the
-  NetworkPolicy, the CA's fingerprint in a pod;
+- :mod:`~condukt_egress.session_objects`: metadata, the Secret and its
+  content-derived name, the NetworkPolicy, the CA's binding in a pod;
 - :mod:`~condukt_egress.containers`: what we put in a pod (the netfilter and
   filter init containers, the sidecar, volumes, trust mounts, filter rules);
 - :mod:`~condukt_egress.podrules`: every refusal, declared once for
@@ -62,14 +62,19 @@ from condukt_egress.podrules import (
 from condukt_egress.session_objects import (
     CA_FINGERPRINT_ENV,
     SPECIAL_IPV4_RANGES,
+    CaBinding,
     bundle_pem,
+    ca_binding,
     ca_fingerprint,
     network_policy_manifest,
     object_metadata,
     secret_binary_data,
     secret_data,
     secret_manifest,
+    secret_name,
+    with_ca_binding,
     with_ca_fingerprint,
+    with_secret_name,
 )
 
 __all__ = [
@@ -96,7 +101,9 @@ __all__ = [
     "TRUST_VOLUME",
     "WORKSPACE_IDLE_COMMAND",
     "WORKSPACE_TRUST_DIR",
+    "CaBinding",
     "bundle_pem",
+    "ca_binding",
     "ca_fingerprint",
     "check",
     "check_pod_metadata",
@@ -111,7 +118,10 @@ __all__ = [
     "secret_binary_data",
     "secret_data",
     "secret_manifest",
+    "secret_name",
+    "with_ca_binding",
     "with_ca_fingerprint",
+    "with_secret_name",
     "workspace_pod_manifest",
     "workspace_trust_files",
 ]

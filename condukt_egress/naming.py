@@ -4,8 +4,9 @@ Session ids come from agent platforms and may be anything: long, unicode,
 upper case, full of punctuation. Truncating them (as the original glue did)
 let two ids that share a prefix overwrite each other's CA and policy. Here
 every name keeps a readable prefix of the id *and* a hash of the whole id, so
-names are valid DNS-1123 labels / label values for any input and differ for
-any two ids.
+names are valid DNS-1123 labels / label values for any input (the Secret's,
+longer than a label, a DNS-1123 subdomain as Secret names must be) and differ
+for any two ids.
 
 Format (derive from it, e.g. in an admission guard)::
 
@@ -14,13 +15,25 @@ Format (derive from it, e.g. in an admission guard)::
                    only, trimmed of '-', at most 20 characters
     hash         = the first 26 characters of lower-case RFC 4648 base32 of
                    SHA-256(id as UTF-8): [a-z2-7]{26}, 130 bits
-    Secret, NetworkPolicy = condukt-egress-<base>    (at most 62 characters)
+    NetworkPolicy = condukt-egress-<base>            (at most 62 characters)
+    Secret       = condukt-egress-<base>-<content>   (at most 89)
+    content      = the same 26-character hash of the Secret's files, the CA
+                   key aside (the certificate pins it): canonical JSON, keys sorted
     Pod          = workspace-<base>                  (at most 57)
     label        = egress.condukt.dev/session=<base> (at most 47)
     CA subject   = CN=condukt-egress <base>          (at most 62)
 
 The first format kept 64 bits (16 hex characters); upgrading renames every
 object of a session once.
+
+The Secret is immutable and named after its content, as kustomize's
+``secretGenerator`` names its Secrets: a new policy or CA is a new Secret,
+created before the pods that mount it are replaced and deleted after them.
+A fixed name made Pulumi replace it delete-before-replace, under the running
+pod. Its name is known only with the CA (:func:`SessionNames.secret_name`);
+an injection without one names :attr:`SessionNames.secret_prefix`, a name no
+Secret can have (it ends with ``-``): such a pod never starts (the API server
+admits it, kubelet waits for the Secret) and the guard refuses it.
 
 Example:
     >>> n = session_names("Agent Run #42")
@@ -32,7 +45,9 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
 
@@ -54,6 +69,7 @@ __all__ = [
     "NETFILTER_CONTAINER",
     "OUR_CONTAINERS",
     "OUR_VOLUMES",
+    "SECRET_HASH_PATTERN",
     "SIDECAR_CONTAINER",
     "TRUST_VOLUME",
     "SessionNames",
@@ -107,6 +123,16 @@ collision out of reach (about 2**65 hashes for even odds)."""
 _PREFIX_CHARS: Final = 20
 """Readable prefix: ``condukt-egress-`` (15) + 20 + ``-`` + 26 = 62 <= 63."""
 _DNS_LABEL: Final = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_HASH: Final = re.compile(f"[a-z2-7]{{{HASH_CHARS}}}")
+SECRET_HASH_PATTERN: Final = f"-[a-z2-7]{{{HASH_CHARS}}}$"
+"""RE2/Python pattern of a session Secret name's end, after :attr:`SessionNames.secret_prefix`
+less its ``-`` (for the guard's CEL ``matches``, with a length check)."""
+
+
+def _hash(text: str) -> str:
+    """The first :data:`HASH_CHARS` characters of lower-case base32 SHA-256 of ``text``."""
+    digest = hashlib.sha256(text.encode("utf-8")).digest()
+    return base64.b32encode(digest).decode("ascii").lower()[:HASH_CHARS]
 
 
 @dataclass(frozen=True)
@@ -117,7 +143,9 @@ class SessionNames:
         session_id: The raw id, unchanged.
         base: ``<readable-prefix>-<hash>`` (or ``<hash>``); a valid DNS-1123
             label of at most 47 characters, the hash 26 base32 characters.
-        secret: Name of the Secret holding the CA and the policy.
+        secret_prefix: ``condukt-egress-<base>-``: the Secret holding the CA and
+            the policy is this plus a hash of its content
+            (:meth:`secret_name`); alone, a name no Secret can have.
         network_policy: Name of the session's NetworkPolicy.
         pod: Name of the workspace Pod the stack program declares.
         label_key: Session label key, :data:`LABEL_SESSION`.
@@ -127,7 +155,7 @@ class SessionNames:
 
     session_id: str
     base: str
-    secret: str
+    secret_prefix: str
     network_policy: str
     pod: str
     label_key: str
@@ -138,6 +166,26 @@ class SessionNames:
     def pod_labels(self) -> dict[str, str]:
         """Labels a session pod must carry for the NetworkPolicy to select it."""
         return {self.label_key: self.label_value}
+
+    def secret_name(self, files: Mapping[str, str]) -> str:
+        """The name of the session Secret whose files (CA key aside) are ``files``.
+
+        ``condukt-egress-<base>-<hash>``: the same files give the same name
+        (so an unchanged stack shows no diff), other files another name.
+        """
+        canonical = json.dumps(dict(files), sort_keys=True, separators=(",", ":"))
+        return f"{self.secret_prefix}{_hash(canonical)}"
+
+    def owns_secret(self, name: object) -> bool:
+        """Whether ``name`` is one of this session's Secret names (any content).
+
+        Exactly ``secret_prefix`` and a content hash: the hash has a fixed
+        length and no ``-``, so the session ``a`` never owns a Secret of the
+        session ``a-b`` (nor the other way round).
+        """
+        if not isinstance(name, str) or not name.startswith(self.secret_prefix):
+            return False
+        return _HASH.fullmatch(name[len(self.secret_prefix) :]) is not None
 
 
 def validate_session_id(session_id: object) -> str:
@@ -202,22 +250,21 @@ def session_names(session_id: str) -> SessionNames:
         ConfigError: The id is empty, blank, too long or not a string.
     """
     validate_session_id(session_id)
-    digest = hashlib.sha256(session_id.encode("utf-8")).digest()
-    hash_part = base64.b32encode(digest).decode("ascii").lower()[:HASH_CHARS]
+    hash_part = _hash(session_id)
     prefix = _readable_prefix(session_id)
     base = f"{prefix}-{hash_part}" if prefix else hash_part
     name = f"{MANAGED_PREFIX}{base}"
     names = SessionNames(
         session_id=session_id,
         base=base,
-        secret=name,
+        secret_prefix=f"{name}-",
         network_policy=name,
         pod=f"workspace-{base}",
         label_key=LABEL_SESSION,
         label_value=base,
         ca_common_name=f"condukt-egress {base}",
     )
-    for value in (names.base, names.secret, names.pod):
+    for value in (names.base, names.network_policy, names.pod):
         if not _DNS_LABEL.match(value) or len(value) > 63:  # pragma: no cover - invariant
             raise AssertionError(f"derived name {value!r} is not a DNS-1123 label")
     return names

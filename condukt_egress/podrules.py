@@ -135,7 +135,7 @@ def _volume_rules() -> list[PodRule]:
             ),
             breaks=(
                 lambda pod, x: add_volume(
-                    {"name": "k", "secret": {"secretName": x.args.names.secret}}
+                    {"name": "k", "secret": {"secretName": x.args.names.secret_name({})}}
                 )(pod, x),
                 add_volume(
                     {

@@ -364,27 +364,34 @@ def python_args(inputs: Mapping[str, Any]) -> py_args.SandboxEgressArgs:
 
 SESSION_CA_FINGERPRINT: Final = "ca_fingerprint"
 """Key of the session CA's fingerprint in the ``session`` document, beside the args."""
+SESSION_SECRET_NAME: Final = "secret_name"  # noqa: S105 - a key, no secret
+"""Key of the session Secret's name in the ``session`` document, beside the args."""
 
 
 def session_document(
-    args: py_args.SandboxEgressArgs, ca_fingerprint: str | None = None
+    args: py_args.SandboxEgressArgs, ca: manifests.CaBinding | None = None
 ) -> dict[str, Any]:
     """``args`` as JSON-ready values (document form) that :func:`session_args` reads back.
 
-    With ``ca_fingerprint``, the document also carries the session CA's
-    fingerprint (:func:`session_ca_fingerprint`), which SandboxWorkload puts in
-    the sidecar's env so a new CA rolls the pods, as the Python transform does.
+    With ``ca``, the document also carries the session CA's fingerprint and
+    the Secret's name (:func:`session_ca`), which SandboxWorkload binds the
+    pods to, so a new CA or policy rolls them, as the Python transform does.
     """
     out = {f.name: document(getattr(args, f.name)) for f in dataclasses.fields(args)}
-    if ca_fingerprint is not None:
-        out[SESSION_CA_FINGERPRINT] = ca_fingerprint
+    if ca is not None:
+        out[SESSION_CA_FINGERPRINT] = ca.fingerprint
+        out[SESSION_SECRET_NAME] = ca.secret_name
     return out
 
 
-def session_ca_fingerprint(document: Any) -> str | None:
-    """The CA fingerprint a ``session`` document carries, if any."""
-    value = document.get(SESSION_CA_FINGERPRINT) if isinstance(document, Mapping) else None
-    return value if isinstance(value, str) else None
+def session_ca(document: Any) -> manifests.CaBinding | None:
+    """The CA binding (fingerprint and Secret name) a ``session`` document carries, if any."""
+    if not isinstance(document, Mapping):
+        return None
+    fingerprint, secret = document.get(SESSION_CA_FINGERPRINT), document.get(SESSION_SECRET_NAME)
+    if not isinstance(fingerprint, str) or not isinstance(secret, str):
+        return None
+    return manifests.CaBinding(fingerprint, secret)
 
 
 def session_args(document: Any) -> py_args.SandboxEgressArgs:
@@ -395,13 +402,14 @@ def session_args(document: Any) -> py_args.SandboxEgressArgs:
             output, or fails a check of ``SandboxEgressArgs``.
     """
     fields = {f.name for f in dataclasses.fields(py_args.SandboxEgressArgs)}
-    if not isinstance(document, Mapping) or not set(document) <= fields | {SESSION_CA_FINGERPRINT}:
+    ca_keys = {SESSION_CA_FINGERPRINT, SESSION_SECRET_NAME}
+    if not isinstance(document, Mapping) or not set(document) <= fields | ca_keys:
         raise ConfigError(
             "session",
             "must be the session output of a SandboxEgress, passed unchanged "
             "(e.g. session: egress.session)",
         )
-    values = {k: _freeze(v) for k, v in document.items() if k != SESSION_CA_FINGERPRINT}
+    values = {k: _freeze(v) for k, v in document.items() if k not in ca_keys}
     return py_args.SandboxEgressArgs(**values)
 
 
@@ -426,7 +434,7 @@ class SandboxEgress(component.SandboxEgress):
 
     # The Python component's outputs, declared again for their schema descriptions.
     secret_name: pulumi.Output[str]
-    """Name of the session Secret (CA, CA key, trust bundle, policy)."""
+    """Name of the session Secret (CA, CA key, bundle, policy); ends with a hash of its content."""
     network_policy_name: pulumi.Output[str]
     """Name of the NetworkPolicy selecting the session pods."""
     ca_cert_pem: pulumi.Output[str]
@@ -453,11 +461,13 @@ class SandboxEgress(component.SandboxEgress):
         """
         super().__init__(name, python_args(args), opts)
         # Derived from the URNs, so whatever consumes it depends on the Secret
-        # and the NetworkPolicy; it carries the CA fingerprint, so a new CA
-        # rolls the workloads SandboxWorkload declares.
+        # and the NetworkPolicy; it carries the CA fingerprint and the Secret's
+        # name, so a new CA or policy rolls the workloads SandboxWorkload declares.
         self.session = pulumi.Output.all(
-            self.secret.urn, self.network_policy.urn, self.ca_fingerprint
-        ).apply(lambda values: session_document(self.args, values[2]))
+            self.secret.urn, self.network_policy.urn, self.ca_fingerprint, self.secret_name
+        ).apply(
+            lambda values: session_document(self.args, manifests.CaBinding(values[2], values[3]))
+        )
 
 
 # --- workloads ----------------------------------------------------------------
@@ -501,7 +511,7 @@ def _resource_class(workload: workloads.Workload) -> Callable[..., pulumi.Custom
 
 
 def _injected_template(
-    template: Any, name: str, args: py_args.SandboxEgressArgs, ca_fingerprint: str | None
+    template: Any, name: str, args: py_args.SandboxEgressArgs, ca: manifests.CaBinding | None
 ) -> Any:
     """A pod template injected as a Deployment's would be, errors named after the template."""
     as_deployment = workloads.Workload("apps/v1", "Deployment", "")
@@ -513,8 +523,8 @@ def _injected_template(
         field = exc.field.replace(f"Deployment {name!r} spec.template", "podTemplate", 1)
         raise ConfigError(field, exc.message) from None
     out: dict[str, Any] = injected["spec"]["template"]
-    if ca_fingerprint is not None:
-        out = {**out, "spec": manifests.with_ca_fingerprint(out["spec"], ca_fingerprint)}
+    if ca is not None:
+        out = {**out, "spec": manifests.with_ca_binding(out["spec"], ca)}
     return out
 
 
@@ -565,7 +575,7 @@ class SandboxWorkload(pulumi.ComponentResource):
         else:
             inject = self._reported(_injected_template)
             self.pod_template = pulumi.Output.all(
-                session_opts, args["pod_template"], transform.lift(session, session_ca_fingerprint)
+                session_opts, args["pod_template"], transform.lift(session, session_ca)
             ).apply(lambda values: inject(values[1], name, values[0], values[2]))
         self.register_outputs({})
 
@@ -604,8 +614,8 @@ class SandboxWorkload(pulumi.ComponentResource):
             )
         props = {"metadata": manifest.get("metadata"), "spec": manifest.get("spec")}
         inject = self._reported(transform.transform_props)
-        fingerprint = transform.lift(session, session_ca_fingerprint)
-        both = pulumi.Output.all(session_opts, fingerprint)
+        ca = transform.lift(session, session_ca)
+        both = pulumi.Output.all(session_opts, ca)
         injected: pulumi.Output[dict[str, Any]] = both.apply(
             lambda values: inject(props, workload, name, values[0], values[1])
         )

@@ -8,6 +8,11 @@ NetworkPolicy before the Pod, so the pod never runs unrestricted), as a
 multi-document YAML stream or a JSON ``List``; ``kubectl apply -f -`` accepts
 both.
 
+The Secret is named after its content (:func:`~condukt_egress.manifests.secret_name`):
+a new rendering of a session (a new policy, a new CA) brings a new Secret
+beside the old one, which the running pods keep until they are replaced;
+:func:`prune_command` then deletes the old ones by label.
+
 Teardown is the other way round, and ``kubectl delete -f`` alone gets it
 wrong: it deletes in file order, so the NetworkPolicy would go while the Pod
 is still terminating, its egress wide open. :func:`teardown_commands` gives
@@ -53,6 +58,7 @@ except ImportError:  # pragma: no cover - PyYAML built without libyaml
 __all__ = [
     "FORMATS",
     "Format",
+    "prune_command",
     "read_manifests",
     "render_session",
     "serialise",
@@ -112,6 +118,25 @@ def teardown_commands(objects: Sequence[JSON]) -> list[str]:
     return commands
 
 
+def prune_command(objects: Sequence[JSON]) -> str:
+    """The kubectl command that deletes the session's Secrets other than the rendered one.
+
+    The Secret is named after its content, so applying a new rendering (a
+    new policy or CA) adds a Secret beside the old one, which the running
+    pods still mount; once they moved to the new one, this prunes the old
+    by the session label, keeping the rendered Secret.
+
+    Args:
+        objects: What :func:`render_session` or :func:`session_objects` returned.
+    """
+    secret = next(o for o in objects if o["kind"] == "Secret")["metadata"]
+    selector = ",".join(f"{key}={value}" for key, value in secret["labels"].items())
+    return (
+        f"kubectl delete secret --namespace {secret['namespace']} -l {selector} "
+        f"--field-selector metadata.name!={secret['name']}"
+    )
+
+
 class _ManifestLoader(_Loader):
     """A safe loader that keeps timestamps as text, as kubectl does.
 
@@ -130,8 +155,9 @@ def session_objects(args: SandboxEgressArgs, ca: CaMaterial) -> list[JSON]:
     """The session's Secret and NetworkPolicy, in apply order: what workloads need first."""
     data = manifests.secret_data(args, ca.cert_pem, ca.key_pem)
     binary = manifests.secret_binary_data(args, ca.cert_pem)
+    name = manifests.secret_name(args, ca.cert_pem)
     return [
-        manifests.secret_manifest(args, data, binary),
+        manifests.secret_manifest(args, data, binary, name=name),
         manifests.network_policy_manifest(args),
     ]
 

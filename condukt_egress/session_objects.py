@@ -1,5 +1,9 @@
 """The session's own objects: metadata, Secret, NetworkPolicy, and the CA's traces in a pod.
 
+The CA's traces in a pod are two: the sidecar's :data:`CA_FINGERPRINT_ENV`
+and the name of the Secret its volumes mount, which carries a hash of the
+Secret's content (:func:`secret_name`).
+
 Pure builders (no Pulumi): each takes a :class:`SandboxEgressArgs` (and CA PEM
 text where needed) and returns plain dicts with Kubernetes field names. The
 component, the stack program and ``render`` declare exactly what these return.
@@ -12,6 +16,7 @@ import functools
 import hashlib
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, Final
 
 from condukt_egress import compat, contract, dns
@@ -26,15 +31,20 @@ from condukt_egress.containers import (
 from condukt_egress.errors import ConfigError
 from condukt_egress.naming import (
     ANNOTATION_SESSION_ID,
+    CONFIG_VOLUME,
     LABEL_MANAGED_BY,
     MANAGED_BY,
+    OUR_VOLUMES,
     SIDECAR_CONTAINER,
 )
 
 __all__ = [
     "CA_FINGERPRINT_ENV",
     "SPECIAL_IPV4_RANGES",
+    "CaBinding",
+    "bound_secret_name",
     "bundle_pem",
+    "ca_binding",
     "ca_fingerprint",
     "ca_fingerprint_env",
     "network_policy_manifest",
@@ -42,7 +52,10 @@ __all__ = [
     "secret_binary_data",
     "secret_data",
     "secret_manifest",
+    "secret_name",
+    "with_ca_binding",
     "with_ca_fingerprint",
+    "with_secret_name",
     "without_ca_fingerprint",
 ]
 
@@ -194,10 +207,86 @@ def secret_data(args: SandboxEgressArgs, ca_cert_pem: str, ca_key_pem: str) -> d
             "must be a PKCS#8 PEM key ('-----BEGIN PRIVATE KEY-----'); the sidecar cannot "
             "load SEC1/PKCS#1 keys: use pulumi-tls private_key_pem_pkcs8",
         )
+    data: dict[str, str] = {}
+    for key, value in _public_data(args, ca_cert_pem).items():
+        data[key] = value
+        if key == contract.CA_CERT_FILE:  # the key beside its certificate, as always
+            data[contract.CA_KEY_FILE] = ca_key_pem
+    return data
+
+
+def secret_name(args: SandboxEgressArgs, ca_cert_pem: str) -> str:
+    """The name of the session Secret for this CA: :meth:`SessionNames.secret_name` of its files.
+
+    Every file of :func:`secret_data` and :func:`secret_binary_data` but the
+    CA key, which the certificate pins (and which would make the name a
+    Pulumi secret). A new policy, option or CA gives a new name, so the
+    Secret is created before the pods that mount it are replaced, and
+    deleted after them; the same ones give the same name.
+    """
+    files = {**_public_data(args, ca_cert_pem), **secret_binary_data(args, ca_cert_pem)}
+    return args.names.secret_name(files)
+
+
+def with_secret_name(pod_spec: Mapping[str, Any], name: Any) -> JSON:
+    """``pod_spec`` (injected) with its condukt-egress volumes naming the Secret ``name``.
+
+    ``name`` is :func:`secret_name`, or (in the component) the Secret
+    resource's name as an Output. The input is not modified.
+    """
+    spec: JSON = dict(pod_spec)
+    if "volumes" not in spec:
+        return spec
+    spec["volumes"] = [
+        {**v, "secret": {**v["secret"], "secretName": name}}
+        if isinstance(v, Mapping) and v.get("name") in OUR_VOLUMES and "secret" in v
+        else v
+        for v in spec.get("volumes") or ()
+    ]
+    return spec
+
+
+@dataclass(frozen=True)
+class CaBinding:
+    """What binds an injected pod to its session's CA: the two traces it carries.
+
+    Attributes:
+        fingerprint: :func:`ca_fingerprint`, set as the sidecar's
+            :data:`CA_FINGERPRINT_ENV`; ``None`` leaves the env alone.
+        secret_name: :func:`secret_name`, the Secret the volumes mount.
+
+    Plain text, or (in the component) Outputs of the CA and the Secret.
+    """
+
+    fingerprint: Any
+    secret_name: Any
+
+
+def ca_binding(args: SandboxEgressArgs, ca_cert_pem: str) -> CaBinding:
+    """The :class:`CaBinding` of a session with this CA certificate."""
+    return CaBinding(ca_fingerprint(ca_cert_pem), secret_name(args, ca_cert_pem))
+
+
+def with_ca_binding(pod_spec: Mapping[str, Any], binding: CaBinding) -> JSON:
+    """``pod_spec`` (injected) bound to its CA: the fingerprint env and the Secret's name."""
+    if binding.fingerprint is not None:
+        pod_spec = with_ca_fingerprint(pod_spec, binding.fingerprint)
+    return with_secret_name(pod_spec, binding.secret_name)
+
+
+def bound_secret_name(spec: Mapping[str, Any]) -> Any:
+    """The Secret name an injected spec's config volume carries, ``None`` without one."""
+    for volume in spec.get("volumes") or ():
+        if isinstance(volume, Mapping) and volume.get("name") == CONFIG_VOLUME:
+            return (volume.get("secret") or {}).get("secretName")
+    return None
+
+
+def _public_data(args: SandboxEgressArgs, ca_cert_pem: str) -> dict[str, str]:
+    """:func:`secret_data` without the CA key."""
     data = {
         contract.POLICY_FILE: args.egress_policy.to_json(),
         contract.CA_CERT_FILE: ca_cert_pem,
-        contract.CA_KEY_FILE: ca_key_pem,
         FILTER_RULES_FILE: filter_rules(args),
         FILTER_RULES6_FILE: filter_rules_ipv6(args),
         **_compat_files(args),
@@ -234,7 +323,9 @@ def _compat_files(args: SandboxEgressArgs) -> dict[str, str]:
     }
 
 
-def secret_manifest(args: SandboxEgressArgs, string_data: Any, data: Any = None) -> JSON:
+def secret_manifest(
+    args: SandboxEgressArgs, string_data: Any, data: Any = None, *, name: Any
+) -> JSON:
     """The immutable Secret delivering the CA and the policy to the sidecar.
 
     Args:
@@ -243,11 +334,12 @@ def secret_manifest(args: SandboxEgressArgs, string_data: Any, data: Any = None)
             or (in the component) a Pulumi Output that resolves to it.
         data: Its ``data``: :func:`secret_binary_data` or an Output of it;
             left out when ``None`` or empty.
+        name: Its name, :func:`secret_name` (or, in the component, an Output of it).
     """
     secret: JSON = {
         "apiVersion": "v1",
         "kind": "Secret",
-        "metadata": object_metadata(args, args.names.secret),
+        "metadata": object_metadata(args, name),
         "type": "Opaque",
         "immutable": True,
     }

@@ -31,9 +31,10 @@ from condukt_egress._bail import stop
 from condukt_egress._passthrough import passthrough_warning
 from condukt_egress.args import SandboxEgressArgs, holds
 from condukt_egress.errors import FieldError
+from condukt_egress.session_objects import CaBinding
 from condukt_egress.workloads import (
     Workload,
-    with_ca_fingerprint,
+    with_ca_binding,
     workload_items,
     workload_metadata,
     workload_of,
@@ -108,13 +109,14 @@ def transform_props(
     workload: Workload,
     name: str,
     args: SandboxEgressArgs,
-    ca_fingerprint: Any = None,
+    ca: CaBinding | None = None,
 ) -> JSON:
     """The transformed properties of one workload resource (wire form, Outputs lifted).
 
-    ``ca_fingerprint`` (an Output in the component) becomes the sidecar's
-    :data:`~condukt_egress.manifests.CA_FINGERPRINT_ENV`, so a new CA changes
-    the pod template. Only that value waits for the CA: everything else is
+    ``ca`` (Outputs in the component) binds the pods to the session's CA:
+    the sidecar's :data:`~condukt_egress.manifests.CA_FINGERPRINT_ENV` and
+    the name of the Secret the volumes mount, so a new CA or policy changes
+    the pod template. Only these values wait for the CA: everything else is
     checked and shown at preview as before.
     """
     wire: JSON = from_wire(dict(props))
@@ -124,7 +126,7 @@ def transform_props(
 
         def items(values: Any) -> list[JSON]:
             return [
-                _with_ca(item, item_workload, ca_fingerprint)
+                _with_ca(item, item_workload, ca)
                 for item in _refusing(workload_items)(values, workload, name, args)
             ]
 
@@ -135,14 +137,12 @@ def transform_props(
             wire.get("metadata"), lambda m: _refusing(workload_metadata)(m, workload, name, args)
         )
     spec = lift(wire.get("spec"), lambda s: _refusing(workload_spec)(s, workload, name, args))
-    if workload.variant == "Patch" or ca_fingerprint is None:
+    if workload.variant == "Patch" or ca is None:
         out["spec"] = spec
     elif isinstance(spec, pulumi.Output):
-        out["spec"] = _settle(
-            spec.apply(lambda s: _with_ca({"spec": s}, workload, ca_fingerprint)["spec"])
-        )
+        out["spec"] = _settle(spec.apply(lambda s: _with_ca({"spec": s}, workload, ca)["spec"]))
     else:
-        out["spec"] = _with_ca({"spec": spec}, workload, ca_fingerprint)["spec"]
+        out["spec"] = _with_ca({"spec": spec}, workload, ca)["spec"]
     return out
 
 
@@ -151,14 +151,12 @@ def _props_when_resolved(
     workload: Workload,
     name: str,
     resolved: pulumi.Output[SandboxEgressArgs],
-    ca_fingerprint: Any,
+    ca: CaBinding | None,
 ) -> JSON:
     """:func:`transform_props` once the session's Input-valued args resolve, per property."""
     source = dict(props)
     out: pulumi.Output[JSON] = resolved.apply(
-        lambda args: pulumi.Output.from_input(
-            transform_props(source, workload, name, args, ca_fingerprint)
-        )
+        lambda args: pulumi.Output.from_input(transform_props(source, workload, name, args, ca))
     )
     keys = set(source) | (
         {"items"}
@@ -179,11 +177,11 @@ def _settle(value: Any) -> Any:
     return value
 
 
-def _with_ca(obj: JSON, workload: Workload, ca_fingerprint: Any) -> JSON:
-    """``obj`` (an injected workload) with the CA fingerprint in its sidecar's env."""
-    if ca_fingerprint is None:
+def _with_ca(obj: JSON, workload: Workload, ca: CaBinding | None) -> JSON:
+    """``obj`` (an injected workload) bound to the session's CA, when ``ca`` is given."""
+    if ca is None:
         return obj
-    return with_ca_fingerprint(obj, workload, ca_fingerprint)
+    return with_ca_binding(obj, workload, ca)
 
 
 def _warn_passthrough(
@@ -204,7 +202,7 @@ def _warn_passthrough(
 def workload_transform(
     args: SandboxEgressArgs,
     depends_on: Callable[[], Sequence[pulumi.Resource]],
-    ca_fingerprint: pulumi.Input[str] | None = None,
+    ca: CaBinding | None = None,
     resolved: pulumi.Output[SandboxEgressArgs] | None = None,
 ) -> pulumi.ResourceTransform:
     """A resource transform that injects ``args``' session into every workload.
@@ -213,8 +211,9 @@ def workload_transform(
         args: The session.
         depends_on: Returns the resources every workload must depend on (the
             session's Secret and NetworkPolicy).
-        ca_fingerprint: The session CA's fingerprint (an Output in the
-            component); set in the sidecar's env so a new CA rolls the pods.
+        ca: The session's CA binding (Outputs in the component): the
+            fingerprint in the sidecar's env and the Secret the volumes
+            mount, so a new CA or policy rolls the pods.
         resolved: ``args`` once its Input-valued fields resolved, when it has
             any (:attr:`SandboxEgressArgs.deferred`): the workload is then
             checked and injected when they resolve.
@@ -236,12 +235,10 @@ def workload_transform(
             _warn_passthrough(transform_args, warned)
             return None
         if resolved is None:
-            props = transform_props(
-                transform_args.props, workload, transform_args.name, args, ca_fingerprint
-            )
+            props = transform_props(transform_args.props, workload, transform_args.name, args, ca)
         else:
             props = _props_when_resolved(
-                transform_args.props, workload, transform_args.name, resolved, ca_fingerprint
+                transform_args.props, workload, transform_args.name, resolved, ca
             )
         opts = pulumi.ResourceOptions.merge(
             transform_args.opts or pulumi.ResourceOptions(),

@@ -36,6 +36,7 @@ from typing import Any, Final
 from condukt_egress import manifests
 from condukt_egress.args import SandboxEgressArgs
 from condukt_egress.errors import ConfigError
+from condukt_egress.manifests import CaBinding
 
 __all__ = [
     "JOB_KINDS",
@@ -44,7 +45,7 @@ __all__ = [
     "document_workload",
     "inject_document",
     "inject_workload",
-    "with_ca_fingerprint",
+    "with_ca_binding",
     "workload_items",
     "workload_metadata",
     "workload_of",
@@ -320,11 +321,12 @@ def document_workload(document: Mapping[str, Any]) -> Workload | None:
     return workload_of(f"kubernetes:{api if '/' in api else 'core/' + api}:{kind}")
 
 
-def with_ca_fingerprint(obj: Mapping[str, Any], workload: Workload, fingerprint: Any) -> JSON:
-    """An injected workload with the session CA's fingerprint in its sidecar's env.
+def with_ca_binding(obj: Mapping[str, Any], workload: Workload, binding: CaBinding) -> JSON:
+    """An injected workload bound to its session's CA (a :class:`~manifests.CaBinding`).
 
-    The fingerprint (:func:`condukt_egress.manifests.ca_fingerprint`, or an
-    Output of it) changes with the CA, so a new CA rolls the workload's pods.
+    The fingerprint in its sidecar's env and the Secret its volumes mount
+    both change with the CA (and the Secret's name with the policy), so a new
+    CA or policy rolls the workload's pods onto a Secret created before them.
     """
     out = dict(obj)
     parent = out
@@ -332,9 +334,9 @@ def with_ca_fingerprint(obj: Mapping[str, Any], workload: Workload, fingerprint:
         parent[key] = dict(parent[key])
         parent = parent[key]
     if workload.template:
-        parent["spec"] = manifests.with_ca_fingerprint(parent["spec"], fingerprint)
+        parent["spec"] = manifests.with_ca_binding(parent["spec"], binding)
     else:
-        out["spec"] = manifests.with_ca_fingerprint(out["spec"], fingerprint)
+        out["spec"] = manifests.with_ca_binding(out["spec"], binding)
     return out
 
 
@@ -343,7 +345,7 @@ def inject_document(
     args: SandboxEgressArgs,
     *,
     where: str = "document",
-    ca_fingerprint: str | None = None,
+    ca: CaBinding | None = None,
 ) -> JSON:
     """One manifest as kubectl reads it, its workload injected; any other kind unchanged.
 
@@ -356,8 +358,9 @@ def inject_document(
         document: One parsed YAML or JSON document.
         args: The session.
         where: How errors name a document without ``metadata.name``.
-        ca_fingerprint: The session CA's fingerprint, when the CA is known
-            (``render``): set in the sidecar's env so a new CA rolls the pods.
+        ca: The session's CA binding, when the CA is known (``render``) or
+            the Secret's name is (``inject --secret-name``): the Secret the
+            volumes mount and the fingerprint in the sidecar's env.
 
     Raises:
         ConfigError: The workload could bypass the sidecar, clashes with what
@@ -367,7 +370,7 @@ def inject_document(
     """
     if document.get("kind") == "List" and isinstance(document.get("items"), list):
         items = [
-            inject_document(item, args, where=f"{where}.items[{i}]", ca_fingerprint=ca_fingerprint)
+            inject_document(item, args, where=f"{where}.items[{i}]", ca=ca)
             if isinstance(item, Mapping)
             else item
             for i, item in enumerate(document["items"])
@@ -382,8 +385,8 @@ def inject_document(
     if workload.variant == "List":
         item_type = Workload(workload.api, workload.kind, "")
         injected = workload_items(document.get("items"), workload, name, args)
-        if ca_fingerprint is not None:
-            injected = [with_ca_fingerprint(i, item_type, ca_fingerprint) for i in injected]
+        if ca is not None:
+            injected = [with_ca_binding(i, item_type, ca) for i in injected]
         return {**document, "items": injected}
     out = inject_workload(document, workload, name, args)
-    return out if ca_fingerprint is None else with_ca_fingerprint(out, workload, ca_fingerprint)
+    return out if ca is None else with_ca_binding(out, workload, ca)

@@ -32,7 +32,7 @@ from condukt_egress.manifests import (
     TRUST_VOLUME,
     WORKSPACE_TRUST_DIR,
 )
-from condukt_egress.naming import SessionNames
+from condukt_egress.naming import HASH_CHARS, SessionNames
 
 JSON = Mapping[str, Any]
 
@@ -162,14 +162,17 @@ _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
 def assert_names(names: SessionNames, other: SessionNames | None = None) -> None:
     """Property 6: valid names and label, >= 128 bits of the id's hash, distinct per id."""
-    for value in (names.secret, names.network_policy, names.pod, names.label_value):
+    secret = names.secret_name({})
+    for value in (secret[: -HASH_CHARS - 1], names.network_policy, names.pod, names.label_value):
         assert _DNS_LABEL.match(value), value
         assert len(value) <= 63, value
+    assert _DNS_LABEL.match(secret), secret
+    assert names.owns_secret(secret), secret
     hash_part = names.label_value.rsplit("-", 1)[-1]
     assert len(hash_part) * 5 >= 128, f"{hash_part!r} carries fewer than 128 bits"
     assert len(names.ca_common_name) <= 64
     if other is not None and other.session_id != names.session_id:
-        assert names.secret != other.secret
+        assert not names.owns_secret(other.secret_name({}))
         assert names.network_policy != other.network_policy
         assert names.pod != other.pod
         assert names.label_value != other.label_value

@@ -116,7 +116,8 @@ def test_manager_config_declares_the_builders_objects(spec: SessionSpec) -> None
     assert body(rec.one(NETWORK_POLICY)) == strip(manifests.network_policy_manifest(args))
     assert body(rec.one(POD)) == strip(manifests.workspace_pod_manifest(args, spec.workspace_image))
     secret = rec.one(SECRET).inputs
-    assert secret["metadata"] == manifests.object_metadata(args, args.names.secret)
+    name = manifests.secret_name(args, rec.stack_outputs["caCertPem"])
+    assert secret["metadata"] == manifests.object_metadata(args, name)
     assert secret["stringData"]["policy.json"] == args.egress_policy.to_json()
 
 
@@ -129,7 +130,7 @@ def test_outputs_are_read_from_what_the_program_exports() -> None:
         session_id=spec.session_id,
         stack_name=spec.stack_name,
         namespace="agents",
-        secret_name=names.secret,
+        secret_name=manifests.secret_name(spec.args, rec.stack_outputs["caCertPem"]),
         network_policy_name=names.network_policy,
         pod_name=names.pod,
         pod_labels=names.pod_labels,

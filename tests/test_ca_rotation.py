@@ -32,6 +32,7 @@ from tests.test_transform_sdk import CLASSES, as_object
 from tests.transform_monitor import EngineMonitor
 
 POD = "kubernetes:core/v1:Pod"
+SECRET = "kubernetes:core/v1:Secret"
 CERT = "tls:index/selfSignedCert:SelfSignedCert"
 ARGS = SandboxEgressArgs(session_id="rotate-1", namespace="agents")
 
@@ -60,8 +61,13 @@ def test_two_runs_with_different_ca_material_give_different_pod_inputs() -> None
     for pod, ca in zip(pods, cas, strict=True):
         assert fingerprints(pod["spec"]) == [manifests.ca_fingerprint(ca)]
     assert pods[0] != pods[1], "a new CA must change the pod, so up replaces it"
+    secrets = [rec.one(SECRET).inputs["metadata"]["name"] for rec in (first, second)]
+    assert secrets[0] != secrets[1], "a new CA is a new Secret, created before the new pod"
+    for pod, secret in zip(pods, secrets, strict=True):
+        assert {v["secret"]["secretName"] for v in pod["spec"]["volumes"]} == {secret}
     # The CA is the only difference: nothing else rolls the pod.
-    masked = [{**pod, "spec": manifests.with_ca_fingerprint(pod["spec"], "x")} for pod in pods]
+    unbound = manifests.CaBinding("x", "y")
+    masked = [{**pod, "spec": manifests.with_ca_binding(pod["spec"], unbound)} for pod in pods]
     assert masked[0] == masked[1]
 
 

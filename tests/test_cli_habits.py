@@ -20,10 +20,12 @@ from hypothesis import strategies as st
 
 from condukt_egress.cli import COMMANDS, cli
 from condukt_egress.contract import DEFAULT_IMAGE
+from condukt_egress.naming import session_names
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "policy.yaml"
 ANSI = re.compile(r"\x1b\[")
+SECRET_A = session_names("a").secret_name({})
 
 
 def run(*argv: str, stdin: str | bytes | None = None, **env: str) -> Result:
@@ -201,7 +203,8 @@ def test_an_unexpected_failure_is_one_line_that_asks_for_a_report(
 def test_output_names_a_format_and_never_a_file(
     command: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    session = [] if command == "render-guard" else ["--session-id", "a"]
+    sessions = {"render-guard": [], "inject": ["--session-id", "a", f"--secret-name={SECRET_A}"]}
+    session = sessions.get(command, ["--session-id", "a"])
     stdin = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\n"
     result = run(command, *session, "-o", "json", stdin=stdin)
     assert result.exit_code == 0, result.stderr
@@ -246,7 +249,8 @@ def test_a_tab_in_yaml_says_so() -> None:
         line = one_error_line(run(*argv, stdin=tabbed), 1)
         assert "YAML does not allow tabs; indent with spaces" in line
         assert "line 2, column 1" in line
-    line = one_error_line(run("inject", "--session-id", "a", stdin="kind: Pod\nspec:\n\tx: 1\n"), 1)
+    tabbed_pod = "kind: Pod\nspec:\n\tx: 1\n"
+    line = one_error_line(run("inject", "--session-id", "a", stdin=tabbed_pod), 1)
     assert line == (
         "error: stdin: YAML does not allow tabs; indent with spaces (a tab at line 3, column 1)"
     )

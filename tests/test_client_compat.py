@@ -106,6 +106,7 @@ def profile_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         args,
         manifests.secret_data(args, ca.cert_pem, ca.key_pem),
         manifests.secret_binary_data(args, ca.cert_pem),
+        name=manifests.secret_name(args, ca.cert_pem),
     )
     root = tmp_path_factory.mktemp("condukt")
     pod_spec = manifests.inject({"containers": [{"name": "w"}]}, args)
@@ -201,7 +202,8 @@ def test_the_profile_can_be_switched_off() -> None:
     assert "openssl.cnf" not in data
     assert "sitecustomize.py" not in data
     assert manifests.secret_binary_data(args, "c") == {}
-    secret = manifests.secret_manifest(args, data, manifests.secret_binary_data(args, "c"))
+    binary = manifests.secret_binary_data(args, "c")
+    secret = manifests.secret_manifest(args, data, binary, name=args.names.secret_name({}))
     assert "data" not in secret  # the Secret stays as it was before the trust store
     trust = next(v for v in spec["volumes"] if v["name"] == manifests.TRUST_VOLUME)
     assert "truststore.p12" not in {i["key"] for i in trust["secret"]["items"]}

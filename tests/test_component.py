@@ -23,6 +23,7 @@ from tests.security_properties import (
     java_trusted,
     pem_certificates,
 )
+from tests.transform_monitor import EngineMonitor
 
 SECRET = "kubernetes:core/v1:Secret"
 NETWORK_POLICY = "kubernetes:networking.k8s.io/v1:NetworkPolicy"
@@ -75,6 +76,23 @@ def test_ca_profile(recorded: Recorder) -> None:
     assert cert["validityPeriodHours"] == 24
     assert cert["subject"]["organization"] == "condukt-egress"
     assert len(cert["subject"]["commonName"]) <= 64
+
+
+def test_the_secret_is_named_after_its_content_and_the_pod_mounts_that_name() -> None:
+    # A fixed name made pulumi-kubernetes replace the immutable Secret
+    # delete-before-replace, under the running pod (tests/e2e/test_stack_program.py).
+    args = SandboxEgressArgs(session_id="Agent Run 42", namespace="agents", policy=POLICY_DOC)
+    recorded = run(lambda: declare(args), monitor_factory=EngineMonitor)  # runs the transform
+    secret, pod = recorded.one(SECRET), recorded.one(POD)
+    name = secret.inputs["metadata"]["name"]
+    cert = secret.inputs["stringData"]["ca.pem"]
+    assert name == manifests.secret_name(args, cert)
+    volumes = pod.inputs["spec"]["volumes"]
+    assert {v["secret"]["secretName"] for v in volumes if "secret" in v} == {name}
+    # Derived without the CA key, so neither the name nor the pod spec is a Pulumi secret.
+    assert "metadata" not in secret.secret_inputs
+    assert "spec" not in pod.secret_inputs
+    assert secret.urn in pod.dependencies
 
 
 def test_secret_has_a_pkcs8_key_a_real_ca_and_stays_secret(recorded: Recorder) -> None:
@@ -346,7 +364,8 @@ def test_outputs_are_exported() -> None:
     names = SandboxEgressArgs(session_id="sess-3").names
     assert outputs["sessionId"] == "sess-3"
     assert outputs["namespace"] == "agents"
-    assert outputs["secretName"] == names.secret
+    args = SandboxEgressArgs(session_id="sess-3", namespace="agents")
+    assert outputs["secretName"] == manifests.secret_name(args, outputs["caCertPem"])
     assert outputs["networkPolicyName"] == names.network_policy
     assert outputs["podName"] == names.pod
     assert outputs["podLabels"] == names.pod_labels

@@ -50,7 +50,13 @@ def session_pod(args: SandboxEgressArgs = SESSION, spec: JSON | None = None) -> 
     pod = manifests.workspace_pod_manifest(args, "python:3.13-slim")
     if spec is not None:
         pod["spec"] = manifests.inject(spec, args)
+    pod["spec"] = manifests.with_secret_name(pod["spec"], secret_of(args))
     return defaulted_pod(pod)
+
+
+def secret_of(args: SandboxEgressArgs, content: str = "") -> str:
+    """A name of one of the session's Secrets (the content hash of ``content``)."""
+    return args.names.secret_name({"content": content})
 
 
 def refusals(
@@ -315,7 +321,7 @@ def netfilter_after_user_init(pod: JSON) -> None:
 
 def other_sessions_secret(pod: JSON) -> None:
     volume = next(v for v in pod["spec"]["volumes"] if v["name"] == manifests.CONFIG_VOLUME)
-    volume["secret"]["secretName"] = OTHER.names.secret
+    volume["secret"]["secretName"] = secret_of(OTHER)
 
 
 def add_capability(pod: JSON) -> None:
@@ -342,7 +348,7 @@ MUTATIONS: dict[str, tuple[Callable[[JSON], Any], str]] = {
     ),
     "config volume of another session": (
         other_sessions_secret,
-        f"must be the Secret {SESSION.names.secret} of the session labelled "
+        f"must be a Secret {SESSION.names.secret_prefix}<content hash> of the session labelled "
         f"{LABEL_SESSION}={SESSION.names.label_value}",
     ),
     "capability added": (
@@ -417,13 +423,13 @@ MUTATIONS: dict[str, tuple[Callable[[JSON], Any], str]] = {
     ),
     "a volume with every key of the session Secret": (
         lambda p: p["spec"]["volumes"].append(
-            {"name": "all", "secret": {"secretName": SESSION.names.secret}}
+            {"name": "all", "secret": {"secretName": secret_of(SESSION)}}
         ),
         "volume all: no user volume references a Secret named condukt-egress-*",
     ),
     "a projected volume on another session's Secret": (
         lambda p: p["spec"]["volumes"].append(
-            {"name": "proj", "projected": {"sources": [{"secret": {"name": OTHER.names.secret}}]}}
+            {"name": "proj", "projected": {"sources": [{"secret": {"name": secret_of(OTHER)}}]}}
         ),
         "volume proj: no user volume references a Secret named condukt-egress-*",
     ),
@@ -431,7 +437,7 @@ MUTATIONS: dict[str, tuple[Callable[[JSON], Any], str]] = {
         lambda p: workspace(p)["env"].append(
             {
                 "name": "KEY",
-                "valueFrom": {"secretKeyRef": {"name": OTHER.names.secret, "key": "ca-key.pem"}},
+                "valueFrom": {"secretKeyRef": {"name": secret_of(OTHER), "key": "ca-key.pem"}},
             }
         ),
         "container workspace: no user container reads a condukt-egress Secret",
@@ -440,8 +446,8 @@ MUTATIONS: dict[str, tuple[Callable[[JSON], Any], str]] = {
         lambda p: next(v for v in p["spec"]["volumes"] if v["name"] == manifests.FILTER_VOLUME)[
             "secret"
         ].update(secretName="my-empty-rules"),
-        f"volume {manifests.FILTER_VOLUME} must be the Secret {SESSION.names.secret} "
-        "of the session",
+        f"volume {manifests.FILTER_VOLUME} must be a Secret {SESSION.names.secret_prefix}"
+        "<content hash> of the session",
     ),
     "netfilter made a sidecar": (
         lambda p: init(p, manifests.NETFILTER_CONTAINER).update(restartPolicy="Always"),
@@ -507,7 +513,7 @@ def test_the_label_on_an_uninjected_pod_is_refused() -> None:
 def test_the_label_of_another_session_is_refused() -> None:
     pod = session_pod()
     pod["metadata"]["labels"][LABEL_SESSION] = OTHER.names.label_value
-    refused_with(refusals(pod), f"must be the Secret {OTHER.names.secret}")
+    refused_with(refusals(pod), f"must be a Secret {OTHER.names.secret_prefix}<content hash>")
 
 
 def test_the_session_label_cannot_be_added_changed_or_removed_on_update() -> None:
@@ -715,7 +721,58 @@ def test_the_secret_matches_the_label_for_any_ids(first: str, second: str) -> No
         return
     b = SandboxEgressArgs(session_id=second, namespace="agents")
     pod["metadata"]["labels"][LABEL_SESSION] = b.names.label_value
-    refused_with(refusals(pod), f"must be the Secret {b.names.secret} of the session")
+    refused_with(
+        refusals(pod), f"must be a Secret {b.names.secret_prefix}<content hash> of the session"
+    )
+
+
+def test_a_pod_may_mount_any_secret_of_its_session_and_only_one() -> None:
+    # The Secret is named after its content: a new policy or CA is a new name.
+    pod = session_pod()
+    pod["spec"] = manifests.with_secret_name(pod["spec"], secret_of(SESSION, "new policy"))
+    assert refusals(pod) == []
+    trust = next(v for v in pod["spec"]["volumes"] if v["name"] == manifests.TRUST_VOLUME)
+    trust["secret"]["secretName"] = secret_of(SESSION, "old policy")
+    refused_with(refusals(pod), f"volume {manifests.TRUST_VOLUME} must be a Secret")
+
+
+def test_an_injection_never_bound_to_its_secret_is_refused() -> None:
+    pod = session_pod()
+    pod["spec"] = manifests.with_secret_name(pod["spec"], SESSION.names.secret_prefix)
+    refused_with(refusals(pod), f"must be a Secret {SESSION.names.secret_prefix}<content hash>")
+
+
+@pytest.mark.parametrize(
+    ("label_of", "secret"),
+    [
+        ("a", lambda: secret_of(SandboxEgressArgs(session_id="a-b"))),
+        ("a-b", lambda: secret_of(SandboxEgressArgs(session_id="a"))),
+        ("a", lambda: secret_of(SandboxEgressArgs(session_id="a")) + "-x"),
+        ("a", lambda: secret_of(SandboxEgressArgs(session_id="a"))[:-1]),
+        ("a", lambda: secret_of(SandboxEgressArgs(session_id="a"))[:-1] + "1"),
+        ("a", lambda: SandboxEgressArgs(session_id="a").names.network_policy),
+    ],
+    ids=[
+        "a mounts a-b's",
+        "a-b mounts a's",
+        "a longer name",
+        "a shorter name",
+        "not base32",
+        "the unhashed name",
+    ],
+)
+def test_a_secret_is_the_session_prefix_and_exactly_a_content_hash(
+    label_of: str, secret: Callable[[], str]
+) -> None:
+    # Counterexample to a bare startsWith: the prefix of session 'a' is no prefix
+    # of the Secrets of 'a-b' (its base ends with a fixed-length hash), and the
+    # length and alphabet of the content hash are checked exactly.
+    args = SandboxEgressArgs(session_id=label_of, namespace="agents")
+    pod = session_pod(args)
+    assert refusals(pod) == []
+    pod["spec"] = manifests.with_secret_name(pod["spec"], secret())
+    assert not args.names.owns_secret(secret())
+    refused_with(refusals(pod), f"must be a Secret {args.names.secret_prefix}<content hash>")
 
 
 # --- options ----------------------------------------------------------------------------

@@ -50,7 +50,9 @@ def test_injected_corpus_pods_are_admitted() -> None:
                 if not spec.get("containers"):
                     continue
                 try:
-                    injected = manifests.inject(spec, args)
+                    injected = manifests.with_secret_name(
+                        manifests.inject(spec, args), args.names.secret_name({})
+                    )
                 except ConfigError:
                     refused_by_inject += 1  # a bypass inject refuses: nothing to admit
                     continue

@@ -56,7 +56,7 @@ def test_namespace_from_an_auto_named_namespace() -> None:
     def program() -> None:
         ns = k8s.core.v1.Namespace("agents")  # the mocks name it agents-auto
         egress = SandboxEgress("s", make_args(session_id="42", namespace=ns.metadata.name))
-        assert egress.names.secret == SandboxEgressArgs(session_id="42").names.secret
+        assert egress.names == SandboxEgressArgs(session_id="42").names
         k8s.core.v1.Pod("ws", spec=WORKSPACE, opts=egress.workload_options())
         k8s.apps.v1.Deployment(
             "agent",

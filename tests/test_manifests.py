@@ -10,9 +10,11 @@ from hypothesis import strategies as st
 
 from condukt_egress import contract, manifests
 from condukt_egress.args import SandboxEgressArgs
+from condukt_egress.ca import CaMaterial, generate_ca
 from condukt_egress.errors import ConfigError
-from condukt_egress.naming import ANNOTATION_SESSION_ID, DNS_CONTAINER
+from condukt_egress.naming import ANNOTATION_SESSION_ID, DNS_CONTAINER, OUR_VOLUMES
 from condukt_egress.policy import EgressPolicy, allow, decide, deny
+from condukt_egress.render import render_session
 from tests.k8s_schema import assert_valid
 from tests.security_properties import (
     assert_network_policy,
@@ -23,7 +25,7 @@ from tests.strategies import user_containers
 
 CA_PEM = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
 KEY_PEM = "-----BEGIN PRIVATE KEY-----\nMIGH\n-----END PRIVATE KEY-----\n"
-SECRET_NAME = SandboxEgressArgs(session_id="Agent Run 42").names.secret
+SECRET_NAME = SandboxEgressArgs(session_id="Agent Run 42").names.secret_name({})
 POLICY = EgressPolicy(
     rules=[deny("*.internal.example.com"), allow("api.github.com", "*.openai.com"), decide()],
 )
@@ -52,8 +54,69 @@ def workspace_spec() -> dict[str, Any]:
 # --- Secret -----------------------------------------------------------------
 
 
+@pytest.fixture(scope="module")
+def ca_pair() -> tuple[CaMaterial, CaMaterial]:
+    return generate_ca(session()), generate_ca(session())
+
+
+def test_the_secret_name_is_a_hash_of_its_content_and_only_of_it(
+    ca_pair: tuple[CaMaterial, CaMaterial],
+) -> None:
+    ca, other_ca = ca_pair
+    args = session()
+    name = manifests.secret_name(args, ca.cert_pem)
+    # Deterministic: the same inputs, the same name (an unchanged stack shows no diff).
+    assert name == manifests.secret_name(session(), ca.cert_pem)
+    assert render_session(args, ca, "python:3.13-slim") == render_session(
+        args, ca, "python:3.13-slim"
+    )
+    assert args.names.owns_secret(name)
+    assert len(name) <= 253
+    # A new CA, a new policy, a new option that changes the files: a new Secret.
+    assert manifests.secret_name(args, other_ca.cert_pem) != name
+    changed = SandboxEgressArgs(session_id="Agent Run 42", namespace="agents", policy=None)
+    assert manifests.secret_name(changed, ca.cert_pem) != name
+    assert manifests.secret_name(session(control_port=15003), ca.cert_pem) != name
+    # What the config digest leaves out still renames it: the filter rules follow the ports.
+    assert manifests.config_digest(session(control_port=15003)) == manifests.config_digest(args)
+    # Every file but the key is hashed: the key is pinned by the certificate.
+    files = {
+        **manifests.secret_data(args, ca.cert_pem, ca.key_pem),
+        **manifests.secret_binary_data(args, ca.cert_pem),
+    }
+    del files[contract.CA_KEY_FILE]
+    assert name == args.names.secret_name(files)
+
+
+def test_the_pod_mounts_the_secret_render_declares(ca_pair: tuple[CaMaterial, CaMaterial]) -> None:
+    ca, _ = ca_pair
+    secret, _policy, pod = render_session(session(), ca, "python:3.13-slim")
+    names = {v["secret"]["secretName"] for v in pod["spec"]["volumes"] if "secret" in v}
+    assert names == {secret["metadata"]["name"]}
+
+
+def test_inject_leaves_the_secret_unbound_and_keeps_a_binding(
+    ca_pair: tuple[CaMaterial, CaMaterial],
+) -> None:
+    ca, _ = ca_pair
+    args = session()
+    spec = manifests.inject(workspace_spec(), args)
+    ours = [v for v in spec["volumes"] if v["name"] in OUR_VOLUMES]
+    assert {v["secret"]["secretName"] for v in ours} == {args.names.secret_prefix}
+    bound = manifests.with_ca_binding(spec, manifests.ca_binding(args, ca.cert_pem))
+    name = manifests.secret_name(args, ca.cert_pem)
+    assert {v["secret"]["secretName"] for v in bound["volumes"] if "secret" in v} == {name}
+    assert {"name": "work", "emptyDir": {}} in bound["volumes"]  # yours untouched
+    assert manifests.inject(bound, args) == bound  # idempotent, the binding kept
+    # Another session's binding is no binding: it clashes with ours.
+    other = SandboxEgressArgs(session_id="someone else", namespace="agents")
+    with pytest.raises(ConfigError, match="clashes with the volume condukt-egress injects"):
+        manifests.inject(manifests.with_secret_name(spec, other.names.secret_name({})), args)
+
+
 def test_secret_carries_exactly_the_sidecar_files() -> None:
-    secret = manifests.secret_manifest(session(), manifests.secret_data(session(), CA_PEM, KEY_PEM))
+    data = manifests.secret_data(session(), CA_PEM, KEY_PEM)
+    secret = manifests.secret_manifest(session(), data, name=SECRET_NAME)
     assert_valid(secret)
     data = secret["stringData"]
     # The default bundle is the CA itself: the trust volume shows ca.pem as bundle.pem.
@@ -557,7 +620,7 @@ def test_pod_level_bypass_settings_are_refused(
 
 # -- security round 2 ------------------------------------------------------------------
 
-OTHER_SECRET = SandboxEgressArgs(session_id="someone else's run").names.secret
+OTHER_SECRET = SandboxEgressArgs(session_id="someone else's run").names.secret_name({})
 WS = "spec.containers[0] (container 'workspace')"
 
 

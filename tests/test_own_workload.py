@@ -17,7 +17,12 @@ from click.testing import CliRunner, Result
 from condukt_egress.args import SandboxEgressArgs
 from condukt_egress.cli import cli
 from condukt_egress.errors import ConfigError
-from condukt_egress.manifests import CA_FINGERPRINT_ENV, SIDECAR_CONTAINER, ca_fingerprint
+from condukt_egress.manifests import (
+    CA_FINGERPRINT_ENV,
+    SIDECAR_CONTAINER,
+    CaBinding,
+    ca_fingerprint,
+)
 from condukt_egress.program import StackConfigError, session_program
 from condukt_egress.render import read_manifests
 from condukt_egress.spec import SessionSpec
@@ -29,6 +34,8 @@ from tests.transform_monitor import EngineMonitor
 
 ARGS = SandboxEgressArgs(session_id="run-42", namespace="agents")
 LABEL = (ARGS.names.label_key, ARGS.names.label_value)
+SECRET = ARGS.names.secret_name({"policy.json": "as render made it"})
+SECRET_FLAG = f"--secret-name={SECRET}"
 POD_SPEC = {"containers": [{"name": "agent", "image": "python:3.13-slim", "command": ["x"]}]}
 TEMPLATE = {"metadata": {"labels": {"app": "agent"}}, "spec": POD_SPEC}
 API = {"Pod": "v1", "ReplicationController": "v1", "Job": "batch/v1", "CronJob": "batch/v1"}
@@ -89,7 +96,9 @@ def invoke(*argv: str, stdin: str | None = None) -> Result:
 def test_inject_injects_every_workload_kind_and_passes_the_rest_unchanged() -> None:
     documents = [manifest(kind) for kind in WORKLOAD_KINDS]
     user = [SERVICE, *documents]
-    result = invoke("inject", "--session-id", "run-42", "-n", "agents", stdin=stream(*user))
+    result = invoke(
+        "inject", "--session-id", "run-42", "-n", "agents", SECRET_FLAG, stdin=stream(*user)
+    )
     assert result.exit_code == 0, result.stderr
     out = list(yaml.safe_load_all(result.stdout))
     assert [o["kind"] for o in out] == [d["kind"] for d in user]  # the same stream, in order
@@ -101,6 +110,7 @@ def test_inject_injects_every_workload_kind_and_passes_the_rest_unchanged() -> N
         assert after["metadata"]["namespace"] == "agents"
         assert after["metadata"]["name"] == before["metadata"]["name"]
         assert after.get("spec", {}).get("selector") == before["spec"].get("selector")
+        assert {v["secret"]["secretName"] for v in pod["spec"]["volumes"]} == {SECRET}
         assert_valid(after)
     # Without the CA (inject never sees it), no fingerprint: the Secret's own rolls nothing.
     assert CA_FINGERPRINT_ENV not in result.stdout
@@ -109,7 +119,7 @@ def test_inject_injects_every_workload_kind_and_passes_the_rest_unchanged() -> N
 def test_inject_handles_lists_and_json_and_is_idempotent() -> None:
     listed = {"apiVersion": "v1", "kind": "List", "items": [manifest("Deployment"), SERVICE]}
     typed = {"apiVersion": "apps/v1", "kind": "DeploymentList", "items": [manifest("Deployment")]}
-    result = invoke("inject", "--session-id", "run-42", "-n", "agents", "-o", "json",
+    result = invoke("inject", "--session-id", "run-42", "-n", "agents", "-o", "json", SECRET_FLAG,
                     stdin=json.dumps(listed) + "\n---\n" + json.dumps(typed))  # fmt: skip
     assert result.exit_code == 0, result.stderr
     items = json.loads(result.stdout)["items"]
@@ -117,7 +127,7 @@ def test_inject_handles_lists_and_json_and_is_idempotent() -> None:
     for deployment in (items[0]["items"][0], items[1]["items"][0]):
         assert_session_secure(pod_template(deployment)["spec"])
     assert items[0]["items"][1] == SERVICE
-    again = invoke("inject", "--session-id", "run-42", "-n", "agents", "-o", "json",
+    again = invoke("inject", "--session-id", "run-42", "-n", "agents", "-o", "json", SECRET_FLAG,
                    stdin=result.stdout)  # fmt: skip
     (relisted,) = json.loads(again.stdout)["items"]  # the List read back is one document
     assert relisted["items"] == items
@@ -139,7 +149,7 @@ def test_inject_refuses_a_bypass_naming_the_workload_and_the_field(
 ) -> None:
     bad = manifest("Deployment")
     bad["spec"]["template"]["spec"] = {**POD_SPEC, **change}
-    result = invoke("inject", "--session-id", "run-42", stdin=stream(SERVICE, bad))
+    result = invoke("inject", "--session-id", "run-42", SECRET_FLAG, stdin=stream(SERVICE, bad))
     assert result.exit_code == 1
     assert result.stdout == ""  # nothing half-injected reaches kubectl
     assert result.stderr.startswith(f"error: {field}")
@@ -149,7 +159,9 @@ def test_inject_refuses_a_bypass_naming_the_workload_and_the_field(
 def test_inject_refuses_another_namespace_naming_the_flag_to_change() -> None:
     other = manifest("Pod")
     other["metadata"]["namespace"] = "elsewhere"
-    result = invoke("inject", "--session-id", "run-42", "-n", "agents", stdin=stream(other))
+    result = invoke(
+        "inject", "--session-id", "run-42", "-n", "agents", SECRET_FLAG, stdin=stream(other)
+    )
     assert result.exit_code == 1
     assert "Pod 'agent' metadata.namespace: is 'elsewhere'" in result.stderr
 
@@ -158,7 +170,8 @@ def test_inject_is_a_helm_post_renderer(tmp_path: Path) -> None:
     # Helm 3 runs the post-renderer with the manifests on stdin and its
     # --post-renderer-args as arguments, and applies what comes out on stdout.
     done = subprocess.run(
-        [sys.executable, "-m", "condukt_egress", "inject", "--session-id=run-42", "-n", "agents"],
+        [sys.executable, "-m", "condukt_egress", "inject", "--session-id=run-42", "-n", "agents",
+         SECRET_FLAG],
         input=stream(SERVICE, manifest("Deployment")), capture_output=True, text=True,
         check=False, timeout=60, cwd=tmp_path,
     )  # fmt: skip
@@ -167,6 +180,32 @@ def test_inject_is_a_helm_post_renderer(tmp_path: Path) -> None:
     service, deployment = yaml.safe_load_all(done.stdout)
     assert service == SERVICE
     assert_session_secure(pod_template(deployment)["spec"])
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [
+        ((), "error: --secret-name: is required: the session Secret is named "),
+        (
+            (f"--secret-name={SandboxEgressArgs(session_id='run-4').names.secret_name({})}",),
+            "error: --secret-name: is 'condukt-egress-run-4-",
+        ),
+        ((f"--secret-name={ARGS.names.network_policy}",), "not a Secret of session 'run-42'"),
+    ],
+    ids=["missing", "another session's", "without its content hash"],
+)
+def test_inject_needs_the_name_of_the_sessions_secret(
+    flags: tuple[str, ...], expected: str
+) -> None:
+    # The Secret is named after its content (CA and policy), which only render or
+    # the stack that created it knows: inject cannot guess it.
+    result = invoke("inject", "--session-id", "run-42", *flags, stdin=stream(manifest("Pod")))
+    assert result.exit_code == 1
+    assert result.stdout == ""
+    assert result.stderr.startswith("error: --secret-name: "), result.stderr
+    assert expected in result.stderr
+    assert "kubectl get secret -l egress.condukt.dev/session=run-42-" in result.stderr
+    assert len(result.stderr.splitlines()) == 1
 
 
 def test_inject_from_a_terminal_asks_for_the_manifests(tmp_path: Path) -> None:
@@ -272,7 +311,10 @@ def test_the_stack_declares_your_workload_injected_instead_of_the_demo_pod() -> 
     assert_session_secure(pod_template(declared)["spec"])
     assert recorder.stack_outputs["workloadKind"] == "Deployment"
     # The stack and inject inject alike: only the CA fingerprint (inject has no CA) differs.
-    injected = inject_document(manifest("Deployment"), ARGS)
+    secret = {v["secret"]["secretName"] for v in pod_template(declared)["spec"]["volumes"]}
+    (name,) = secret
+    assert ARGS.names.owns_secret(name)
+    injected = inject_document(manifest("Deployment"), ARGS, ca=CaBinding(None, name))
     for spec in (pod_template(declared)["spec"], pod_template(injected)["spec"]):
         for container in spec.get("initContainers", []) + spec["containers"]:
             container["env"] = [

@@ -67,6 +67,8 @@ def user_pod() -> JSON:
 def injected_pod(args: SandboxEgressArgs) -> JSON:
     """The same pod injected, labelled, as the API server stores it."""
     pod = manifests.workspace_pod_manifest(args, WORKSPACE["image"])
+    # Bound to a Secret of the session, as the transform and render bind it with the CA.
+    pod["spec"] = manifests.with_secret_name(pod["spec"], args.names.secret_name({}))
     return defaulted_pod(pod)
 
 

@@ -510,7 +510,8 @@ def _comparable(reg: Registration) -> tuple[str, str, str, Any, frozenset[str]]:
     def strip(urn: str) -> str:
         return urn.replace("pulumi:pulumi:Stack$", "")
 
-    inputs = json.loads(_PEM.sub("<PEM>", json.dumps(ints(reg.inputs), sort_keys=True)))
+    inputs, _ = mask_ca_fingerprints(ints(reg.inputs))  # the Secret's name has the CA's hash
+    inputs = json.loads(_PEM.sub("<PEM>", json.dumps(inputs, sort_keys=True)))
     if isinstance(inputs.get("data"), dict):  # the JVM trust store holds the CA too
         inputs["data"] = dict.fromkeys(inputs["data"], "<PKCS#12>")
     return (
@@ -538,7 +539,7 @@ def test_session_children_are_the_python_components(
 def test_session_outputs_carry_their_dependencies(constructed: Constructed) -> None:
     state = rpc.deserialize_properties(constructed.egress.state)
     names = py_args.SandboxEgressArgs(session_id="Agent Run 42").names
-    assert state["secretName"] == names.secret
+    assert state["secretName"] == manifests.secret_name(PY_ARGS, state["caCertPem"])
     assert state["networkPolicyName"] == names.network_policy
     assert state["podLabels"] == names.pod_labels
     assert state["caCertPem"].startswith("-----BEGIN CERTIFICATE-----")
@@ -550,9 +551,10 @@ def test_session_outputs_carry_their_dependencies(constructed: Constructed) -> N
         "s-42-secret",
     }
     assert provider.session_args(state["session"]) == PY_ARGS
-    fingerprint = provider.session_ca_fingerprint(state["session"])
-    assert fingerprint == state["caFingerprint"]
-    assert fingerprint == manifests.ca_fingerprint(state["caCertPem"])
+    ca = provider.session_ca(state["session"])
+    assert ca == manifests.ca_binding(PY_ARGS, state["caCertPem"])
+    assert ca is not None
+    assert (ca.fingerprint, ca.secret_name) == (state["caFingerprint"], state["secretName"])
 
 
 def test_declared_workload_is_the_python_injected_workload(

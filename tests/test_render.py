@@ -19,15 +19,23 @@ from condukt_egress.ca import CaMaterial, generate_ca
 from condukt_egress.cli import cli
 from condukt_egress.cli import render as render_cli
 from condukt_egress.errors import ConfigError
-from condukt_egress.manifests import CA_FINGERPRINT_ENV, SIDECAR_CONTAINER, ca_fingerprint
+from condukt_egress.manifests import (
+    CA_FINGERPRINT_ENV,
+    SIDECAR_CONTAINER,
+    ca_fingerprint,
+    secret_name,
+    with_secret_name,
+)
 from condukt_egress.program import CONFIG_KEYS, session_program
 from condukt_egress.render import (
+    prune_command,
     render_session,
     serialise,
     teardown_commands,
     to_json,
     to_yaml,
 )
+from condukt_egress.spec import SessionSpec
 from tests.k8s_schema import assert_valid
 from tests.pulumi_harness import run
 from tests.security_properties import (
@@ -204,9 +212,19 @@ def _declared(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return objects
 
 
+def _ca_pem(objects: dict[str, dict[str, Any]]) -> str:
+    return str(objects["Secret"]["stringData"]["ca.pem"])
+
+
+def mounted(pod: dict[str, Any]) -> set[str]:
+    return {v["secret"]["secretName"] for v in pod["spec"]["volumes"] if "secret" in v}
+
+
 def _ca_of(pod: dict[str, Any], replace: str | None = None) -> Any:
-    """The sidecar's CA fingerprint, or (with ``replace``) the pod with it replaced."""
+    """The sidecar's CA fingerprint, or (with ``replace``) the pod with it and its Secret set."""
     copy = json.loads(json.dumps(pod))
+    if replace is not None:
+        copy["spec"] = with_secret_name(copy["spec"], replace)
     spec = copy["spec"]
     for container in spec.get("initContainers", []) + spec["containers"]:
         if container["name"] == SIDECAR_CONTAINER:
@@ -230,6 +248,7 @@ def _without_ca(secret: dict[str, Any]) -> dict[str, Any]:
         assert java_trusted(base64.b64decode(store)) == pem_certificates(bundle.encode())
     return {
         **secret,
+        "metadata": {**secret["metadata"], "name": "<content hash>"},
         "stringData": rest,
         "data": sorted(binary),
         "bundle_prefix": bundle[: -len(ca)],
@@ -251,6 +270,11 @@ def test_render_declares_what_the_component_declares(
     assert _ca_of(declared["Pod"]) == ca_fingerprint(declared["Secret"]["stringData"]["ca.pem"])
     assert _ca_of(rendered["Pod"]) != _ca_of(declared["Pod"])
     assert _ca_of(rendered["Pod"], "x") == _ca_of(declared["Pod"], "x")
+    # And each Secret is named after its own content, which its pod mounts.
+    for objects in (rendered, declared):
+        name = objects["Secret"]["metadata"]["name"]
+        assert name == secret_name(SessionSpec.from_config(config).args, _ca_pem(objects))
+        assert mounted(objects["Pod"]) == {name}
     assert _without_ca(rendered["Secret"]) == _without_ca(declared["Secret"])
     public_roots = config.get("trustBundle") == "public-roots"
     prefix = _without_ca(rendered["Secret"])["bundle_prefix"]
@@ -360,6 +384,21 @@ def _kubectl_model(
     return exposed
 
 
+def test_the_prune_command_keeps_the_rendered_secret_and_selects_the_session() -> None:
+    args = SandboxEgressArgs(session_id="run-42", namespace="agents")
+    objects = render_session(args, generate_ca(args), "python:3.13-slim")
+    secret = objects[0]["metadata"]["name"]
+    assert args.names.owns_secret(secret)
+    assert prune_command(objects) == (
+        "kubectl delete secret --namespace agents -l app.kubernetes.io/managed-by=condukt-egress,"
+        f"{args.names.label_key}={args.names.label_value} "
+        f"--field-selector metadata.name!={secret}"
+    )
+    result = CliRunner().invoke(cli, ["render", "--session-id", "run-42", "-n", "agents"])
+    rendered = list(yaml.safe_load_all(result.stdout))
+    assert f"prune the older Secrets: {prune_command(rendered)}" in result.stderr
+
+
 def test_the_documented_teardown_never_leaves_the_pod_without_its_network_policy() -> None:
     # Round 2: `kubectl delete -f` of a rendering deleted Secret, NetworkPolicy, then the
     # Pod, whose `sleep infinity` ignored SIGTERM: 5 s with every port open.
@@ -395,9 +434,11 @@ def test_render_command_prints_the_teardown_on_stderr(tmp_path: Path) -> None:
     names = SandboxEgressArgs(session_id="run-42").names
     selector = f"{names.label_key}={names.label_value}"
     lines = result.stderr.splitlines()
-    # stderr ends with the next steps: apply, watch, tear down (pods first, by label).
-    assert lines[-3] == f"note: next: apply: kubectl apply --server-side -f {out}"
-    assert lines[-2] == "note: next: watch: condukt-egress events -n agents --session-id run-42"
+    # stderr ends with the next steps: apply, watch, prune after a new rendering,
+    # tear down (pods first, by label).
+    assert lines[-4] == f"note: next: apply: kubectl apply --server-side -f {out}"
+    assert lines[-3] == "note: next: watch: condukt-egress events -n agents --session-id run-42"
+    assert "prune the older Secrets: kubectl delete secret " in lines[-2]
     assert lines[-1].endswith(
         f"kubectl delete pod --namespace agents -l {selector} --wait=true && "
         f"kubectl delete networkpolicy,secret --namespace agents -l {selector} --ignore-not-found"

@@ -220,7 +220,10 @@ def test_stack_transform_injects_every_later_workload() -> None:
         "apiVersion": "v1", "kind": "Service", "spec": {"ports": [{"port": 8080.0}]}
     }  # fmt: skip
     # The session's own resources pass through the stack transform untouched.
-    assert rec.one(SECRET).inputs["metadata"]["name"] == ARGS.names.secret
+    secret_name = rec.one(SECRET).inputs["metadata"]["name"]
+    assert ARGS.names.owns_secret(secret_name)
+    volumes = deployment.inputs["spec"]["template"]["spec"]["volumes"]
+    assert {v["secret"]["secretName"] for v in volumes if "secret" in v} == {secret_name}
 
 
 def test_a_component_with_the_options_reaches_its_children() -> None:

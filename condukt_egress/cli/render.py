@@ -47,9 +47,10 @@ from condukt_egress.cli._manifests import (
     manifest_format_option,
     read_documents,
 )
-from condukt_egress.manifests import ca_fingerprint
+from condukt_egress.manifests import ca_binding
 from condukt_egress.render import (
     Format,
+    prune_command,
     render_session,
     serialise,
     session_objects,
@@ -89,11 +90,11 @@ def render(*, fmt: Format, output_file: Path | None, files: tuple[str, ...], **f
         )
     ca = generate_ca(spec.args)
     if files:
-        fingerprint = ca_fingerprint(ca.cert_pem)
+        binding = ca_binding(spec.args, ca.cert_pem)
         objects = [
             *session_objects(spec.args, ca),
             *(
-                inject_document(d, spec.args, where=f"document {i + 1}", ca_fingerprint=fingerprint)
+                inject_document(d, spec.args, where=f"document {i + 1}", ca=binding)
                 for i, d in enumerate(read_documents(files))
             ),
         ]
@@ -131,6 +132,11 @@ def _notes(
     note(
         f"next: watch: condukt-egress events -n {namespace} "
         f"--session-id {shlex.quote(spec.session_id)}"
+    )
+    note(
+        "next: a new rendering of this session (new policy or CA) adds a new Secret beside "
+        "the old one; once its pods run on it, prune the older Secrets: "
+        f"{prune_command(objects)}"
     )
     steps = " && ".join(teardown_commands(objects))
     note(

@@ -32,7 +32,12 @@ from condukt_egress import SandboxEgressArgs, manifests
 from condukt_egress.errors import ConfigError
 from condukt_egress.guard import POLICY_PREFIX
 from condukt_egress.naming import LABEL_SESSION
-from condukt_egress.workloads import WORKLOAD_KINDS, inject_workload, workload_of
+from condukt_egress.workloads import (
+    WORKLOAD_KINDS,
+    inject_workload,
+    with_ca_binding,
+    workload_of,
+)
 from tests import test_guard
 from tests.cel_admission import admit, defaulted_pod, request
 from tests.corpus import CORPUS
@@ -71,6 +76,11 @@ class Case:
     """For a corpus pod, the pod before injection (in a namespace without the guard)."""
 
 
+def bound(spec: JSON, args: SandboxEgressArgs) -> JSON:
+    """An injected spec bound to a Secret of its session, as the transform and render bind it."""
+    return manifests.with_secret_name(spec, args.names.secret_name({}))
+
+
 def as_pod(template: JSON, name: str) -> JSON:
     return {
         "apiVersion": "v1",
@@ -93,7 +103,11 @@ def workload_cases() -> list[Case]:
             obj = {
                 "apiVersion": API[kind],
                 "kind": kind,
-                **inject_workload(workload(kind), described, "agent", args),
+                **with_ca_binding(
+                    inject_workload(workload(kind), described, "agent", args),
+                    described,
+                    manifests.CaBinding(None, args.names.secret_name({})),
+                ),
             }
             suffix = "native" if native else "plain"
             cases.append(Case(f"{kind} ({suffix} sidecar)", obj, None))
@@ -103,6 +117,7 @@ def workload_cases() -> list[Case]:
     for native in (True, False):
         args = SandboxEgressArgs(session_id="e2e-ws", namespace="agents", native_sidecar=native)
         pod = manifests.workspace_pod_manifest(args, "python:3.13-slim")
+        pod["spec"] = bound(pod["spec"], args)
         cases.append(Case(f"workspace pod (native={native})", pod, None))
     return cases
 
@@ -127,7 +142,18 @@ def refusal_cases() -> list[Case]:
         Case(
             "the label of another session",
             other,
-            f"must be the Secret {test_guard.OTHER.names.secret}",
+            f"must be a Secret {test_guard.OTHER.names.secret_prefix}<content hash>",
+        )
+    )
+    unbound = test_guard.session_pod()
+    unbound["spec"] = manifests.with_secret_name(
+        unbound["spec"], test_guard.SESSION.names.secret_prefix
+    )
+    cases.append(
+        Case(
+            "an injection never bound to its Secret",
+            unbound,
+            f"must be a Secret {test_guard.SESSION.names.secret_prefix}<content hash>",
         )
     )
     cases.append(
@@ -177,7 +203,7 @@ def corpus_cases() -> list[Case]:
                 k: v for k, v in spec.items() if k not in ("serviceAccountName", "serviceAccount")
             }
             try:
-                injected = manifests.inject(bare, args)
+                injected = bound(manifests.inject(bare, args), args)
             except ConfigError:
                 continue
             pod = {
@@ -325,7 +351,7 @@ def test_a_pod_with_the_api_token_is_admitted(guarded: Guarded) -> None:
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": {"name": "token", "labels": dict(args.names.pod_labels)},
-        "spec": manifests.inject(spec, args),
+        "spec": bound(manifests.inject(spec, args), args),
     }
     assert offline_verdict(pod) == []
     assert guarded.dry_run(pod) is None

@@ -438,12 +438,14 @@ def _normalized(obj: JSON) -> JSON:
 
 
 def live_objects(namespace: str) -> dict[str, JSON]:
+    """The session's objects by kind and name; a Secret's name with its content hash masked."""
     listed = kubectl_json("get", "secrets,networkpolicies,deployments", "-n", namespace)
-    return {
-        f"{item['kind']}/{item['metadata']['name']}": _normalized(item)
+    normalized = [
+        _normalized(item)
         for item in listed["items"]
         if not item["metadata"]["name"].startswith("default-token")
-    }
+    ]
+    return {f"{obj['kind']}/{obj['metadata']['name']}": obj for obj in normalized}
 
 
 def differences(expected: Any, actual: Any, path: str = "") -> list[str]:

@@ -110,8 +110,41 @@ def test_a_pod_with_pod_level_resources_is_accepted(namespace: str, tmp_path: Pa
             }
         ],
     }
-    pod["spec"] = manifests.with_ca_fingerprint(
-        manifests.inject(user, args), manifests.ca_fingerprint(ca.cert_pem)
+    pod["spec"] = manifests.with_ca_binding(
+        manifests.inject(user, args), manifests.ca_binding(args, ca.cert_pem)
     )
     assert pod["spec"]["resources"] != POD_RESOURCES  # grown by the injected containers
     apply_and_tear_down(to_yaml([secret, network_policy, pod]), tmp_path / "s.yaml", namespace)
+
+
+def test_a_new_rendering_is_applied_beside_the_old_and_the_old_secret_pruned(
+    namespace: str, tmp_path: Path
+) -> None:
+    """As the CLI page says: its Secret is new (named after its content), the pod
+    is replaced onto it, then render's prune command deletes the old Secret by label."""
+    argv = [*condukt_egress(), "render", "--session-id", "run-44", "--namespace", namespace]
+    first, second = run(argv), run(argv)  # two renderings: two CAs
+    old = {o["kind"]: o["metadata"]["name"] for o in _docs(first.stdout)}
+    new = {o["kind"]: o["metadata"]["name"] for o in _docs(second.stdout)}
+    assert old["Secret"] != new["Secret"]
+    assert (old["NetworkPolicy"], old["Pod"]) == (new["NetworkPolicy"], new["Pod"])
+    kubectl("apply", "--server-side", "-f", "-", stdin=first.stdout)
+    wait_running(namespace, old["Pod"])
+    kubectl("delete", "pod", "--namespace", namespace, old["Pod"], "--wait=true")
+    kubectl("apply", "--server-side", "-f", "-", stdin=second.stdout)
+    wait_running(namespace, new["Pod"])
+    assert sorted(objects_in(namespace, "secrets")) == sorted(
+        f"secret/{o['Secret']}" for o in (old, new)
+    )
+    (prune,) = [
+        line.split("prune the older Secrets: ", 1)[1]
+        for line in second.stderr.splitlines()
+        if "prune the older Secrets: " in line
+    ]
+    assert prune.startswith("kubectl delete secret ")
+    kubectl(*prune.split()[1:])
+    assert objects_in(namespace, "secrets") == [f"secret/{new['Secret']}"]
+    path = tmp_path / "session.yaml"
+    for command in teardown_commands(second.stdout, path):
+        kubectl(*command[1:])
+    assert objects_in(namespace) == []

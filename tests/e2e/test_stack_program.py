@@ -56,9 +56,17 @@ class Session:
     def core(self) -> Any:
         return client.CoreV1Api(self.api)
 
+    def secret_name(self) -> str:
+        """The Secret's name, as the stack exports it (it carries a hash of its content)."""
+        return str(self.project.outputs()["secretName"])
+
     def secret(self) -> Any:
-        names = self.spec.args.names
-        return self.core.read_namespaced_secret(names.secret, self.spec.namespace)
+        return self.core.read_namespaced_secret(self.secret_name(), self.spec.namespace)
+
+    def secrets(self) -> list[str]:
+        """The names of every Secret of the namespace."""
+        listed = self.core.list_namespaced_secret(self.spec.namespace).items
+        return sorted(s.metadata.name for s in listed)
 
     def pod(self) -> Any:
         names = self.spec.args.names
@@ -69,7 +77,7 @@ class Session:
         names, namespace = self.spec.args.names, self.spec.namespace
         name, api_version = {
             "Pod": (names.pod, "v1"),
-            "Secret": (names.secret, "v1"),
+            "Secret": (self.secret_name(), "v1"),
             "NetworkPolicy": (names.network_policy, "networking.k8s.io/v1"),
         }[kind]
         obj = {"apiVersion": api_version, "kind": kind}
@@ -110,12 +118,21 @@ def sidecar_fingerprint(pod: dict[str, Any]) -> str:
     return str(value)
 
 
-SECRET_REPLACED_UNDER_THE_POD = (
-    "found by this suite: the Secret has a fixed name, so pulumi-kubernetes replaces it "
-    "delete-before-replace, and the engine deletes and recreates it while the old Pod still "
-    "runs; the Pod is replaced after. The NetworkPolicy stays throughout. Making the pod "
-    "depend on the Secret by property (through the CA fingerprint) did not change the order."
-)
+def assert_secret_replaced_around_the_pod(events: list[Event], old: str, new: str) -> None:
+    """The new Secret exists before the old Pod goes; the old Secret goes after the new Pod.
+
+    Found by this suite: with a fixed name, pulumi-kubernetes replaced the
+    immutable Secret delete-before-replace, under the running pod. Named after
+    its content, the Secret is replaced create-before-delete around the Pod.
+    """
+    added = [e.revision for e in events if (e.type, e.kind, e.name) == ("ADDED", "Secret", new)]
+    gone = [e.revision for e in events if (e.type, e.kind, e.name) == ("DELETED", "Secret", old)]
+    pod_gone = [e.revision for e in events if (e.type, e.kind) == ("DELETED", "Pod")]
+    pod_added = [e.revision for e in events if (e.type, e.kind) == ("ADDED", "Pod")]
+    for revisions in (added, gone, pod_gone, pod_added):
+        assert revisions, describe(events)
+    assert max(added) < min(pod_gone), describe(events)
+    assert max(pod_added) < min(gone), describe(events)
 
 
 # --- a. the stack program -------------------------------------------------------------
@@ -132,7 +149,7 @@ def test_the_objects_are_what_the_builders_declare(session: Session) -> None:
     }
 
     secret = session.raw("Secret")
-    expected_secret = manifests.secret_manifest(args, None)
+    expected_secret = manifests.secret_manifest(args, None, name=manifests.secret_name(args, cert))
     del expected_secret["stringData"]
     assert subset_mismatches(expected_secret, secret) == []
 
@@ -152,6 +169,12 @@ def test_the_pod_is_admitted_and_running(session: Session) -> None:
     wait_for(ready, "the workspace pod to be Running and Ready", timeout=60)
 
 
+def test_an_unchanged_stack_previews_no_change(session: Session) -> None:
+    # The Secret's name is a hash of its content: the same inputs, the same name.
+    result = session.project.pulumi("preview", "--expect-no-changes", check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 def test_the_stack_outputs(session: Session) -> None:
     args = session.spec.args
     names = args.names
@@ -160,7 +183,7 @@ def test_the_stack_outputs(session: Session) -> None:
     assert outputs == {
         "sessionId": args.session_id,
         "namespace": args.namespace,
-        "secretName": names.secret,
+        "secretName": manifests.secret_name(args, cert_pem),
         "networkPolicyName": names.network_policy,
         "podName": names.pod,
         "podLabels": dict(names.pod_labels),
@@ -210,13 +233,17 @@ def test_bad_config_is_one_line_without_a_traceback(
 def test_a_policy_change_replaces_the_secret_and_the_pod(
     session: Session,
 ) -> None:
-    secret_uid, pod_uid = session.secret().metadata.uid, session.pod().metadata.uid
+    old_secret, pod_uid = session.secret_name(), session.pod().metadata.uid
     session.project.set_config({"policy": CHANGED_POLICY})
     with WatchRecorder(session.api, session.spec.namespace) as recorder:
         session.project.up()
     events = recorder.timeline()
-    assert session.secret().metadata.uid != secret_uid
+    new_secret = session.secret_name()
+    assert new_secret != old_secret
+    assert session.spec.args.names.owns_secret(new_secret)
+    assert session.secrets() == [new_secret]  # the old one is gone, after the pod
     assert session.pod().metadata.uid != pod_uid
+    assert_secret_replaced_around_the_pod(events, old_secret, new_secret)
     changed = SessionSpec(
         session.spec.session_id, namespace=session.spec.namespace, policy=CHANGED_POLICY
     )
@@ -232,7 +259,7 @@ def test_a_policy_change_replaces_the_secret_and_the_pod(
 
 def test_replacing_the_ca_rolls_the_pod_to_the_new_fingerprint(session: Session) -> None:
     before = session.project.outputs()["caCertPem"]
-    pod_uid = session.pod().metadata.uid
+    pod_uid, old_secret = session.pod().metadata.uid, session.secret_name()
     (urn,) = [r["urn"] for r in session.project.resources() if r["type"] == CA_TYPE]
     with WatchRecorder(session.api, session.spec.namespace) as recorder:
         session.project.up("--replace", urn)
@@ -241,10 +268,13 @@ def test_replacing_the_ca_rolls_the_pod_to_the_new_fingerprint(session: Session)
     assert session.pod().metadata.uid != pod_uid
     assert sidecar_fingerprint(session.raw("Pod")) == manifests.ca_fingerprint(after)
     assert decoded(session.secret())[contract.CA_CERT_FILE] == after
+    new_secret = session.secret_name()
+    assert new_secret == manifests.secret_name(session.spec.args, after)
+    assert session.secrets() == [new_secret]
+    assert_secret_replaced_around_the_pod(recorder.timeline(), old_secret, new_secret)
     session.timelines["CA rotation"] = recorder.timeline()
 
 
-@pytest.mark.xfail(strict=True, reason=SECRET_REPLACED_UNDER_THE_POD)
 @pytest.mark.parametrize("change", ["policy change", "CA rotation"])
 def test_no_pod_runs_without_its_secret_and_network_policy_during_a_change(
     session: Session, change: str

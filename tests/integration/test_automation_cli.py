@@ -99,14 +99,14 @@ def test_up_renders_a_secure_session_then_destroy_removes_it(
         outputs = stacks.up(spec)
 
         assert outputs.pod_name == names.pod
-        assert outputs.secret_name == names.secret
+        assert outputs.secret_name == manifests.secret_name(spec.args, outputs.ca_cert_pem)
         assert outputs.pod_labels == names.pod_labels
         assert outputs.ca_cert_pem.startswith("-----BEGIN CERTIFICATE-----")
         assert stacks.get(spec.session_id) == outputs
         assert [s.session_id for s in stacks.list()] == [spec.session_id]
 
         objects = rendered(render_dir)
-        secret = objects[("Secret", names.secret)]
+        secret = objects[("Secret", outputs.secret_name)]
         keys = set(secret.get("stringData") or {}) | set(secret.get("data") or {})
         assert {contract.POLICY_FILE, contract.CA_CERT_FILE, contract.CA_KEY_FILE} <= keys
         netpol = objects[("NetworkPolicy", names.network_policy)]
