@@ -269,7 +269,10 @@ def options_of(cls: type) -> tuple[Option, ...]:
         example = spec["example"]
         if example is None:
             if required or document(default) in (None, "", [], {}):
-                raise TypeError(f"option {f.name} needs an example: its default shows no value")
+                raise TypeError(
+                    f"option {f.name} needs an example: its default shows no value; "
+                    "give option(..., example=...)"
+                )
             example = _doc(default)
         kind: Kind = spec["kind"] or _kind_of(default)
         out.append(

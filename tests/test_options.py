@@ -126,5 +126,7 @@ def test_an_option_with_nothing_to_show_must_declare_an_example(default: Any) ->
     class Demo:
         hosts: Any = dataclasses.field(default=default, metadata=option("Hosts."))
 
-    with pytest.raises(TypeError, match="option hosts needs an example"):
+    with pytest.raises(
+        TypeError, match=r"option hosts needs an example: .*give option\(\.\.\., example=\.\.\.\)"
+    ):
         options_of(Demo)
