@@ -16,23 +16,6 @@ from typing import Final, Literal, NamedTuple, TypeAlias
 from condukt_egress.errors import ConfigError
 from condukt_egress.events import Decision, DecisionAction, DecisionRequest
 
-__all__ = [
-    "SYNC_DECIDER_THREADS",
-    "Answer",
-    "Cached",
-    "DecidedBy",
-    "Decider",
-    "DeciderResult",
-    "DecisionCache",
-    "DecisionKey",
-    "DecisionSent",
-    "InvalidAnswerError",
-    "decider_budget",
-    "decision_key",
-    "interpret",
-    "is_async_callable",
-]
-
 MAX_REASON_CHARS: Final = 1024
 """A decider's deny reason is cut to this length before it goes on the wire."""
 

@@ -6,8 +6,6 @@ from typing import Final
 
 from condukt_egress.errors import ConfigError
 
-__all__ = ["DEFAULT_MAX_LINE_BYTES", "LineSplitter"]
-
 DEFAULT_MAX_LINE_BYTES: Final = 1 << 20
 """Longest accepted line; longer ones are skipped up to their newline."""
 

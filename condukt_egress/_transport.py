@@ -12,8 +12,6 @@ from typing import Final, Protocol
 
 from condukt_egress.errors import ControlChannelError
 
-__all__ = ["READ_CHUNK", "Connection", "Target", "TcpTarget", "os_reason"]
-
 READ_CHUNK: Final = 1 << 16
 """Bytes asked for per read (and the stream reader's buffer limit)."""
 

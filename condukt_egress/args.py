@@ -361,7 +361,6 @@ class SessionOptions:
         metadata=option(
             "What the workspace trusts: the session CA alone, or certifi's public roots "
             "and the session CA.",
-            example="session-ca",
             choices=get_args(TrustBundle),
         ),
     )
@@ -371,17 +370,12 @@ class SessionOptions:
     )
     ca_key_algorithm: CaKeyAlgorithm = field(
         default="ecdsa-p256",
-        metadata=option(
-            "Key type of the session CA.",
-            example="ecdsa-p256",
-            choices=get_args(CaKeyAlgorithm),
-        ),
+        metadata=option("Key type of the session CA.", choices=get_args(CaKeyAlgorithm)),
     )
     ca_validity_hours: int = field(
         default=24,
         metadata=option(
             f"Lifetime of the session CA, 1 to {MAX_CA_VALIDITY_HOURS} hours.",
-            example="24",
             what="a whole number of hours",
             metavar="HOURS",
             check=_validity_hours,
@@ -393,7 +387,6 @@ class SessionOptions:
             "Re-mint the session CA at a `pulumi up` this many hours or fewer before it expires "
             "(pulumi-tls early_renewal_hours); 0: only once expired. A new CA replaces the "
             "Secret and the pod (`render`: checked only, a rendered CA is never renewed).",
-            example="0",
             what="a whole number of hours",
             metavar="HOURS",
         ),
@@ -424,7 +417,6 @@ class SessionOptions:
         default="kube-system",
         metadata=option(
             "Namespace of the cluster DNS pods.",
-            example="kube-system",
             metavar="NS",
             check=checks.dns_label,
         ),
@@ -433,7 +425,6 @@ class SessionOptions:
         default_factory=lambda: dict(DEFAULT_DNS_POD_LABELS),
         metadata=option(
             "Labels selecting the cluster DNS pods.",
-            example="{k8s-app: kube-dns}",
             what="an object of label keys to values",
             flag="--dns-pod-label",
             metavar="KEY=VALUE",
@@ -448,7 +439,6 @@ class SessionOptions:
             "the rest get NXDOMAIN and never leave the pod), strict (names reaching decide "
             "resolve only if listed in dnsDecideHosts) or off (no resolver: DNS tunnelling "
             "through the cluster resolver stays open).",
-            example="policy",
             choices=DNS_FILTER_MODES,
         ),
     )

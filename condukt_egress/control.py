@@ -20,7 +20,8 @@ This module is the public import path; the pieces live in private modules:
 ``_lines`` (:class:`LineSplitter`), ``_backoff`` (:class:`Backoff`),
 ``_transport`` (:class:`Target`, :class:`TcpTarget`, :class:`Connection`) and
 ``_decisions`` (decider types, :class:`DecisionCache`, :func:`decider_budget`,
-the fail-closed checks and the sync-decider threads).
+the fail-closed checks and the sync-decider threads). They keep no ``__all__``
+of their own: this module's lists their public names, once.
 
 Example:
     >>> async def watch() -> None:  # doctest: +SKIP

@@ -170,7 +170,6 @@ class SandboxGuardArgs:
         default_factory=lambda: {GUARD_NAMESPACE_LABEL: "enforce"},
         metadata=option(
             "Labels a namespace must carry for the guard to apply there (all must match).",
-            example=f"{{{GUARD_NAMESPACE_LABEL}: enforce}}",
             what="an object of label keys to values",
             flag="--namespace-label",
             metavar="KEY=VALUE",
@@ -210,7 +209,6 @@ class SandboxGuardArgs:
         default=(contract.DEFAULT_IMAGE,),
         metadata=option(
             "A sidecar image session pods may run (the sessions' sidecar_image; pin digests).",
-            example=f"[{contract.DEFAULT_IMAGE}]",
             what="a list of image references",
             flag="--sidecar-image",
             metavar="IMG",
@@ -234,15 +232,15 @@ class SandboxGuardArgs:
     )
     proxy_port: int = field(
         default=contract.DEFAULT_PROXY_PORT,
-        metadata=option("The sessions' proxy_port.", example="15001", metavar="PORT"),
+        metadata=option("The sessions' proxy_port.", metavar="PORT"),
     )
     control_port: int = field(
         default=contract.DEFAULT_CONTROL_PORT,
-        metadata=option("The sessions' control_port.", example="15002", metavar="PORT"),
+        metadata=option("The sessions' control_port.", metavar="PORT"),
     )
     sidecar_uid: int = field(
         default=contract.DEFAULT_SIDECAR_UID,
-        metadata=option("The sessions' sidecar_uid.", example="1337", metavar="UID"),
+        metadata=option("The sessions' sidecar_uid.", metavar="UID"),
     )
     unsafe_allowed_capabilities: Sequence[str] = field(
         default=(),
@@ -269,7 +267,6 @@ class SandboxGuardArgs:
         default="deny",
         metadata=option(
             "deny refuses; warn admits with a warning and an audit annotation.",
-            example="deny",
             choices=get_args(GuardMode),
         ),
     )

@@ -16,9 +16,9 @@ Example:
     >>> @dataclass(frozen=True)
     ... class Demo:
     ...     dns_namespace: str = field(default="kube-system", metadata=option(
-    ...         "Namespace of the cluster DNS pods.", example="kube-system"))
+    ...         "Namespace of the cluster DNS pods.", metavar="NS"))
     >>> (opt,) = options_of(Demo)
-    >>> opt.config, opt.flag, opt.doc_default
+    >>> opt.config, opt.flag, opt.example
     ('dnsNamespace', '--dns-namespace', 'kube-system')
 """
 
@@ -83,7 +83,7 @@ class Option:
         kind: Its stack config type.
         items: The type of an array option's entries (``string`` or ``object``).
         help: One sentence for ``--help``, the configuration reference and docstrings.
-        example: A valid value as typed in a fix hint.
+        example: A valid value as typed in a fix hint; the default unless declared.
         what: What a value must be, for type errors (``"a list of IPv4 CIDRs"``).
         flag: The ``render`` flag; one entry per use for list and object options.
         short: A one-letter alias of the flag, if any.
@@ -179,7 +179,7 @@ class Option:
 def option(
     help: str,
     *,
-    example: str,
+    example: str | None = None,
     kind: Kind | None = None,
     items: Kind | None = None,
     what: str | None = None,
@@ -196,7 +196,9 @@ def option(
     ``kind`` defaults to what the field's default suggests (``bool`` boolean,
     ``int`` integer, a list or tuple array, a mapping object, else string);
     ``items`` (arrays only) to ``string``; ``flag`` to the name in kebab-case;
-    ``check`` to :func:`~condukt_egress.checks.one_of` the ``choices``, if any.
+    ``check`` to :func:`~condukt_egress.checks.one_of` the ``choices``, if any;
+    ``example`` to the default, as the docs show it (an option that is required,
+    or empty by default, must give one).
     """
     if check is None and choices:
         check = one_of(choices)
@@ -221,14 +223,11 @@ def option(
 def switch(help: str, *, default: bool) -> Any:
     """A ``bool`` option field, declared in one call.
 
-    Its example is the default, and its check refuses anything but ``True``
-    and ``False`` (``"false"`` from a careless config is not false). E.g.
+    Its check refuses anything but ``True`` and ``False`` (``"false"`` from a
+    careless config is not false). E.g.
     ``allow_plain_http: bool = switch("Open TCP 80.", default=False)``.
     """
-    return dataclasses.field(
-        default=default,
-        metadata=option(help, example="true" if default else "false", check=boolean),
-    )
+    return dataclasses.field(default=default, metadata=option(help, check=boolean))
 
 
 def checked(check: Check | None) -> dict[str, Any]:
@@ -267,6 +266,14 @@ def options_of(cls: type) -> tuple[Option, ...]:
         else:
             default = None
         required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        example = spec["example"]
+        if example is None:
+            if required or document(default) in (None, "", [], {}):
+                raise TypeError(
+                    f"option {f.name} needs an example: its default shows no value; "
+                    "give option(..., example=...)"
+                )
+            example = _doc(default)
         kind: Kind = spec["kind"] or _kind_of(default)
         out.append(
             Option(
@@ -274,7 +281,7 @@ def options_of(cls: type) -> tuple[Option, ...]:
                 kind=kind,
                 items=spec["items"] or ("string" if kind == "array" else None),
                 help=spec["help"],
-                example=spec["example"],
+                example=example,
                 what=spec["what"] or _WHAT[kind],
                 flag=spec["flag"] or "--" + f.name.replace("_", "-"),
                 short=spec["short"],

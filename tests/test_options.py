@@ -11,6 +11,7 @@ from it (``docs/hooks/reference.py``, checked in tests/test_docs.py).
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ from click.testing import CliRunner
 from condukt_egress.args import SandboxEgressArgs, SessionOptions
 from condukt_egress.cli import cli, from_flags
 from condukt_egress.cli import render as render_cli
-from condukt_egress.options import Option
+from condukt_egress.options import Option, option, options_of
 from condukt_egress.program import spec_from_config
 from condukt_egress.spec import ARGS_OPTIONS, CONFIG_KEYS, SESSION_OPTIONS, SessionSpec
 
@@ -103,3 +104,29 @@ def test_no_default_drifts_between_the_surfaces() -> None:
 def test_fix_hints_name_the_key(opt: Option) -> None:
     assert opt.config in opt.config_fix
     assert opt.example in opt.config_fix
+
+
+def test_an_example_is_the_default_unless_declared() -> None:
+    @dataclasses.dataclass(frozen=True)
+    class Demo:
+        port: int = dataclasses.field(default=15001, metadata=option("A port."))
+        labels: dict[str, str] = dataclasses.field(
+            default_factory=lambda: {"k8s-app": "kube-dns"}, metadata=option("Labels.")
+        )
+        hosts: Sequence[str] = dataclasses.field(
+            default=(), metadata=option("Hosts.", example="[pypi.org]", parse=str)
+        )
+
+    assert [o.example for o in options_of(Demo)] == ["15001", "{k8s-app: kube-dns}", "[pypi.org]"]
+
+
+@pytest.mark.parametrize("default", [(), None, ""])
+def test_an_option_with_nothing_to_show_must_declare_an_example(default: Any) -> None:
+    @dataclasses.dataclass(frozen=True)
+    class Demo:
+        hosts: Any = dataclasses.field(default=default, metadata=option("Hosts."))
+
+    with pytest.raises(
+        TypeError, match=r"option hosts needs an example: .*give option\(\.\.\., example=\.\.\.\)"
+    ):
+        options_of(Demo)
