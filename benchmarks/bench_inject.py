@@ -53,7 +53,17 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from tests.corpus import CORPUS  # noqa: E402
 
-SESSION = ["--session-id", "bench", "-n", "agents"]
+ARGS = SandboxEgressArgs(session_id="bench", namespace="agents")
+SESSION = [
+    "--session-id",
+    "bench",
+    "-n",
+    "agents",
+    # inject names the session's Secret as render or the stack made it; any name
+    # of this session's does for timing.
+    "--secret-name",
+    ARGS.names.secret_name({}),
+]
 
 
 def find_istioctl(given: str | None) -> str:
@@ -107,11 +117,10 @@ def corpus_workloads() -> list[dict[str, Any]]:
 
 def both_accept(docs: list[dict[str, Any]], istioctl: list[str]) -> list[dict[str, Any]]:
     """The documents both tools inject, saying why each other one is left out."""
-    args = SandboxEgressArgs(session_id="bench", namespace="agents")
     ours = []
     for doc in docs:
         try:
-            inject_document(doc, args)
+            inject_document(doc, ARGS)
             ours.append(doc)
         except ConfigError as exc:
             print(f"  refused by inject (a bypass): {str(exc)[:110]}")
