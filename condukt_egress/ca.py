@@ -37,6 +37,8 @@ __all__ = [
     "generate_ca",
     "key_spec",
     "key_usage",
+    "signature_digest",
+    "subject_name",
 ]
 
 CA_ORGANIZATION: Final = "condukt-egress"
@@ -128,9 +130,31 @@ def _private_key(spec: KeySpec) -> ec.EllipticCurvePrivateKey | rsa.RSAPrivateKe
     return rsa.generate_private_key(public_exponent=65537, key_size=int(spec.rsa_bits or 0))
 
 
-def _digest(spec: KeySpec) -> hashes.SHA256 | hashes.SHA384:
-    """The digest Go's ``x509.CreateCertificate`` (so pulumi-tls) picks for a key."""
-    return hashes.SHA384() if spec.ecdsa_curve == "P384" else hashes.SHA256()
+def signature_digest(
+    key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey,
+) -> hashes.SHA256 | hashes.SHA384 | hashes.SHA512:
+    """The digest Go's ``x509.CreateCertificate`` (so pulumi-tls) signs with for ``key``.
+
+    SHA-384 for P-384 and SHA-512 for P-521 (Go's ``signingParamsForKey``),
+    else SHA-256. Shared by :func:`generate_ca` and the pulumi-tls mock of
+    :mod:`condukt_egress.testing`.
+    """
+    if isinstance(key, ec.EllipticCurvePrivateKey):
+        if key.curve.key_size == 384:
+            return hashes.SHA384()
+        if key.curve.key_size == 521:
+            return hashes.SHA512()
+    return hashes.SHA256()
+
+
+def subject_name(common_name: str, organization: str) -> x509.Name:
+    """A certificate subject as pulumi-tls writes it: Go's ``pkix.Name`` order, O before CN."""
+    return x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization),
+            x509.NameAttribute(NameOID.COMMON_NAME, common_name),
+        ]
+    )
 
 
 def generate_ca(args: SandboxEgressArgs, *, now: datetime.datetime | None = None) -> CaMaterial:
@@ -152,13 +176,7 @@ def generate_ca(args: SandboxEgressArgs, *, now: datetime.datetime | None = None
     issued = now or datetime.datetime.now(datetime.UTC)
     spec = key_spec(args.ca_key_algorithm)
     key = _private_key(spec)
-    # Go's pkix.Name order (O before CN), as pulumi-tls writes the subject.
-    subject = x509.Name(
-        [
-            x509.NameAttribute(NameOID.ORGANIZATION_NAME, CA_ORGANIZATION),
-            x509.NameAttribute(NameOID.COMMON_NAME, args.names.ca_common_name),
-        ]
-    )
+    subject = subject_name(args.names.ca_common_name, CA_ORGANIZATION)
     cert = (
         x509.CertificateBuilder()
         .subject_name(subject)
@@ -170,7 +188,7 @@ def generate_ca(args: SandboxEgressArgs, *, now: datetime.datetime | None = None
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .add_extension(key_usage(CA_ALLOWED_USES), critical=True)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .sign(key, _digest(spec))
+        .sign(key, signature_digest(key))
     )
     key_pem = key.private_bytes(
         serialization.Encoding.PEM,

@@ -38,16 +38,15 @@ from typing import Any
 import grpc  # type: ignore[import-untyped]
 import pulumi
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.x509.oid import NameOID
 from google.protobuf import json_format, struct_pb2  # type: ignore[import-untyped]
 from pulumi.runtime import mocks as pulumi_mocks
 from pulumi.runtime import rpc
 from pulumi.runtime import settings as pulumi_settings
 from pulumi.runtime.proto import callback_pb2, callback_pb2_grpc, resource_pb2
 
-from condukt_egress.ca import key_usage
+from condukt_egress.ca import key_usage, signature_digest, subject_name
 
 __all__ = [
     "EngineMocks",
@@ -177,12 +176,7 @@ def _self_signed(inputs: Mapping[str, Any]) -> str:
     if not isinstance(key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey):
         raise TypeError(f"pulumi-tls keys are ECDSA or RSA, got {type(key).__name__}")
     subject = inputs.get("subject") or {}
-    name = x509.Name(
-        [
-            x509.NameAttribute(NameOID.COMMON_NAME, subject["commonName"]),
-            x509.NameAttribute(NameOID.ORGANIZATION_NAME, subject["organization"]),
-        ]
-    )
+    name = subject_name(subject["commonName"], subject["organization"])
     now = datetime.datetime.now(datetime.UTC)
     builder = (
         x509.CertificateBuilder()
@@ -203,7 +197,7 @@ def _self_signed(inputs: Mapping[str, Any]) -> str:
             x509.SubjectKeyIdentifier.from_public_key(key.public_key()),
             critical=False,
         )
-    cert = builder.sign(key, hashes.SHA256())
+    cert = builder.sign(key, signature_digest(key))
     return cert.public_bytes(serialization.Encoding.PEM).decode()
 
 

@@ -38,16 +38,18 @@ PRIVATE_KEY = "tls:index/privateKey:PrivateKey"
 SELF_SIGNED_CERT = "tls:index/selfSignedCert:SelfSignedCert"
 UNKNOWN = "04da6b54-80e4-46f7-96ec-b56ff0331ba9"
 CURVES = {"P224": ec.SECP224R1, "P256": ec.SECP256R1, "P384": ec.SECP384R1, "P521": ec.SECP521R1}
+# In the order Go's pkix.Name.ToRDNSequence writes them (crypto/x509/pkix), as
+# pulumi-tls (a Go provider) does: C, ST, L, street, postal code, O, OU, CN, serial.
 SUBJECT = {
-    "commonName": NameOID.COMMON_NAME,
     "country": NameOID.COUNTRY_NAME,
+    "province": NameOID.STATE_OR_PROVINCE_NAME,
     "locality": NameOID.LOCALITY_NAME,
+    "streetAddresses": NameOID.STREET_ADDRESS,
+    "postalCode": NameOID.POSTAL_CODE,
     "organization": NameOID.ORGANIZATION_NAME,
     "organizationalUnit": NameOID.ORGANIZATIONAL_UNIT_NAME,
-    "postalCode": NameOID.POSTAL_CODE,
-    "province": NameOID.STATE_OR_PROVINCE_NAME,
+    "commonName": NameOID.COMMON_NAME,
     "serialNumber": NameOID.SERIAL_NUMBER,
-    "streetAddresses": NameOID.STREET_ADDRESS,
 }
 KEY_USAGES = {
     "digital_signature": "digital_signature",
@@ -171,6 +173,15 @@ def _key(inputs: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _digest(key: Any) -> hashes.HashAlgorithm | None:
+    """What Go's x509.CreateCertificate signs with (signingParamsForKey): by curve for ECDSA."""
+    if isinstance(key, ed25519.Ed25519PrivateKey):
+        return None
+    if isinstance(key, ec.EllipticCurvePrivateKey):
+        return {384: hashes.SHA384(), 521: hashes.SHA512()}.get(key.curve.key_size, hashes.SHA256())
+    return hashes.SHA256()
+
+
 def _cert(inputs: dict[str, Any]) -> dict[str, Any]:
     key: Any = serialization.load_pem_private_key(inputs["privateKeyPem"].encode(), None)
     public = key.public_key()
@@ -211,8 +222,7 @@ def _cert(inputs: dict[str, Any]) -> dict[str, Any]:
         builder = builder.add_extension(x509.SubjectAlternativeName(sans), False)
     if inputs["setSubjectKeyId"]:
         builder = builder.add_extension(x509.SubjectKeyIdentifier.from_public_key(public), False)
-    algorithm = None if isinstance(key, ed25519.Ed25519PrivateKey) else hashes.SHA256()
-    cert = builder.sign(key, algorithm)
+    cert = builder.sign(key, _digest(key))
     kind = {rsa.RSAPrivateKey: "RSA", ec.EllipticCurvePrivateKey: "ECDSA"}
     key_algorithm = next((v for k, v in kind.items() if isinstance(key, k)), "ED25519")
     return {

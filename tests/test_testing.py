@@ -10,6 +10,7 @@ import pulumi
 import pytest
 from cryptography import x509
 
+from condukt_egress.args import CaKeyAlgorithm
 from condukt_egress.manifests import SIDECAR_CONTAINER
 from condukt_egress.testing import RecordingMonitor, Resources, TransformError, record, run
 
@@ -99,3 +100,36 @@ def test_a_bypass_the_transform_refuses_is_raised() -> None:
     assert info.value.resource == "ws"
     assert info.value.message.startswith("Pod 'ws' spec.hostNetwork: is true; a session pod")
     assert info.value.message.endswith("remove hostNetwork")
+
+
+@pytest.mark.parametrize("algorithm", ["ecdsa-p256", "ecdsa-p384", "rsa-2048"])
+def test_the_pulumi_tls_mock_mints_the_ca_render_mints(algorithm: CaKeyAlgorithm) -> None:
+    # The mock stands in for pulumi-tls, as generate_ca does offline: both follow
+    # Go's x509 (subject O before CN, SHA-384 for a P-384 key), so a unit test
+    # sees the certificate a real stack gets.
+    from condukt_egress import SandboxEgress, SandboxEgressArgs  # noqa: PLC0415
+    from condukt_egress.ca import generate_ca  # noqa: PLC0415
+
+    args = SandboxEgressArgs(session_id="42", namespace="agents", ca_key_algorithm=algorithm)
+
+    def program() -> None:
+        SandboxEgress("s", args)
+
+    secret = run(program).one("kubernetes:core/v1:Secret")
+    mocked = x509.load_pem_x509_certificate(secret.inputs["stringData"]["ca.pem"].encode())
+    offline = x509.load_pem_x509_certificate(generate_ca(args).cert_pem.encode())
+    assert mocked.subject == offline.subject
+    assert mocked.subject.rdns[0].rfc4514_string() == "O=condukt-egress"
+    assert mocked.signature_hash_algorithm is not None
+    assert offline.signature_hash_algorithm is not None
+    assert mocked.signature_hash_algorithm.name == offline.signature_hash_algorithm.name
+    assert mocked.signature_hash_algorithm.name == (
+        "sha384" if algorithm == "ecdsa-p384" else "sha256"
+    )
+
+    # Same extensions, same values but the subject key identifier (another key).
+    def profile(cert: x509.Certificate) -> list[tuple[Any, ...]]:
+        ski = x509.SubjectKeyIdentifier.oid
+        return [(e.oid, e.critical, None if e.oid == ski else e.value) for e in cert.extensions]
+
+    assert profile(mocked) == profile(offline)
