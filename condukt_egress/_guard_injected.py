@@ -92,12 +92,20 @@ def read_ours(args: SandboxGuardArgs) -> Ours:
 
 
 def container_matches(
-    c: str, template: JSON, wildcard: Mapping[int, str], images: Sequence[str]
+    c: str,
+    template: JSON,
+    wildcard: Mapping[int, str],
+    images: Sequence[str],
+    *,
+    bound_env: str | None = None,
 ) -> str:
     """CEL: container ``c`` runs what ``template`` runs and nothing more.
 
     Image one of ``images``; command and argv as built (session-dependent argv
-    slots free); environment variable names as built, none from a reference;
+    slots free); environment variable names as built, none from a reference,
+    and ``bound_env`` after them or not (the sidecar's CA fingerprint, which
+    only a pod bound to its CA carries: the component's and ``render``'s do,
+    ``inject``'s do not);
     no ``envFrom``; volume mounts as built; no exec hook or exec probe the
     builder did not write (those run commands as the container's uid, which
     for the sidecar is the uid the redirect exempts).
@@ -121,7 +129,13 @@ def container_matches(
         if i not in wildcard or wildcard[i]
     ]
     env_names = [e["name"] for e in template.get("env") or ()]
-    if env_names:
+    if bound_env is not None:
+        either = [env_names, [*env_names, bound_env]]
+        parts.append(
+            f"has({c}.env) && {c}.env.map(e, e.name) in {lit(either)} "
+            f"&& {c}.env.all(e, !has(e.valueFrom))"
+        )
+    elif env_names:
         parts.append(
             f"has({c}.env) && {c}.env.map(e, e.name) == {lit(env_names)} "
             f"&& {c}.env.all(e, !has(e.valueFrom))"

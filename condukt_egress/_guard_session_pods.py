@@ -218,7 +218,11 @@ def _root_init_validations(ours: Ours, args: SandboxGuardArgs) -> list[JSON]:
 def _sidecar_validations(ours: Ours, args: SandboxGuardArgs) -> list[JSON]:
     """The resolver and the sidecar: present as injected, native or plain containers."""
     sidecar_check = container_matches(
-        "c", ours.sidecar, ours.wildcard_args[_SIDECAR], args.sidecar_images
+        "c",
+        ours.sidecar,
+        ours.wildcard_args[_SIDECAR],
+        args.sidecar_images,
+        bound_env=manifests.CA_FINGERPRINT_ENV,
     )
     native = is_("c", "restartPolicy", "Always")
     in_init = f"variables.initContainers.exists(c, c.name == {lit(_SIDECAR)} && {native})"

@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 from condukt_egress import SandboxEgressArgs, contract, manifests
 from condukt_egress import guard as guard_module
+from condukt_egress.ca import generate_ca
 from condukt_egress.dns import DNS_UID, DnsFilter
 from condukt_egress.errors import ConfigError
 from condukt_egress.guard import (
@@ -34,6 +35,7 @@ from condukt_egress.naming import (
     session_names,
     validate_session_id,
 )
+from condukt_egress.render import render_session
 from tests import strategies
 from tests.cel_admission import admit, compiled, defaulted_pod, request
 from tests.k8s_schema import assert_valid, versions
@@ -185,6 +187,34 @@ def test_the_pods_we_generate_are_admitted(native: bool) -> None:
     updated["metadata"].setdefault("annotations", {})["note"] = "x"
     workspace(updated)["image"] = "python:3.14-slim"
     assert refusals(updated, old=pod) == []
+
+
+def sidecar_of(pod: JSON) -> JSON:
+    every = [*pod["spec"].get("initContainers", []), *pod["spec"]["containers"]]
+    return next(c for c in every if c["name"] == manifests.SIDECAR_CONTAINER)
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_pods_bound_to_their_ca_as_render_and_the_component_make_them_are_admitted(
+    native: bool,
+) -> None:
+    # render and the component bind the pod to its CA: the sidecar carries the
+    # CA fingerprint after its own env. The guard refused every such pod before.
+    args = SandboxEgressArgs(session_id="run-42", namespace="agents", native_sidecar=native)
+    objects = render_session(args, generate_ca(args), "python:3.13-slim")
+    pod = defaulted_pod(next(o for o in objects if o["kind"] == "Pod"))
+    assert [e["name"] for e in sidecar_of(pod)["env"]][-1] == manifests.CA_FINGERPRINT_ENV
+    assert refusals(pod) == []
+    # Only that one name may follow, and only as a plain value.
+    changes: list[Callable[[list[JSON]], object]] = [
+        lambda env: env.append({"name": "HTTPS_PROXY", "value": "http://elsewhere:3128"}),
+        lambda env: env.insert(0, env.pop()),
+        lambda env: env[-1].update(value=None, valueFrom={"fieldRef": {"fieldPath": "x"}}),
+    ]
+    for change in changes:
+        changed = copy.deepcopy(pod)
+        change(sidecar_of(changed)["env"])
+        refused_with(refusals(changed), "the sidecar condukt-egress must be the one")
 
 
 @pytest.mark.parametrize("native", [True, False])

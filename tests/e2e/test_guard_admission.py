@@ -29,9 +29,11 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from condukt_egress import SandboxEgressArgs, manifests
+from condukt_egress.ca import generate_ca
 from condukt_egress.errors import ConfigError
 from condukt_egress.guard import POLICY_PREFIX
 from condukt_egress.naming import LABEL_SESSION
+from condukt_egress.render import render_session
 from condukt_egress.workloads import (
     WORKLOAD_KINDS,
     inject_workload,
@@ -119,6 +121,11 @@ def workload_cases() -> list[Case]:
         pod = manifests.workspace_pod_manifest(args, "python:3.13-slim")
         pod["spec"] = bound(pod["spec"], args)
         cases.append(Case(f"workspace pod (native={native})", pod, None))
+        # As render and the component make it: bound to a real CA, whose
+        # fingerprint the sidecar carries in its env.
+        rendered = render_session(args, generate_ca(args), "python:3.13-slim")
+        pod = next(o for o in rendered if o["kind"] == "Pod")
+        cases.append(Case(f"rendered pod with its CA (native={native})", pod, None))
     return cases
 
 

@@ -22,6 +22,7 @@ from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
 from condukt_egress import SandboxEgressArgs, manifests
+from condukt_egress.ca import generate_ca
 from condukt_egress.errors import ControlChannelError
 from condukt_egress.guard import POLICY_PREFIX, SandboxGuardArgs, guard_manifests
 from condukt_egress.portforward import load_api_client
@@ -106,9 +107,15 @@ def dry_run_create(api: Any, namespace: str, pod: dict[str, Any]) -> str | None:
 def test_our_pod_is_admitted_and_mutations_are_refused(cluster: tuple[Any, str]) -> None:
     api, namespace = cluster
     args = SandboxEgressArgs(session_id="guard-test", namespace=namespace)
-    pod = manifests.workspace_pod_manifest(args, "python:3.13-slim")
+    # Bound to its CA, so its volumes name the session's content-named Secret.
+    ca = generate_ca(args).cert_pem
+    pod = manifests.workspace_pod_manifest(args, "python:3.13-slim", ca_cert_pem=ca)
+    unbound = manifests.workspace_pod_manifest(args, "python:3.13-slim")
     time.sleep(5)  # bindings reach the admission plugin through an informer
     assert dry_run_create(api, namespace, pod) is None
+    refusal = dry_run_create(api, namespace, unbound)
+    assert refusal is not None, "a pod whose volumes name no Secret of the session is refused"
+    assert "must be a Secret" in refusal
     added = copy.deepcopy(pod)
     workspace = next(c for c in added["spec"]["containers"] if c["name"] == "workspace")
     workspace["securityContext"]["capabilities"]["add"] = ["NET_ADMIN"]
