@@ -109,28 +109,7 @@ class SandboxEgress(pulumi.ComponentResource):
         self.pod_labels = dict(self.names.pod_labels)
         child = pulumi.ResourceOptions(parent=self)
 
-        spec = key_spec(args.ca_key_algorithm)
-        self.ca_key = tls.PrivateKey(
-            f"{name}-ca-key",
-            algorithm=spec.algorithm,
-            ecdsa_curve=spec.ecdsa_curve,
-            rsa_bits=spec.rsa_bits,
-            opts=child,
-        )
-        self.ca_cert = tls.SelfSignedCert(
-            f"{name}-ca",
-            private_key_pem=self.ca_key.private_key_pem,
-            is_ca_certificate=True,
-            set_subject_key_id=True,
-            allowed_uses=list(CA_ALLOWED_USES),
-            validity_period_hours=args.ca_validity_hours,
-            early_renewal_hours=args.ca_early_renewal_hours,
-            subject=tls.SelfSignedCertSubjectArgs(
-                common_name=self.names.ca_common_name,
-                organization=CA_ORGANIZATION,
-            ),
-            opts=child,
-        )
+        self.ca_key, self.ca_cert = self._ca(name, args, child)
         self.ca_cert_pem = self.ca_cert.cert_pem
 
         # Input-valued args (an Output namespace, a policy host from another
@@ -146,6 +125,69 @@ class SandboxEgress(pulumi.ComponentResource):
         def with_args(build: Callable[[SandboxEgressArgs], Any]) -> Any:
             return build(args) if resolved is None else resolved.apply(build)
 
+        self.secret = self._secret(name, args, resolved)
+        policy = with_args(manifests.network_policy_manifest)
+        self.network_policy = k8s.networking.v1.NetworkPolicy(
+            f"{name}-network-policy",
+            metadata=_part(policy, "metadata"),
+            spec=_part(policy, "spec"),
+            opts=child,
+        )
+        self.secret_name = self.secret.metadata.apply(lambda m: str(m["name"]))
+        self.ca_fingerprint = self.ca_cert.cert_pem.apply(manifests.ca_fingerprint)
+        self._transform = workload_transform(
+            args,
+            self._workload_dependencies,
+            manifests.CaBinding(self.ca_fingerprint, self.secret_name),
+            resolved,
+        )
+        self.network_policy_name = self.network_policy.metadata.apply(lambda m: str(m["name"]))
+        self.register_outputs(
+            {
+                "secretName": self.secret_name,
+                "networkPolicyName": self.network_policy_name,
+                "podLabels": self.pod_labels,
+                "caCertPem": self.ca_cert_pem,
+                "caFingerprint": self.ca_fingerprint,
+            }
+        )
+
+    @staticmethod
+    def _ca(
+        name: str, args: SandboxEgressArgs, child: pulumi.ResourceOptions
+    ) -> tuple[tls.PrivateKey, tls.SelfSignedCert]:
+        """The session CA: its key and self-signed certificate (pulumi-tls)."""
+        spec = key_spec(args.ca_key_algorithm)
+        key = tls.PrivateKey(
+            f"{name}-ca-key",
+            algorithm=spec.algorithm,
+            ecdsa_curve=spec.ecdsa_curve,
+            rsa_bits=spec.rsa_bits,
+            opts=child,
+        )
+        cert = tls.SelfSignedCert(
+            f"{name}-ca",
+            private_key_pem=key.private_key_pem,
+            is_ca_certificate=True,
+            set_subject_key_id=True,
+            allowed_uses=list(CA_ALLOWED_USES),
+            validity_period_hours=args.ca_validity_hours,
+            early_renewal_hours=args.ca_early_renewal_hours,
+            subject=tls.SelfSignedCertSubjectArgs(
+                common_name=args.names.ca_common_name,
+                organization=CA_ORGANIZATION,
+            ),
+            opts=child,
+        )
+        return key, cert
+
+    def _secret(
+        self,
+        name: str,
+        args: SandboxEgressArgs,
+        resolved: pulumi.Output[SandboxEgressArgs] | None,
+    ) -> k8s.core.v1.Secret:
+        """The Secret the sidecar reads: the CA, its key, the policy and the trust files."""
         # The sidecar needs PKCS#8; private_key_pem is SEC1 for ECDSA keys.
         string_data: pulumi.Output[dict[str, str]] = pulumi.Output.secret(
             pulumi.Output.all(
@@ -172,7 +214,7 @@ class SandboxEgress(pulumi.ComponentResource):
         metadata: Any = pulumi.Output.all(secret_name, resolved).apply(
             lambda v: manifests.object_metadata(v[1] or args, v[0])
         )
-        self.secret = k8s.core.v1.Secret(
+        return k8s.core.v1.Secret(
             f"{name}-secret",
             metadata=metadata,
             type=secret["type"],
@@ -182,31 +224,6 @@ class SandboxEgress(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(
                 parent=self, additional_secret_outputs=["data", "stringData"]
             ),
-        )
-        policy = with_args(manifests.network_policy_manifest)
-        self.network_policy = k8s.networking.v1.NetworkPolicy(
-            f"{name}-network-policy",
-            metadata=_part(policy, "metadata"),
-            spec=_part(policy, "spec"),
-            opts=child,
-        )
-        self.secret_name = self.secret.metadata.apply(lambda m: str(m["name"]))
-        self.ca_fingerprint = self.ca_cert.cert_pem.apply(manifests.ca_fingerprint)
-        self._transform = workload_transform(
-            args,
-            self._workload_dependencies,
-            manifests.CaBinding(self.ca_fingerprint, self.secret_name),
-            resolved,
-        )
-        self.network_policy_name = self.network_policy.metadata.apply(lambda m: str(m["name"]))
-        self.register_outputs(
-            {
-                "secretName": self.secret_name,
-                "networkPolicyName": self.network_policy_name,
-                "podLabels": self.pod_labels,
-                "caCertPem": self.ca_cert_pem,
-                "caFingerprint": self.ca_fingerprint,
-            }
         )
 
     def inject(self, pod_spec: Mapping[str, Any]) -> dict[str, Any]:
