@@ -459,11 +459,6 @@ class FakeCli:
         )
 
 
-@pytest.fixture
-def fake(tmp_path: Path) -> FakeCli:
-    return make_fake(tmp_path)
-
-
 def make_fake(tmp_path: Path) -> FakeCli:
     """A scripted CLI in ``tmp_path/cli/bin/pulumi`` answering like an empty backend."""
     root = tmp_path / "cli"
@@ -476,11 +471,6 @@ def make_fake(tmp_path: Path) -> FakeCli:
     cli.answer("stack history", stdout=json.dumps(HISTORY))
     cli.answer("stack output", stdout="{}")
     return cli
-
-
-@pytest.fixture(scope="module")
-def exported() -> dict[str, Any]:
-    return run(session_program, config=manager_config(SPECS["every option"])).stack_outputs
 
 
 def test_up_of_a_known_session_selects_it_and_drops_stale_provider_keys(

@@ -35,7 +35,7 @@ from condukt_egress.automation import (
 from condukt_egress.errors import ConfigError
 from condukt_egress.program import session_program
 from tests.pulumi_harness import run
-from tests.test_automation import NOT_FOUND, SPECS, FakeCli, make_fake, manager_config
+from tests.test_automation import NOT_FOUND, SPECS, FakeCli
 
 CERT = "tls:index/selfSignedCert:SelfSignedCert"
 STORED = (
@@ -51,16 +51,6 @@ PREVIEW_EVENTS = [
     {"sequence": 0, "timestamp": 0, "summaryEvent": {"resourceChanges": {"update": 1}}},
     {"sequence": 1, "timestamp": 0, "cancelEvent": {}},
 ]
-
-
-@pytest.fixture
-def fake(tmp_path: Path) -> FakeCli:
-    return make_fake(tmp_path)
-
-
-@pytest.fixture(scope="module")
-def exported() -> dict[str, Any]:
-    return run(session_program, config=manager_config(SPECS["every option"])).stack_outputs
 
 
 def arg(args: list[str], flag: str) -> list[str]:

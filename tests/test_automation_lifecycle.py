@@ -29,10 +29,8 @@ from condukt_egress.automation import (
 from condukt_egress.automation._status import RECORD_FILE
 from condukt_egress.errors import ConfigError, PolicyError
 from condukt_egress.naming import SIDECAR_CONTAINER
-from condukt_egress.program import session_program
 from condukt_egress.spec import CONFIG_KEYS, SESSION_OPTIONS
-from tests.pulumi_harness import run
-from tests.test_automation import HISTORY, NOT_FOUND, SPECS, FakeCli, make_fake, manager_config
+from tests.test_automation import HISTORY, NOT_FOUND, SPECS, FakeCli
 
 # --- SessionSpec.to_config / from_config ---------------------------------------
 
@@ -106,16 +104,6 @@ def test_a_config_document_must_be_a_mapping() -> None:
 
 
 # --- status ----------------------------------------------------------------------
-
-
-@pytest.fixture
-def fake(tmp_path: Path) -> FakeCli:
-    return make_fake(tmp_path)
-
-
-@pytest.fixture(scope="module")
-def exported() -> dict[str, Any]:
-    return run(session_program, config=manager_config(SPECS["every option"])).stack_outputs
 
 
 class _Pods(BaseHTTPRequestHandler):

@@ -26,7 +26,7 @@ import pytest
 from condukt_egress.automation import SessionBusyError, stack_name
 from condukt_egress.automation._lifecycle import recover_stacks
 from condukt_egress.automation._recovery import lock_holders, readable, recover_stack
-from tests.test_automation import FakeCli, make_fake
+from tests.test_automation import FakeCli
 from tests.test_automation_lifecycle import history_at, listed, recorded
 
 PROJECT = "condukt-egress"
@@ -160,10 +160,10 @@ def test_what_counts_as_a_readable_checkpoint() -> None:
 
 
 @pytest.fixture
-def fake(tmp_path: Path) -> FakeCli:
-    cli = make_fake(tmp_path)
-    cli.answer("file_backend", dir=str(tmp_path / "state" / "backend"))
-    return cli
+def fake(fake: FakeCli, tmp_path: Path) -> FakeCli:
+    """The shared scripted CLI, reading the file backend as the real one does."""
+    fake.answer("file_backend", dir=str(tmp_path / "state" / "backend"))
+    return fake
 
 
 def test_cancel_repairs_a_stack_a_killed_up_left_so_destroy_works(

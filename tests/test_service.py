@@ -25,15 +25,10 @@ from condukt_egress.program import session_program
 from examples.service.app import create_app
 from tests.pulumi_harness import run
 from tests.sidecar_double import ThreadedDouble, event_frame
-from tests.test_automation import HISTORY, NOT_FOUND, SPECS, FakeCli, make_fake, manager_config
+from tests.test_automation import HISTORY, NOT_FOUND, SPECS, FakeCli, manager_config
 
 SPEC = dataclasses.replace(SPECS["every option"], session_id="Agent Run 42 ünïcode")
 URL = f"/sessions/{quote(SPEC.session_id, safe='')}"
-
-
-@pytest.fixture
-def fake(tmp_path: Path) -> FakeCli:
-    return make_fake(tmp_path)
 
 
 @pytest.fixture(scope="module")
