@@ -19,7 +19,7 @@ import threading
 from collections.abc import Mapping
 from importlib import metadata
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 import yaml
 from pulumi.automation import (
@@ -33,7 +33,6 @@ from pulumi.automation import (
     Stack,
     StackAlreadyExistsError,
     StackNotFoundError,
-    Workspace,
 )
 
 from condukt_egress.automation._cli import find_cli, set_secrets
@@ -73,6 +72,25 @@ def default_state_dir() -> Path:
     """``$XDG_STATE_HOME/condukt-egress``, or ``~/.local/state/condukt-egress``."""
     base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
     return Path(base) / "condukt-egress"
+
+
+def _stack_file(work_dir: str | os.PathLike[str], name: str) -> Path:
+    """The stack's config file in its workspace (``Pulumi.<stack>.yaml``)."""
+    return Path(work_dir) / f"Pulumi.{name}.yaml"
+
+
+def _read_stack_file(work_dir: str | os.PathLike[str], name: str) -> dict[str, Any]:
+    """The stack's config file as a document; ``{}`` while there is none.
+
+    Read directly rather than through ``pulumi config --json``, which costs a
+    CLI process and decrypts every secret; the keys and the secrets-provider
+    fields are what is wanted here.
+    """
+    try:
+        text = _stack_file(work_dir, name).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return {}
+    return yaml.safe_load(text) or {}
 
 
 def _write_if_changed(path: Path, text: str) -> None:
@@ -211,7 +229,7 @@ class StackWorkspaces:
             if new_dir:
                 shutil.rmtree(workspace.work_dir, ignore_errors=True)
             raise
-        if not self._config_file(workspace, name).exists():
+        if not _stack_file(workspace.work_dir, name).exists():
             # Made by another replica: its config (sessionId, the kubeconfig secret)
             # is in the stack's last deployment, not here. Without it the program
             # cannot run for refresh or destroy.
@@ -233,17 +251,12 @@ class StackWorkspaces:
         file is not in its workspace is almost always new, so that one is
         created first; one another replica made is then selected instead.
         """
-        if self._config_file(workspace, name).exists():
+        if _stack_file(workspace.work_dir, name).exists():
             return Stack.create_or_select(name, workspace)
         try:
             return Stack.create(name, workspace)
         except StackAlreadyExistsError:
             return Stack.select(name, workspace)
-
-    @staticmethod
-    def _config_file(workspace: Workspace, name: str) -> Path:
-        """The stack's config file in its workspace (``Pulumi.<stack>.yaml``)."""
-        return Path(workspace.work_dir) / f"Pulumi.{name}.yaml"
 
     def _forget(self, workspace: LocalWorkspace, name: str, new_dir: bool) -> None:
         """Remove a stack made only for a preview (best effort, logged on failure)."""
@@ -271,11 +284,7 @@ class StackWorkspaces:
         file; provider keys the spec no longer wants are dropped from it.
         """
         work_dir = Path(workspace.work_dir)
-        stored = self._config_file(workspace, name)
-        try:
-            doc = yaml.safe_load(stored.read_text(encoding="utf-8")) or {}
-        except FileNotFoundError:
-            doc = {}
+        doc = _read_stack_file(work_dir, name)
         wanted = stack_config(spec, settings)
         config = doc.get("config") or {}
         doc["config"] = {
@@ -299,7 +308,7 @@ class StackWorkspaces:
     def _configure(self, stack: Stack, spec: SessionSpec, settings: KubernetesSettings) -> None:
         """Set the session's full stack config; drop provider keys no longer wanted."""
         wanted = stack_config(spec, settings)
-        current = self._stored_config_keys(stack.workspace, stack.name)
+        current = _read_stack_file(stack.workspace.work_dir, stack.name).get("config") or {}
         stack.set_all_config_json(stack_config_json(spec, settings))
         self._set_secrets(Path(stack.workspace.work_dir), stack.name, secret_config(spec, settings))
         stale: list[str] = [
@@ -307,19 +316,6 @@ class StackWorkspaces:
         ]
         if stale:
             stack.remove_all_config(stale)
-
-    def _stored_config_keys(self, workspace: Workspace, name: str) -> set[str]:
-        """The config keys the stack's config file holds, read without a CLI call.
-
-        ``pulumi config --json`` would read the same file, and decrypt every
-        secret to do it; only the keys are wanted here.
-        """
-        try:
-            text = self._config_file(workspace, name).read_text(encoding="utf-8")
-            doc = yaml.safe_load(text) or {}
-        except FileNotFoundError:
-            return set()
-        return set(doc.get("config") or {})
 
     def _cli_env(self) -> dict[str, str]:
         """The environment of a CLI call made outside the SDK's workspace."""
@@ -367,8 +363,7 @@ class StackWorkspaces:
         """The raw session id in a stack's config or operation record here, if any."""
         work_dir = self.state_dir / "workspaces" / name
         try:
-            text = (work_dir / f"Pulumi.{name}.yaml").read_text(encoding="utf-8")
-            doc = yaml.safe_load(text) or {}
+            doc = _read_stack_file(work_dir, name)
         except (OSError, yaml.YAMLError):
             doc = {}
         value = (doc.get("config") or {}).get(f"{PROJECT_NAME}:sessionId")
