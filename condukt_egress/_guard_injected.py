@@ -129,16 +129,14 @@ def container_matches(
         if i not in wildcard or wildcard[i]
     ]
     env_names = [e["name"] for e in template.get("env") or ()]
-    if bound_env is not None:
-        either = [env_names, [*env_names, bound_env]]
-        parts.append(
-            f"has({c}.env) && {c}.env.map(e, e.name) in {lit(either)} "
-            f"&& {c}.env.all(e, !has(e.valueFrom))"
+    if env_names or bound_env is not None:
+        names = (
+            f"== {lit(env_names)}"
+            if bound_env is None
+            else f"in {lit([env_names, [*env_names, bound_env]])}"
         )
-    elif env_names:
         parts.append(
-            f"has({c}.env) && {c}.env.map(e, e.name) == {lit(env_names)} "
-            f"&& {c}.env.all(e, !has(e.valueFrom))"
+            f"has({c}.env) && {c}.env.map(e, e.name) {names} && {c}.env.all(e, !has(e.valueFrom))"
         )
     else:
         parts.append(f"(!has({c}.env) || size({c}.env) == 0)")
